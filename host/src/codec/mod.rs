@@ -1,0 +1,9 @@
+//! Request and response codecs: turning the JSON formats clients speak into the typed
+//! tensors handlers see, and back. Handlers never parse JSON themselves.
+
+mod elements;
+mod error;
+pub mod v2;
+
+pub use elements::{element_type_from_v2, v2_datatype};
+pub use error::CodecError;

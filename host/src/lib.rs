@@ -1,0 +1,5 @@
+//! sandserve host library: the sandboxed runtime that runs tenants' model handlers.
+//! The `sandserve` binary (`main.rs`) is a thin CLI over it.
+
+pub mod codec;
+pub mod runtime;

@@ -1,0 +1,364 @@
+//! The sandboxed runtime: one wasmtime `Engine` (pooling allocator, copy-on-write memory
+//! images, epoch interruption, optional fuel), a `Linker` offering exactly the host
+//! interfaces handlers may import, a compiled `InstancePre` per loaded handler, and a fresh
+//! `Store` with hard limits for every request.
+//!
+//! Calls are synchronous: run them on a blocking thread (`tokio::task::spawn_blocking`),
+//! never on an async worker. See `docs/benchmarks.md` for why (sync is faster here).
+
+mod bindings;
+mod epoch;
+mod error;
+mod limits;
+mod output;
+mod state;
+
+pub use bindings::{ElementType, HandlerError, Request, Response, Tensor};
+pub use error::RuntimeError;
+pub use limits::{LimitHit, RequestLimits};
+
+use bindings::{ModelHandler, ModelHandlerPre};
+use state::HostState;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime_wasi_nn::wit::WasiNnCtx;
+
+/// Engine-wide settings, fixed when the runtime starts.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// How many sandboxes may exist at once (pooling allocator slots).
+    pub max_concurrent_instances: u32,
+    /// Largest memory any request may be given, in bytes (the pool's slot size);
+    /// per-request limits may only lower it.
+    pub max_memory_bytes: usize,
+    /// Meter instructions with fuel (costs some speed; enables `RequestLimits::fuel`).
+    pub fuel_metering: bool,
+    /// Epoch tick: the granularity of timeouts.
+    pub epoch_tick: Duration,
+    /// Most bytes of stdout and of stderr kept per request.
+    pub max_guest_output_bytes: usize,
+    /// Most bytes of wasm stack a guest may use.
+    pub max_wasm_stack_bytes: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_instances: 256,
+            max_memory_bytes: 1 << 30,
+            fuel_metering: false,
+            epoch_tick: Duration::from_millis(5),
+            max_guest_output_bytes: 64 * 1024,
+            max_wasm_stack_bytes: 1 << 20,
+        }
+    }
+}
+
+/// The engine and linker shared by every handler.
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+    config: RuntimeConfig,
+}
+
+impl Runtime {
+    /// Builds the engine, starts its epoch ticker and links the host interfaces.
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        let engine = Engine::new(&engine_config(&config)).map_err(engine_error)?;
+        epoch::spawn_ticker(&engine, config.epoch_tick).map_err(engine_error)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
+        wasmtime_wasi_nn::wit::add_to_linker(&mut linker, HostState::nn_view)
+            .map_err(engine_error)?;
+        bindings::sandserve::handler::logging::add_to_linker::<_, HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(engine_error)?;
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            config,
+        })
+    }
+
+    /// The engine, for compiling components ahead of time.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles `wasm` and prepares it for instantiation. `label` tags its logs
+    /// (`tenant/model@version`). Rejects non-components, components importing anything
+    /// the host does not offer (naming the imports), and non-handlers.
+    pub fn load(&self, label: &str, wasm: &[u8]) -> Result<LoadedHandler, RuntimeError> {
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| RuntimeError::InvalidComponent(format!("{e:#}")))?;
+        self.prepare(label, component)
+    }
+
+    /// Prepares an already compiled component (for example one deserialized from the
+    /// on-disk cache).
+    pub fn prepare(
+        &self,
+        label: &str,
+        component: Component,
+    ) -> Result<LoadedHandler, RuntimeError> {
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| link_error(&self.engine, &component, &e))?;
+        let pre = ModelHandlerPre::new(instance_pre)
+            .map_err(|e| RuntimeError::NotAHandler(format!("{e:#}")))?;
+        Ok(LoadedHandler {
+            pre,
+            component,
+            label: Arc::from(label),
+            engine: self.engine.clone(),
+            config: self.config.clone(),
+        })
+    }
+}
+
+/// A handler compiled and linked once, instantiated afresh for every request.
+#[derive(Clone)]
+pub struct LoadedHandler {
+    pre: ModelHandlerPre<HostState>,
+    component: Component,
+    label: Arc<str>,
+    engine: Engine,
+    config: RuntimeConfig,
+}
+
+/// The result of one successful call.
+#[derive(Debug)]
+pub struct Invocation {
+    /// What the handler returned.
+    pub response: Response,
+    /// Instructions consumed, when fuel metering is on.
+    pub fuel_consumed: Option<u64>,
+    /// Time spent creating the store and instantiating.
+    pub instantiate_time: Duration,
+    /// Time spent in `predict`.
+    pub predict_time: Duration,
+}
+
+impl LoadedHandler {
+    /// The compiled component (to serialize into the cache).
+    pub fn component(&self) -> &Component {
+        &self.component
+    }
+
+    /// The label its logs carry.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Instantiates a new store with `limits` and no wasi-nn graphs.
+    pub fn instantiate_only(&self, limits: &RequestLimits) -> Result<Duration, RuntimeError> {
+        let start = Instant::now();
+        let mut store = self.new_store(limits, empty_nn())?;
+        self.pre
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(&mut store, limits, e))?;
+        Ok(start.elapsed())
+    }
+
+    /// Runs one request in a fresh sandbox, with `nn` as its wasi-nn context (the graphs
+    /// this handler may reach).
+    pub fn invoke(
+        &self,
+        request: &Request,
+        limits: &RequestLimits,
+        nn: WasiNnCtx,
+    ) -> Result<Invocation, RuntimeError> {
+        let start = Instant::now();
+        let mut store = self.new_store(limits, nn)?;
+        let instance: ModelHandler = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(&mut store, limits, e))?;
+        let instantiated = Instant::now();
+        let outcome = instance
+            .sandserve_handler_handler()
+            .call_predict(&mut store, request);
+        let predict_time = instantiated.elapsed();
+        let outcome = outcome.map_err(|e| self.classify(&mut store, limits, e));
+        self.forward_output(&store);
+        let result = outcome?;
+        let fuel_consumed = match (self.config.fuel_metering, store.get_fuel()) {
+            (true, Ok(left)) => Some(limits.fuel.unwrap_or(u64::MAX) - left),
+            _ => None,
+        };
+        let response = result.map_err(|e| match e {
+            HandlerError::InvalidInput(m) => RuntimeError::InvalidInput(m),
+            HandlerError::Unavailable(m) => RuntimeError::Unavailable(m),
+            HandlerError::Internal(m) => {
+                tracing::warn!(handler = &*self.label, "handler failed: {m}");
+                RuntimeError::HandlerFailed(m)
+            }
+        })?;
+        let bytes = response_size(&response);
+        if bytes > limits.max_output_bytes {
+            return Err(RuntimeError::OutputTooLarge {
+                bytes,
+                limit: limits.max_output_bytes,
+            });
+        }
+        Ok(Invocation {
+            response,
+            fuel_consumed,
+            instantiate_time: instantiated - start,
+            predict_time,
+        })
+    }
+
+    fn new_store(
+        &self,
+        limits: &RequestLimits,
+        nn: WasiNnCtx,
+    ) -> Result<Store<HostState>, RuntimeError> {
+        let state = HostState::new(
+            self.label.clone(),
+            nn,
+            limits,
+            self.config.max_guest_output_bytes,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(epoch::ticks_for(limits.timeout, self.config.epoch_tick));
+        store.epoch_deadline_trap();
+        if self.config.fuel_metering {
+            store
+                .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+                .map_err(engine_error)?;
+        }
+        Ok(store)
+    }
+
+    /// Sends what the guest printed to the host log, tagged with the handler label.
+    fn forward_output(&self, store: &Store<HostState>) {
+        let state = store.data();
+        for (stream, output) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
+            let (text, truncated) = output.take();
+            if !text.is_empty() {
+                tracing::info!(target: "guest", handler = &*self.label, stream, truncated, "{}", text.trim_end());
+            }
+        }
+    }
+
+    /// Turns a wasmtime error from instantiate or call into the limit or fault it was.
+    fn classify(
+        &self,
+        store: &mut Store<HostState>,
+        limits: &RequestLimits,
+        error: wasmtime::Error,
+    ) -> RuntimeError {
+        if let Some(hit) = store.data().limiter.hit() {
+            return match hit {
+                LimitHit::Memory { requested } => RuntimeError::MemoryLimit {
+                    limit_bytes: limits.max_memory_bytes,
+                    requested_bytes: requested,
+                },
+                LimitHit::Table => RuntimeError::TableLimit {
+                    limit: limits.max_table_elements,
+                },
+            };
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => RuntimeError::Timeout {
+                timeout: limits.timeout,
+            },
+            Some(Trap::OutOfFuel) => RuntimeError::FuelExhausted {
+                fuel: limits.fuel.unwrap_or(u64::MAX),
+            },
+            Some(Trap::StackOverflow) => RuntimeError::StackOverflow,
+            Some(Trap::AllocationTooLarge) => RuntimeError::MemoryLimit {
+                limit_bytes: limits.max_memory_bytes,
+                requested_bytes: 0,
+            },
+            Some(trap) => match panic_message(&store.data().stderr) {
+                Some(message) => RuntimeError::GuestPanic { message },
+                None => RuntimeError::Trap {
+                    trap: trap.to_string(),
+                },
+            },
+            None => {
+                let text = format!("{error:#}");
+                if text.contains("maximum concurrent") || text.contains("pooling") {
+                    RuntimeError::Exhausted(text)
+                } else {
+                    RuntimeError::Trap { trap: text }
+                }
+            }
+        }
+    }
+}
+
+/// A wasi-nn context that reaches no graphs and may load none.
+pub fn empty_nn() -> WasiNnCtx {
+    WasiNnCtx::new(Vec::new(), wasmtime_wasi_nn::InMemoryRegistry::new().into())
+}
+
+fn engine_config(config: &RuntimeConfig) -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    let slots = config.max_concurrent_instances;
+    pool.total_component_instances(slots)
+        .total_core_instances(slots.saturating_mul(4))
+        .total_memories(slots.saturating_mul(2))
+        .total_tables(slots.saturating_mul(4))
+        .total_stacks(slots)
+        .max_memory_size(config.max_memory_bytes);
+    let mut wasm = Config::new();
+    wasm.wasm_component_model(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .memory_init_cow(true)
+        .epoch_interruption(true)
+        .consume_fuel(config.fuel_metering)
+        .max_wasm_stack(config.max_wasm_stack_bytes);
+    wasm
+}
+
+fn engine_error(error: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Engine(error.to_string())
+}
+
+/// Explains a failed link: which imports the host does not offer, or another mismatch.
+fn link_error(engine: &Engine, component: &Component, error: &wasmtime::Error) -> RuntimeError {
+    let message = format!("{error:#}");
+    let missing: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .filter(|name| message.contains(&format!("`{name}`")))
+        .collect();
+    if missing.is_empty() {
+        RuntimeError::NotAHandler(message)
+    } else {
+        RuntimeError::ForbiddenImport { imports: missing }
+    }
+}
+
+/// The message of a Rust panic, when the guest's stderr shows one.
+fn panic_message(stderr: &output::BoundedOutput) -> Option<String> {
+    let text = stderr.snapshot();
+    let start = text.find("panicked at")?;
+    let after = &text[start..];
+    let message = after
+        .split_once(":\n")
+        .map_or(after, |(_, rest)| rest)
+        .lines()
+        .next()
+        .unwrap_or_default();
+    Some(state::truncate(message.trim(), 1024).to_string())
+}
+
+fn response_size(response: &Response) -> usize {
+    response
+        .outputs
+        .iter()
+        .map(|t| t.data.len() + t.name.len() + t.shape.len() * 8)
+        .sum::<usize>()
+        + response.parameters.as_ref().map_or(0, String::len)
+}
