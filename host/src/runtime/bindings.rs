@@ -8,6 +8,7 @@
 wasmtime::component::bindgen!({
     world: "model-handler",
     path: "../wit",
+    additional_derives: [PartialEq],
 });
 
 pub use sandserve::handler::logging::Level as LogLevel;

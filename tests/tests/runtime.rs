@@ -1,0 +1,317 @@
+//! The sandboxed runtime against real guests built from source: echo round trips, every
+//! kind of misbehaviour ends as its own typed error within its limit, the runtime keeps
+//! serving afterwards, and a guest sees no host file, directory, variable or socket.
+
+use sandserve_host::runtime::{
+    empty_nn, ElementType, LoadedHandler, Request, RequestLimits, Runtime, RuntimeConfig,
+    RuntimeError, Tensor,
+};
+use sandserve_tests::{f32_tensor, guest_wasm, strings};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        Runtime::new(RuntimeConfig {
+            max_concurrent_instances: 32,
+            max_memory_bytes: 512 << 20,
+            ..RuntimeConfig::default()
+        })
+        .expect("runtime starts")
+    })
+}
+
+fn load(name: &str) -> LoadedHandler {
+    runtime()
+        .load(&format!("test/{name}@1"), &guest_wasm(name))
+        .unwrap_or_else(|e| panic!("{name} loads: {e}"))
+}
+
+fn echo() -> &'static LoadedHandler {
+    static ECHO: OnceLock<LoadedHandler> = OnceLock::new();
+    ECHO.get_or_init(|| load("echo"))
+}
+
+fn request(inputs: Vec<Tensor>) -> Request {
+    Request {
+        inputs,
+        parameters: None,
+        raw_body: None,
+    }
+}
+
+fn limits() -> RequestLimits {
+    RequestLimits {
+        timeout: Duration::from_millis(500),
+        max_memory_bytes: 64 << 20,
+        ..RequestLimits::default()
+    }
+}
+
+/// A normal request right after a failure must succeed on the same runtime.
+fn assert_echo_still_works() {
+    let input = f32_tensor("x", &[3], &[1.0, 2.0, 3.0]);
+    let out = echo()
+        .invoke(&request(vec![input.clone()]), &limits(), empty_nn())
+        .expect("echo works after a misbehaving guest");
+    assert_eq!(out.response.outputs[0], input);
+}
+
+fn every_element_type() -> Vec<Tensor> {
+    let tensor = |name: &str, element_type, shape: &[u64], data: Vec<u8>| Tensor {
+        name: name.into(),
+        shape: shape.to_vec(),
+        element_type,
+        data,
+    };
+    let bytes_data = [b"alpha".as_slice(), b"", "\u{e9}t\u{e9}".as_bytes()]
+        .iter()
+        .flat_map(|s| (s.len() as u32).to_le_bytes().into_iter().chain(s.iter().copied()))
+        .collect();
+    vec![
+        tensor("bool", ElementType::Bool, &[3], vec![1, 0, 1]),
+        tensor("u8", ElementType::U8, &[2, 2], vec![0, 1, 254, 255]),
+        tensor("u16", ElementType::U16, &[2], [7u16, 65535].iter().flat_map(|v| v.to_le_bytes()).collect()),
+        tensor("u32", ElementType::U32, &[1], u32::MAX.to_le_bytes().to_vec()),
+        tensor("u64", ElementType::U64, &[2], [0u64, u64::MAX].iter().flat_map(|v| v.to_le_bytes()).collect()),
+        tensor("i8", ElementType::I8, &[2], vec![0x80, 0x7f]),
+        tensor("i16", ElementType::I16, &[1], (-300i16).to_le_bytes().to_vec()),
+        tensor("i32", ElementType::I32, &[1, 1], i32::MIN.to_le_bytes().to_vec()),
+        tensor("i64", ElementType::I64, &[2], [-1i64, i64::MAX].iter().flat_map(|v| v.to_le_bytes()).collect()),
+        tensor("f16", ElementType::F16, &[2], [0x3c00u16, 0xc000].iter().flat_map(|v| v.to_le_bytes()).collect()),
+        tensor("bf16", ElementType::Bf16, &[1], 0x3f80u16.to_le_bytes().to_vec()),
+        f32_tensor("f32", &[2, 3], &[0.5, -1.25, 3.0, f32::MAX, f32::MIN_POSITIVE, -0.0]),
+        tensor("f64", ElementType::F64, &[1], std::f64::consts::PI.to_le_bytes().to_vec()),
+        tensor("bytes", ElementType::Bytes, &[3], bytes_data),
+        tensor("scalar", ElementType::F32, &[], 42f32.to_le_bytes().to_vec()),
+    ]
+}
+
+#[test]
+fn echo_round_trips_tensors_of_every_element_type() {
+    let inputs = every_element_type();
+    let mut req = request(inputs.clone());
+    req.parameters = Some(r#"{"temperature":0.5}"#.into());
+    let out = echo().invoke(&req, &limits(), empty_nn()).expect("echo answers");
+    let outputs = &out.response.outputs;
+    assert_eq!(&outputs[..inputs.len()], inputs.as_slice());
+    let counts = outputs.last().expect("element_counts output");
+    assert_eq!(counts.name, "element_counts");
+    assert_eq!(counts.element_type, ElementType::U64);
+    let expected: Vec<u8> = inputs
+        .iter()
+        .flat_map(|t| t.shape.iter().product::<u64>().to_le_bytes())
+        .collect();
+    assert_eq!(counts.data, expected);
+    assert_eq!(out.response.parameters.as_deref(), Some(r#"{"temperature":0.5}"#));
+}
+
+#[test]
+fn echo_refuses_a_tensor_whose_data_does_not_fit_its_shape() {
+    let bad = Tensor {
+        name: "x".into(),
+        shape: vec![2, 2],
+        element_type: ElementType::F32,
+        data: vec![0; 12],
+    };
+    match echo().invoke(&request(vec![bad]), &limits(), empty_nn()) {
+        Err(RuntimeError::InvalidInput(message)) => {
+            assert!(message.contains("`x`") && message.contains("16"), "{message}");
+        }
+        other => panic!("expected invalid input, got {other:?}"),
+    }
+    match echo().invoke(&request(vec![]), &limits(), empty_nn()) {
+        Err(e @ RuntimeError::InvalidInput(_)) => assert!(e.is_client_error()),
+        other => panic!("expected invalid input, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_at_its_deadline() {
+    let spin = load("infinite-loop");
+    let deadline = Duration::from_millis(300);
+    for _ in 0..2 {
+        let started = Instant::now();
+        let result = spin.invoke(
+            &request(vec![]),
+            &RequestLimits {
+                timeout: deadline,
+                ..limits()
+            },
+            empty_nn(),
+        );
+        let took = started.elapsed();
+        assert!(
+            matches!(result, Err(RuntimeError::Timeout { timeout }) if timeout == deadline),
+            "{result:?}"
+        );
+        assert!(took < deadline * 2, "stopped after {took:?}, deadline {deadline:?}");
+        assert_echo_still_works();
+    }
+}
+
+#[test]
+fn a_memory_bomb_hits_its_memory_limit() {
+    let bomb = load("memory-bomb");
+    let result = bomb.invoke(&request(vec![]), &limits(), empty_nn());
+    match result {
+        Err(RuntimeError::MemoryLimit {
+            limit_bytes,
+            requested_bytes,
+        }) => {
+            assert_eq!(limit_bytes, 64 << 20);
+            assert!(requested_bytes > limit_bytes);
+        }
+        other => panic!("expected a memory limit error, got {other:?}"),
+    }
+    assert_echo_still_works();
+}
+
+#[test]
+fn unbounded_recursion_is_a_stack_overflow() {
+    let deep = load("deep-recursion");
+    let result = deep.invoke(&request(vec![]), &limits(), empty_nn());
+    assert!(matches!(result, Err(RuntimeError::StackOverflow)), "{result:?}");
+    assert_echo_still_works();
+}
+
+#[test]
+fn a_guest_panic_is_reported_with_its_message() {
+    let panics = load("panics");
+    let result = panics.invoke(&request(vec![f32_tensor("x", &[1], &[1.0])]), &limits(), empty_nn());
+    match result {
+        Err(RuntimeError::GuestPanic { message }) => {
+            assert_eq!(message, "fixture panic with 1 inputs");
+        }
+        other => panic!("expected a guest panic, got {other:?}"),
+    }
+    assert_echo_still_works();
+}
+
+#[test]
+fn an_oversized_output_is_refused() {
+    let huge = load("huge-output");
+    let result = huge.invoke(
+        &request(vec![]),
+        &RequestLimits {
+            max_memory_bytes: 256 << 20,
+            max_output_bytes: 16 << 20,
+            ..limits()
+        },
+        empty_nn(),
+    );
+    match result {
+        Err(RuntimeError::OutputTooLarge { bytes, limit }) => {
+            assert_eq!(limit, 16 << 20);
+            assert!(bytes >= 48 << 20, "{bytes}");
+        }
+        other => panic!("expected output too large, got {other:?}"),
+    }
+    assert_echo_still_works();
+}
+
+#[test]
+fn a_component_with_a_forbidden_import_is_refused_at_load_naming_it() {
+    let result = runtime().load("test/forbidden@1", &guest_wasm("forbidden-import"));
+    match result {
+        Err(ref e @ RuntimeError::ForbiddenImport { ref imports }) => {
+            assert_eq!(imports, &vec!["acme:secrets/vault".to_string()]);
+            assert!(e.to_string().contains("acme:secrets/vault"), "{e}");
+        }
+        Err(other) => panic!("expected a forbidden import error, got {other:?}"),
+        Ok(_) => panic!("a component importing acme:secrets/vault must not load"),
+    }
+}
+
+#[test]
+fn bytes_that_are_not_a_component_are_refused() {
+    for (what, bytes) in [
+        ("garbage", b"definitely not wasm".to_vec()),
+        ("core module", b"\0asm\x01\0\0\0".to_vec()),
+    ] {
+        let result = runtime().load("test/bad@1", &bytes);
+        assert!(
+            matches!(result, Err(RuntimeError::InvalidComponent(_))),
+            "{what}: {:?}",
+            result.err()
+        );
+    }
+}
+
+#[test]
+fn a_guest_sees_no_host_file_directory_variable_or_socket() {
+    // Make sure there is something to leak.
+    assert!(std::env::var_os("PATH").is_some());
+    assert!(std::path::Path::new("/etc/passwd").exists());
+    let snoop = load("snoop");
+    let out = snoop
+        .invoke(&request(vec![]), &limits(), empty_nn())
+        .expect("snoop reports");
+    let report = strings(&out.response.outputs[0]);
+    assert_eq!(report.len(), 12, "{report:#?}");
+    for line in &report {
+        if line.starts_with("cwd:") {
+            // A working directory name is not host data, but it must not be a host path.
+            assert!(line == "cwd: ok \"/\"" || line.starts_with("cwd: denied"), "{line}");
+            continue;
+        }
+        assert!(line.contains(": denied"), "guest reached host data: {line}");
+    }
+}
+
+#[test]
+fn fuel_is_metered_and_enforced_when_enabled() {
+    let metered = Runtime::new(RuntimeConfig {
+        max_concurrent_instances: 4,
+        max_memory_bytes: 128 << 20,
+        fuel_metering: true,
+        ..RuntimeConfig::default()
+    })
+    .expect("metered runtime starts");
+    let echo = metered
+        .load("test/echo@1", &guest_wasm("echo"))
+        .expect("echo loads");
+    let out = echo
+        .invoke(&request(vec![f32_tensor("x", &[1], &[1.0])]), &limits(), empty_nn())
+        .expect("echo answers");
+    let used = out.fuel_consumed.expect("fuel is reported");
+    assert!(used > 1_000, "echo used {used} fuel");
+
+    let spin = metered
+        .load("test/spin@1", &guest_wasm("infinite-loop"))
+        .expect("loop loads");
+    let budget = 5_000_000;
+    let result = spin.invoke(
+        &request(vec![]),
+        &RequestLimits {
+            fuel: Some(budget),
+            timeout: Duration::from_secs(30),
+            ..limits()
+        },
+        empty_nn(),
+    );
+    assert!(
+        matches!(result, Err(RuntimeError::FuelExhausted { fuel }) if fuel == budget),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn concurrent_requests_each_get_their_own_sandbox() {
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let value = i as f32;
+                let input = f32_tensor("x", &[1], &[value]);
+                let out = echo()
+                    .invoke(&request(vec![input.clone()]), &limits(), empty_nn())
+                    .expect("echo answers");
+                assert_eq!(out.response.outputs[0], input);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread finishes");
+    }
+}
