@@ -47,9 +47,18 @@ impl From<TensorError> for HandlerError {
     }
 }
 
-/// A failed inference is the handler's failure, not the caller's.
+/// Inputs the graph rejects (wrong name, type or shape) are the caller's mistake (400);
+/// any other failed inference is the handler's (500).
 impl From<crate::nn::NnError> for HandlerError {
     fn from(error: crate::nn::NnError) -> Self {
-        Self::Internal(error.to_string())
+        if error.is_invalid_input() {
+            let message = error
+                .message
+                .strip_prefix("invalid input: ")
+                .unwrap_or(&error.message);
+            Self::InvalidInput(message.to_string())
+        } else {
+            Self::Internal(error.to_string())
+        }
     }
 }

@@ -41,6 +41,14 @@ impl fmt::Display for NnError {
 impl std::error::Error for NnError {}
 
 impl NnError {
+    /// True when the host rejected the inputs themselves (wrong name, element type or
+    /// shape): the caller's mistake rather than the handler's.
+    pub fn is_invalid_input(&self) -> bool {
+        self.code == "invalid-argument" || self.message.starts_with("invalid input: ")
+    }
+}
+
+impl NnError {
     fn from_wasi(step: &'static str, error: errors::Error) -> Self {
         let code = match error.code() {
             errors::ErrorCode::InvalidArgument => "invalid-argument",
@@ -53,10 +61,16 @@ impl NnError {
             errors::ErrorCode::Security => "security",
             errors::ErrorCode::Unknown => "unknown",
         };
+        let data = error.data();
+        // The host's backends carry their message in wasi-nn's "unsupported tensor type"
+        // error text (the only one with a free-form message); drop that fixed prefix.
+        let message = data
+            .strip_prefix("Unsupported tensor type: ")
+            .map_or_else(|| data.clone(), str::to_string);
         Self {
             step,
             code: code.to_string(),
-            message: error.data(),
+            message,
         }
     }
 
@@ -80,6 +94,20 @@ impl Graph {
         graph::load_by_name(name)
             .map(|inner| Self { inner })
             .map_err(|e| NnError::from_wasi("load", e))
+    }
+
+    /// Loads a graph from ONNX bytes the handler carries itself, on the CPU.
+    ///
+    /// Refused unless the image's manifest allows guest-loaded graphs, and then only up
+    /// to its size limit; prefer named graphs, which the host loads once and shares.
+    pub fn from_onnx_bytes(model: &[u8]) -> Result<Self, NnError> {
+        graph::load(
+            &[model.to_vec()],
+            graph::GraphEncoding::Onnx,
+            graph::ExecutionTarget::Cpu,
+        )
+        .map(|inner| Self { inner })
+        .map_err(|e| NnError::from_wasi("load", e))
     }
 
     /// Runs the graph on named inputs and returns its named outputs.

@@ -2,4 +2,5 @@
 //! The `sandserve` binary (`main.rs`) is a thin CLI over it.
 
 pub mod codec;
+pub mod inference;
 pub mod runtime;

@@ -52,7 +52,8 @@ fn main() {
     let instantiate = measure(|| echo.instantiate_only(&limits).expect("instantiates"));
     let full = measure(|| {
         let start = Instant::now();
-        echo.invoke(&request, &limits, empty_nn()).expect("echo answers");
+        echo.invoke(&request, &limits, empty_nn())
+            .expect("echo answers");
         start.elapsed()
     });
     let predict = measure(|| {

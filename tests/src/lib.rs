@@ -1,8 +1,9 @@
 //! Shared helpers for sandserve's tests and benchmarks: where the guest components built
 //! by `build.rs` live, and tensor shorthands.
 
+use sandserve_host::inference::{EngineSettings, Engines};
 use sandserve_host::runtime::{ElementType, Tensor};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Path of the guest component built from crate `name` (examples or fixtures).
 pub fn guest_path(name: &str) -> PathBuf {
@@ -36,4 +37,112 @@ pub fn strings(tensor: &Tensor) -> Vec<String> {
         rest = tail;
     }
     out
+}
+
+/// The repository root.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the repository root")
+}
+
+/// The engines, loaded once per test process from the environment and `.engines/`.
+pub fn engines() -> &'static Engines {
+    let mut settings = EngineSettings::from_env();
+    if settings.engines_dir.is_none() {
+        settings.engines_dir = Some(repo_root().join(".engines"));
+    }
+    Engines::init(&settings)
+}
+
+/// True when ONNX Runtime is loaded. When it is not: under `CI=true` the test fails (CI
+/// must exercise the engine), otherwise it prints why and the caller skips.
+pub fn onnx_available(test: &str) -> bool {
+    engine_available(test, engines().require_onnx().err())
+}
+
+/// Like [`onnx_available`], for OpenVINO.
+pub fn openvino_available(test: &str) -> bool {
+    engine_available(test, engines().require_openvino().err())
+}
+
+fn engine_available(test: &str, missing: Option<impl std::fmt::Display>) -> bool {
+    match missing {
+        None => true,
+        Some(reason) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{test}: engine missing under CI=true: {reason}")
+        }
+        Some(reason) => {
+            eprintln!("SKIPPED {test}: {reason}");
+            false
+        }
+    }
+}
+
+/// Reads a raw little-endian f32 file.
+pub fn read_f32(path: &Path) -> Vec<f32> {
+    read(path)
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Reads a raw little-endian i64 file.
+pub fn read_i64(path: &Path) -> Vec<i64> {
+    read(path)
+        .chunks_exact(8)
+        .map(|c| {
+            let mut raw = [0u8; 8];
+            raw.copy_from_slice(c);
+            i64::from_le_bytes(raw)
+        })
+        .collect()
+}
+
+/// Reads a whole file, naming it when that fails.
+pub fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e}; run scripts/setup-engines.sh first",
+            path.display()
+        )
+    })
+}
+
+/// A BYTES tensor of shape [n] holding `values`.
+pub fn bytes_tensor(name: &str, values: &[&str]) -> Tensor {
+    let data = values
+        .iter()
+        .flat_map(|v| (v.len() as u32).to_le_bytes().into_iter().chain(v.bytes()))
+        .collect();
+    Tensor {
+        name: name.to_string(),
+        shape: vec![values.len() as u64],
+        element_type: ElementType::Bytes,
+        data,
+    }
+}
+
+/// Decodes an f32 tensor.
+pub fn f32_values(tensor: &Tensor) -> Vec<f32> {
+    assert_eq!(tensor.element_type, ElementType::F32, "{}", tensor.name);
+    tensor
+        .data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Decodes an i64 tensor.
+pub fn i64_values(tensor: &Tensor) -> Vec<i64> {
+    assert_eq!(tensor.element_type, ElementType::I64, "{}", tensor.name);
+    tensor
+        .data
+        .chunks_exact(8)
+        .map(|c| {
+            let mut raw = [0u8; 8];
+            raw.copy_from_slice(c);
+            i64::from_le_bytes(raw)
+        })
+        .collect()
 }

@@ -67,24 +67,92 @@ fn every_element_type() -> Vec<Tensor> {
     };
     let bytes_data = [b"alpha".as_slice(), b"", "\u{e9}t\u{e9}".as_bytes()]
         .iter()
-        .flat_map(|s| (s.len() as u32).to_le_bytes().into_iter().chain(s.iter().copied()))
+        .flat_map(|s| {
+            (s.len() as u32)
+                .to_le_bytes()
+                .into_iter()
+                .chain(s.iter().copied())
+        })
         .collect();
     vec![
         tensor("bool", ElementType::Bool, &[3], vec![1, 0, 1]),
         tensor("u8", ElementType::U8, &[2, 2], vec![0, 1, 254, 255]),
-        tensor("u16", ElementType::U16, &[2], [7u16, 65535].iter().flat_map(|v| v.to_le_bytes()).collect()),
-        tensor("u32", ElementType::U32, &[1], u32::MAX.to_le_bytes().to_vec()),
-        tensor("u64", ElementType::U64, &[2], [0u64, u64::MAX].iter().flat_map(|v| v.to_le_bytes()).collect()),
+        tensor(
+            "u16",
+            ElementType::U16,
+            &[2],
+            [7u16, 65535].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+        tensor(
+            "u32",
+            ElementType::U32,
+            &[1],
+            u32::MAX.to_le_bytes().to_vec(),
+        ),
+        tensor(
+            "u64",
+            ElementType::U64,
+            &[2],
+            [0u64, u64::MAX]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
         tensor("i8", ElementType::I8, &[2], vec![0x80, 0x7f]),
-        tensor("i16", ElementType::I16, &[1], (-300i16).to_le_bytes().to_vec()),
-        tensor("i32", ElementType::I32, &[1, 1], i32::MIN.to_le_bytes().to_vec()),
-        tensor("i64", ElementType::I64, &[2], [-1i64, i64::MAX].iter().flat_map(|v| v.to_le_bytes()).collect()),
-        tensor("f16", ElementType::F16, &[2], [0x3c00u16, 0xc000].iter().flat_map(|v| v.to_le_bytes()).collect()),
-        tensor("bf16", ElementType::Bf16, &[1], 0x3f80u16.to_le_bytes().to_vec()),
-        f32_tensor("f32", &[2, 3], &[0.5, -1.25, 3.0, f32::MAX, f32::MIN_POSITIVE, -0.0]),
-        tensor("f64", ElementType::F64, &[1], std::f64::consts::PI.to_le_bytes().to_vec()),
+        tensor(
+            "i16",
+            ElementType::I16,
+            &[1],
+            (-300i16).to_le_bytes().to_vec(),
+        ),
+        tensor(
+            "i32",
+            ElementType::I32,
+            &[1, 1],
+            i32::MIN.to_le_bytes().to_vec(),
+        ),
+        tensor(
+            "i64",
+            ElementType::I64,
+            &[2],
+            [-1i64, i64::MAX]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        tensor(
+            "f16",
+            ElementType::F16,
+            &[2],
+            [0x3c00u16, 0xc000]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        tensor(
+            "bf16",
+            ElementType::Bf16,
+            &[1],
+            0x3f80u16.to_le_bytes().to_vec(),
+        ),
+        f32_tensor(
+            "f32",
+            &[2, 3],
+            &[0.5, -1.25, 3.0, f32::MAX, f32::MIN_POSITIVE, -0.0],
+        ),
+        tensor(
+            "f64",
+            ElementType::F64,
+            &[1],
+            std::f64::consts::PI.to_le_bytes().to_vec(),
+        ),
         tensor("bytes", ElementType::Bytes, &[3], bytes_data),
-        tensor("scalar", ElementType::F32, &[], 42f32.to_le_bytes().to_vec()),
+        tensor(
+            "scalar",
+            ElementType::F32,
+            &[],
+            42f32.to_le_bytes().to_vec(),
+        ),
     ]
 }
 
@@ -93,7 +161,9 @@ fn echo_round_trips_tensors_of_every_element_type() {
     let inputs = every_element_type();
     let mut req = request(inputs.clone());
     req.parameters = Some(r#"{"temperature":0.5}"#.into());
-    let out = echo().invoke(&req, &limits(), empty_nn()).expect("echo answers");
+    let out = echo()
+        .invoke(&req, &limits(), empty_nn())
+        .expect("echo answers");
     let outputs = &out.response.outputs;
     assert_eq!(&outputs[..inputs.len()], inputs.as_slice());
     let counts = outputs.last().expect("element_counts output");
@@ -104,7 +174,10 @@ fn echo_round_trips_tensors_of_every_element_type() {
         .flat_map(|t| t.shape.iter().product::<u64>().to_le_bytes())
         .collect();
     assert_eq!(counts.data, expected);
-    assert_eq!(out.response.parameters.as_deref(), Some(r#"{"temperature":0.5}"#));
+    assert_eq!(
+        out.response.parameters.as_deref(),
+        Some(r#"{"temperature":0.5}"#)
+    );
 }
 
 #[test]
@@ -117,7 +190,10 @@ fn echo_refuses_a_tensor_whose_data_does_not_fit_its_shape() {
     };
     match echo().invoke(&request(vec![bad]), &limits(), empty_nn()) {
         Err(RuntimeError::InvalidInput(message)) => {
-            assert!(message.contains("`x`") && message.contains("16"), "{message}");
+            assert!(
+                message.contains("`x`") && message.contains("16"),
+                "{message}"
+            );
         }
         other => panic!("expected invalid input, got {other:?}"),
     }
@@ -146,7 +222,10 @@ fn an_infinite_loop_is_stopped_at_its_deadline() {
             matches!(result, Err(RuntimeError::Timeout { timeout }) if timeout == deadline),
             "{result:?}"
         );
-        assert!(took < deadline * 2, "stopped after {took:?}, deadline {deadline:?}");
+        assert!(
+            took < deadline * 2,
+            "stopped after {took:?}, deadline {deadline:?}"
+        );
         assert_echo_still_works();
     }
 }
@@ -172,14 +251,21 @@ fn a_memory_bomb_hits_its_memory_limit() {
 fn unbounded_recursion_is_a_stack_overflow() {
     let deep = load("deep-recursion");
     let result = deep.invoke(&request(vec![]), &limits(), empty_nn());
-    assert!(matches!(result, Err(RuntimeError::StackOverflow)), "{result:?}");
+    assert!(
+        matches!(result, Err(RuntimeError::StackOverflow)),
+        "{result:?}"
+    );
     assert_echo_still_works();
 }
 
 #[test]
 fn a_guest_panic_is_reported_with_its_message() {
     let panics = load("panics");
-    let result = panics.invoke(&request(vec![f32_tensor("x", &[1], &[1.0])]), &limits(), empty_nn());
+    let result = panics.invoke(
+        &request(vec![f32_tensor("x", &[1], &[1.0])]),
+        &limits(),
+        empty_nn(),
+    );
     match result {
         Err(RuntimeError::GuestPanic { message }) => {
             assert_eq!(message, "fixture panic with 1 inputs");
@@ -253,7 +339,10 @@ fn a_guest_sees_no_host_file_directory_variable_or_socket() {
     for line in &report {
         if line.starts_with("cwd:") {
             // A working directory name is not host data, but it must not be a host path.
-            assert!(line == "cwd: ok \"/\"" || line.starts_with("cwd: denied"), "{line}");
+            assert!(
+                line == "cwd: ok \"/\"" || line.starts_with("cwd: denied"),
+                "{line}"
+            );
             continue;
         }
         assert!(line.contains(": denied"), "guest reached host data: {line}");
@@ -273,7 +362,11 @@ fn fuel_is_metered_and_enforced_when_enabled() {
         .load("test/echo@1", &guest_wasm("echo"))
         .expect("echo loads");
     let out = echo
-        .invoke(&request(vec![f32_tensor("x", &[1], &[1.0])]), &limits(), empty_nn())
+        .invoke(
+            &request(vec![f32_tensor("x", &[1], &[1.0])]),
+            &limits(),
+            empty_nn(),
+        )
         .expect("echo answers");
     let used = out.fuel_consumed.expect("fuel is reported");
     assert!(used > 1_000, "echo used {used} fuel");

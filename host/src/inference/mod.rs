@@ -1,0 +1,242 @@
+//! Inference behind wasi-nn: the native engines (ONNX Runtime, OpenVINO) loaded at run
+//! time, our own wasi-nn backends over them, and the named graphs of an image version,
+//! loaded once and shared by every instance of that version.
+//!
+//! A guest reaches only the graphs of its own image, by name (`load-by-name`). It may load
+//! graph bytes of its own only when its manifest allows it, and then within a size limit.
+
+mod engines;
+mod error;
+mod onnx;
+mod openvino;
+mod options;
+mod stats;
+mod types;
+
+pub use engines::{EngineSettings, EngineStatus, Engines};
+pub use error::InferenceError;
+pub use options::{Encoding, GraphOptions, Optimization, Precision, Target};
+pub use stats::{GraphStats, GraphStatsSnapshot};
+
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use wasmtime_wasi_nn::backend::{BackendError, BackendFromDir, BackendInner};
+use wasmtime_wasi_nn::wit::{ExecutionTarget, GraphEncoding, WasiNnCtx};
+use wasmtime_wasi_nn::{Backend, Graph, GraphRegistry};
+
+/// What the host found out about a graph while loading it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LoadedGraphInfo {
+    /// Where it runs (`cpu`, `gpu`, or a note when `gpu-or-cpu` fell back).
+    pub device: String,
+    /// Declared inputs (`name: type[dims]`).
+    pub inputs: Vec<String>,
+    /// Declared outputs.
+    pub outputs: Vec<String>,
+}
+
+/// One graph to load: its name in the image, engine, files and options.
+#[derive(Debug, Clone)]
+pub struct GraphSpec {
+    /// Name the guest loads it by.
+    pub name: String,
+    /// Engine.
+    pub encoding: Encoding,
+    /// The model files: one `.onnx`, or OpenVINO IR `.xml` then `.bin`.
+    pub files: Vec<Vec<u8>>,
+    /// Load options.
+    pub options: GraphOptions,
+}
+
+/// A loaded graph with its counters.
+#[derive(Clone)]
+pub struct LoadedGraph {
+    graph: Graph,
+    info: LoadedGraphInfo,
+    stats: Arc<GraphStats>,
+}
+
+impl LoadedGraph {
+    /// What the host found out while loading it.
+    pub fn info(&self) -> &LoadedGraphInfo {
+        &self.info
+    }
+
+    /// Its run counters.
+    pub fn stats(&self) -> GraphStatsSnapshot {
+        self.stats.snapshot()
+    }
+}
+
+/// How many graphs this process has loaded (each load is an engine compile).
+static GRAPH_LOADS: AtomicU64 = AtomicU64::new(0);
+
+/// Total graph loads so far in this process.
+pub fn graph_loads() -> u64 {
+    GRAPH_LOADS.load(Ordering::SeqCst)
+}
+
+/// Loads one graph on its engine.
+pub fn load_graph(engines: &Engines, spec: &GraphSpec) -> Result<LoadedGraph, InferenceError> {
+    let stats = Arc::new(GraphStats::default());
+    let (graph, info): (Graph, LoadedGraphInfo) = match spec.encoding {
+        Encoding::Onnx => {
+            engines.require_onnx()?;
+            let [model] = spec.files.as_slice() else {
+                return Err(InferenceError::GraphRejected {
+                    graph: spec.name.clone(),
+                    engine: "onnx",
+                    reason: format!("expects one .onnx file, got {}", spec.files.len()),
+                });
+            };
+            let (graph, info) = onnx::load(&spec.name, model, &spec.options, stats.clone())?;
+            (graph_from(graph), info)
+        }
+        Encoding::Openvino => {
+            engines.require_openvino()?;
+            let (graph, info) =
+                openvino::load(&spec.name, &spec.files, &spec.options, stats.clone())?;
+            (graph_from(graph), info)
+        }
+    };
+    GRAPH_LOADS.fetch_add(1, Ordering::SeqCst);
+    tracing::info!(graph = %spec.name, encoding = %spec.encoding, device = %info.device, "graph loaded");
+    Ok(LoadedGraph { graph, info, stats })
+}
+
+fn graph_from(graph: impl wasmtime_wasi_nn::backend::BackendGraph + 'static) -> Graph {
+    let boxed: Box<dyn wasmtime_wasi_nn::backend::BackendGraph> = Box::new(graph);
+    boxed.into()
+}
+
+/// A backend failure whose message reaches the guest.
+///
+/// wasmtime-wasi-nn 48 hands a guest only the top-level `Display` of a `BackendError`, and
+/// `BackendAccess` displays a fixed text, so our messages travel in the one variant that
+/// carries a string. The guest SDK strips its fixed prefix (`Unsupported tensor type: `).
+pub(crate) fn failed(message: String) -> BackendError {
+    BackendError::UnsupportedTensorType(message)
+}
+
+/// A failure caused by the inputs the caller sent. The `invalid input: ` prefix lets the
+/// guest SDK answer HTTP 400, since wasi-nn reports every backend error as `runtime-error`.
+pub(crate) fn invalid(message: String) -> BackendError {
+    failed(format!("invalid input: {message}"))
+}
+
+/// Whether, and how much, a guest may load graph bytes of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GuestLoadPolicy {
+    /// Only the image's named graphs (the default).
+    #[default]
+    Denied,
+    /// ONNX bytes up to this many, on the CPU.
+    Allowed {
+        /// Largest total size of the bytes passed to `load`.
+        max_bytes: usize,
+    },
+}
+
+/// The graphs of one image version: shared by every request of that version.
+#[derive(Clone, Default)]
+pub struct GraphSet {
+    graphs: Arc<HashMap<String, LoadedGraph>>,
+    guest_load: GuestLoadPolicy,
+}
+
+impl GraphSet {
+    /// Loads every graph in `specs`; fails on the first that does not load.
+    pub fn load(
+        engines: &Engines,
+        specs: &[GraphSpec],
+        guest_load: GuestLoadPolicy,
+    ) -> Result<Self, InferenceError> {
+        let mut graphs = HashMap::with_capacity(specs.len());
+        for spec in specs {
+            graphs.insert(spec.name.clone(), load_graph(engines, spec)?);
+        }
+        Ok(Self {
+            graphs: Arc::new(graphs),
+            guest_load,
+        })
+    }
+
+    /// A graph by name.
+    pub fn get(&self, name: &str) -> Option<&LoadedGraph> {
+        self.graphs.get(name)
+    }
+
+    /// Graph names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.graphs.keys().map(String::as_str)
+    }
+
+    /// A wasi-nn context for one request: these graphs by name, and a loader for guest
+    /// bytes only when the policy allows it.
+    pub fn nn_ctx(&self) -> WasiNnCtx {
+        let backends: Vec<Backend> = match self.guest_load {
+            GuestLoadPolicy::Denied => Vec::new(),
+            GuestLoadPolicy::Allowed { max_bytes } => {
+                vec![Backend::from(GuestOnnxLoader { max_bytes })]
+            }
+        };
+        WasiNnCtx::new(backends, SharedRegistry(self.graphs.clone()).into())
+    }
+}
+
+/// The registry a request sees: its image's graphs, shared, read-only.
+struct SharedRegistry(Arc<HashMap<String, LoadedGraph>>);
+
+impl GraphRegistry for SharedRegistry {
+    fn get(&self, name: &str) -> Option<&Graph> {
+        self.0.get(name).map(|g| &g.graph)
+    }
+
+    fn get_mut(&mut self, _name: &str) -> Option<&mut Graph> {
+        None
+    }
+}
+
+/// Loads ONNX bytes a guest passes to `wasi:nn/graph.load`, within a size limit, on the CPU.
+struct GuestOnnxLoader {
+    max_bytes: usize,
+}
+
+impl BackendInner for GuestOnnxLoader {
+    fn encoding(&self) -> GraphEncoding {
+        GraphEncoding::Onnx
+    }
+
+    fn load(&mut self, builders: &[&[u8]], target: ExecutionTarget) -> Result<Graph, BackendError> {
+        let fail = failed;
+        let total: usize = builders.iter().map(|b| b.len()).sum();
+        if total > self.max_bytes {
+            return Err(fail(format!(
+                "graph bytes ({total}) exceed this image's limit of {} bytes",
+                self.max_bytes
+            )));
+        }
+        if target != ExecutionTarget::Cpu {
+            return Err(fail("guest-loaded graphs run on the CPU only".into()));
+        }
+        let [model] = builders else {
+            return Err(BackendError::InvalidNumberOfBuilders(1, builders.len()));
+        };
+        let engines = Engines::get().ok_or_else(|| fail("no inference engine loaded".into()))?;
+        let spec = GraphSpec {
+            name: "guest-loaded".into(),
+            encoding: Encoding::Onnx,
+            files: vec![model.to_vec()],
+            options: GraphOptions::default(),
+        };
+        load_graph(engines, &spec)
+            .map(|g| g.graph)
+            .map_err(|e| fail(e.to_string()))
+    }
+
+    fn as_dir_loadable(&mut self) -> Option<&mut dyn BackendFromDir> {
+        None
+    }
+}

@@ -1,0 +1,342 @@
+//! Our ONNX Runtime backend for wasi-nn: one session per graph, shared by every instance
+//! and run concurrently (no lock), inputs borrowed from the guest's bytes, every element
+//! type wasi-nn carries in and out, session options from the manifest.
+
+mod ffi;
+
+use super::options::{GraphOptions, Optimization, Target};
+use super::stats::GraphStats;
+use super::types::{
+    onnx_for_input, onnx_name, onnx_size, wasi_nn_for_output, wasi_nn_name, wasi_nn_size,
+};
+use super::{InferenceError, LoadedGraphInfo};
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::sys::ONNXTensorElementDataType as Onnx;
+use ort::value::ValueType;
+use std::ffi::CString;
+use std::sync::Arc;
+use wasmtime_wasi_nn::backend::{
+    BackendError, BackendExecutionContext, BackendGraph, Id, NamedTensor,
+};
+use wasmtime_wasi_nn::{ExecutionContext, Tensor};
+
+/// A declared graph input or output.
+#[derive(Debug, Clone)]
+struct TensorSpec {
+    name: String,
+    element_type: Onnx,
+    /// Dimensions; -1 where free.
+    dims: Vec<i64>,
+}
+
+struct GraphInner {
+    name: String,
+    session: Session,
+    inputs: Vec<TensorSpec>,
+    outputs: Vec<TensorSpec>,
+    output_names: Vec<CString>,
+    stats: Arc<GraphStats>,
+}
+
+/// A loaded ONNX graph.
+#[derive(Clone)]
+pub struct OnnxGraph(Arc<GraphInner>);
+
+/// Compiles `model` into a session with `options`. Fails (never panics) when ONNX Runtime
+/// is not loaded, the target cannot be served, or the model does not load.
+pub fn load(
+    name: &str,
+    model: &[u8],
+    options: &GraphOptions,
+    stats: Arc<GraphStats>,
+) -> Result<(OnnxGraph, LoadedGraphInfo), InferenceError> {
+    let rejected = |reason: String| InferenceError::GraphRejected {
+        graph: name.to_string(),
+        engine: "onnx",
+        reason,
+    };
+    let device = match options.target {
+        Target::Cpu => "cpu",
+        Target::Gpu => {
+            return Err(InferenceError::TargetUnavailable {
+                graph: name.to_string(),
+                target: options.target.to_string(),
+                reason: "this host has no CUDA execution provider (build with the `cuda` \
+                         feature on a GPU host, or ask for `gpu-or-cpu`)"
+                    .into(),
+            })
+        }
+        Target::GpuOrCpu => "cpu (gpu-or-cpu: no GPU provider on this host)",
+    };
+    let level = match options.optimization {
+        Optimization::Disabled => GraphOptimizationLevel::Disable,
+        Optimization::Basic => GraphOptimizationLevel::Level1,
+        Optimization::Extended => GraphOptimizationLevel::Level2,
+        Optimization::All => GraphOptimizationLevel::Level3,
+    };
+    let mut builder = Session::builder()
+        .and_then(|b| b.with_optimization_level(level))
+        .and_then(|b| b.with_inter_threads(1))
+        .map_err(|e| rejected(e.to_string()))?;
+    if options.intra_op_threads > 0 {
+        builder = builder
+            .with_intra_threads(options.intra_op_threads)
+            .and_then(|b| b.with_intra_op_spinning(false))
+            .map_err(|e| rejected(e.to_string()))?;
+    }
+    let session = builder
+        .commit_from_memory(model)
+        .map_err(|e| rejected(e.to_string()))?;
+    let spec = |name: &str, ty: &ValueType| -> Result<TensorSpec, InferenceError> {
+        match ty {
+            ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
+                name: name.to_string(),
+                element_type: (*ty).into(),
+                dims: shape.iter().copied().collect(),
+            }),
+            other => Err(rejected(format!(
+                "`{name}` is {other:?}, not a tensor; export classifiers without ZipMap"
+            ))),
+        }
+    };
+    let inputs = session
+        .inputs
+        .iter()
+        .map(|i| spec(&i.name, &i.input_type))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outputs = session
+        .outputs
+        .iter()
+        .map(|o| spec(&o.name, &o.output_type))
+        .collect::<Result<Vec<_>, _>>()?;
+    for output in &outputs {
+        if onnx_size(output.element_type).is_none() {
+            return Err(rejected(format!(
+                "output `{}` has element type {}, which wasi-nn cannot carry",
+                output.name,
+                onnx_name(output.element_type)
+            )));
+        }
+    }
+    let output_names = outputs
+        .iter()
+        .map(|o| CString::new(o.name.as_str()).map_err(|_| rejected("output name has NUL".into())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let info = LoadedGraphInfo {
+        device: device.to_string(),
+        inputs: inputs.iter().map(describe).collect(),
+        outputs: outputs.iter().map(describe).collect(),
+    };
+    Ok((
+        OnnxGraph(Arc::new(GraphInner {
+            name: name.to_string(),
+            session,
+            inputs,
+            outputs,
+            output_names,
+            stats,
+        })),
+        info,
+    ))
+}
+
+fn describe(spec: &TensorSpec) -> String {
+    format!(
+        "{}: {}{:?}",
+        spec.name,
+        onnx_name(spec.element_type),
+        spec.dims
+    )
+}
+
+impl BackendGraph for OnnxGraph {
+    fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
+        let context: Box<dyn BackendExecutionContext> = Box::new(OnnxContext {
+            graph: self.clone(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        });
+        Ok(context.into())
+    }
+}
+
+/// One execution context: inputs set so far and the last outputs.
+struct OnnxContext {
+    graph: OnnxGraph,
+    inputs: Vec<(String, Tensor)>,
+    outputs: Vec<NamedTensor>,
+}
+
+use super::{failed, invalid};
+
+impl GraphInner {
+    fn input_name(&self, id: &Id) -> Result<String, BackendError> {
+        match id {
+            Id::Name(name) => Ok(name.clone()),
+            Id::Index(i) => self
+                .inputs
+                .get(*i as usize)
+                .map(|s| s.name.clone())
+                .ok_or_else(|| invalid(format!("graph `{}` has no input #{i}", self.name))),
+        }
+    }
+
+    /// Checks one guest tensor against the declared input it feeds.
+    fn check_input(&self, name: &str, tensor: &Tensor) -> Result<(Onnx, Vec<i64>), BackendError> {
+        let spec = self.inputs.iter().find(|s| s.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.inputs.iter().map(|s| s.name.as_str()).collect();
+            invalid(format!(
+                "graph `{}` has no input `{name}`; its inputs are {names:?}",
+                self.name
+            ))
+        })?;
+        let element_type = onnx_for_input(tensor.ty, spec.element_type).ok_or_else(|| {
+            invalid(format!(
+                "input `{name}` must be {}, got {}",
+                onnx_name(spec.element_type),
+                wasi_nn_name(tensor.ty)
+            ))
+        })?;
+        let shape: Vec<i64> = tensor.dimensions.iter().map(|&d| i64::from(d)).collect();
+        let fits = shape.len() == spec.dims.len()
+            && spec
+                .dims
+                .iter()
+                .zip(&shape)
+                .all(|(&want, &have)| want < 0 || want == have);
+        if !fits {
+            return Err(invalid(format!(
+                "input `{name}` must have shape {:?} (-1 = any), got {shape:?}",
+                spec.dims
+            )));
+        }
+        let count: usize = tensor.dimensions.iter().map(|&d| d as usize).product();
+        let expected = count.saturating_mul(wasi_nn_size(tensor.ty));
+        if tensor.data.len() != expected {
+            return Err(invalid(format!(
+                "input `{name}` holds {} bytes, its shape and type need {expected}",
+                tensor.data.len()
+            )));
+        }
+        Ok((element_type, shape))
+    }
+
+    fn run(&self, inputs: &[(String, &Tensor)]) -> Result<Vec<NamedTensor>, BackendError> {
+        let mut checked = Vec::with_capacity(inputs.len());
+        let mut realigned = Vec::new();
+        for (name, tensor) in inputs {
+            let (element_type, shape) = self.check_input(name, tensor)?;
+            checked.push((name.as_str(), element_type, shape, *tensor));
+        }
+        if let Some(missing) = self
+            .inputs
+            .iter()
+            .find(|s| !inputs.iter().any(|(n, _)| *n == s.name))
+        {
+            return Err(invalid(format!(
+                "graph `{}` needs input `{}`",
+                self.name, missing.name
+            )));
+        }
+        // Engines read elements in place; copy only when the guest's buffer is misaligned.
+        for (_, _, _, tensor) in &checked {
+            let align = wasi_nn_size(tensor.ty);
+            realigned.push(
+                (tensor.data.as_ptr() as usize % align != 0).then(|| aligned_copy(&tensor.data)),
+            );
+        }
+        let refs: Vec<ffi::InputRef<'_>> = checked
+            .iter()
+            .zip(&realigned)
+            .map(
+                |((name, element_type, shape, tensor), copy)| ffi::InputRef {
+                    name,
+                    element_type: *element_type,
+                    shape: shape.clone(),
+                    data: copy.as_ref().map_or(tensor.data.as_slice(), |c| {
+                        aligned_bytes(c, tensor.data.len())
+                    }),
+                },
+            )
+            .collect();
+        let guard = self.stats.start_run();
+        let outputs = ffi::run(&self.session, &refs, &self.output_names, onnx_size)
+            .map_err(|e| failed(format!("graph `{}`: {e}", self.name)))?;
+        guard.succeeded();
+        outputs
+            .into_iter()
+            .zip(&self.outputs)
+            .map(|(out, spec)| {
+                let ty = wasi_nn_for_output(out.element_type).ok_or_else(|| {
+                    failed(format!("output `{}` has an unsupported type", spec.name))
+                })?;
+                let dimensions = out
+                    .shape
+                    .iter()
+                    .map(|&d| u32::try_from(d))
+                    .collect::<Result<Vec<u32>, _>>()
+                    .map_err(|_| {
+                        failed(format!("output `{}` has a dimension over u32", spec.name))
+                    })?;
+                Ok(NamedTensor {
+                    name: spec.name.clone(),
+                    tensor: Tensor::new(dimensions, ty, out.data),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Copies `data` into a buffer aligned for any element type.
+fn aligned_copy(data: &[u8]) -> Vec<u64> {
+    let mut words = vec![0u64; data.len().div_ceil(8)];
+    // SAFETY: `words` has at least `data.len()` bytes; u64 has no invalid bit patterns.
+    let bytes =
+        unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8) };
+    bytes[..data.len()].copy_from_slice(data);
+    words
+}
+
+fn aligned_bytes(words: &[u64], len: usize) -> &[u8] {
+    // SAFETY: `words` holds at least `len` initialised bytes.
+    unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), len) }
+}
+
+impl BackendExecutionContext for OnnxContext {
+    fn set_input(&mut self, id: Id, tensor: &Tensor) -> Result<(), BackendError> {
+        let name = self.graph.0.input_name(&id)?;
+        self.inputs.retain(|(n, _)| *n != name);
+        self.inputs.push((name, tensor.clone()));
+        Ok(())
+    }
+
+    fn get_output(&mut self, id: Id) -> Result<Tensor, BackendError> {
+        let found = match &id {
+            Id::Index(i) => self.outputs.get(*i as usize),
+            Id::Name(name) => self.outputs.iter().find(|o| o.name == *name),
+        };
+        found
+            .map(|o| o.tensor.clone())
+            .ok_or_else(|| invalid(format!("no output {id:?}; call compute first")))
+    }
+
+    fn compute(
+        &mut self,
+        inputs: Option<Vec<NamedTensor>>,
+    ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
+        match inputs {
+            Some(named) => {
+                let refs: Vec<(String, &Tensor)> =
+                    named.iter().map(|n| (n.name.clone(), &n.tensor)).collect();
+                self.graph.0.run(&refs).map(Some)
+            }
+            None => {
+                let refs: Vec<(String, &Tensor)> =
+                    self.inputs.iter().map(|(n, t)| (n.clone(), t)).collect();
+                self.outputs = self.graph.0.run(&refs)?;
+                Ok(None)
+            }
+        }
+    }
+}

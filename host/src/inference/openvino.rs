@@ -1,0 +1,382 @@
+//! Our OpenVINO backend for wasi-nn: the C library loaded from an explicit path, one
+//! compiled model per graph at the precision the manifest asks for (f32 by default, where
+//! the stock backend left the CPU plugin on bf16), several CPU streams and a pool of infer
+//! requests so that runs on one graph proceed in parallel.
+
+use super::options::{GraphOptions, Precision, Target};
+use super::stats::GraphStats;
+use super::types::{wasi_nn_name, wasi_nn_size};
+use super::{failed, invalid, InferenceError, LoadedGraphInfo};
+use openvino::{
+    CompiledModel, Core, DeviceType, ElementType as OvType, InferRequest, Model, RwPropertyKey,
+    Shape, Tensor as OvTensor,
+};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use wasmtime_wasi_nn::backend::{
+    BackendError, BackendExecutionContext, BackendGraph, Id, NamedTensor,
+};
+use wasmtime_wasi_nn::wit::TensorType;
+use wasmtime_wasi_nn::{ExecutionContext, Tensor};
+
+/// Loads the OpenVINO C library from `path` and returns its version.
+pub fn load_library(path: &Path) -> Result<String, String> {
+    if !path.is_file() {
+        return Err(format!("{} does not exist", path.display()));
+    }
+    openvino_sys::library::load_from(path)?;
+    // Creating a core proves the library works (plugins found, CPU usable).
+    Core::new().map_err(|e| format!("OpenVINO core does not start: {e}"))?;
+    Ok(openvino::version().build_number)
+}
+
+#[derive(Debug, Clone)]
+struct TensorSpec {
+    name: String,
+    element_type: OvType,
+    /// Dimensions; -1 where free.
+    dims: Vec<i64>,
+}
+
+struct GraphInner {
+    name: String,
+    compiled: Mutex<CompiledModel>,
+    idle_requests: Mutex<Vec<InferRequest>>,
+    inputs: Vec<TensorSpec>,
+    outputs: Vec<TensorSpec>,
+    stats: Arc<GraphStats>,
+}
+
+/// A loaded OpenVINO graph.
+#[derive(Clone)]
+pub struct OpenvinoGraph(Arc<GraphInner>);
+
+/// Compiles a graph for the CPU from ONNX bytes (one file) or IR (`.xml`, `.bin`).
+pub fn load(
+    name: &str,
+    files: &[Vec<u8>],
+    options: &GraphOptions,
+    stats: Arc<GraphStats>,
+) -> Result<(OpenvinoGraph, LoadedGraphInfo), InferenceError> {
+    let rejected = |reason: String| InferenceError::GraphRejected {
+        graph: name.to_string(),
+        engine: "openvino",
+        reason,
+    };
+    let device = match options.target {
+        Target::Cpu => "cpu",
+        Target::Gpu => {
+            return Err(InferenceError::TargetUnavailable {
+                graph: name.to_string(),
+                target: options.target.to_string(),
+                reason: "sandserve runs OpenVINO on the CPU only; use the onnx encoding for GPUs \
+                         or ask for `gpu-or-cpu`"
+                    .into(),
+            })
+        }
+        Target::GpuOrCpu => "cpu (gpu-or-cpu: OpenVINO runs on the CPU here)",
+    };
+    let mut core = Core::new().map_err(|e| rejected(e.to_string()))?;
+    let threads = options.intra_op_threads.max(1);
+    let streams = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .div_euclid(threads)
+        .max(1);
+    let precision = match options.precision {
+        Precision::F32 => "f32",
+        Precision::Bf16 => "bf16",
+        Precision::F16 => "f16",
+    };
+    for (key, value) in [
+        (RwPropertyKey::HintInferencePrecision, precision.to_string()),
+        (RwPropertyKey::NumStreams, streams.to_string()),
+        (
+            RwPropertyKey::InferenceNumThreads,
+            (streams * threads).to_string(),
+        ),
+    ] {
+        core.set_property(&DeviceType::CPU, &key, &value)
+            .map_err(|e| rejected(format!("setting {}: {e}", key.as_ref())))?;
+    }
+    let model = read_model(&mut core, files).map_err(rejected)?;
+    let compiled = core
+        .compile_model(&model, DeviceType::CPU)
+        .map_err(|e| rejected(e.to_string()))?;
+    let inputs = specs(&model, true).map_err(rejected)?;
+    let outputs = specs(&model, false).map_err(rejected)?;
+    for spec in inputs.iter().chain(&outputs) {
+        if wasi_nn_type(spec.element_type).is_none() {
+            return Err(rejected(format!(
+                "`{}` has element type {:?}, which wasi-nn cannot carry",
+                spec.name, spec.element_type
+            )));
+        }
+    }
+    let info = LoadedGraphInfo {
+        device: device.to_string(),
+        inputs: inputs.iter().map(describe).collect(),
+        outputs: outputs.iter().map(describe).collect(),
+    };
+    Ok((
+        OpenvinoGraph(Arc::new(GraphInner {
+            name: name.to_string(),
+            compiled: Mutex::new(compiled),
+            idle_requests: Mutex::new(Vec::new()),
+            inputs,
+            outputs,
+            stats,
+        })),
+        info,
+    ))
+}
+
+fn read_model(core: &mut Core, files: &[Vec<u8>]) -> Result<Model, String> {
+    match files {
+        [onnx] => core
+            .read_model_from_buffer(onnx, None)
+            .map_err(|e| e.to_string()),
+        [xml, bin] => {
+            let shape = Shape::new(&[bin.len() as i64]).map_err(|e| e.to_string())?;
+            let mut weights = OvTensor::new(OvType::U8, &shape).map_err(|e| e.to_string())?;
+            weights
+                .get_raw_data_mut()
+                .map_err(|e| e.to_string())?
+                .copy_from_slice(bin);
+            core.read_model_from_buffer(xml, Some(&weights))
+                .map_err(|e| e.to_string())
+        }
+        other => Err(format!(
+            "expects one .onnx file or IR .xml + .bin, got {} files",
+            other.len()
+        )),
+    }
+}
+
+fn specs(model: &Model, inputs: bool) -> Result<Vec<TensorSpec>, String> {
+    let count = if inputs {
+        model.get_inputs_len()
+    } else {
+        model.get_outputs_len()
+    }
+    .map_err(|e| e.to_string())?;
+    (0..count)
+        .map(|i| {
+            let node = if inputs {
+                model.get_input_by_index(i)
+            } else {
+                model.get_output_by_index(i)
+            }
+            .map_err(|e| e.to_string())?;
+            let shape = node.get_partial_shape().map_err(|e| e.to_string())?;
+            Ok(TensorSpec {
+                name: node.get_name().map_err(|e| e.to_string())?,
+                element_type: node.get_element_type().map_err(|e| e.to_string())?,
+                dims: shape
+                    .get_dimensions()
+                    .iter()
+                    .map(|d| if d.is_dynamic() { -1 } else { d.get_min() })
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+fn describe(spec: &TensorSpec) -> String {
+    format!("{}: {:?}{:?}", spec.name, spec.element_type, spec.dims)
+}
+
+fn wasi_nn_type(t: OvType) -> Option<TensorType> {
+    Some(match t {
+        OvType::U8 | OvType::Boolean => TensorType::U8,
+        OvType::F16 => TensorType::Fp16,
+        OvType::Bf16 => TensorType::Bf16,
+        OvType::F32 => TensorType::Fp32,
+        OvType::F64 => TensorType::Fp64,
+        OvType::I32 => TensorType::I32,
+        OvType::I64 => TensorType::I64,
+        _ => return None,
+    })
+}
+
+impl BackendGraph for OpenvinoGraph {
+    fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
+        let context: Box<dyn BackendExecutionContext> = Box::new(OpenvinoContext {
+            graph: self.clone(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        });
+        Ok(context.into())
+    }
+}
+
+struct OpenvinoContext {
+    graph: OpenvinoGraph,
+    inputs: Vec<(String, Tensor)>,
+    outputs: Vec<NamedTensor>,
+}
+
+impl GraphInner {
+    fn checked_input(&self, name: &str, tensor: &Tensor) -> Result<OvTensor, BackendError> {
+        let spec = self.inputs.iter().find(|s| s.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.inputs.iter().map(|s| s.name.as_str()).collect();
+            invalid(format!(
+                "graph `{}` has no input `{name}`; its inputs are {names:?}",
+                self.name
+            ))
+        })?;
+        if wasi_nn_type(spec.element_type) != Some(tensor.ty) {
+            return Err(invalid(format!(
+                "input `{name}` must be {:?}, got {}",
+                spec.element_type,
+                wasi_nn_name(tensor.ty)
+            )));
+        }
+        let shape: Vec<i64> = tensor.dimensions.iter().map(|&d| i64::from(d)).collect();
+        let fits = shape.len() == spec.dims.len()
+            && spec
+                .dims
+                .iter()
+                .zip(&shape)
+                .all(|(&want, &have)| want < 0 || want == have);
+        if !fits {
+            return Err(invalid(format!(
+                "input `{name}` must have shape {:?} (-1 = any), got {shape:?}",
+                spec.dims
+            )));
+        }
+        let count: usize = tensor.dimensions.iter().map(|&d| d as usize).product();
+        if tensor.data.len() != count.saturating_mul(wasi_nn_size(tensor.ty)) {
+            return Err(invalid(format!(
+                "input `{name}` holds {} bytes, its shape and type need {}",
+                tensor.data.len(),
+                count * wasi_nn_size(tensor.ty)
+            )));
+        }
+        let ov_shape = Shape::new(&shape).map_err(|e| failed(e.to_string()))?;
+        let mut ov =
+            OvTensor::new(spec.element_type, &ov_shape).map_err(|e| failed(e.to_string()))?;
+        ov.get_raw_data_mut()
+            .map_err(|e| failed(e.to_string()))?
+            .copy_from_slice(&tensor.data);
+        Ok(ov)
+    }
+
+    fn take_request(&self) -> Result<InferRequest, BackendError> {
+        let idle = self
+            .idle_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        match idle {
+            Some(request) => Ok(request),
+            None => self
+                .compiled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .create_infer_request()
+                .map_err(|e| failed(format!("graph `{}`: {e}", self.name))),
+        }
+    }
+
+    fn run(&self, inputs: &[(String, &Tensor)]) -> Result<Vec<NamedTensor>, BackendError> {
+        let mut prepared = Vec::with_capacity(inputs.len());
+        for (name, tensor) in inputs {
+            prepared.push((name.as_str(), self.checked_input(name, tensor)?));
+        }
+        if let Some(missing) = self
+            .inputs
+            .iter()
+            .find(|s| !inputs.iter().any(|(n, _)| *n == s.name))
+        {
+            return Err(invalid(format!(
+                "graph `{}` needs input `{}`",
+                self.name, missing.name
+            )));
+        }
+        let mut request = self.take_request()?;
+        let guard = self.stats.start_run();
+        let fail = |e: openvino::InferenceError| failed(format!("graph `{}`: {e}", self.name));
+        for (name, tensor) in &prepared {
+            request.set_tensor(name, tensor).map_err(fail)?;
+        }
+        request.infer().map_err(fail)?;
+        let outputs = self
+            .outputs
+            .iter()
+            .map(|spec| {
+                let out = request.get_tensor(&spec.name).map_err(fail)?;
+                let ty = wasi_nn_type(out.get_element_type().map_err(fail)?).ok_or_else(|| {
+                    failed(format!("output `{}` has an unsupported type", spec.name))
+                })?;
+                let dimensions = out
+                    .get_shape()
+                    .map_err(fail)?
+                    .get_dimensions()
+                    .iter()
+                    .map(|&d| u32::try_from(d))
+                    .collect::<Result<Vec<u32>, _>>()
+                    .map_err(|_| {
+                        failed(format!("output `{}` has a dimension over u32", spec.name))
+                    })?;
+                let data = out.get_raw_data().map_err(fail)?.to_vec();
+                Ok(NamedTensor {
+                    name: spec.name.clone(),
+                    tensor: Tensor::new(dimensions, ty, data),
+                })
+            })
+            .collect::<Result<Vec<_>, BackendError>>()?;
+        guard.succeeded();
+        self.idle_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(request);
+        Ok(outputs)
+    }
+}
+
+impl BackendExecutionContext for OpenvinoContext {
+    fn set_input(&mut self, id: Id, tensor: &Tensor) -> Result<(), BackendError> {
+        let name = match id {
+            Id::Name(name) => name,
+            Id::Index(i) => self
+                .graph
+                .0
+                .inputs
+                .get(i as usize)
+                .map(|s| s.name.clone())
+                .ok_or_else(|| invalid(format!("graph has no input #{i}")))?,
+        };
+        self.inputs.retain(|(n, _)| *n != name);
+        self.inputs.push((name, tensor.clone()));
+        Ok(())
+    }
+
+    fn get_output(&mut self, id: Id) -> Result<Tensor, BackendError> {
+        let found = match &id {
+            Id::Index(i) => self.outputs.get(*i as usize),
+            Id::Name(name) => self.outputs.iter().find(|o| o.name == *name),
+        };
+        found
+            .map(|o| o.tensor.clone())
+            .ok_or_else(|| invalid(format!("no output {id:?}; call compute first")))
+    }
+
+    fn compute(
+        &mut self,
+        inputs: Option<Vec<NamedTensor>>,
+    ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
+        match inputs {
+            Some(named) => {
+                let refs: Vec<(String, &Tensor)> =
+                    named.iter().map(|n| (n.name.clone(), &n.tensor)).collect();
+                self.graph.0.run(&refs).map(Some)
+            }
+            None => {
+                let refs: Vec<(String, &Tensor)> =
+                    self.inputs.iter().map(|(n, t)| (n.clone(), t)).collect();
+                self.outputs = self.graph.0.run(&refs)?;
+                Ok(None)
+            }
+        }
+    }
+}

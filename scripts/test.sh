@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what it needs (the wasm32-wasip2
+# target, the ONNX Runtime / OpenVINO wheels and generated models), then checks formatting,
+# lints, the vendored WIT, and runs every test (guests are built from source by tests/build.rs).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+step() { echo; echo "==> $*"; }
+
+step "toolchain and wasm target"
+rustup target add wasm32-wasip2 >/dev/null
+rustup component add rustfmt clippy >/dev/null
+
+step "inference engines and generated models"
+scripts/setup-engines.sh
+# shellcheck source=/dev/null
+source .engines/env.sh
+
+step "formatting"
+cargo fmt --all -- --check
+
+step "vendored WIT matches wasmtime-wasi-nn"
+scripts/vendor-wit.sh --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --workspace --locked
