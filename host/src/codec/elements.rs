@@ -118,7 +118,7 @@ pub(crate) fn encode(
 /// `None` when the data length does not fit the type.
 pub(crate) fn decode(t: ElementType, data: &[u8]) -> Option<Vec<Value>> {
     fn chunks<const N: usize, T>(data: &[u8], f: impl Fn([u8; N]) -> T) -> Option<Vec<T>> {
-        if data.len() % N != 0 {
+        if !data.len().is_multiple_of(N) {
             return None;
         }
         Some(
