@@ -22,7 +22,9 @@ use state::HostState;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+};
 use wasmtime_wasi_nn::wit::WasiNnCtx;
 
 /// Engine-wide settings, fixed when the runtime starts.
@@ -41,6 +43,9 @@ pub struct RuntimeConfig {
     pub max_guest_output_bytes: usize,
     /// Most bytes of wasm stack a guest may use.
     pub max_wasm_stack_bytes: usize,
+    /// Bytes at the start of each pooled linear memory kept resident between requests and
+    /// reset in place, instead of being handed back to the kernel and faulted in again.
+    pub memory_keep_resident_bytes: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -52,6 +57,7 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(5),
             max_guest_output_bytes: 64 * 1024,
             max_wasm_stack_bytes: 1 << 20,
+            memory_keep_resident_bytes: 2 << 20,
         }
     }
 }
@@ -309,7 +315,10 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         .total_memories(slots.saturating_mul(2))
         .total_tables(slots.saturating_mul(4))
         .total_stacks(slots)
-        .max_memory_size(config.max_memory_bytes);
+        .max_memory_size(config.max_memory_bytes)
+        .linear_memory_keep_resident(config.memory_keep_resident_bytes)
+        .table_keep_resident(64 * 1024)
+        .pagemap_scan(Enabled::Auto);
     let mut wasm = Config::new();
     wasm.wasm_component_model(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
