@@ -243,7 +243,8 @@ impl GraphInner {
         for (_, _, _, tensor) in &checked {
             let align = wasi_nn_size(tensor.ty);
             realigned.push(
-                (!(tensor.data.as_ptr() as usize).is_multiple_of(align)).then(|| aligned_copy(&tensor.data)),
+                (!(tensor.data.as_ptr() as usize).is_multiple_of(align))
+                    .then(|| aligned_copy(&tensor.data)),
             );
         }
         let refs: Vec<ffi::InputRef<'_>> = checked
