@@ -1,6 +1,11 @@
 //! sandserve host library: the sandboxed runtime that runs tenants' model handlers.
 //! The `sandserve` binary (`main.rs`) is a thin CLI over it.
 
+pub mod blobs;
 pub mod codec;
+pub mod images;
 pub mod inference;
+pub mod package;
+pub mod registry;
 pub mod runtime;
+pub mod tenancy;

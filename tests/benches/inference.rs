@@ -5,7 +5,9 @@
 //! Run: `source .engines/env.sh && cargo bench -p sandserve-tests --bench inference`
 //! (needs `scripts/setup-engines.sh`). Results go in docs/benchmarks.md.
 
-use sandserve_host::inference::{Encoding, GraphOptions, GraphSet, GraphSpec, GuestLoadPolicy};
+use sandserve_host::inference::{
+    Encoding, GraphFile, GraphOptions, GraphSet, GraphSpec, GuestLoadPolicy,
+};
 use sandserve_host::runtime::{LoadedHandler, Request, RequestLimits, Runtime, RuntimeConfig};
 use sandserve_tests::{bytes_tensor, engines, f32_tensor, guest_wasm, read, read_f32, repo_root};
 use std::path::Path;
@@ -149,7 +151,7 @@ fn main() {
             &[GraphSpec {
                 name: name.into(),
                 encoding: Encoding::Onnx,
-                files: vec![read(path)],
+                files: vec![GraphFile::Path(path.to_path_buf())],
                 options: GraphOptions::default(),
             }],
             GuestLoadPolicy::Denied,

@@ -7,8 +7,8 @@
 //! tests print SKIPPED, except under `CI=true`, where they fail.
 
 use sandserve_host::inference::{
-    graph_loads, load_graph, Encoding, EngineStatus, Engines, GraphOptions, GraphSet, GraphSpec,
-    GuestLoadPolicy, InferenceError, Target,
+    graph_loads, load_graph, Encoding, EngineStatus, Engines, GraphFile, GraphOptions, GraphSet,
+    GraphSpec, GuestLoadPolicy, InferenceError, Target,
 };
 use sandserve_host::runtime::{
     ElementType, LoadedHandler, Request, RequestLimits, Runtime, RuntimeConfig, RuntimeError,
@@ -58,7 +58,7 @@ fn spec(name: &str, encoding: Encoding, file: PathBuf, options: GraphOptions) ->
     GraphSpec {
         name: name.to_string(),
         encoding,
-        files: vec![read(&file)],
+        files: vec![GraphFile::Path(file)],
         options,
     }
 }
@@ -494,7 +494,7 @@ fn a_graph_whose_engine_is_missing_fails_with_a_clear_error() {
             &GraphSpec {
                 name: "digits".into(),
                 encoding,
-                files: vec![b"not even a model".to_vec()],
+                files: vec![GraphFile::Bytes(b"not even a model".to_vec())],
                 options: GraphOptions::default(),
             },
         );

@@ -37,6 +37,21 @@ pub struct LoadedGraphInfo {
     pub outputs: Vec<String>,
 }
 
+/// Where a model file comes from.
+#[derive(Debug, Clone)]
+pub enum GraphFile {
+    /// Bytes in memory.
+    Bytes(Vec<u8>),
+    /// A file the engine reads itself (large models are never copied through the host).
+    Path(std::path::PathBuf),
+}
+
+impl From<Vec<u8>> for GraphFile {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self::Bytes(bytes)
+    }
+}
+
 /// One graph to load: its name in the image, engine, files and options.
 #[derive(Debug, Clone)]
 pub struct GraphSpec {
@@ -45,7 +60,7 @@ pub struct GraphSpec {
     /// Engine.
     pub encoding: Encoding,
     /// The model files: one `.onnx`, or OpenVINO IR `.xml` then `.bin`.
-    pub files: Vec<Vec<u8>>,
+    pub files: Vec<GraphFile>,
     /// Load options.
     pub options: GraphOptions,
 }
@@ -228,7 +243,7 @@ impl BackendInner for GuestOnnxLoader {
         let spec = GraphSpec {
             name: "guest-loaded".into(),
             encoding: Encoding::Onnx,
-            files: vec![model.to_vec()],
+            files: vec![GraphFile::Bytes(model.to_vec())],
             options: GraphOptions::default(),
         };
         load_graph(engines, &spec)

@@ -6,7 +6,7 @@
 use super::options::{GraphOptions, Precision, Target};
 use super::stats::GraphStats;
 use super::types::{wasi_nn_name, wasi_nn_size};
-use super::{failed, invalid, InferenceError, LoadedGraphInfo};
+use super::{failed, invalid, GraphFile, InferenceError, LoadedGraphInfo};
 use openvino::{
     CompiledModel, Core, DeviceType, ElementType as OvType, InferRequest, Model, RwPropertyKey,
     Shape, Tensor as OvTensor,
@@ -54,7 +54,7 @@ pub struct OpenvinoGraph(Arc<GraphInner>);
 /// Compiles a graph for the CPU from ONNX bytes (one file) or IR (`.xml`, `.bin`).
 pub fn load(
     name: &str,
-    files: &[Vec<u8>],
+    files: &[GraphFile],
     options: &GraphOptions,
     stats: Arc<GraphStats>,
 ) -> Result<(OpenvinoGraph, LoadedGraphInfo), InferenceError> {
@@ -130,8 +130,17 @@ pub fn load(
     ))
 }
 
-fn read_model(core: &mut Core, files: &[Vec<u8>]) -> Result<Model, String> {
-    match files {
+fn read_model(core: &mut Core, files: &[GraphFile]) -> Result<Model, String> {
+    let bytes: Vec<std::borrow::Cow<'_, [u8]>> = files
+        .iter()
+        .map(|f| match f {
+            GraphFile::Bytes(b) => Ok(std::borrow::Cow::Borrowed(b.as_slice())),
+            GraphFile::Path(p) => std::fs::read(p)
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| format!("reading {}: {e}", p.display())),
+        })
+        .collect::<Result<_, _>>()?;
+    match bytes.as_slice() {
         [onnx] => core
             .read_model_from_buffer(onnx, None)
             .map_err(|e| e.to_string()),

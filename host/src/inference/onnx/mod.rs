@@ -9,7 +9,7 @@ use super::stats::GraphStats;
 use super::types::{
     onnx_for_input, onnx_name, onnx_size, wasi_nn_for_output, wasi_nn_name, wasi_nn_size,
 };
-use super::{InferenceError, LoadedGraphInfo};
+use super::{GraphFile, InferenceError, LoadedGraphInfo};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::sys::ONNXTensorElementDataType as Onnx;
@@ -47,7 +47,7 @@ pub struct OnnxGraph(Arc<GraphInner>);
 /// is not loaded, the target cannot be served, or the model does not load.
 pub fn load(
     name: &str,
-    model: &[u8],
+    model: &GraphFile,
     options: &GraphOptions,
     stats: Arc<GraphStats>,
 ) -> Result<(OnnxGraph, LoadedGraphInfo), InferenceError> {
@@ -85,9 +85,11 @@ pub fn load(
             .and_then(|b| b.with_intra_op_spinning(false))
             .map_err(|e| rejected(e.to_string()))?;
     }
-    let session = builder
-        .commit_from_memory(model)
-        .map_err(|e| rejected(e.to_string()))?;
+    let session = match model {
+        GraphFile::Bytes(bytes) => builder.commit_from_memory(bytes),
+        GraphFile::Path(path) => builder.commit_from_file(path),
+    }
+    .map_err(|e| rejected(e.to_string()))?;
     let spec = |name: &str, ty: &ValueType| -> Result<TensorSpec, InferenceError> {
         match ty {
             ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {

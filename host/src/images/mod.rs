@@ -1,0 +1,369 @@
+//! Model images: publishing an uploaded package as an immutable version (unpack into the
+//! blob store, validate the handler and every graph, record it in the registry) and loading
+//! a version to run it (compiled component from the cache, graphs loaded once and shared).
+//!
+//! Blobs of a failed upload, and blobs no image references after a delete, are garbage
+//! collected; blobs an upload in progress is still writing are never collected.
+
+mod cache;
+mod error;
+
+pub use cache::{CacheStats, ComponentCache};
+pub use error::ImageError;
+
+use crate::blobs::{BlobError, BlobStore, BlobWriter, Digest};
+use crate::inference::{Engines, GraphFile, GraphSet, GraphSpec};
+use crate::package::{unpack, Manifest, PackageError, UnpackLimits};
+use crate::registry::{ImageDraft, ImageFile, ImageRecord, ModelRegistry};
+use crate::runtime::{LoadedHandler, RequestLimits, Runtime};
+use std::collections::HashMap;
+use std::io::BufReader;
+use std::sync::{Arc, Mutex};
+
+/// One image version ready to run.
+pub struct LoadedImage {
+    /// Its record.
+    pub record: ImageRecord,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// The compiled, linked handler.
+    pub handler: LoadedHandler,
+    /// Its graphs, loaded.
+    pub graphs: GraphSet,
+    /// Limits of each request.
+    pub limits: RequestLimits,
+}
+
+type ImageKey = (String, String, u64);
+
+/// Publishes and loads model images.
+pub struct ImageService {
+    blobs: BlobStore,
+    registry: Arc<dyn ModelRegistry>,
+    runtime: Arc<Runtime>,
+    engines: &'static Engines,
+    cache: ComponentCache,
+    loaded: Mutex<HashMap<ImageKey, Arc<LoadedImage>>>,
+    in_flight: PinTable,
+    unpack_limits: UnpackLimits,
+    fuel_metering: bool,
+}
+
+type PinTable = Arc<Mutex<HashMap<Digest, usize>>>;
+
+/// A finished blob that garbage collection leaves alone while this value lives (an upload
+/// still using it).
+pub struct BlobPin {
+    table: PinTable,
+    digest: Digest,
+    size: u64,
+}
+
+impl BlobPin {
+    /// The blob's digest.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// The blob's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Drop for BlobPin {
+    fn drop(&mut self) {
+        let mut pins = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = pins.get_mut(&self.digest) {
+            *count -= 1;
+            if *count == 0 {
+                pins.remove(&self.digest);
+            }
+        }
+    }
+}
+
+impl ImageService {
+    /// A service over these stores.
+    pub fn new(
+        blobs: BlobStore,
+        registry: Arc<dyn ModelRegistry>,
+        runtime: Arc<Runtime>,
+        engines: &'static Engines,
+        cache: ComponentCache,
+        unpack_limits: UnpackLimits,
+        fuel_metering: bool,
+    ) -> Self {
+        Self {
+            blobs,
+            registry,
+            runtime,
+            engines,
+            cache,
+            loaded: Mutex::default(),
+            in_flight: PinTable::default(),
+            unpack_limits,
+            fuel_metering,
+        }
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Compile-cache counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// Publishes `writer`'s blob and pins it, atomically with respect to garbage collection.
+    pub fn finish_pinned(&self, writer: BlobWriter) -> Result<BlobPin, BlobError> {
+        let mut pins = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let (digest, size) = writer.finish()?;
+        *pins.entry(digest.clone()).or_default() += 1;
+        Ok(BlobPin {
+            table: self.in_flight.clone(),
+            digest,
+            size,
+        })
+    }
+
+    /// Gives up an uploaded blob (for example on a digest mismatch), removing it unless an
+    /// image or another upload uses it.
+    pub fn discard(&self, blob: BlobPin) {
+        let digest = blob.digest.clone();
+        drop(blob);
+        self.collect_garbage(&[digest]);
+    }
+
+    /// Publishes the uploaded package `archive` as the next version of `tenant/name`:
+    /// unpacks it into blobs, validates the handler and graphs, records the image. On any
+    /// failure nothing is left behind.
+    pub fn publish(
+        &self,
+        tenant: &str,
+        name: &str,
+        created_by: &str,
+        archive: BlobPin,
+    ) -> Result<ImageRecord, ImageError> {
+        let mut pins = Vec::new();
+        let result = self.publish_pinned(tenant, name, created_by, &archive, &mut pins);
+        if result.is_err() {
+            let mut written: Vec<Digest> = pins.iter().map(|p| p.digest.clone()).collect();
+            written.push(archive.digest.clone());
+            drop(pins);
+            drop(archive);
+            self.collect_garbage(&written);
+        }
+        result
+    }
+
+    fn publish_pinned(
+        &self,
+        tenant: &str,
+        name: &str,
+        created_by: &str,
+        archive: &BlobPin,
+        pins: &mut Vec<BlobPin>,
+    ) -> Result<ImageRecord, ImageError> {
+        let file = self.blobs.open_blob(&archive.digest)?;
+        let mut files: Vec<ImageFile> = Vec::new();
+        let unpacked = {
+            let mut sink =
+                |path: &str, reader: &mut dyn std::io::Read| -> Result<u64, PackageError> {
+                    let mut writer = self
+                        .blobs
+                        .writer(u64::MAX)
+                        .map_err(|e| PackageError::Io(e.to_string()))?;
+                    let copied = std::io::copy(reader, &mut writer)
+                        .map_err(|e| PackageError::Io(e.to_string()))?;
+                    let pin = self
+                        .finish_pinned(writer)
+                        .map_err(|e| PackageError::Io(e.to_string()))?;
+                    files.push(ImageFile {
+                        path: path.to_string(),
+                        digest: pin.digest.clone(),
+                        size_bytes: pin.size,
+                    });
+                    pins.push(pin);
+                    Ok(copied)
+                };
+            unpack(BufReader::new(file), &self.unpack_limits, &mut sink)?
+        };
+        let manifest = unpacked.manifest;
+        if manifest.name != name {
+            return Err(ImageError::NameMismatch {
+                manifest: manifest.name,
+                url: name.to_string(),
+            });
+        }
+        if manifest.limits.fuel.is_some() && !self.fuel_metering {
+            return Err(ImageError::Unsupported(
+                "the manifest sets limits.fuel, but this server does not meter fuel \
+                 (start it with --fuel-metering, or remove limits.fuel)"
+                    .into(),
+            ));
+        }
+        let draft = ImageDraft {
+            tenant: tenant.to_string(),
+            name: name.to_string(),
+            digest: archive.digest.clone(),
+            size_bytes: archive.size,
+            manifest: unpacked.manifest_text,
+            files,
+            created_by: created_by.to_string(),
+        };
+        // Validate: the handler compiles and links, every graph loads.
+        let label = format!("{tenant}/{name}@new");
+        self.prepare_handler(&label, &manifest, &draft.files)?;
+        self.load_graphs(&manifest, &draft.files)?;
+        let record = self.registry.publish_image(draft)?;
+        tracing::info!(tenant, model = name, version = record.version, digest = %record.digest, "model image published");
+        Ok(record)
+    }
+
+    fn prepare_handler(
+        &self,
+        label: &str,
+        manifest: &Manifest,
+        files: &[ImageFile],
+    ) -> Result<LoadedHandler, ImageError> {
+        let handler = files
+            .iter()
+            .find(|f| f.path == manifest.handler)
+            .ok_or_else(|| PackageError::MissingFile {
+                path: manifest.handler.clone(),
+            })?;
+        let component = self
+            .cache
+            .get_or_compile(&self.runtime, &handler.digest, || {
+                self.blobs
+                    .read(&handler.digest)
+                    .map_err(|e| crate::runtime::RuntimeError::InvalidComponent(e.to_string()))
+            })
+            .map_err(ImageError::Component)?;
+        self.runtime
+            .prepare(label, component)
+            .map_err(ImageError::Component)
+    }
+
+    fn load_graphs(
+        &self,
+        manifest: &Manifest,
+        files: &[ImageFile],
+    ) -> Result<GraphSet, ImageError> {
+        let specs = manifest
+            .graphs
+            .iter()
+            .map(|g| {
+                let files = g
+                    .files
+                    .iter()
+                    .map(|path| {
+                        let file = files
+                            .iter()
+                            .find(|f| &f.path == path)
+                            .ok_or_else(|| PackageError::MissingFile { path: path.clone() })?;
+                        Ok(GraphFile::Path(self.blobs.path_of(&file.digest)?))
+                    })
+                    .collect::<Result<Vec<_>, ImageError>>()?;
+                Ok(GraphSpec {
+                    name: g.name.clone(),
+                    encoding: g.encoding,
+                    files,
+                    options: g.options(),
+                })
+            })
+            .collect::<Result<Vec<_>, ImageError>>()?;
+        Ok(GraphSet::load(
+            self.engines,
+            &specs,
+            manifest.guest_load_policy(),
+        )?)
+    }
+
+    /// The image version ready to run, loading it on first use.
+    pub fn load(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: u64,
+    ) -> Result<Arc<LoadedImage>, ImageError> {
+        let key = (tenant.to_string(), name.to_string(), version);
+        if let Some(image) = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(image.clone());
+        }
+        let record = self.registry.image(tenant, name, version)?;
+        let manifest = Manifest::parse(&record.manifest)?;
+        let label = format!("{tenant}/{name}@{version}");
+        let handler = self.prepare_handler(&label, &manifest, &record.files)?;
+        let graphs = self.load_graphs(&manifest, &record.files)?;
+        let limits = manifest.limits.request_limits();
+        let image = Arc::new(LoadedImage {
+            record,
+            manifest,
+            handler,
+            graphs,
+            limits,
+        });
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_insert_with(|| image.clone());
+        Ok(image)
+    }
+
+    /// Forgets a loaded version (its graphs are freed when the last request using them ends).
+    pub fn unload(&self, tenant: &str, name: &str, version: u64) {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(tenant.to_string(), name.to_string(), version));
+    }
+
+    /// Deletes a version and collects the blobs nothing references any more.
+    pub fn delete(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: u64,
+    ) -> Result<ImageRecord, ImageError> {
+        let record = self.registry.delete_image(tenant, name, version)?;
+        self.unload(tenant, name, version);
+        let blobs: Vec<Digest> = record.blobs().cloned().collect();
+        self.collect_garbage(&blobs);
+        Ok(record)
+    }
+
+    /// Removes those of `candidates` that no image references and no upload is using.
+    fn collect_garbage(&self, candidates: &[Digest]) {
+        let referenced = match self.registry.referenced_blobs() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("skipping blob garbage collection: {e}");
+                return;
+            }
+        };
+        let pinned = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        for digest in candidates {
+            if !referenced.contains(digest) && !pinned.contains_key(digest) {
+                if let Err(e) = self.blobs.remove(digest) {
+                    tracing::warn!(blob = %digest, "cannot remove unreferenced blob: {e}");
+                }
+                self.cache.remove(digest);
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Model packages: the archive a tenant uploads to publish a model, how the host reads
+//! and checks it, and how `sandserve package` builds one.
+//!
+//! # The package format
+//!
+//! A package is a **tar archive**, optionally **gzip-compressed** (`.tar` or `.tar.gz`;
+//! the host recognises gzip by its magic bytes, whatever the file is called). It holds:
+//!
+//! 1. `sandserve.toml`, the manifest, as the **first entry** (a regular file, at most
+//!    1 MiB, UTF-8);
+//! 2. exactly the files the manifest names: the handler component and each graph's model
+//!    files, at the paths the manifest gives. Directories may appear and are ignored.
+//!
+//! Anything else is refused, with an error that names the entry: files the manifest does
+//! not name, a file twice, a named file missing, symbolic or hard links, devices and
+//! fifos, absolute paths, and paths with `..`. A package may unpack to at most 4 GiB and
+//! hold at most 10 000 entries (the host may set lower limits).
+//!
+//! Build packages with `sandserve package DIR -o NAME.tar.gz`: it builds the handler when
+//! `DIR` has a `Cargo.toml`, puts `sandserve.toml` first, and writes the same bytes for the
+//! same inputs.
+//!
+//! # `sandserve.toml`
+//!
+//! ```toml
+//! name = "digits"            # required: 1-64 of a-z 0-9 _ -, starting with a letter or digit
+//! description = "..."        # optional
+//! handler = "digits.wasm"    # required: path of the handler component in the package
+//! raw_body = false           # optional: the handler also receives the raw HTTP body
+//!
+//! [limits]                   # optional, each field optional
+//! timeout_ms = 10000         # 1..=300000, per request
+//! memory_mib = 256           # 1..=4096, linear memory
+//! fuel = 1000000000          # instruction budget; leave out for unmetered
+//! max_output_mib = 32        # 1..=1024, largest response
+//! max_concurrency = 8        # 1..=1024, requests at once per served model
+//!
+//! [[graphs]]                 # zero or more named graphs, loaded once per version
+//! name = "digits"            # 1-64 of a-z A-Z 0-9 _ . -, unique; the guest loads it by this
+//! encoding = "onnx"          # "onnx" or "openvino"
+//! files = ["model/digits.onnx"]  # onnx: one file; openvino: one .onnx, or .xml then .bin
+//! target = "cpu"             # optional: "cpu", "gpu" or "gpu-or-cpu"
+//! intra_op_threads = 1       # optional (0 = engine default)
+//! optimization = "all"       # optional: "disabled", "basic", "extended", "all"
+//! precision = "f32"          # optional (OpenVINO): "f32", "bf16", "f16"
+//!
+//! [guest_load]               # optional: the guest may load ONNX bytes itself
+//! max_mib = 16               # 1..=1024
+//!
+//! [signature]                # optional, MLflow-style; datatypes are KServe V2 names
+//! inputs = [ { name = "images", datatype = "FP32", shape = [-1, 64] } ]
+//! outputs = [ { name = "label", datatype = "INT64", shape = [-1] } ]
+//! ```
+//!
+//! Every path the manifest names is relative to the package root, uses `/` between
+//! folders, has no `.`, `..` or empty components, is at most 255 bytes, and is named once.
+//! Unknown keys are errors, so a typo does not go unnoticed.
+
+mod archive;
+mod budget;
+mod build;
+mod error;
+mod manifest;
+mod pack;
+mod paths;
+mod sniff;
+mod validate;
+
+pub use archive::{unpack, Sink, UnpackLimits, Unpacked, MAX_MANIFEST_BYTES};
+pub use build::build_handler;
+pub use error::PackageError;
+pub use manifest::{GraphEntry, GuestLoad, Limits, Manifest, Signature, TensorSignature};
+pub use pack::{pack, package_dir, PackSummary};
+pub use paths::{MANIFEST_PATH, MAX_PATH_BYTES};

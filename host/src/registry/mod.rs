@@ -1,0 +1,86 @@
+//! Metadata: tenants, tokens, model images (and later endpoints), behind the
+//! [`ModelRegistry`] trait, kept in sled by [`SledRegistry`]. Every acknowledged write is
+//! flushed to disk before the call returns; changes touching several keys are one sled
+//! transaction.
+
+mod records;
+mod sled_registry;
+
+pub use records::{now_secs, ImageDraft, ImageFile, ImageRecord, TenantRecord, TokenRecord};
+pub use sled_registry::SledRegistry;
+
+use crate::blobs::Digest;
+use std::collections::HashSet;
+use thiserror::Error;
+
+/// A registry failure.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The thing does not exist (or is not visible to the caller).
+    #[error("{kind} `{name}` does not exist")]
+    NotFound {
+        /// What kind of thing.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// A thing of that name exists already.
+    #[error("{kind} `{name}` already exists")]
+    AlreadyExists {
+        /// What kind of thing.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// The change conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database failed.
+    #[error("metadata store error: {0}")]
+    Storage(String),
+}
+
+/// The metadata store.
+pub trait ModelRegistry: Send + Sync {
+    /// Creates a tenant.
+    fn create_tenant(&self, name: &str) -> Result<TenantRecord, RegistryError>;
+    /// A tenant by name.
+    fn tenant(&self, name: &str) -> Result<TenantRecord, RegistryError>;
+    /// Every tenant.
+    fn tenants(&self) -> Result<Vec<TenantRecord>, RegistryError>;
+    /// Deletes a tenant and its tokens; refused while it has model images.
+    fn delete_tenant(&self, name: &str) -> Result<(), RegistryError>;
+
+    /// Stores a new token.
+    fn put_token(&self, token: &TokenRecord) -> Result<(), RegistryError>;
+    /// A token by id.
+    fn token(&self, token_id: &str) -> Result<TokenRecord, RegistryError>;
+    /// Tokens of one tenant, or all.
+    fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenRecord>, RegistryError>;
+    /// Deletes (revokes) a token.
+    fn delete_token(&self, token_id: &str) -> Result<(), RegistryError>;
+
+    /// Replaces the admin credential (salt, hash).
+    fn set_admin_credential(&self, salt: &str, hash: &str) -> Result<(), RegistryError>;
+    /// The admin credential, if bootstrapped.
+    fn admin_credential(&self) -> Result<Option<(String, String)>, RegistryError>;
+
+    /// Publishes an image as the model's next version.
+    fn publish_image(&self, draft: ImageDraft) -> Result<ImageRecord, RegistryError>;
+    /// One image version.
+    fn image(&self, tenant: &str, name: &str, version: u64) -> Result<ImageRecord, RegistryError>;
+    /// Every version of one model, oldest first.
+    fn images(&self, tenant: &str, name: &str) -> Result<Vec<ImageRecord>, RegistryError>;
+    /// Names of a tenant's models.
+    fn models(&self, tenant: &str) -> Result<Vec<String>, RegistryError>;
+    /// Deletes one image version and returns it.
+    fn delete_image(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: u64,
+    ) -> Result<ImageRecord, RegistryError>;
+    /// Every blob some image still references.
+    fn referenced_blobs(&self) -> Result<HashSet<Digest>, RegistryError>;
+}

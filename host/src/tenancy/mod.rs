@@ -1,0 +1,129 @@
+//! Who is calling and what they may do: permissions, API tokens (only salted hashes are
+//! stored), the bootstrap admin credential, and resource-name rules.
+
+mod names;
+mod tokens;
+
+pub use names::{validate_name, NameError};
+pub use tokens::{hash_secret, new_salt, redacted, secret_matches, IssuedToken, TokenString};
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What a token may do, Databricks' permission levels. Each level includes the ones below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Permission {
+    /// Read metadata: list and get models, versions and endpoints.
+    #[serde(rename = "CAN_VIEW")]
+    CanView,
+    /// Also query endpoints.
+    #[serde(rename = "CAN_QUERY")]
+    CanQuery,
+    /// Also upload, delete and configure; create narrower tokens.
+    #[serde(rename = "CAN_MANAGE")]
+    CanManage,
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::CanView => "CAN_VIEW",
+            Self::CanQuery => "CAN_QUERY",
+            Self::CanManage => "CAN_MANAGE",
+        })
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The platform administrator (bootstrap token): manages tenants and tokens.
+    Admin,
+    /// A tenant's token.
+    Tenant(TenantGrant),
+}
+
+/// What a tenant token grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantGrant {
+    /// The tenant.
+    pub tenant: String,
+    /// The token id.
+    pub token_id: String,
+    /// Its permission level.
+    pub permission: Permission,
+    /// Resource names it covers (`*` = all).
+    pub resources: Vec<String>,
+    /// When it expires (Unix seconds).
+    pub expires_at: Option<u64>,
+}
+
+impl TenantGrant {
+    /// Whether the grant covers the resource `name` at all (visibility).
+    pub fn covers(&self, name: &str) -> bool {
+        self.resources.iter().any(|r| r == "*" || r == name)
+    }
+
+    /// Whether the grant allows `permission` on `name`.
+    pub fn allows(&self, permission: Permission, name: &str) -> bool {
+        self.permission >= permission && self.covers(name)
+    }
+
+    /// Whether a token with these rights would be no wider than this one.
+    pub fn may_delegate(
+        &self,
+        permission: Permission,
+        resources: &[String],
+        expires_at: Option<u64>,
+    ) -> bool {
+        let resources_ok = self.resources.iter().any(|r| r == "*")
+            || resources
+                .iter()
+                .all(|r| r != "*" && self.resources.contains(r));
+        let expiry_ok = match (self.expires_at, expires_at) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => theirs <= mine,
+        };
+        self.permission == Permission::CanManage
+            && permission <= self.permission
+            && resources_ok
+            && expiry_ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(permission: Permission, resources: &[&str], expires_at: Option<u64>) -> TenantGrant {
+        TenantGrant {
+            tenant: "acme".into(),
+            token_id: "t".into(),
+            permission,
+            resources: resources.iter().map(|s| s.to_string()).collect(),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn levels_include_lower_ones_within_scope() {
+        let g = grant(Permission::CanQuery, &["digits"], None);
+        assert!(g.allows(Permission::CanView, "digits"));
+        assert!(g.allows(Permission::CanQuery, "digits"));
+        assert!(!g.allows(Permission::CanManage, "digits"));
+        assert!(!g.allows(Permission::CanView, "echo"));
+    }
+
+    #[test]
+    fn delegation_is_never_wider() {
+        let g = grant(Permission::CanManage, &["a", "b"], Some(100));
+        assert!(g.may_delegate(Permission::CanQuery, &["a".into()], Some(50)));
+        assert!(!g.may_delegate(Permission::CanQuery, &["*".into()], Some(50)));
+        assert!(!g.may_delegate(Permission::CanQuery, &["c".into()], Some(50)));
+        assert!(!g.may_delegate(Permission::CanQuery, &["a".into()], None));
+        assert!(!g.may_delegate(Permission::CanQuery, &["a".into()], Some(101)));
+        let viewer = grant(Permission::CanView, &["*"], None);
+        assert!(!viewer.may_delegate(Permission::CanView, &["a".into()], None));
+    }
+}
