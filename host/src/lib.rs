@@ -1,11 +1,14 @@
 //! sandserve host library: the sandboxed runtime that runs tenants' model handlers.
 //! The `sandserve` binary (`main.rs`) is a thin CLI over it.
 
+pub mod api;
 pub mod blobs;
 pub mod codec;
+pub mod config;
 pub mod images;
 pub mod inference;
 pub mod package;
 pub mod registry;
 pub mod runtime;
+pub mod server;
 pub mod tenancy;

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sandserve_host::codec::v2;
+use sandserve_host::config;
 use sandserve_host::runtime::{empty_nn, RequestLimits, Runtime, RuntimeConfig};
 use std::io::Read;
 use std::path::PathBuf;
@@ -18,6 +19,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start the multi-tenant server.
+    ///
+    /// Every flag also reads an environment variable (shown below) and a key of the config
+    /// file. The bootstrap admin token comes from SANDSERVE_ADMIN_TOKEN or the file's
+    /// `admin_token`, never from a flag. Prints `listening on http://ADDR` once bound.
+    Serve(ServeArgs),
+    /// Build a model package: `sandserve.toml` first, then the files it names.
+    ///
+    /// When DIR is a handler crate (has Cargo.toml), builds it for wasm32-wasip2 (release)
+    /// first. Model files a script makes must exist (run scripts/setup-engines.sh).
+    Package {
+        /// Folder holding sandserve.toml (and the handler crate, if any).
+        dir: PathBuf,
+        /// Archive to write: .tar.gz (default) or .tar.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
     /// Run one request through a handler component locally and print the V2 JSON response.
     ///
     /// The request is a KServe V2 inference request, e.g.
@@ -40,6 +58,35 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, env = "SANDSERVE_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Folder for metadata, blobs and caches.
+    #[arg(long, env = "SANDSERVE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML config file (keys: listen, data_dir, admin_token, max_upload_mib,
+    /// max_unpacked_mib, max_instances, fuel_metering, engines_dir).
+    #[arg(long, env = "SANDSERVE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Largest package upload, MiB [default: 1024].
+    #[arg(long, env = "SANDSERVE_MAX_UPLOAD_MIB")]
+    max_upload_mib: Option<u64>,
+    /// Largest unpacked package, MiB [default: 4096].
+    #[arg(long, env = "SANDSERVE_MAX_UNPACKED_MIB")]
+    max_unpacked_mib: Option<u64>,
+    /// Sandboxes that may run at once across the server [default: 256].
+    #[arg(long, env = "SANDSERVE_MAX_INSTANCES")]
+    max_instances: Option<u32>,
+    /// Meter instructions (needed by images that set limits.fuel).
+    #[arg(long, env = "SANDSERVE_FUEL_METERING")]
+    fuel_metering: bool,
+    /// Folder of the engine libraries [default: .engines].
+    #[arg(long, env = "SANDSERVE_ENGINES_DIR")]
+    engines_dir: Option<PathBuf>,
+}
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -49,6 +96,8 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+        Command::Package { dir, output } => package(&dir, &output),
         Command::Invoke {
             component,
             input,
@@ -57,6 +106,43 @@ fn main() -> Result<()> {
             fuel,
         } => invoke(component, input, timeout_ms, memory_mib, fuel),
     }
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let file = match &args.config {
+        Some(path) => config::read_file(path)?,
+        None => config::FileConfig::default(),
+    };
+    let config = config::ServeConfig::resolve(
+        config::Overrides {
+            listen: args.listen,
+            data_dir: args.data_dir,
+            max_upload_mib: args.max_upload_mib,
+            max_unpacked_mib: args.max_unpacked_mib,
+            max_instances: args.max_instances,
+            fuel_metering: args.fuel_metering,
+            engines_dir: args.engines_dir,
+        },
+        std::env::var("SANDSERVE_ADMIN_TOKEN").ok(),
+        file,
+    )?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(sandserve_host::server::serve(config))?;
+    Ok(())
+}
+
+fn package(dir: &std::path::Path, output: &std::path::Path) -> Result<()> {
+    let summary = sandserve_host::package::package_dir(dir, output)?;
+    println!(
+        "wrote {} ({} files, {} bytes, sha256 {})",
+        output.display(),
+        summary.files,
+        summary.bytes,
+        summary.sha256
+    );
+    Ok(())
 }
 
 fn invoke(

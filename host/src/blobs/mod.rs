@@ -227,13 +227,10 @@ impl BlobStore {
     }
 
     fn sync_dir(&self, dir: &str) -> Result<(), BlobError> {
-        let handle = self
-            .root
-            .open_dir(dir)
-            .map_err(io(format!("opening {dir}/")))?;
-        handle
-            .into_std_file()
-            .sync_all()
+        // cap-std opens directories with O_PATH, which cannot be fsynced; open our own
+        // store folder (a fixed name under the root, never user input) for reading instead.
+        std::fs::File::open(self.root_path.join(dir))
+            .and_then(|handle| handle.sync_all())
             .map_err(io(format!("syncing {dir}/")))
     }
 }

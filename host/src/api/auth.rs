@@ -1,0 +1,108 @@
+//! Bearer authentication: turns the `Authorization` header into a [`Principal`], or a 401.
+//! Tenant tokens are looked up by id and checked against their salted hash; anything else
+//! is compared with the bootstrap admin credential.
+
+use super::{ApiError, AppState};
+use crate::registry::{now_secs, RegistryError};
+use crate::tenancy::{secret_matches, Permission, Principal, TenantGrant, TokenString};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+/// The authenticated caller of a request.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::unauthenticated(
+                    "missing credentials: send `Authorization: Bearer <token>`",
+                )
+            })?;
+        let value = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| ApiError::unauthenticated("use `Authorization: Bearer <token>`"))?;
+        authenticate(state, value).map(Caller)
+    }
+}
+
+fn authenticate(state: &AppState, presented: &str) -> Result<Principal, ApiError> {
+    let invalid = || ApiError::unauthenticated("invalid or revoked token");
+    if let Some(token) = TokenString::parse(presented) {
+        let record = match state.registry.token(&token.token_id) {
+            Ok(record) => record,
+            Err(RegistryError::NotFound { .. }) => return Err(invalid()),
+            Err(e) => return Err(e.into()),
+        };
+        if !token.matches(&record.salt, &record.hash) {
+            return Err(invalid());
+        }
+        if record.expires_at.is_some_and(|t| t <= now_secs()) {
+            return Err(ApiError::unauthenticated(
+                "token expired; ask your tenant's manager for a new one",
+            ));
+        }
+        return Ok(Principal::Tenant(TenantGrant {
+            tenant: record.tenant,
+            token_id: record.token_id,
+            permission: record.permission,
+            resources: record.resources,
+            expires_at: record.expires_at,
+        }));
+    }
+    match state.registry.admin_credential()? {
+        Some((salt, hash)) if secret_matches(presented, &salt, &hash) => Ok(Principal::Admin),
+        _ => Err(invalid()),
+    }
+}
+
+impl Caller {
+    /// Only the admin passes.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self.0 {
+            Principal::Admin => Ok(()),
+            Principal::Tenant(_) => Err(ApiError::forbidden("this route needs the admin token")),
+        }
+    }
+
+    /// The tenant grant, for routes that act inside one tenant.
+    pub fn tenant(&self) -> Result<&TenantGrant, ApiError> {
+        match &self.0 {
+            Principal::Tenant(grant) => Ok(grant),
+            Principal::Admin => Err(ApiError::forbidden(
+                "the admin token manages tenants and tokens; use a tenant token for models and endpoints",
+            )),
+        }
+    }
+
+    /// The tenant grant, checked for `permission` on resource `name`. A resource outside
+    /// the token's scope is reported as absent (404), so names do not leak; a visible one
+    /// without the level is 403.
+    pub fn require(
+        &self,
+        permission: Permission,
+        kind: &str,
+        name: &str,
+    ) -> Result<&TenantGrant, ApiError> {
+        let grant = self.tenant()?;
+        if !grant.covers(name) {
+            return Err(ApiError::not_found(format!(
+                "{kind} `{name}` does not exist"
+            )));
+        }
+        if grant.permission < permission {
+            return Err(ApiError::forbidden(format!(
+                "this token has {}; {permission} is needed",
+                grant.permission
+            )));
+        }
+        Ok(grant)
+    }
+}

@@ -1,0 +1,265 @@
+//! The one error shape every route answers with: an HTTP status and a JSON body
+//! `{"error_code": ..., "message": ..., "details": [...]}` in Databricks' style (upper-case
+//! codes; a `google.rpc.ErrorInfo` detail with a specific `reason` where there is one).
+
+use crate::codec::CodecError;
+use crate::images::ImageError;
+use crate::inference::InferenceError;
+use crate::package::PackageError;
+use crate::registry::RegistryError;
+use crate::runtime::RuntimeError;
+use crate::tenancy::NameError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    reason: Option<&'static str>,
+    retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            reason: None,
+            retry_after_secs: None,
+        }
+    }
+
+    /// Adds a specific machine-readable reason.
+    pub fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// 400: malformed input.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", message)
+    }
+
+    /// 401: missing, unknown, revoked or expired token.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
+    }
+
+    /// 403: authenticated but not allowed.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", message)
+    }
+
+    /// 404: absent or not visible to the caller (the two are indistinguishable).
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", message)
+    }
+
+    /// 409: exists already.
+    pub fn already_exists(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "RESOURCE_ALREADY_EXISTS", message)
+    }
+
+    /// 409: conflicts with the current state.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "RESOURCE_CONFLICT", message)
+    }
+
+    /// 413: body over the limit.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", message)
+    }
+
+    /// 415: a body type the route does not take.
+    pub fn unsupported_media(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "INVALID_PARAMETER_VALUE",
+            message,
+        )
+    }
+
+    /// 429 with Retry-After.
+    pub fn rate_limited(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "REQUEST_LIMIT_EXCEEDED",
+            message,
+        );
+        e.retry_after_secs = Some(retry_after_secs);
+        e
+    }
+
+    /// 503 with Retry-After.
+    pub fn unavailable(message: impl Into<String>, retry_after_secs: Option<u64>) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TEMPORARILY_UNAVAILABLE",
+            message,
+        );
+        e.retry_after_secs = retry_after_secs;
+        e
+    }
+
+    /// 504: the handler ran past its deadline.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "DEADLINE_EXCEEDED", message)
+    }
+
+    /// 500: logged in full, answered without internals.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!("internal error: {detail}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "internal error; the server log has the details",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error_code": self.code, "message": self.message });
+        if let Some(reason) = self.reason {
+            body["details"] = json!([{
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": reason,
+                "domain": "sandserve",
+            }]);
+        }
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::NotFound { .. } => Self::not_found(e.to_string()),
+            RegistryError::AlreadyExists { .. } => Self::already_exists(e.to_string()),
+            RegistryError::Conflict(m) => Self::conflict(m),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<NameError> for ApiError {
+    fn from(e: NameError) -> Self {
+        Self::bad_request(e.to_string()).with_reason("invalid_name")
+    }
+}
+
+impl From<CodecError> for ApiError {
+    fn from(e: CodecError) -> Self {
+        Self::bad_request(e.to_string()).with_reason("bad_request_body")
+    }
+}
+
+impl From<PackageError> for ApiError {
+    fn from(e: PackageError) -> Self {
+        match e {
+            PackageError::Io(detail) => Self::internal(format!("package I/O: {detail}")),
+            PackageError::TooLarge { .. } => {
+                Self::too_large(e.to_string()).with_reason("too_large")
+            }
+            other => {
+                let reason = other.error_code();
+                Self::bad_request(other.to_string()).with_reason(reason)
+            }
+        }
+    }
+}
+
+impl From<InferenceError> for ApiError {
+    fn from(e: InferenceError) -> Self {
+        let reason = match &e {
+            InferenceError::EngineUnavailable { .. } | InferenceError::EngineLoad { .. } => {
+                "engine_unavailable"
+            }
+            InferenceError::TargetUnavailable { .. } => "target_unavailable",
+            InferenceError::UnknownEncoding(_) => "unknown_encoding",
+            _ => "graph_rejected",
+        };
+        Self::bad_request(e.to_string()).with_reason(reason)
+    }
+}
+
+impl From<ImageError> for ApiError {
+    fn from(e: ImageError) -> Self {
+        match e {
+            ImageError::Package(p) => p.into(),
+            ImageError::NameMismatch { .. } => {
+                Self::bad_request(e.to_string()).with_reason("name_mismatch")
+            }
+            ImageError::Component(r) => {
+                let reason = match r {
+                    RuntimeError::ForbiddenImport { .. } => "forbidden_import",
+                    RuntimeError::InvalidComponent(_) => "not_a_component",
+                    RuntimeError::NotAHandler(_) => "not_a_handler",
+                    _ => "component_refused",
+                };
+                Self::bad_request(format!("handler component refused: {r}")).with_reason(reason)
+            }
+            ImageError::Graph(g) => g.into(),
+            ImageError::Unsupported(m) => Self::bad_request(m).with_reason("unsupported"),
+            ImageError::Registry(r) => r.into(),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::InvalidInput(m) => Self::bad_request(m).with_reason("invalid_input"),
+            RuntimeError::Timeout { .. } => Self::timeout(e.to_string()),
+            RuntimeError::Unavailable(m) => {
+                Self::unavailable(format!("handler unavailable: {m}"), Some(1))
+            }
+            RuntimeError::Exhausted(_) => {
+                Self::unavailable("no free sandbox; retry shortly", Some(1))
+            }
+            RuntimeError::MemoryLimit { .. }
+            | RuntimeError::TableLimit { .. }
+            | RuntimeError::FuelExhausted { .. }
+            | RuntimeError::StackOverflow
+            | RuntimeError::OutputTooLarge { .. } => {
+                tracing::warn!("handler hit a limit: {e}");
+                let mut err = Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL_ERROR",
+                    e.to_string(),
+                );
+                err.reason = Some("limit_exceeded");
+                err
+            }
+            RuntimeError::GuestPanic { .. }
+            | RuntimeError::Trap { .. }
+            | RuntimeError::HandlerFailed(_) => {
+                tracing::warn!("handler failed: {e}");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL_ERROR",
+                    "the model handler failed; its owner can find the cause in the server log",
+                )
+                .with_reason("handler_failed")
+            }
+            other => Self::internal(other),
+        }
+    }
+}

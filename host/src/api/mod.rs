@@ -1,0 +1,93 @@
+//! The HTTP API (axum): the routing table, the shared state, and small helpers. Each
+//! resource has its own module; every error is an [`ApiError`].
+//!
+//! | route | who |
+//! |---|---|
+//! | `GET /health`, `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2` | anyone |
+//! | `POST/GET /api/2.0/tenants`, `GET/DELETE /api/2.0/tenants/{name}` | admin |
+//! | `POST/GET /api/2.0/tokens`, `DELETE /api/2.0/tokens/{id}` | admin, or CAN_MANAGE for its tenant |
+//! | `GET /api/2.0/models`, `GET /api/2.0/models/{name}/versions[/{v}]` | CAN_VIEW |
+//! | `POST /api/2.0/models/{name}/versions`, `DELETE .../versions/{v}` | CAN_MANAGE |
+//! | `POST /v2/models/{name}/versions/{v}/infer` | CAN_QUERY |
+
+mod auth;
+mod error;
+mod health;
+mod infer;
+mod json;
+mod models;
+mod tenants;
+mod tokens;
+
+pub use auth::Caller;
+pub use error::ApiError;
+pub use json::{parse_json, JsonBody, RawBody};
+
+use crate::images::ImageService;
+use crate::inference::Engines;
+use crate::registry::ModelRegistry;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Metadata.
+    pub registry: Arc<dyn ModelRegistry>,
+    /// Model images.
+    pub images: Arc<ImageService>,
+    /// Loaded engines.
+    pub engines: &'static Engines,
+    /// Largest upload, bytes.
+    pub max_upload_bytes: u64,
+}
+
+/// Runs blocking work (fsyncs, compiles, guest calls) off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::internal(format!("blocking task failed: {e}")))?
+}
+
+/// The full routing table.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/v2/health/live", get(health::live))
+        .route("/v2/health/ready", get(health::ready))
+        .route("/v2", get(health::server_metadata))
+        .route("/api/2.0/tenants", post(tenants::create).get(tenants::list))
+        .route(
+            "/api/2.0/tenants/{name}",
+            get(tenants::get).delete(tenants::delete),
+        )
+        .route("/api/2.0/tokens", post(tokens::create).get(tokens::list))
+        .route(
+            "/api/2.0/tokens/{token_id}",
+            axum::routing::delete(tokens::delete),
+        )
+        .route("/api/2.0/models", get(models::list))
+        .route(
+            "/api/2.0/models/{name}/versions",
+            post(models::upload)
+                .layer(DefaultBodyLimit::disable())
+                .get(models::versions),
+        )
+        .route(
+            "/api/2.0/models/{name}/versions/{version}",
+            get(models::get_version).delete(models::delete_version),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(infer::infer_version).layer(DefaultBodyLimit::max(infer::MAX_INFER_BYTES)),
+        )
+        .fallback(|| async {
+            ApiError::not_found("no such route; see the API reference in docs/api.md")
+        })
+        .layer(DefaultBodyLimit::max(1 << 20))
+        .with_state(state)
+}

@@ -1,0 +1,214 @@
+//! `/api/2.0/models`: uploading model packages as new image versions, listing, reading and
+//! deleting them. Everything happens inside the caller's tenant; another tenant's models
+//! are simply not there (404).
+
+use super::{blocking, ApiError, AppState, Caller};
+use crate::blobs::Digest;
+use crate::package::Manifest;
+use crate::registry::ImageRecord;
+use crate::tenancy::{validate_name, Permission};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::io::Write;
+
+fn version_summary(image: &ImageRecord) -> Value {
+    json!({
+        "name": image.name,
+        "version": image.version,
+        "digest": image.digest,
+        "size_bytes": image.size_bytes,
+        "created_at": image.created_at,
+        "created_by": image.created_by,
+    })
+}
+
+fn parse_version(text: &str) -> Result<u64, ApiError> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| ApiError::bad_request(format!("version `{text}` is not a positive integer")))
+}
+
+/// `GET /api/2.0/models`: the caller's models.
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let grant = caller.tenant()?;
+    if grant.permission < Permission::CanView {
+        return Err(ApiError::forbidden("listing models needs CAN_VIEW"));
+    }
+    let mut models = Vec::new();
+    for name in state.registry.models(&grant.tenant)? {
+        if !grant.covers(&name) {
+            continue;
+        }
+        let versions = state.registry.images(&grant.tenant, &name)?;
+        if let Some(latest) = versions.last() {
+            models.push(json!({
+                "name": name,
+                "latest_version": latest.version,
+                "versions": versions.len(),
+                "description": Manifest::parse(&latest.manifest).ok().and_then(|m| m.description),
+            }));
+        }
+    }
+    Ok(Json(json!({ "models": models })))
+}
+
+/// `GET /api/2.0/models/{name}/versions`.
+pub async fn versions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let grant = caller.require(Permission::CanView, "model", &name)?;
+    let versions = state.registry.images(&grant.tenant, &name)?;
+    if versions.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "model `{name}` does not exist"
+        )));
+    }
+    Ok(Json(
+        json!({ "versions": versions.iter().map(version_summary).collect::<Vec<_>>() }),
+    ))
+}
+
+/// `GET /api/2.0/models/{name}/versions/{version}`: metadata, manifest, files and the
+/// capabilities the image declares.
+pub async fn get_version(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let grant = caller.require(Permission::CanView, "model", &name)?;
+    let version = parse_version(&version)?;
+    let image = state.registry.image(&grant.tenant, &name, version)?;
+    let manifest = Manifest::parse(&image.manifest).map_err(ApiError::internal)?;
+    let mut body = version_summary(&image);
+    body["description"] = json!(manifest.description);
+    body["manifest"] = json!(manifest);
+    body["files"] = json!(image.files);
+    body["capabilities"] = json!({
+        "graphs": manifest.graphs.iter().map(|g| json!({
+            "name": g.name,
+            "encoding": g.encoding,
+            "target": g.options().target,
+        })).collect::<Vec<_>>(),
+        "raw_body": manifest.raw_body,
+        "guest_load": manifest.guest_load,
+        "limits": manifest.limits,
+        "signature": manifest.signature,
+    });
+    Ok(Json(body))
+}
+
+/// `DELETE /api/2.0/models/{name}/versions/{version}`.
+pub async fn delete_version(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let grant = caller.require(Permission::CanManage, "model", &name)?;
+    let version = parse_version(&version)?;
+    let tenant = grant.tenant.clone();
+    blocking(move || Ok(state.images.delete(&tenant, &name, version)?)).await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /api/2.0/models/{name}/versions`: streams the package to disk (bounded memory,
+/// 413 past the limit), checks `X-Content-Sha256` when sent, then validates and publishes.
+pub async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let grant = caller
+        .require(Permission::CanManage, "model", &name)?
+        .clone();
+    validate_name("name", &name)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream");
+    let accepted = [
+        "application/x-tar",
+        "application/gzip",
+        "application/x-gzip",
+        "application/octet-stream",
+    ];
+    if !accepted.iter().any(|t| content_type.starts_with(t)) {
+        return Err(ApiError::unsupported_media(format!(
+            "upload the package as application/x-tar or application/gzip, not `{content_type}`"
+        )));
+    }
+    let expected = headers
+        .get("x-content-sha256")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| Digest::parse(s).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("header `X-Content-Sha256`: expected 64 hex characters")
+                })
+        })
+        .transpose()?;
+    let limit = state.max_upload_bytes;
+    let too_large = || {
+        ApiError::too_large(format!(
+            "the package is larger than this server's {} MiB upload limit",
+            limit >> 20
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large());
+    }
+
+    let mut writer = state
+        .images
+        .blobs()
+        .writer(limit)
+        .map_err(ApiError::internal)?;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;
+        if writer.written() + chunk.len() as u64 > limit {
+            return Err(too_large());
+        }
+        tokio::task::block_in_place(|| writer.write_all(&chunk)).map_err(ApiError::internal)?;
+    }
+    let images = state.images.clone();
+    let tenant = grant.tenant.clone();
+    let created_by = grant.token_id.clone();
+    let record = blocking(move || {
+        let archive = images.finish_pinned(writer).map_err(ApiError::internal)?;
+        if let Some(expected) = expected {
+            if *archive.digest() != expected {
+                let got = archive.digest().to_string();
+                images.discard(archive);
+                return Err(ApiError::bad_request(format!(
+                    "the package's sha256 is {got}, not {expected} as X-Content-Sha256 says; the upload was corrupted"
+                ))
+                .with_reason("digest_mismatch"));
+            }
+        }
+        Ok(images.publish(&tenant, &name, &created_by, archive)?)
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "name": record.name,
+            "version": record.version,
+            "digest": record.digest,
+            "size_bytes": record.size_bytes,
+        })),
+    ))
+}

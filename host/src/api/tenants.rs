@@ -1,0 +1,56 @@
+//! `/api/2.0/tenants`: the admin creates, lists and deletes tenants.
+
+use super::{blocking, ApiError, AppState, Caller, JsonBody};
+use crate::tenancy::validate_name;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// `POST /api/2.0/tenants` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    name: String,
+}
+
+/// Creates a tenant.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateTenant>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require_admin()?;
+    validate_name("name", &body.name)?;
+    let record = blocking(move || Ok(state.registry.create_tenant(&body.name)?)).await?;
+    tracing::info!(tenant = %record.name, "tenant created");
+    Ok((StatusCode::CREATED, Json(json!(record))))
+}
+
+/// Lists tenants.
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    Ok(Json(json!({ "tenants": state.registry.tenants()? })))
+}
+
+/// One tenant.
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    Ok(Json(json!(state.registry.tenant(&name)?)))
+}
+
+/// Deletes a tenant and its tokens (refused while it has models).
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    blocking(move || Ok(state.registry.delete_tenant(&name)?)).await?;
+    Ok(Json(json!({})))
+}

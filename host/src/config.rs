@@ -1,0 +1,209 @@
+//! The server's configuration: one [`ServeConfig`] built from a TOML file, environment
+//! variables and flags (flags win, then environment, then file, then defaults), validated
+//! before any socket is bound. The admin token comes only from the environment or the file,
+//! never from a flag (flags show up in `ps`).
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// A configuration problem, reported before the server starts.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{field}: {problem}")]
+    Invalid {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Settings a config file may hold (every key optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on.
+    pub listen: Option<SocketAddr>,
+    /// Data folder.
+    pub data_dir: Option<PathBuf>,
+    /// Bootstrap admin token.
+    pub admin_token: Option<String>,
+    /// Largest upload, MiB.
+    pub max_upload_mib: Option<u64>,
+    /// Largest unpacked package, MiB.
+    pub max_unpacked_mib: Option<u64>,
+    /// Sandbox slots.
+    pub max_instances: Option<u32>,
+    /// Meter fuel.
+    pub fuel_metering: Option<bool>,
+    /// Folder of the engine libraries.
+    pub engines_dir: Option<PathBuf>,
+}
+
+/// The validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Data folder (metadata, blobs, caches).
+    pub data_dir: PathBuf,
+    /// Bootstrap admin token, if given.
+    pub admin_token: Option<String>,
+    /// Largest upload, bytes.
+    pub max_upload_bytes: u64,
+    /// Largest unpacked package, bytes.
+    pub max_unpacked_bytes: u64,
+    /// Sandbox slots (requests running at once across the server).
+    pub max_instances: u32,
+    /// Meter fuel (needed by images that set `limits.fuel`).
+    pub fuel_metering: bool,
+    /// Folder of the engine libraries (`scripts/setup-engines.sh` fills `.engines`).
+    pub engines_dir: Option<PathBuf>,
+}
+
+/// Values given on the command line (or through their environment variables).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--max-upload-mib`.
+    pub max_upload_mib: Option<u64>,
+    /// `--max-unpacked-mib`.
+    pub max_unpacked_mib: Option<u64>,
+    /// `--max-instances`.
+    pub max_instances: Option<u32>,
+    /// `--fuel-metering`.
+    pub fuel_metering: bool,
+    /// `--engines-dir`.
+    pub engines_dir: Option<PathBuf>,
+}
+
+/// Reads a config file.
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+impl ServeConfig {
+    /// Merges flags, the admin token from the environment, and the file; validates.
+    pub fn resolve(
+        flags: Overrides,
+        env_admin_token: Option<String>,
+        file: FileConfig,
+    ) -> Result<Self, ConfigError> {
+        let mib = |v: u64| v.saturating_mul(1 << 20);
+        let config = Self {
+            listen: flags
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: flags
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("sandserve-data")),
+            admin_token: env_admin_token
+                .filter(|t| !t.is_empty())
+                .or(file.admin_token),
+            max_upload_bytes: mib(flags.max_upload_mib.or(file.max_upload_mib).unwrap_or(1024)),
+            max_unpacked_bytes: mib(flags
+                .max_unpacked_mib
+                .or(file.max_unpacked_mib)
+                .unwrap_or(4096)),
+            max_instances: flags.max_instances.or(file.max_instances).unwrap_or(256),
+            fuel_metering: flags.fuel_metering || file.fuel_metering.unwrap_or(false),
+            engines_dir: flags.engines_dir.or(file.engines_dir),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(token) = &self.admin_token {
+            if token.len() < 16 {
+                return Err(ConfigError::Invalid {
+                    field: "SANDSERVE_ADMIN_TOKEN",
+                    problem: "the admin token must be at least 16 characters".into(),
+                });
+            }
+        }
+        if self.max_upload_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                field: "max_upload_mib",
+                problem: "must be at least 1".into(),
+            });
+        }
+        if self.max_unpacked_bytes < self.max_upload_bytes {
+            return Err(ConfigError::Invalid {
+                field: "max_unpacked_mib",
+                problem: "must be at least max_upload_mib".into(),
+            });
+        }
+        if !(1..=100_000).contains(&self.max_instances) {
+            return Err(ConfigError::Invalid {
+                field: "max_instances",
+                problem: "must be between 1 and 100000".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_limits_are_checked() {
+        let file: FileConfig =
+            toml::from_str("listen = \"127.0.0.1:9000\"\nmax_upload_mib = 5").unwrap();
+        let config = ServeConfig::resolve(
+            Overrides {
+                max_upload_mib: Some(7),
+                ..Overrides::default()
+            },
+            None,
+            file,
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.max_upload_bytes, 7 << 20);
+        let short = ServeConfig::resolve(
+            Overrides::default(),
+            Some("short".into()),
+            FileConfig::default(),
+        );
+        assert!(short.is_err());
+        assert!(
+            toml::from_str::<FileConfig>("lisen = 1").is_err(),
+            "typos are errors"
+        );
+    }
+}

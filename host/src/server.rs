@@ -1,0 +1,163 @@
+//! `sandserve serve`: opens the data folder (sled metadata, blob store, compile cache),
+//! loads the engines, bootstraps the admin credential, binds and serves until SIGINT or
+//! SIGTERM, finishing requests in flight.
+
+use crate::api::{router, AppState};
+use crate::blobs::BlobStore;
+use crate::config::ServeConfig;
+use crate::images::{ComponentCache, ImageService};
+use crate::inference::{EngineSettings, Engines};
+use crate::package::UnpackLimits;
+use crate::registry::{ModelRegistry, SledRegistry};
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::tenancy::{hash_secret, new_salt, redacted, secret_matches};
+use std::sync::Arc;
+use thiserror::Error;
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A store in the data folder could not be opened.
+    #[error("cannot open {what} in {path}: {detail}")]
+    Store {
+        /// Which store.
+        what: &'static str,
+        /// The data folder.
+        path: String,
+        /// Why.
+        detail: String,
+    },
+    /// The runtime could not start.
+    #[error("cannot start the wasm runtime: {0}")]
+    Runtime(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}; is another server running there?")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No admin credential: nobody could create a tenant.
+    #[error("no admin token: set SANDSERVE_ADMIN_TOKEN (at least 16 characters) on first start")]
+    NoAdmin,
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Opens everything and serves until a shutdown signal.
+pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    let data = config.data_dir.clone();
+    let store_error = |what: &'static str| {
+        let path = data.display().to_string();
+        move |e: &dyn std::fmt::Display| ServeError::Store {
+            what,
+            path: path.clone(),
+            detail: e.to_string(),
+        }
+    };
+    let registry = SledRegistry::open(&data.join("metadata"))
+        .map_err(|e| store_error("the metadata database")(&e))?;
+    let registry: Arc<dyn ModelRegistry> = Arc::new(registry);
+    bootstrap_admin(registry.as_ref(), config.admin_token.as_deref())?;
+    let blobs =
+        BlobStore::open(&data.join("blobs")).map_err(|e| store_error("the blob store")(&e))?;
+
+    let mut engine_settings = EngineSettings::from_env();
+    if config.engines_dir.is_some() {
+        engine_settings.engines_dir = config.engines_dir.clone();
+    }
+    let engines = Engines::init(&engine_settings);
+    let runtime = Arc::new(
+        Runtime::new(RuntimeConfig {
+            max_concurrent_instances: config.max_instances,
+            fuel_metering: config.fuel_metering,
+            ..RuntimeConfig::default()
+        })
+        .map_err(|e| ServeError::Runtime(e.to_string()))?,
+    );
+    let cache = ComponentCache::open(&data.join("cache/components"), &runtime)
+        .map_err(|e| store_error("the compile cache")(&e))?;
+    let images = Arc::new(ImageService::new(
+        blobs,
+        registry.clone(),
+        runtime,
+        engines,
+        cache,
+        UnpackLimits {
+            max_unpacked_bytes: config.max_unpacked_bytes,
+            ..UnpackLimits::default()
+        },
+        config.fuel_metering,
+    ));
+    let state = AppState {
+        registry,
+        images,
+        engines,
+        max_upload_bytes: config.max_upload_bytes,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServeError::Serve)?;
+    tracing::info!(%addr, data_dir = %data.display(), "sandserve listening");
+    // Scripts and tests read the bound address (the port may be 0 = any) from stdout.
+    println!("listening on http://{addr}");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(ServeError::Serve)
+}
+
+/// Stores the admin token's salted hash; keeps the stored one when none is given.
+fn bootstrap_admin(registry: &dyn ModelRegistry, token: Option<&str>) -> Result<(), ServeError> {
+    let stored = registry.admin_credential().map_err(|e| ServeError::Store {
+        what: "the metadata database",
+        path: String::new(),
+        detail: e.to_string(),
+    })?;
+    match (token, stored) {
+        (Some(token), Some((salt, hash))) if secret_matches(token, &salt, &hash) => Ok(()),
+        (Some(token), _) => {
+            let salt = new_salt();
+            registry
+                .set_admin_credential(&salt, &hash_secret(&salt, token))
+                .map_err(|e| ServeError::Store {
+                    what: "the metadata database",
+                    path: String::new(),
+                    detail: e.to_string(),
+                })?;
+            tracing::info!(token = %redacted(token), "admin token set");
+            Ok(())
+        }
+        (None, Some(_)) => Ok(()),
+        (None, None) => Err(ServeError::NoAdmin),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
