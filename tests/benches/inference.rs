@@ -9,7 +9,7 @@ use sandserve_host::inference::{
     Encoding, GraphFile, GraphOptions, GraphSet, GraphSpec, GuestLoadPolicy,
 };
 use sandserve_host::runtime::{LoadedHandler, Request, RequestLimits, Runtime, RuntimeConfig};
-use sandserve_tests::{bytes_tensor, engines, f32_tensor, guest_wasm, read, read_f32, repo_root};
+use sandserve_tests::{bytes_tensor, engines, f32_tensor, guest_wasm, read_f32, repo_root};
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,9 @@
 //! Shared helpers for sandserve's tests and benchmarks: where the guest components built
 //! by `build.rs` live, and tensor shorthands.
 
+pub mod packages;
+pub mod server;
+
 use sandserve_host::inference::{EngineSettings, Engines};
 use sandserve_host::runtime::{ElementType, Tensor};
 use std::path::{Path, PathBuf};

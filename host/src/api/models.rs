@@ -15,6 +15,24 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::io::Write;
 
+/// How much of an oversized upload is read and discarded before answering 413, so that
+/// clients that do not wait for `100 Continue` still read the answer.
+const LINGER_BYTES: u64 = 32 << 20;
+
+/// Reads and discards up to [`LINGER_BYTES`] more of the body, for at most 5 seconds.
+async fn linger(stream: &mut axum::body::BodyDataStream) {
+    let drain = async {
+        let mut drained = 0u64;
+        while let Some(Ok(chunk)) = stream.next().await {
+            drained += chunk.len() as u64;
+            if drained > LINGER_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+}
+
 fn version_summary(image: &ImageRecord) -> Value {
     json!({
         "name": image.name,
@@ -167,19 +185,21 @@ pub async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit) {
+    let mut stream = body.into_data_stream();
+    if declared.is_some_and(|len| len > limit.saturating_add(LINGER_BYTES)) {
+        // Far too large: answer at once (clients sending `Expect: 100-continue` never send it).
         return Err(too_large());
     }
-
     let mut writer = state
         .images
         .blobs()
         .writer(limit)
         .map_err(ApiError::internal)?;
-    let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;
         if writer.written() + chunk.len() as u64 > limit {
+            drop(writer);
+            linger(&mut stream).await;
             return Err(too_large());
         }
         tokio::task::block_in_place(|| writer.write_all(&chunk)).map_err(ApiError::internal)?;

@@ -12,7 +12,7 @@ pub use cache::{CacheStats, ComponentCache};
 pub use error::ImageError;
 
 use crate::blobs::{BlobError, BlobStore, BlobWriter, Digest};
-use crate::inference::{Engines, GraphFile, GraphSet, GraphSpec};
+use crate::inference::{Engines, GraphFile, GraphSet, GraphSpec, InferenceError};
 use crate::package::{unpack, Manifest, PackageError, UnpackLimits};
 use crate::registry::{ImageDraft, ImageFile, ImageRecord, ModelRegistry};
 use crate::runtime::{LoadedHandler, RequestLimits, Runtime};
@@ -281,11 +281,26 @@ impl ImageService {
                 })
             })
             .collect::<Result<Vec<_>, ImageError>>()?;
-        Ok(GraphSet::load(
-            self.engines,
-            &specs,
-            manifest.guest_load_policy(),
-        )?)
+        GraphSet::load(self.engines, &specs, manifest.guest_load_policy()).map_err(|e| match e {
+            // Engines name the files they read: show the package path, not the blob path.
+            InferenceError::GraphRejected {
+                graph,
+                engine,
+                mut reason,
+            } => {
+                for file in files {
+                    if let Ok(path) = self.blobs.path_of(&file.digest) {
+                        reason = reason.replace(&path.display().to_string(), &file.path);
+                    }
+                }
+                ImageError::Graph(InferenceError::GraphRejected {
+                    graph,
+                    engine,
+                    reason,
+                })
+            }
+            other => ImageError::Graph(other),
+        })
     }
 
     /// The image version ready to run, loading it on first use.

@@ -1,0 +1,95 @@
+//! Model packages for the end-to-end tests: the real examples packed with the handlers built
+//! from source, and hostile archives a careful server must refuse.
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use sandserve_host::package::pack;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// `examples/<name>` packed as a .tar.gz with the handler built by `build.rs`.
+pub fn example_package(name: &str) -> Vec<u8> {
+    let dir = crate::repo_root().join("examples").join(name);
+    let out = tempfile::Builder::new()
+        .suffix(".tar.gz")
+        .tempfile()
+        .expect("temp file");
+    pack(&dir, out.path(), Some(&crate::guest_path(name))).unwrap_or_else(|e| {
+        panic!("packing examples/{name}: {e}; run scripts/setup-engines.sh for model files")
+    });
+    std::fs::read(out.path()).expect("read package")
+}
+
+/// A tar archive under construction, able to write names the `tar` crate refuses.
+pub struct Tar(tar::Builder<Vec<u8>>);
+
+fn header(kind: tar::EntryType, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h
+}
+
+impl Default for Tar {
+    fn default() -> Self {
+        Self(tar::Builder::new(Vec::new()))
+    }
+}
+
+impl Tar {
+    /// A regular file.
+    pub fn file(mut self, path: &str, data: &[u8]) -> Self {
+        let mut h = header(tar::EntryType::Regular, data.len() as u64);
+        self.0.append_data(&mut h, path, data).expect("append");
+        self
+    }
+
+    /// A regular file whose header name is exactly `name`, unchecked.
+    pub fn raw(mut self, name: &str, data: &[u8]) -> Self {
+        let mut h = header(tar::EntryType::Regular, data.len() as u64);
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_cksum();
+        self.0.append(&h, data).expect("append");
+        self
+    }
+
+    /// A symbolic link.
+    pub fn symlink(mut self, path: &str, target: &str) -> Self {
+        let mut h = header(tar::EntryType::Symlink, 0);
+        h.set_link_name(target).expect("link name");
+        self.0
+            .append_data(&mut h, path, std::io::empty())
+            .expect("append");
+        self
+    }
+
+    /// The archive, gzip-compressed.
+    pub fn gzip(self) -> Vec<u8> {
+        gzip(&self.0.into_inner().expect("finish tar"))
+    }
+}
+
+/// Gzip-compresses `bytes`.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    gz.write_all(bytes).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+/// The echo manifest.
+pub fn echo_manifest() -> String {
+    std::fs::read_to_string(crate::repo_root().join("examples/echo/sandserve.toml"))
+        .expect("echo manifest")
+}
+
+/// The echo handler, built from source.
+pub fn echo_wasm() -> Vec<u8> {
+    crate::guest_wasm("echo")
+}
+
+/// Where the digits model lives.
+pub fn digits_model() -> PathBuf {
+    crate::repo_root().join("examples/digits/model/digits.onnx")
+}

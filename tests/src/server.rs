@@ -1,0 +1,290 @@
+//! Driving the real `sandserve` binary: start it on 127.0.0.1 with a data folder, talk to
+//! it over HTTP, stop it, read its memory use.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The bootstrap admin token every test server starts with.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// The `sandserve` binary of this build (built by `cargo test --workspace` with the tests).
+pub fn sandserve_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    let bin = profile_dir.join("sandserve");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the suite with `cargo test --workspace` (it builds the binary)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running server.
+pub struct TestServer {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its data folder.
+    pub data_dir: PathBuf,
+}
+
+impl TestServer {
+    /// Starts `sandserve serve` on a free port with `data_dir` and extra flags, and waits
+    /// until it listens.
+    pub fn start(data_dir: &Path, extra_args: &[&str]) -> Self {
+        let mut child = Command::new(sandserve_bin())
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra_args)
+            .env("SANDSERVE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("SANDSERVE_ENGINES_DIR", crate::repo_root().join(".engines"))
+            .env("SANDSERVE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("sandserve starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("listening on ") {
+                        break url.to_string();
+                    }
+                }
+                _ => {
+                    let status = child.wait().ok();
+                    panic!("sandserve exited before listening: {status:?}");
+                }
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            url,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A client with `token`.
+    pub fn client(&self, token: &str) -> Client {
+        Client::new(&self.url, token)
+    }
+
+    /// A client with the admin token.
+    pub fn admin(&self) -> Client {
+        self.client(ADMIN_TOKEN)
+    }
+
+    /// Stops the server with SIGTERM and waits for it to finish.
+    pub fn stop(mut self) {
+        terminate(&mut self.child);
+    }
+
+    /// A line of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
+    /// Resets the peak-RSS counter (`VmHWM`) to the current RSS.
+    pub fn reset_peak_memory(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5")
+            .expect("write /proc/<pid>/clear_refs");
+    }
+}
+
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    for _ in 0..100 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            terminate(&mut self.child);
+        }
+    }
+}
+
+/// An HTTP client bound to one server and one token.
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    token: String,
+}
+
+/// Status and JSON body of a response (`Null` when the body is not JSON).
+pub type Reply = (u16, Value);
+
+impl Client {
+    /// A client for `base` with `token` (empty = no Authorization header).
+    pub fn new(base: &str, token: &str) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(600)))
+            .build()
+            .into();
+        Self {
+            agent,
+            base: base.to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    fn finish(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+        let mut response = response.expect("HTTP exchange");
+        let status = response.status().as_u16();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_vec()
+            .unwrap_or_default();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    fn auth<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        if self.token.is_empty() {
+            request
+        } else {
+            request.header("Authorization", &format!("Bearer {}", self.token))
+        }
+    }
+
+    /// GET.
+    pub fn get(&self, path: &str) -> Reply {
+        Self::finish(
+            self.auth(self.agent.get(format!("{}{path}", self.base)))
+                .call(),
+        )
+    }
+
+    /// DELETE.
+    pub fn delete(&self, path: &str) -> Reply {
+        Self::finish(
+            self.auth(self.agent.delete(format!("{}{path}", self.base)))
+                .call(),
+        )
+    }
+
+    /// POST a JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> Reply {
+        Self::finish(
+            self.auth(self.agent.post(format!("{}{path}", self.base)))
+                .send_json(body),
+        )
+    }
+
+    /// PUT a JSON body.
+    pub fn put(&self, path: &str, body: &Value) -> Reply {
+        Self::finish(
+            self.auth(self.agent.put(format!("{}{path}", self.base)))
+                .send_json(body),
+        )
+    }
+
+    /// POST raw bytes with a content type and extra headers.
+    pub fn post_bytes(
+        &self,
+        path: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let mut request = self
+            .auth(self.agent.post(format!("{}{path}", self.base)))
+            .header("Content-Type", content_type);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        Self::finish(request.send(body))
+    }
+
+    /// POST a body streamed from `reader` (no Content-Length).
+    pub fn post_stream(&self, path: &str, content_type: &str, reader: &mut dyn Read) -> Reply {
+        let request = self
+            .auth(self.agent.post(format!("{}{path}", self.base)))
+            .header("Content-Type", content_type);
+        Self::finish(request.send(ureq::SendBody::from_reader(reader)))
+    }
+
+    /// Uploads a package as a new version of model `name`.
+    pub fn upload(&self, name: &str, package: &[u8]) -> Reply {
+        self.post_bytes(
+            &format!("/api/2.0/models/{name}/versions"),
+            "application/gzip",
+            &[],
+            package,
+        )
+    }
+
+    /// Creates a tenant (admin) and returns a token with `permission` on `resources`.
+    pub fn tenant_with_token(&self, tenant: &str, permission: &str) -> String {
+        let (status, body) = self.post("/api/2.0/tenants", &serde_json::json!({ "name": tenant }));
+        assert!(
+            status == 201 || status == 409,
+            "create tenant: {status} {body}"
+        );
+        self.token(tenant, permission, &["*"], None)
+    }
+
+    /// Issues a token and returns its secret.
+    pub fn token(
+        &self,
+        tenant: &str,
+        permission: &str,
+        resources: &[&str],
+        lifetime: Option<u64>,
+    ) -> String {
+        let mut body = serde_json::json!({
+            "tenant": tenant,
+            "permissions": [permission],
+            "endpoints": resources,
+            "comment": "test",
+        });
+        if let Some(lifetime) = lifetime {
+            body["lifetime_seconds"] = lifetime.into();
+        }
+        let (status, reply) = self.post("/api/2.0/tokens", &body);
+        assert_eq!(status, 201, "create token: {reply}");
+        reply["token"].as_str().expect("token in reply").to_string()
+    }
+}
+
+/// The reason in an error body's `details`, if any.
+pub fn reason(body: &Value) -> &str {
+    body["details"][0]["reason"].as_str().unwrap_or("")
+}
