@@ -11,4 +11,5 @@ pub mod package;
 pub mod registry;
 pub mod runtime;
 pub mod server;
+pub mod serving;
 pub mod tenancy;

@@ -10,6 +10,7 @@ use crate::inference::{EngineSettings, Engines};
 use crate::package::UnpackLimits;
 use crate::registry::{ModelRegistry, SledRegistry};
 use crate::runtime::{Runtime, RuntimeConfig};
+use crate::serving::EndpointManager;
 use crate::tenancy::{hash_secret, new_salt, redacted, secret_matches};
 use std::sync::Arc;
 use thiserror::Error;
@@ -92,10 +93,12 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         },
         config.fuel_metering,
     ));
+    let endpoints = EndpointManager::new(registry.clone(), images.clone());
     let state = AppState {
         registry,
         images,
         engines,
+        endpoints: endpoints.clone(),
         max_upload_bytes: config.max_upload_bytes,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -105,6 +108,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Serve)?;
+    endpoints
+        .restore_all()
+        .map_err(|e| store_error("the serving endpoints")(&e))?;
     tracing::info!(%addr, data_dir = %data.display(), "sandserve listening");
     // Scripts and tests read the bound address (the port may be 0 = any) from stdout.
     println!("listening on http://{addr}");

@@ -93,3 +93,16 @@ pub fn echo_wasm() -> Vec<u8> {
 pub fn digits_model() -> PathBuf {
     crate::repo_root().join("examples/digits/model/digits.onnx")
 }
+
+/// A package for model `name` with the guest `guest` (built from source) as its handler,
+/// `extra` appended to the manifest, and `files` (path, bytes) added after the handler.
+pub fn handler_package(name: &str, guest: &str, extra: &str, files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let manifest = format!("name = \"{name}\"\nhandler = \"handler.wasm\"\n{extra}\n");
+    let mut tar = Tar::default()
+        .file("sandserve.toml", manifest.as_bytes())
+        .file("handler.wasm", &crate::guest_wasm(guest));
+    for (path, bytes) in files {
+        tar = tar.file(path, bytes);
+    }
+    tar.gzip()
+}

@@ -46,7 +46,7 @@ impl TestServer {
             .args(extra_args)
             .env("SANDSERVE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("SANDSERVE_ENGINES_DIR", crate::repo_root().join(".engines"))
-            .env("SANDSERVE_LOG", "warn")
+            .env("SANDSERVE_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

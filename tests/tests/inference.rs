@@ -6,6 +6,8 @@
 //! Needs `scripts/setup-engines.sh` (engines + generated models). Without an engine these
 //! tests print SKIPPED, except under `CI=true`, where they fail.
 
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
+
 use sandserve_host::inference::{
     graph_loads, load_graph, Encoding, EngineStatus, Engines, GraphFile, GraphOptions, GraphSet,
     GraphSpec, GuestLoadPolicy, InferenceError, Target,

@@ -3,6 +3,8 @@
 //! route, restart durability with the compile cache, hostile packages, and bounded memory
 //! for a 1 GiB upload.
 
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
+
 use sandserve_tests::packages::{
     digits_model, echo_manifest, echo_wasm, example_package, gzip, Tar,
 };

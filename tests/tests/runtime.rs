@@ -2,6 +2,8 @@
 //! kind of misbehaviour ends as its own typed error within its limit, the runtime keeps
 //! serving afterwards, and a guest sees no host file, directory, variable or socket.
 
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
+
 use sandserve_host::runtime::{
     empty_nn, ElementType, LoadedHandler, Request, RequestLimits, Runtime, RuntimeConfig,
     RuntimeError, Tensor,

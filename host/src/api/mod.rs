@@ -8,16 +8,22 @@
 //! | `POST/GET /api/2.0/tokens`, `DELETE /api/2.0/tokens/{id}` | admin, or CAN_MANAGE for its tenant |
 //! | `GET /api/2.0/models`, `GET /api/2.0/models/{name}/versions[/{v}]` | CAN_VIEW |
 //! | `POST /api/2.0/models/{name}/versions`, `DELETE .../versions/{v}` | CAN_MANAGE |
-//! | `POST /v2/models/{name}/versions/{v}/infer` | CAN_QUERY |
+//! | `POST/GET /api/2.0/serving-endpoints`, `GET/DELETE .../{name}` | CAN_MANAGE / CAN_VIEW |
+//! | `PUT /api/2.0/serving-endpoints/{name}/config`, `.../ai-gateway` | CAN_MANAGE |
+//! | `POST /serving-endpoints/{name}/invocations`, `.../served-models/{e}/invocations` | CAN_QUERY |
+//! | `GET /v2/models/{name}[/versions/{v}][/ready]` | CAN_VIEW |
+//! | `POST /v2/models/{name}[/versions/{v}]/infer` | CAN_QUERY |
 
 mod auth;
+mod endpoints;
 mod error;
 mod health;
-mod infer;
 mod json;
 mod models;
+mod query;
 mod tenants;
 mod tokens;
+mod v2;
 
 pub use auth::Caller;
 pub use error::ApiError;
@@ -26,8 +32,9 @@ pub use json::{parse_json, JsonBody, RawBody};
 use crate::images::ImageService;
 use crate::inference::Engines;
 use crate::registry::ModelRegistry;
+use crate::serving::EndpointManager;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use std::sync::Arc;
 
@@ -40,6 +47,8 @@ pub struct AppState {
     pub images: Arc<ImageService>,
     /// Loaded engines.
     pub engines: &'static Engines,
+    /// Serving endpoints.
+    pub endpoints: Arc<EndpointManager>,
     /// Largest upload, bytes.
     pub max_upload_bytes: u64,
 }
@@ -82,8 +91,47 @@ pub fn router(state: AppState) -> Router {
             get(models::get_version).delete(models::delete_version),
         )
         .route(
+            "/api/2.0/serving-endpoints",
+            post(endpoints::create).get(endpoints::list),
+        )
+        .route(
+            "/api/2.0/serving-endpoints/{name}",
+            get(endpoints::get).delete(endpoints::delete),
+        )
+        .route(
+            "/api/2.0/serving-endpoints/{name}/config",
+            put(endpoints::update_config),
+        )
+        .route(
+            "/api/2.0/serving-endpoints/{name}/ai-gateway",
+            put(endpoints::update_ai_gateway),
+        )
+        .route(
+            "/serving-endpoints/{name}/invocations",
+            post(query::invocations).layer(DefaultBodyLimit::max(query::MAX_QUERY_BYTES)),
+        )
+        .route(
+            "/serving-endpoints/{name}/served-models/{entity}/invocations",
+            post(query::served_model_invocations)
+                .layer(DefaultBodyLimit::max(query::MAX_QUERY_BYTES)),
+        )
+        .route("/v2/models/{name}", get(v2::model_metadata))
+        .route("/v2/models/{name}/ready", get(v2::model_ready))
+        .route(
+            "/v2/models/{name}/infer",
+            post(v2::infer_model).layer(DefaultBodyLimit::max(query::MAX_QUERY_BYTES)),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(v2::model_metadata),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(v2::model_ready),
+        )
+        .route(
             "/v2/models/{name}/versions/{version}/infer",
-            post(infer::infer_version).layer(DefaultBodyLimit::max(infer::MAX_INFER_BYTES)),
+            post(v2::infer_version).layer(DefaultBodyLimit::max(query::MAX_QUERY_BYTES)),
         )
         .fallback(|| async {
             ApiError::not_found("no such route; see the API reference in docs/api.md")

@@ -131,6 +131,11 @@ pub async fn delete_version(
     let grant = caller.require(Permission::CanManage, "model", &name)?;
     let version = parse_version(&version)?;
     let tenant = grant.tenant.clone();
+    if let Some(endpoint) = state.endpoints.serves_image(&tenant, &name, version)? {
+        return Err(ApiError::conflict(format!(
+            "version {version} of `{name}` is served by endpoint `{endpoint}`; take it out of that endpoint's config first"
+        )));
+    }
     blocking(move || Ok(state.images.delete(&tenant, &name, version)?)).await?;
     Ok(Json(json!({})))
 }

@@ -17,12 +17,27 @@ pub enum CodecError {
         /// What is wrong with it.
         problem: String,
     },
+    /// An input tensor does not match the model signature.
+    #[error("input `{input}`: {problem}")]
+    Signature {
+        /// Name of the input tensor.
+        input: String,
+        /// What the signature expected and what was given.
+        problem: String,
+    },
 }
 
 impl CodecError {
     pub(crate) fn field(field: impl Into<String>, problem: impl Into<String>) -> Self {
         Self::Field {
             field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    pub(crate) fn signature(input: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self::Signature {
+            input: input.into(),
             problem: problem.into(),
         }
     }

@@ -1,8 +1,10 @@
 //! Request and response codecs: turning the JSON formats clients speak into the typed
 //! tensors handlers see, and back. Handlers never parse JSON themselves.
 
+pub mod databricks;
 mod elements;
 mod error;
+pub mod signature;
 pub mod v2;
 
 pub use elements::{element_type_from_v2, v2_datatype};

@@ -348,6 +348,15 @@ impl ImageService {
             .remove(&(tenant.to_string(), name.to_string(), version));
     }
 
+    /// Unloads every loaded version not in `keep` (graphs are freed when the last request
+    /// using them ends).
+    pub fn retain_only(&self, keep: &std::collections::HashSet<(String, String, u64)>) {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|key, _| keep.contains(key));
+    }
+
     /// Deletes a version and collects the blobs nothing references any more.
     pub fn delete(
         &self,

@@ -3,9 +3,13 @@
 //! flushed to disk before the call returns; changes touching several keys are one sled
 //! transaction.
 
+mod endpoints;
 mod records;
 mod sled_registry;
 
+pub use endpoints::{
+    now_millis, EndpointConfig, EndpointRecord, EndpointState, Route, ServedEntity, TrafficConfig,
+};
 pub use records::{now_secs, ImageDraft, ImageFile, ImageRecord, TenantRecord, TokenRecord};
 pub use sled_registry::SledRegistry;
 
@@ -83,4 +87,15 @@ pub trait ModelRegistry: Send + Sync {
     ) -> Result<ImageRecord, RegistryError>;
     /// Every blob some image still references.
     fn referenced_blobs(&self) -> Result<HashSet<Digest>, RegistryError>;
+
+    /// Creates an endpoint; fails if the tenant has one of that name.
+    fn create_endpoint(&self, endpoint: &EndpointRecord) -> Result<(), RegistryError>;
+    /// Replaces an existing endpoint record.
+    fn put_endpoint(&self, endpoint: &EndpointRecord) -> Result<(), RegistryError>;
+    /// One endpoint.
+    fn endpoint(&self, tenant: &str, name: &str) -> Result<EndpointRecord, RegistryError>;
+    /// Endpoints of one tenant, or of all tenants.
+    fn endpoints(&self, tenant: Option<&str>) -> Result<Vec<EndpointRecord>, RegistryError>;
+    /// Deletes an endpoint.
+    fn delete_endpoint(&self, tenant: &str, name: &str) -> Result<(), RegistryError>;
 }

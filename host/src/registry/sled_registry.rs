@@ -1,5 +1,6 @@
 //! [`ModelRegistry`] on sled: one tree per record kind, JSON values, flush after each write.
 
+use super::endpoints::EndpointRecord;
 use super::records::{now_secs, ImageDraft, ImageRecord, TenantRecord, TokenRecord};
 use super::{ModelRegistry, RegistryError};
 use crate::blobs::Digest;
@@ -18,6 +19,7 @@ pub struct SledRegistry {
     tokens: sled::Tree,
     images: sled::Tree,
     next_version: sled::Tree,
+    endpoints: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -60,6 +62,7 @@ impl SledRegistry {
             tokens: tree("tokens")?,
             images: tree("images")?,
             next_version: tree("next_version")?,
+            endpoints: tree("endpoints")?,
             meta: tree("meta")?,
             db,
         })
@@ -259,6 +262,63 @@ impl ModelRegistry for SledRegistry {
     fn referenced_blobs(&self) -> Result<HashSet<Digest>, RegistryError> {
         let images: Vec<ImageRecord> = Self::scan(&self.images, b"")?;
         Ok(images.iter().flat_map(|i| i.blobs().cloned()).collect())
+    }
+
+    fn create_endpoint(&self, endpoint: &EndpointRecord) -> Result<(), RegistryError> {
+        let key = format!("{}/{}", endpoint.tenant, endpoint.name);
+        let inserted = self
+            .endpoints
+            .compare_and_swap(key, None as Option<&[u8]>, Some(encode(endpoint)?))
+            .map_err(storage)?;
+        if inserted.is_err() {
+            return Err(RegistryError::AlreadyExists {
+                kind: "serving endpoint",
+                name: endpoint.name.clone(),
+            });
+        }
+        self.flush()
+    }
+
+    fn put_endpoint(&self, endpoint: &EndpointRecord) -> Result<(), RegistryError> {
+        let key = format!("{}/{}", endpoint.tenant, endpoint.name);
+        self.endpoints
+            .insert(key, encode(endpoint)?)
+            .map_err(storage)?;
+        self.flush()
+    }
+
+    fn endpoint(&self, tenant: &str, name: &str) -> Result<EndpointRecord, RegistryError> {
+        match self
+            .endpoints
+            .get(format!("{tenant}/{name}"))
+            .map_err(storage)?
+        {
+            Some(bytes) => decode(&bytes),
+            None => Err(RegistryError::NotFound {
+                kind: "serving endpoint",
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    fn endpoints(&self, tenant: Option<&str>) -> Result<Vec<EndpointRecord>, RegistryError> {
+        let prefix = tenant.map(|t| format!("{t}/")).unwrap_or_default();
+        Self::scan(&self.endpoints, prefix.as_bytes())
+    }
+
+    fn delete_endpoint(&self, tenant: &str, name: &str) -> Result<(), RegistryError> {
+        if self
+            .endpoints
+            .remove(format!("{tenant}/{name}"))
+            .map_err(storage)?
+            .is_none()
+        {
+            return Err(RegistryError::NotFound {
+                kind: "serving endpoint",
+                name: name.to_string(),
+            });
+        }
+        self.flush()
     }
 }
 

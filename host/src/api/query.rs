@@ -1,0 +1,108 @@
+//! Databricks query API: `POST /serving-endpoints/{name}/invocations` (routed by the
+//! traffic split, with optional fallback) and
+//! `POST /serving-endpoints/{name}/served-models/{entity}/invocations` (one entity).
+//! Bodies: exactly one of `dataframe_split`, `dataframe_records`, `instances`, `inputs`,
+//! plus `params`; answers `{"predictions": ...}` with the `served-model-name` header.
+
+use super::{ApiError, AppState, Caller, RawBody};
+use crate::codec::databricks;
+use crate::serving::{ActiveConfig, EntityRuntime, ServingError};
+use crate::tenancy::Permission;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::Value;
+use std::future::Future;
+use std::sync::Arc;
+
+/// Largest query body.
+pub const MAX_QUERY_BYTES: usize = 64 << 20;
+
+static SERVED_MODEL_NAME: HeaderName = HeaderName::from_static("served-model-name");
+
+/// A successful answer and the entity that gave it.
+pub fn answer(entity: &EntityRuntime, body: Value) -> Response {
+    let mut response = Json(body).into_response();
+    if let Ok(value) = HeaderValue::from_str(&entity.name) {
+        response
+            .headers_mut()
+            .insert(SERVED_MODEL_NAME.clone(), value);
+    }
+    response
+}
+
+/// Runs `call` on the routed entity; when the endpoint has fallback on and the call fails
+/// with a 5xx, runs it once more on another entity.
+pub async fn with_fallback<F, Fut>(
+    active: &ActiveConfig,
+    first: usize,
+    call: F,
+) -> Result<Response, ApiError>
+where
+    F: Fn(Arc<EntityRuntime>) -> Fut,
+    Fut: Future<Output = Result<Value, ApiError>>,
+{
+    let entity = active.entities[first].clone();
+    match call(entity.clone()).await {
+        Ok(body) => Ok(answer(&entity, body)),
+        Err(e) if active.fallback && e.status().is_server_error() => {
+            let Some(other) = active.split.others(first).next() else {
+                return Err(e);
+            };
+            let retry = active.entities[other].clone();
+            tracing::warn!(from = %entity.name, to = %retry.name, "falling back after a server-side failure");
+            let body = call(retry.clone()).await?;
+            Ok(answer(&retry, body))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn databricks_call(entity: Arc<EntityRuntime>, body: Bytes) -> Result<Value, ApiError> {
+    let signature = entity.image.manifest.signature.as_ref();
+    let (_, request) = databricks::parse_query(&body, signature)?;
+    let invocation = entity.invoke(request, Some(body.to_vec())).await?;
+    databricks::predictions(&invocation.response)
+        .map_err(|e| ApiError::internal(format!("handler output of `{}`: {e}", entity.name)))
+}
+
+/// `POST /serving-endpoints/{name}/invocations`.
+pub async fn invocations(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let grant = caller.require(Permission::CanQuery, "serving endpoint", &name)?;
+    let active = state.endpoints.active(&grant.tenant, &name)?;
+    let first = active
+        .split
+        .pick()
+        .ok_or_else(|| ServingError::NotReady(name.clone()))?;
+    with_fallback(&active, first, |entity| {
+        databricks_call(entity, body.clone())
+    })
+    .await
+}
+
+/// `POST /serving-endpoints/{name}/served-models/{entity}/invocations`: bypasses the split.
+pub async fn served_model_invocations(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, entity)): Path<(String, String)>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let grant = caller.require(Permission::CanQuery, "serving endpoint", &name)?;
+    let active = state.endpoints.active(&grant.tenant, &name)?;
+    let target = active
+        .entity(&entity)
+        .cloned()
+        .ok_or(ServingError::NoSuchEntity {
+            endpoint: name,
+            entity,
+        })?;
+    let result = databricks_call(target.clone(), body).await?;
+    Ok(answer(&target, result))
+}

@@ -1,0 +1,122 @@
+//! Serving-endpoint records, in the shape of Databricks' serving-endpoints API: the active
+//! config, the pending one while an update runs, and the state.
+
+use serde::{Deserialize, Serialize};
+
+/// One model image version served by an endpoint, with its own limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServedEntity {
+    /// Name of the served entity within the endpoint (default `<model>-<version>`).
+    #[serde(default)]
+    pub name: String,
+    /// The model (image) name.
+    pub entity_name: String,
+    /// The image version, as a string (Databricks' type).
+    pub entity_version: String,
+    /// Most requests running at once on this entity (default: the manifest's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<usize>,
+    /// Requests that may wait for a free slot beyond those running (default 2x concurrency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue: Option<usize>,
+    /// Per-request timeout in milliseconds (default: the manifest's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Memory limit per request in MiB (default: the manifest's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// Accepted for Databricks compatibility; sandserve sizes by `max_concurrency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_size: Option<String>,
+    /// Accepted for Databricks compatibility; ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_to_zero_enabled: Option<bool>,
+}
+
+/// One traffic route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// The served entity.
+    #[serde(alias = "served_model_name")]
+    pub served_entity_name: String,
+    /// Share of traffic, 0..=100; all routes sum to 100.
+    pub traffic_percentage: u32,
+}
+
+/// How traffic is split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficConfig {
+    /// Routes.
+    pub routes: Vec<Route>,
+}
+
+/// An endpoint configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Served entities.
+    #[serde(alias = "served_models")]
+    pub served_entities: Vec<ServedEntity>,
+    /// Traffic split (default: 100% to a single entity).
+    #[serde(default)]
+    pub traffic_config: Option<TrafficConfig>,
+    /// Config revision, counting up with each accepted update.
+    #[serde(default)]
+    pub config_version: u64,
+}
+
+/// Databricks' endpoint state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointState {
+    /// `READY` or `NOT_READY`.
+    pub ready: String,
+    /// `NOT_UPDATING`, `IN_PROGRESS` or `UPDATE_FAILED`.
+    pub config_update: String,
+}
+
+/// A serving endpoint of one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    /// Endpoint name, unique per tenant.
+    pub name: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Who created it (token id).
+    pub creator: String,
+    /// Creation time (Unix milliseconds, as Databricks).
+    pub creation_timestamp: u64,
+    /// Last change (Unix milliseconds).
+    pub last_updated_timestamp: u64,
+    /// The config serving traffic (absent until the first one is ready).
+    pub config: Option<EndpointConfig>,
+    /// The config being prepared.
+    pub pending_config: Option<EndpointConfig>,
+    /// State.
+    pub state: EndpointState,
+    /// Why the last update failed, if it did.
+    pub update_error: Option<String>,
+    /// Retry a request that fails with a 5xx once on another served entity.
+    pub fallback_enabled: bool,
+}
+
+impl EndpointRecord {
+    /// Whether any config (active or pending) serves `model` version `version`.
+    pub fn serves(&self, model: &str, version: u64) -> bool {
+        let version = version.to_string();
+        self.config
+            .iter()
+            .chain(self.pending_config.iter())
+            .flat_map(|c| c.served_entities.iter())
+            .any(|e| e.entity_name == model && e.entity_version == version)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,365 @@
+//! Serving endpoints: image versions behind a name, with a traffic split, per-entity limits
+//! and zero-downtime updates. An update loads the new config's images in the background
+//! (compile, graphs) and swaps it in atomically once everything is ready; requests in flight
+//! finish on the config they started with; a failed update leaves the old config serving
+//! and records why. Image versions no endpoint serves have their graphs unloaded.
+
+mod config;
+mod entity;
+mod error;
+mod routing;
+
+pub use entity::EntityRuntime;
+pub use error::ServingError;
+pub use routing::Split;
+
+use crate::images::ImageService;
+use crate::registry::{
+    now_millis, EndpointConfig, EndpointRecord, EndpointState, ModelRegistry, RegistryError,
+};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+const READY: &str = "READY";
+const NOT_READY: &str = "NOT_READY";
+const NOT_UPDATING: &str = "NOT_UPDATING";
+const IN_PROGRESS: &str = "IN_PROGRESS";
+const UPDATE_FAILED: &str = "UPDATE_FAILED";
+
+/// The config an endpoint is serving right now.
+pub struct ActiveConfig {
+    /// Its revision.
+    pub config_version: u64,
+    /// Served entities, in config order.
+    pub entities: Vec<Arc<EntityRuntime>>,
+    /// Traffic split over `entities`.
+    pub split: Split,
+    /// Retry 5xx failures once on another entity.
+    pub fallback: bool,
+}
+
+impl ActiveConfig {
+    /// The entity called `name`.
+    pub fn entity(&self, name: &str) -> Option<&Arc<EntityRuntime>> {
+        self.entities.iter().find(|e| e.name == name)
+    }
+}
+
+type EndpointKey = (String, String);
+
+/// Owns the live endpoints of all tenants.
+pub struct EndpointManager {
+    registry: Arc<dyn ModelRegistry>,
+    images: Arc<ImageService>,
+    live: RwLock<HashMap<EndpointKey, Arc<ActiveConfig>>>,
+}
+
+fn key(tenant: &str, name: &str) -> EndpointKey {
+    (tenant.to_string(), name.to_string())
+}
+
+impl EndpointManager {
+    /// A manager over these stores.
+    pub fn new(registry: Arc<dyn ModelRegistry>, images: Arc<ImageService>) -> Arc<Self> {
+        Arc::new(Self {
+            registry,
+            images,
+            live: RwLock::default(),
+        })
+    }
+
+    /// At start-up: brings every stored endpoint's config back (in the background); an
+    /// update that was running when the server stopped is marked failed.
+    pub fn restore_all(self: &Arc<Self>) -> Result<(), ServingError> {
+        for mut record in self.registry.endpoints(None)? {
+            if record.pending_config.take().is_some() {
+                record.state.config_update = UPDATE_FAILED.into();
+                record.update_error = Some(
+                    "the server restarted while this update was running; send it again".into(),
+                );
+            }
+            record.state.ready = NOT_READY.into();
+            self.registry.put_endpoint(&record)?;
+            if let Some(config) = record.config.clone() {
+                let manager = self.clone();
+                tokio::spawn(async move {
+                    manager
+                        .prepare(record.tenant, record.name, config, true)
+                        .await
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates an endpoint and starts preparing its config.
+    pub fn create(
+        self: &Arc<Self>,
+        tenant: &str,
+        creator: &str,
+        name: &str,
+        config: EndpointConfig,
+        fallback_enabled: bool,
+    ) -> Result<EndpointRecord, ServingError> {
+        let mut config = config::normalise(config)?;
+        config.config_version = 1;
+        let now = now_millis();
+        let record = EndpointRecord {
+            name: name.to_string(),
+            tenant: tenant.to_string(),
+            creator: creator.to_string(),
+            creation_timestamp: now,
+            last_updated_timestamp: now,
+            config: None,
+            pending_config: Some(config.clone()),
+            state: EndpointState {
+                ready: NOT_READY.into(),
+                config_update: IN_PROGRESS.into(),
+            },
+            update_error: None,
+            fallback_enabled,
+        };
+        self.registry.create_endpoint(&record)?;
+        self.spawn_prepare(tenant, name, config);
+        Ok(record)
+    }
+
+    /// Starts an update to `config`; refused while another update runs.
+    pub fn update(
+        self: &Arc<Self>,
+        tenant: &str,
+        name: &str,
+        config: EndpointConfig,
+    ) -> Result<EndpointRecord, ServingError> {
+        let mut config = config::normalise(config)?;
+        let mut record = self.registry.endpoint(tenant, name)?;
+        if record.state.config_update == IN_PROGRESS {
+            return Err(ServingError::UpdateInProgress(name.to_string()));
+        }
+        let previous = record.config.as_ref().map_or(0, |c| c.config_version).max(
+            record
+                .pending_config
+                .as_ref()
+                .map_or(0, |c| c.config_version),
+        );
+        config.config_version = previous + 1;
+        record.pending_config = Some(config.clone());
+        record.state.config_update = IN_PROGRESS.into();
+        record.update_error = None;
+        record.last_updated_timestamp = now_millis();
+        self.registry.put_endpoint(&record)?;
+        self.spawn_prepare(tenant, name, config);
+        Ok(record)
+    }
+
+    /// Turns fallback on or off.
+    pub fn set_fallback(
+        &self,
+        tenant: &str,
+        name: &str,
+        enabled: bool,
+    ) -> Result<EndpointRecord, ServingError> {
+        let mut record = self.registry.endpoint(tenant, name)?;
+        record.fallback_enabled = enabled;
+        record.last_updated_timestamp = now_millis();
+        self.registry.put_endpoint(&record)?;
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(active) = live.get(&key(tenant, name)).cloned() {
+            live.insert(
+                key(tenant, name),
+                Arc::new(ActiveConfig {
+                    config_version: active.config_version,
+                    entities: active.entities.clone(),
+                    split: active.split.clone(),
+                    fallback: enabled,
+                }),
+            );
+        }
+        Ok(record)
+    }
+
+    fn spawn_prepare(self: &Arc<Self>, tenant: &str, name: &str, config: EndpointConfig) {
+        let manager = self.clone();
+        let (tenant, name) = (tenant.to_string(), name.to_string());
+        tokio::spawn(async move { manager.prepare(tenant, name, config, false).await });
+    }
+
+    /// Loads every entity of `config`, then swaps it in (or records the failure).
+    async fn prepare(
+        self: Arc<Self>,
+        tenant: String,
+        name: String,
+        config: EndpointConfig,
+        restoring: bool,
+    ) {
+        let images = self.images.clone();
+        let (t, c) = (tenant.clone(), config.clone());
+        let loaded = tokio::task::spawn_blocking(move || load_entities(&images, &t, &c))
+            .await
+            .unwrap_or_else(|e| Err(format!("preparing the config failed: {e}")));
+        let outcome = match loaded {
+            Ok(entities) => self.activate(&tenant, &name, &config, entities, restoring),
+            Err(reason) => self.fail(&tenant, &name, reason),
+        };
+        if let Err(e) = outcome {
+            tracing::error!(
+                tenant,
+                endpoint = name,
+                "cannot record the endpoint's state: {e}"
+            );
+        }
+        self.release_unserved();
+    }
+
+    fn activate(
+        &self,
+        tenant: &str,
+        name: &str,
+        config: &EndpointConfig,
+        entities: Vec<Arc<EntityRuntime>>,
+        restoring: bool,
+    ) -> Result<(), RegistryError> {
+        let mut record = match self.registry.endpoint(tenant, name) {
+            Ok(record) => record,
+            Err(RegistryError::NotFound { .. }) => return Ok(()), // deleted meanwhile
+            Err(e) => return Err(e),
+        };
+        let routes = config
+            .traffic_config
+            .as_ref()
+            .map(|t| t.routes.clone())
+            .unwrap_or_default();
+        let shares: Vec<(u32, usize)> = routes
+            .iter()
+            .filter_map(|r| {
+                entities
+                    .iter()
+                    .position(|e| e.name == r.served_entity_name)
+                    .map(|i| (r.traffic_percentage, i))
+            })
+            .collect();
+        let active = Arc::new(ActiveConfig {
+            config_version: config.config_version,
+            entities,
+            split: Split::new(&shares),
+            fallback: record.fallback_enabled,
+        });
+        self.live
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key(tenant, name), active);
+        record.config = Some(config.clone());
+        if !restoring {
+            record.pending_config = None;
+            record.state.config_update = NOT_UPDATING.into();
+            record.update_error = None;
+        }
+        record.state.ready = READY.into();
+        record.last_updated_timestamp = now_millis();
+        tracing::info!(
+            tenant,
+            endpoint = name,
+            config_version = config.config_version,
+            "endpoint config active"
+        );
+        self.registry.put_endpoint(&record)
+    }
+
+    fn fail(&self, tenant: &str, name: &str, reason: String) -> Result<(), RegistryError> {
+        let mut record = match self.registry.endpoint(tenant, name) {
+            Ok(record) => record,
+            Err(RegistryError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        tracing::warn!(tenant, endpoint = name, "endpoint update failed: {reason}");
+        record.pending_config = None;
+        record.state.config_update = UPDATE_FAILED.into();
+        record.update_error = Some(reason);
+        record.last_updated_timestamp = now_millis();
+        self.registry.put_endpoint(&record)
+    }
+
+    /// Deletes an endpoint; requests in flight finish.
+    pub fn delete(&self, tenant: &str, name: &str) -> Result<(), ServingError> {
+        self.registry.delete_endpoint(tenant, name)?;
+        self.live
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key(tenant, name));
+        self.release_unserved();
+        Ok(())
+    }
+
+    /// The stored record.
+    pub fn record(&self, tenant: &str, name: &str) -> Result<EndpointRecord, ServingError> {
+        Ok(self.registry.endpoint(tenant, name)?)
+    }
+
+    /// The config serving traffic now.
+    pub fn active(&self, tenant: &str, name: &str) -> Result<Arc<ActiveConfig>, ServingError> {
+        if let Some(active) = self
+            .live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key(tenant, name))
+        {
+            return Ok(active.clone());
+        }
+        // Distinguish "no such endpoint" (404) from "not ready yet" (503).
+        self.registry.endpoint(tenant, name)?;
+        Err(ServingError::NotReady(name.to_string()))
+    }
+
+    /// Whether some endpoint (active or pending config) serves this image version.
+    pub fn serves_image(
+        &self,
+        tenant: &str,
+        model: &str,
+        version: u64,
+    ) -> Result<Option<String>, ServingError> {
+        Ok(self
+            .registry
+            .endpoints(Some(tenant))?
+            .into_iter()
+            .find(|e| e.serves(model, version))
+            .map(|e| e.name))
+    }
+
+    /// Unloads image versions no live endpoint serves.
+    fn release_unserved(&self) {
+        let served: HashSet<(String, String, u64)> = self
+            .live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .flat_map(|((tenant, _), active)| {
+                active
+                    .entities
+                    .iter()
+                    .map(|e| (tenant.clone(), e.model.clone(), e.version))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        self.images.retain_only(&served);
+    }
+}
+
+fn load_entities(
+    images: &ImageService,
+    tenant: &str,
+    config: &EndpointConfig,
+) -> Result<Vec<Arc<EntityRuntime>>, String> {
+    config
+        .served_entities
+        .iter()
+        .map(|entity| {
+            let version: u64 = entity.entity_version.parse().map_err(|_| {
+                format!("entity_version `{}` is not a number", entity.entity_version)
+            })?;
+            let image = images
+                .load(tenant, &entity.entity_name, version)
+                .map_err(|e| format!("served entity `{}`: {e}", entity.name))?;
+            Ok(Arc::new(EntityRuntime::new(entity, version, image)))
+        })
+        .collect()
+}
