@@ -26,5 +26,8 @@ scripts/vendor-wit.sh --check
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "build (the end-to-end tests drive the real sandserve binary)"
+cargo build --workspace --locked
+
 step "tests"
 cargo test --workspace --locked

@@ -10,7 +10,8 @@ use std::time::Duration;
 /// The bootstrap admin token every test server starts with.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// The `sandserve` binary of this build (built by `cargo test --workspace` with the tests).
+/// The `sandserve` binary of this build profile (`cargo build -p sandserve-host` makes it;
+/// `scripts/test.sh` builds it before the tests).
 pub fn sandserve_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
@@ -20,7 +21,7 @@ pub fn sandserve_bin() -> PathBuf {
     let bin = profile_dir.join("sandserve");
     assert!(
         bin.is_file(),
-        "{} is missing: run the suite with `cargo test --workspace` (it builds the binary)",
+        "{} is missing: build it first (`cargo build -p sandserve-host`; scripts/test.sh does)",
         bin.display()
     );
     bin
