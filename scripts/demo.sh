@@ -1,17 +1,91 @@
 #!/usr/bin/env bash
-# The main job, from a fresh machine: builds the echo example handler and the sandserve
-# host, then serves one request through the sandboxed runtime and prints the response.
+# The main job, from a fresh machine: installs the engines and models, builds sandserve and
+# the digits example, starts the server with a demo tenant and the digits model deployed
+# behind a serving endpoint, queries it once, and prints curl lines that work as printed.
+# The server keeps running until Ctrl-C (DEMO_EXIT=1 stops it after the check instead).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+port=${SANDSERVE_DEMO_PORT:-8080}
+url="http://127.0.0.1:$port"
+data=${SANDSERVE_DEMO_DATA:-$root/target/demo-data}
+admin_token=${SANDSERVE_ADMIN_TOKEN:-demo-admin-token-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 
-echo "==> installing the wasm32-wasip2 target"
+step() { echo; echo "==> $*"; }
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+
+step "toolchain, wasm target, engines and models"
 rustup target add wasm32-wasip2 >/dev/null
-echo "==> building examples/echo for wasm32-wasip2"
-(cd examples && cargo build --release --locked --target wasm32-wasip2 -p echo)
-echo "==> building the sandserve host"
+scripts/setup-engines.sh
+
+step "building sandserve"
 cargo build --locked -p sandserve-host
-echo "==> one request through the sandbox"
-request='{"inputs":[{"name":"pixels","shape":[2,3],"datatype":"FP32","data":[[0.1,0.2,0.3],[0.4,0.5,0.6]]},{"name":"label","shape":[1],"datatype":"BYTES","data":["seven"]}],"parameters":{"threshold":0.5}}'
-echo "request: $request"
-echo "$request" | target/debug/sandserve invoke examples/target/wasm32-wasip2/release/echo.wasm --input -
+bin=target/debug/sandserve
+
+step "packaging examples/digits (builds the handler for wasm32-wasip2)"
+$bin package examples/digits --output target/digits.tar.gz
+
+step "starting the server on $url (data in $data)"
+rm -rf "$data"
+SANDSERVE_ADMIN_TOKEN="$admin_token" SANDSERVE_LOG=warn \
+  $bin serve --listen "127.0.0.1:$port" --data-dir "$data" > target/demo-server.log 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  curl -sf "$url/health" >/dev/null && break
+  sleep 0.1
+done
+curl -sf "$url/health" >/dev/null || { cat target/demo-server.log; exit 1; }
+
+step "creating tenant 'demo' and a CAN_MANAGE token"
+curl -sf -X POST "$url/api/2.0/tenants" -H "Authorization: Bearer $admin_token" -d '{"name":"demo"}' >/dev/null
+token=$(curl -sf -X POST "$url/api/2.0/tokens" -H "Authorization: Bearer $admin_token" \
+  -d '{"tenant":"demo","permissions":["CAN_MANAGE"],"comment":"demo"}' | json '["token"]')
+
+step "uploading the digits package as model 'digits' (version 1)"
+curl -sf -X POST "$url/api/2.0/models/digits/versions" -H "Authorization: Bearer $token" \
+  -H "Content-Type: application/gzip" --data-binary @target/digits.tar.gz
+echo
+
+step "creating serving endpoint 'digits'"
+curl -sf -X POST "$url/api/2.0/serving-endpoints" -H "Authorization: Bearer $token" \
+  -d '{"name":"digits","config":{"served_entities":[{"entity_name":"digits","entity_version":"1"}]}}' >/dev/null
+for _ in $(seq 1 200); do
+  state=$(curl -sf "$url/api/2.0/serving-endpoints/digits" -H "Authorization: Bearer $token" | json '["state"]["ready"]')
+  [ "$state" = READY ] && break
+  sleep 0.1
+done
+echo "endpoint state: $state"
+
+# One handwritten "0" from scikit-learn's digits set (pixel intensities 0..16).
+zero='[0,0,5,13,9,1,0,0,0,0,13,15,10,15,5,0,0,3,15,2,0,11,8,0,0,4,12,0,0,8,8,0,0,5,8,0,0,9,8,0,0,4,11,0,1,12,7,0,0,2,14,5,10,12,0,0,0,0,6,13,10,0,0,0]'
+step "querying it (Databricks 'instances' format)"
+curl -sf -X POST "$url/serving-endpoints/digits/invocations" -H "Authorization: Bearer $token" \
+  -d "{\"instances\":[$zero]}"
+echo
+
+cat <<EOF_LINES
+
+sandserve is running at $url. Try (these work as printed):
+
+  # Databricks query API, four formats
+  curl -s -X POST $url/serving-endpoints/digits/invocations -H 'Authorization: Bearer $token' -d '{"instances":[$zero]}'
+  curl -s -X POST $url/serving-endpoints/digits/invocations -H 'Authorization: Bearer $token' -d '{"inputs":{"images":[$zero]}}'
+
+  # KServe Open Inference Protocol V2
+  curl -s -X POST $url/v2/models/digits/infer -H 'Authorization: Bearer $token' -d '{"inputs":[{"name":"images","shape":[1,64],"datatype":"FP32","data":$zero}]}'
+  curl -s $url/v2/models/digits -H 'Authorization: Bearer $token'
+
+  # Management
+  curl -s $url/api/2.0/serving-endpoints/digits -H 'Authorization: Bearer $token'
+  curl -s $url/api/2.0/models -H 'Authorization: Bearer $token'
+  curl -s $url/health
+
+Server log: target/demo-server.log. Admin token: $admin_token
+EOF_LINES
+
+if [ "${DEMO_EXIT:-0}" = 1 ]; then
+  exit 0
+fi
+echo "Press Ctrl-C to stop the server."
+wait $server

@@ -99,6 +99,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         images,
         engines,
         endpoints: endpoints.clone(),
+        tokens: Arc::default(),
         max_upload_bytes: config.max_upload_bytes,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -36,7 +36,7 @@ impl FromRequestParts<AppState> for Caller {
 fn authenticate(state: &AppState, presented: &str) -> Result<Principal, ApiError> {
     let invalid = || ApiError::unauthenticated("invalid or revoked token");
     if let Some(token) = TokenString::parse(presented) {
-        let record = match state.registry.token(&token.token_id) {
+        let record = match state.tokens.get(state.registry.as_ref(), &token.token_id) {
             Ok(record) => record,
             Err(RegistryError::NotFound { .. }) => return Err(invalid()),
             Err(e) => return Err(e.into()),
@@ -50,10 +50,10 @@ fn authenticate(state: &AppState, presented: &str) -> Result<Principal, ApiError
             ));
         }
         return Ok(Principal::Tenant(TenantGrant {
-            tenant: record.tenant,
-            token_id: record.token_id,
+            tenant: record.tenant.clone(),
+            token_id: record.token_id.clone(),
             permission: record.permission,
-            resources: record.resources,
+            resources: record.resources.clone(),
             expires_at: record.expires_at,
         }));
     }

@@ -33,6 +33,7 @@ use crate::images::ImageService;
 use crate::inference::Engines;
 use crate::registry::ModelRegistry;
 use crate::serving::EndpointManager;
+use crate::tenancy::TokenCache;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use axum::Router;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub engines: &'static Engines,
     /// Serving endpoints.
     pub endpoints: Arc<EndpointManager>,
+    /// Token records in memory.
+    pub tokens: Arc<TokenCache>,
     /// Largest upload, bytes.
     pub max_upload_bytes: u64,
 }

@@ -63,7 +63,7 @@ where
 async fn databricks_call(entity: Arc<EntityRuntime>, body: Bytes) -> Result<Value, ApiError> {
     let signature = entity.image.manifest.signature.as_ref();
     let (_, request) = databricks::parse_query(&body, signature)?;
-    let invocation = entity.invoke(request, Some(body.to_vec())).await?;
+    let invocation = entity.invoke(request, Some(&body)).await?;
     databricks::predictions(&invocation.response)
         .map_err(|e| ApiError::internal(format!("handler output of `{}`: {e}", entity.name)))
 }

@@ -51,6 +51,11 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    blocking(move || Ok(state.registry.delete_tenant(&name)?)).await?;
+    blocking(move || {
+        state.registry.delete_tenant(&name)?;
+        state.tokens.forget_tenant(&name);
+        Ok(())
+    })
+    .await?;
     Ok(Json(json!({})))
 }

@@ -162,6 +162,12 @@ pub async fn delete(
             return Err(ApiError::forbidden("revoking tokens needs CAN_MANAGE"));
         }
     }
-    blocking(move || Ok(state.registry.delete_token(&record.token_id)?)).await?;
+    let tokens = state.tokens.clone();
+    blocking(move || {
+        state.registry.delete_token(&record.token_id)?;
+        tokens.forget(&record.token_id);
+        Ok(())
+    })
+    .await?;
     Ok(Json(json!({})))
 }

@@ -46,6 +46,7 @@ async fn entity_call(
     body: Bytes,
 ) -> Result<Value, ApiError> {
     let (parsed, request) = parse_checked(&body, &entity.image)?;
+    // `parse_checked` already attached the raw body when the manifest asks for it.
     let invocation = entity.invoke(request, None).await?;
     let response = v2::build_response(
         &endpoint,

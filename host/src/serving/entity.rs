@@ -81,28 +81,24 @@ impl EntityRuntime {
         }
     }
 
-    /// Runs one request: admission, then a fresh sandbox on a blocking thread.
+    /// Runs one request: admission, then a fresh sandbox. The guest runs on this worker
+    /// thread via `block_in_place` (tokio moves its other tasks to another worker), which
+    /// costs far less than a hop to the blocking pool for calls of tens of microseconds;
+    /// the epoch deadline bounds how long it can take.
     pub async fn invoke(
-        self: &Arc<Self>,
+        &self,
         mut request: Request,
-        raw_body: Option<Vec<u8>>,
+        raw_body: Option<&[u8]>,
     ) -> Result<Invocation, ServingError> {
-        let permit = self.admit().await?;
-        if self.image.manifest.raw_body {
-            request.raw_body = raw_body;
+        let _permit = self.admit().await?;
+        if let (true, Some(raw)) = (self.image.manifest.raw_body, raw_body) {
+            request.raw_body = Some(raw.to_vec());
         }
-        let entity = self.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            entity
-                .image
+        let outcome = tokio::task::block_in_place(|| {
+            self.image
                 .handler
-                .invoke(&request, &entity.limits, entity.image.graphs.nn_ctx())
-        })
-        .await
-        .map_err(|e| {
-            ServingError::Runtime(crate::runtime::RuntimeError::HandlerFailed(e.to_string()))
-        })?;
+                .invoke(&request, &self.limits, self.image.graphs.nn_ctx())
+        });
         Ok(outcome?)
     }
 

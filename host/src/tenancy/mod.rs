@@ -1,9 +1,11 @@
 //! Who is calling and what they may do: permissions, API tokens (only salted hashes are
 //! stored), the bootstrap admin credential, and resource-name rules.
 
+mod cache;
 mod names;
 mod tokens;
 
+pub use cache::TokenCache;
 pub use names::{validate_name, NameError};
 pub use tokens::{hash_secret, new_salt, redacted, secret_matches, IssuedToken, TokenString};
 

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# HTTP benchmark of the serving endpoints against a bare axum route (docs/benchmarks.md):
+# builds the release binary, then runs `cargo bench -p sandserve-tests --bench http`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-engines.sh >/dev/null
+# shellcheck source=/dev/null
+source .engines/env.sh
+cargo build --release --locked -p sandserve-host
+cargo bench --locked -p sandserve-tests --bench http

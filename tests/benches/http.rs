@@ -1,0 +1,221 @@
+//! HTTP benchmark: requests/s and p50 / p99 latency of the echo and digits serving endpoints
+//! of the real (release) `sandserve` binary, at concurrency 1 and 32, next to a bare axum
+//! route in this process that does the same JSON parse and encoding (Databricks query ->
+//! tensors -> predictions) with no auth, routing or sandbox, measured in the same run with
+//! the same client.
+//!
+//! Run: `scripts/bench-http.sh` (builds the release binary first). Results go in
+//! docs/benchmarks.md.
+
+use axum::body::Bytes;
+use axum::routing::post;
+use sandserve_host::codec::databricks;
+use sandserve_host::package::Manifest;
+use sandserve_host::runtime::Response;
+use sandserve_tests::packages::example_package;
+use sandserve_tests::server::TestServer;
+use sandserve_tests::{read_f32, repo_root};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const WARMUP: Duration = Duration::from_millis(500);
+const RUN: Duration = Duration::from_secs(3);
+
+struct Stats {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: usize,
+}
+
+fn load(url: &str, token: &str, body: &Value, concurrency: usize) -> Stats {
+    let body = serde_json::to_vec(body).expect("body");
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let samples: Vec<(Vec<Duration>, usize)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let (stop, measuring, body) = (stop.clone(), measuring.clone(), body.clone());
+                scope.spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .build()
+                        .into();
+                    let mut latencies = Vec::new();
+                    let mut errors = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let started = Instant::now();
+                        let ok = agent
+                            .post(url)
+                            .header("Authorization", &format!("Bearer {token}"))
+                            .header("Content-Type", "application/json")
+                            .send(&body[..])
+                            .map(|mut r| {
+                                let status = r.status().as_u16();
+                                let _ = r.body_mut().read_to_vec();
+                                status == 200
+                            })
+                            .unwrap_or(false);
+                        if measuring.load(Ordering::Relaxed) {
+                            latencies.push(started.elapsed());
+                            if !ok {
+                                errors += 1;
+                            }
+                        }
+                    }
+                    (latencies, errors)
+                })
+            })
+            .collect();
+        std::thread::sleep(WARMUP);
+        measuring.store(true, Ordering::Relaxed);
+        std::thread::sleep(RUN);
+        measuring.store(false, Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client"))
+            .collect()
+    });
+    let errors = samples.iter().map(|s| s.1).sum();
+    let mut all: Vec<Duration> = samples.into_iter().flat_map(|s| s.0).collect();
+    all.sort();
+    let at = |q: f64| {
+        all.get(((all.len().max(1) - 1) as f64 * q) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    Stats {
+        per_second: all.len() as f64 / RUN.as_secs_f64(),
+        p50: at(0.5),
+        p99: at(0.99),
+        errors,
+    }
+}
+
+/// The bare baseline: the same Databricks parse and predictions encoding, nothing else.
+fn bare_server(signatures: Vec<(String, Option<sandserve_host::package::Signature>)>) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio");
+        runtime.block_on(async move {
+            let mut app = axum::Router::new();
+            for (name, signature) in signatures {
+                let signature = Arc::new(signature);
+                app = app.route(
+                    &format!("/bare/{name}/invocations"),
+                    post(move |body: Bytes| {
+                        let signature = signature.clone();
+                        async move {
+                            let (_, request) =
+                                databricks::parse_query(&body, signature.as_ref().as_ref())
+                                    .expect("bench bodies are valid");
+                            let response = Response {
+                                outputs: request.inputs,
+                                parameters: None,
+                            };
+                            axum::Json(databricks::predictions(&response).expect("encodes"))
+                        }
+                    }),
+                );
+            }
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(format!("http://{}", listener.local_addr().expect("addr")))
+                .expect("send");
+            axum::serve(listener, app).await.expect("serve");
+        });
+    });
+    rx.recv().expect("bare server address")
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn main() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let extra: Vec<String> = std::env::var("SANDSERVE_BENCH_ARGS")
+        .map(|a| a.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let server = TestServer::start(data.path(), &extra);
+    let token = server.admin().tenant_with_token("bench", "CAN_MANAGE");
+    let client = server.client(&token);
+    let mut signatures = Vec::new();
+    for model in ["echo", "digits"] {
+        let package = example_package(model);
+        let (status, reply) = client.upload(model, &package);
+        assert_eq!(status, 201, "{reply}");
+        let manifest = Manifest::parse(
+            &std::fs::read_to_string(repo_root().join(format!("examples/{model}/sandserve.toml")))
+                .expect("manifest"),
+        )
+        .expect("manifest parses");
+        signatures.push((model.to_string(), manifest.signature));
+        let (status, reply) = client.post(
+            "/api/2.0/serving-endpoints",
+            &json!({"name": model, "config": {"served_entities": [
+                {"entity_name": model, "entity_version": "1", "max_concurrency": 64, "max_queue": 256}
+            ]}}),
+        );
+        assert_eq!(status, 200, "{reply}");
+        loop {
+            let (_, state) = client.get(&format!("/api/2.0/serving-endpoints/{model}"));
+            if state["state"]["ready"] == "READY" {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let bare = bare_server(signatures);
+    let pixels: Vec<f32> = read_f32(&repo_root().join("examples/digits/model/test_inputs.f32"))
+        [..64]
+        .iter()
+        .map(|v| v * 16.0)
+        .collect();
+    let bodies = [
+        ("echo", json!({"inputs": {"x": [pixels.clone()]}})),
+        ("digits", json!({"instances": [pixels]})),
+    ];
+    println!("| endpoint | concurrency | bare axum req/s | sandserve req/s | throughput ratio | bare p50 / p99 (us) | sandserve p50 / p99 (us) | p50 ratio |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (model, body) in &bodies {
+        for concurrency in [1, 32] {
+            let base = load(
+                &format!("{bare}/bare/{model}/invocations"),
+                &token,
+                body,
+                concurrency,
+            );
+            let real = load(
+                &format!("{}/serving-endpoints/{model}/invocations", server.url),
+                &token,
+                body,
+                concurrency,
+            );
+            assert_eq!(
+                base.errors + real.errors,
+                0,
+                "{model} at {concurrency}: requests failed"
+            );
+            println!(
+                "| {model} | {concurrency} | {:.0} | {:.0} | {:.2}x | {:.0} / {:.0} | {:.0} / {:.0} | {:.2}x |",
+                base.per_second,
+                real.per_second,
+                real.per_second / base.per_second,
+                us(base.p50),
+                us(base.p99),
+                us(real.p50),
+                us(real.p99),
+                real.p50.as_secs_f64() / base.p50.as_secs_f64(),
+            );
+        }
+    }
+}
