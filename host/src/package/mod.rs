@@ -72,3 +72,23 @@ pub use error::PackageError;
 pub use manifest::{GraphEntry, GuestLoad, Limits, Manifest, Signature, TensorSignature};
 pub use pack::{pack, package_dir, PackSummary};
 pub use paths::{MANIFEST_PATH, MAX_PATH_BYTES};
+
+#[cfg(test)]
+mod docs_tests {
+    /// `docs/packages.md` carries this module's documentation; keep them equal.
+    #[test]
+    fn docs_packages_md_matches_the_module_documentation() {
+        let source = include_str!("mod.rs");
+        let doc: Vec<&str> = source
+            .lines()
+            .filter_map(|l| l.strip_prefix("//!"))
+            .map(|l| l.strip_prefix(' ').unwrap_or(l))
+            .skip(3)
+            .collect();
+        let markdown = include_str!("../../../docs/packages.md");
+        assert!(
+            markdown.contains(doc.join("\n").trim()),
+            "docs/packages.md drifted from host/src/package/mod.rs"
+        );
+    }
+}
