@@ -26,8 +26,14 @@ scripts/vendor-wit.sh --check
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "the cuda feature builds (and is lint-clean)"
+cargo clippy -p sandserve-host --features cuda --locked -- -D warnings
+
 step "build (the end-to-end tests drive the real sandserve binary)"
 cargo build --workspace --locked
 
 step "tests"
 cargo test --workspace --locked
+
+step "GPU check, CPU half (both sides on the CPU; the real check needs a GPU host)"
+GPU_CHECK_REQUESTS=3 scripts/gpu-check.sh --cpu-only

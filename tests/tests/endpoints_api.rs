@@ -727,3 +727,62 @@ fn overload_at_ten_times_the_limit_gets_fast_refusals_and_bounded_memory() {
         (peak - before) / 1024
     );
 }
+
+#[test]
+fn gpu_graphs_are_refused_without_a_gpu_and_gpu_or_cpu_says_where_it_runs() {
+    if !onnx_available("gpu policy over http") {
+        return;
+    }
+    let s = setup(&[]);
+    let with_target = |target: &str| {
+        handler_package(
+            "digits",
+            "digits",
+            &format!(
+                "[[graphs]]\nname = \"digits\"\nencoding = \"onnx\"\nfiles = [\"model/digits.onnx\"]\ntarget = \"{target}\"\n"
+            ),
+            &[("model/digits.onnx", read(&repo_root().join("examples/digits/model/digits.onnx")))],
+        )
+    };
+    let (_, health) = Client::new(&s.server.url, "").get("/health");
+    if health["engines"]["cuda"]["loaded"] == true {
+        eprintln!(
+            "SKIPPED gpu refusal: this host has a CUDA device ({})",
+            health["engines"]["cuda"]["version"]
+        );
+        return;
+    }
+    assert!(health["engines"]["cuda"]["error"].is_string(), "{health}");
+    let (status, body) = s.client.upload("digits", &with_target("gpu"));
+    assert_eq!(
+        (status, reason(&body)),
+        (400, "target_unavailable"),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("gpu-or-cpu"),
+        "the error says what to do: {body}"
+    );
+    let (status, body) = s.client.upload("digits", &with_target("gpu-or-cpu"));
+    assert_eq!(status, 201, "{body}");
+    let ready = create(
+        &s.client,
+        json!({"name": "digits", "config": {"served_entities": [entity("digits", 1)]}}),
+    );
+    let message = ready["config"]["served_entities"][0]["state"]["deployment_state_message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("cpu") && message.contains("gpu-or-cpu"),
+        "{ready}"
+    );
+    let (status, _, _) = query(
+        &s.client,
+        &s.server,
+        "digits",
+        &json!({"instances": [digit_rows(1)[0]]}),
+        &s.token,
+    );
+    assert_eq!(status, 200);
+}

@@ -489,6 +489,7 @@ fn a_graph_whose_engine_is_missing_fails_with_a_clear_error() {
     let no_engines = Engines {
         onnx: missing("onnx"),
         openvino: missing("openvino"),
+        cuda: missing("cuda"),
     };
     for encoding in [Encoding::Onnx, Encoding::Openvino] {
         let result = load_graph(

@@ -66,6 +66,8 @@ pub struct Engines {
     pub onnx: EngineStatus,
     /// OpenVINO.
     pub openvino: EngineStatus,
+    /// The CUDA execution provider of ONNX Runtime (`version` holds the device).
+    pub cuda: EngineStatus,
 }
 
 static ENGINES: OnceLock<Engines> = OnceLock::new();
@@ -75,11 +77,14 @@ impl Engines {
     /// what loaded and what did not.
     pub fn init(settings: &EngineSettings) -> &'static Engines {
         ENGINES.get_or_init(|| {
+            let onnx = load_onnxruntime(settings);
+            let cuda = super::gpu::probe(onnx.loaded);
             let engines = Engines {
-                onnx: load_onnxruntime(settings),
+                onnx,
                 openvino: load_openvino(settings),
+                cuda,
             };
-            for status in [&engines.onnx, &engines.openvino] {
+            for status in [&engines.onnx, &engines.openvino, &engines.cuda] {
                 if status.loaded {
                     tracing::info!(
                         engine = status.name,

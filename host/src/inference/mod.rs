@@ -7,6 +7,7 @@
 
 mod engines;
 mod error;
+mod gpu;
 mod onnx;
 mod openvino;
 mod options;
@@ -106,7 +107,13 @@ pub fn load_graph(engines: &Engines, spec: &GraphSpec) -> Result<LoadedGraph, In
                     reason: format!("expects one .onnx file, got {}", spec.files.len()),
                 });
             };
-            let (graph, info) = onnx::load(&spec.name, model, &spec.options, stats.clone())?;
+            let (graph, info) = onnx::load(
+                &spec.name,
+                model,
+                &spec.options,
+                &engines.cuda,
+                stats.clone(),
+            )?;
             (graph_from(graph), info)
         }
         Encoding::Openvino => {

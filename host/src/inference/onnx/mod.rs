@@ -9,8 +9,9 @@ use super::stats::GraphStats;
 use super::types::{
     onnx_for_input, onnx_name, onnx_size, wasi_nn_for_output, wasi_nn_name, wasi_nn_size,
 };
-use super::{GraphFile, InferenceError, LoadedGraphInfo};
+use super::{EngineStatus, GraphFile, InferenceError, LoadedGraphInfo};
 use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 use ort::sys::ONNXTensorElementDataType as Onnx;
 use ort::value::ValueType;
@@ -49,6 +50,7 @@ pub fn load(
     name: &str,
     model: &GraphFile,
     options: &GraphOptions,
+    gpu: &EngineStatus,
     stats: Arc<GraphStats>,
 ) -> Result<(OnnxGraph, LoadedGraphInfo), InferenceError> {
     let rejected = |reason: String| InferenceError::GraphRejected {
@@ -56,18 +58,20 @@ pub fn load(
         engine: "onnx",
         reason,
     };
-    let device = match options.target {
-        Target::Cpu => "cpu",
-        Target::Gpu => {
-            return Err(InferenceError::TargetUnavailable {
-                graph: name.to_string(),
-                target: options.target.to_string(),
-                reason: "this host has no CUDA execution provider (build with the `cuda` \
-                         feature on a GPU host, or ask for `gpu-or-cpu`)"
-                    .into(),
-            })
-        }
-        Target::GpuOrCpu => "cpu (gpu-or-cpu: no GPU provider on this host)",
+    let gpu_refused = |reason: String| InferenceError::TargetUnavailable {
+        graph: name.to_string(),
+        target: options.target.to_string(),
+        reason,
+    };
+    let gpu_reason = || {
+        gpu.error.clone().unwrap_or_else(|| "no CUDA device".into())
+            + " (run on a GPU host with a `cuda` build, or ask for `gpu-or-cpu`)"
+    };
+    let want_gpu = match options.target {
+        Target::Cpu => false,
+        Target::Gpu if !gpu.loaded => return Err(gpu_refused(gpu_reason())),
+        Target::Gpu => true,
+        Target::GpuOrCpu => gpu.loaded,
     };
     let level = match options.optimization {
         Optimization::Disabled => GraphOptimizationLevel::Disable,
@@ -85,11 +89,34 @@ pub fn load(
             .and_then(|b| b.with_intra_op_spinning(false))
             .map_err(|e| rejected(e.to_string()))?;
     }
-    let session = match model {
-        GraphFile::Bytes(bytes) => builder.commit_from_memory(bytes),
-        GraphFile::Path(path) => builder.commit_from_file(path),
-    }
-    .map_err(|e| rejected(e.to_string()))?;
+    let (session, device) = if want_gpu {
+        match commit(
+            with_cuda(builder.clone()).map_err(|e| rejected(e.to_string()))?,
+            model,
+        ) {
+            Ok(session) => (
+                session,
+                format!("gpu ({})", gpu.version.as_deref().unwrap_or("CUDA")),
+            ),
+            Err(e) if options.target == Target::GpuOrCpu => {
+                let session = commit(builder, model).map_err(|e| rejected(e.to_string()))?;
+                (
+                    session,
+                    format!("cpu (gpu-or-cpu: the CUDA provider failed: {e})"),
+                )
+            }
+            Err(e) => return Err(gpu_refused(format!("the CUDA provider failed: {e}"))),
+        }
+    } else {
+        let device = match options.target {
+            Target::GpuOrCpu => format!("cpu (gpu-or-cpu: {})", gpu_reason()),
+            _ => "cpu".to_string(),
+        };
+        (
+            commit(builder, model).map_err(|e| rejected(e.to_string()))?,
+            device,
+        )
+    };
     let spec = |name: &str, ty: &ValueType| -> Result<TensorSpec, InferenceError> {
         match ty {
             ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
@@ -126,7 +153,7 @@ pub fn load(
         .map(|o| CString::new(o.name.as_str()).map_err(|_| rejected("output name has NUL".into())))
         .collect::<Result<Vec<_>, _>>()?;
     let info = LoadedGraphInfo {
-        device: device.to_string(),
+        device,
         inputs: inputs.iter().map(describe).collect(),
         outputs: outputs.iter().map(describe).collect(),
     };
@@ -141,6 +168,29 @@ pub fn load(
         })),
         info,
     ))
+}
+
+fn commit(builder: SessionBuilder, model: &GraphFile) -> ort::Result<Session> {
+    match model {
+        GraphFile::Bytes(bytes) => builder.commit_from_memory(bytes),
+        GraphFile::Path(path) => builder.commit_from_file(path),
+    }
+}
+
+/// Registers the CUDA execution provider, failing (never silently falling back) when it
+/// does not load.
+#[cfg(feature = "cuda")]
+fn with_cuda(builder: SessionBuilder) -> ort::Result<SessionBuilder> {
+    use ort::execution_providers::CUDAExecutionProvider;
+    builder.with_execution_providers([CUDAExecutionProvider::default()
+        .with_device_id(0)
+        .build()
+        .error_on_failure()])
+}
+
+#[cfg(not(feature = "cuda"))]
+fn with_cuda(_builder: SessionBuilder) -> ort::Result<SessionBuilder> {
+    Err(ort::Error::new("built without the `cuda` feature"))
 }
 
 fn describe(spec: &TensorSpec) -> String {
