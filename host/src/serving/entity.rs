@@ -99,7 +99,14 @@ impl EntityRuntime {
                 .handler
                 .invoke(&request, &self.limits, self.image.graphs.nn_ctx())
         });
-        Ok(outcome?)
+        let invocation = outcome?;
+        tracing::debug!(
+            entity = %self.name,
+            instantiate_us = invocation.instantiate_time.as_micros() as u64,
+            predict_us = invocation.predict_time.as_micros() as u64,
+            "request served"
+        );
+        Ok(invocation)
     }
 
     /// Requests running right now.
