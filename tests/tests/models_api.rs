@@ -577,3 +577,44 @@ fn a_one_gib_upload_keeps_server_memory_bounded() {
     );
     let _ = digits_model();
 }
+
+#[test]
+fn deleting_the_last_version_that_uses_a_blob_collects_it() {
+    if !onnx_available("blob gc") {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path(), &[]);
+    let acme = server.client(&server.admin().tenant_with_token("acme", "CAN_MANAGE"));
+    let echo = example_package("echo");
+    assert_eq!(acme.upload("echo", &echo).0, 201);
+    let with_one = blob_names(data.path());
+    assert_eq!(
+        with_one.len(),
+        2,
+        "the archive and the handler: {with_one:?}"
+    );
+    // A second version with the same content shares every blob.
+    assert_eq!(acme.upload("echo", &echo).0, 201);
+    assert_eq!(blob_names(data.path()), with_one);
+    assert_eq!(acme.delete("/api/2.0/models/echo/versions/1").0, 200);
+    assert_eq!(
+        blob_names(data.path()),
+        with_one,
+        "version 2 still uses them"
+    );
+    assert_eq!(acme.delete("/api/2.0/models/echo/versions/2").0, 200);
+    assert!(
+        blob_names(data.path()).is_empty(),
+        "unreferenced blobs stay behind"
+    );
+    let cache = std::fs::read_dir(data.path().join("cache/components"))
+        .unwrap()
+        .flatten()
+        .flat_map(|engine| std::fs::read_dir(engine.path()).unwrap().flatten())
+        .count();
+    assert_eq!(
+        cache, 0,
+        "the compiled component of a collected blob stays cached"
+    );
+}
