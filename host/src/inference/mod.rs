@@ -5,6 +5,7 @@
 //! A guest reaches only the graphs of its own image, by name (`load-by-name`). It may load
 //! graph bytes of its own only when its manifest allows it, and then within a size limit.
 
+mod context;
 mod engines;
 mod error;
 mod gpu;

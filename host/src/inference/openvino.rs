@@ -3,9 +3,10 @@
 //! the stock backend left the CPU plugin on bf16), several CPU streams and a pool of infer
 //! requests so that runs on one graph proceed in parallel.
 
+use super::context::{check_shape, missing_input, unknown_input, RunGraph, SharedGraph};
 use super::options::{GraphOptions, Precision, Target};
 use super::stats::GraphStats;
-use super::types::{wasi_nn_name, wasi_nn_size};
+use super::types::wasi_nn_name;
 use super::{failed, invalid, GraphFile, InferenceError, LoadedGraphInfo};
 use openvino::{
     CompiledModel, Core, DeviceType, ElementType as OvType, InferRequest, Model, RwPropertyKey,
@@ -13,11 +14,9 @@ use openvino::{
 };
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use wasmtime_wasi_nn::backend::{
-    BackendError, BackendExecutionContext, BackendGraph, Id, NamedTensor,
-};
+use wasmtime_wasi_nn::backend::{BackendError, NamedTensor};
 use wasmtime_wasi_nn::wit::TensorType;
-use wasmtime_wasi_nn::{ExecutionContext, Tensor};
+use wasmtime_wasi_nn::Tensor;
 
 /// Loads the OpenVINO C library from `path` and returns its version.
 pub fn load_library(path: &Path) -> Result<String, String> {
@@ -38,7 +37,8 @@ struct TensorSpec {
     dims: Vec<i64>,
 }
 
-struct GraphInner {
+/// One compiled OpenVINO model, its idle infer requests and what it declares.
+pub struct GraphInner {
     name: String,
     compiled: Mutex<CompiledModel>,
     idle_requests: Mutex<Vec<InferRequest>>,
@@ -48,8 +48,7 @@ struct GraphInner {
 }
 
 /// A loaded OpenVINO graph.
-#[derive(Clone)]
-pub struct OpenvinoGraph(Arc<GraphInner>);
+pub type OpenvinoGraph = SharedGraph<GraphInner>;
 
 /// Compiles a graph for the CPU from ONNX bytes (one file) or IR (`.xml`, `.bin`).
 pub fn load(
@@ -118,7 +117,7 @@ pub fn load(
         outputs: outputs.iter().map(describe).collect(),
     };
     Ok((
-        OpenvinoGraph(Arc::new(GraphInner {
+        SharedGraph(Arc::new(GraphInner {
             name: name.to_string(),
             compiled: Mutex::new(compiled),
             idle_requests: Mutex::new(Vec::new()),
@@ -207,31 +206,11 @@ fn wasi_nn_type(t: OvType) -> Option<TensorType> {
     })
 }
 
-impl BackendGraph for OpenvinoGraph {
-    fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
-        let context: Box<dyn BackendExecutionContext> = Box::new(OpenvinoContext {
-            graph: self.clone(),
-            inputs: Vec::new(),
-            outputs: Vec::new(),
-        });
-        Ok(context.into())
-    }
-}
-
-struct OpenvinoContext {
-    graph: OpenvinoGraph,
-    inputs: Vec<(String, Tensor)>,
-    outputs: Vec<NamedTensor>,
-}
-
 impl GraphInner {
     fn checked_input(&self, name: &str, tensor: &Tensor) -> Result<OvTensor, BackendError> {
         let spec = self.inputs.iter().find(|s| s.name == name).ok_or_else(|| {
             let names: Vec<&str> = self.inputs.iter().map(|s| s.name.as_str()).collect();
-            invalid(format!(
-                "graph `{}` has no input `{name}`; its inputs are {names:?}",
-                self.name
-            ))
+            unknown_input(&self.name, name, &names)
         })?;
         if wasi_nn_type(spec.element_type) != Some(tensor.ty) {
             return Err(invalid(format!(
@@ -240,27 +219,7 @@ impl GraphInner {
                 wasi_nn_name(tensor.ty)
             )));
         }
-        let shape: Vec<i64> = tensor.dimensions.iter().map(|&d| i64::from(d)).collect();
-        let fits = shape.len() == spec.dims.len()
-            && spec
-                .dims
-                .iter()
-                .zip(&shape)
-                .all(|(&want, &have)| want < 0 || want == have);
-        if !fits {
-            return Err(invalid(format!(
-                "input `{name}` must have shape {:?} (-1 = any), got {shape:?}",
-                spec.dims
-            )));
-        }
-        let count: usize = tensor.dimensions.iter().map(|&d| d as usize).product();
-        if tensor.data.len() != count.saturating_mul(wasi_nn_size(tensor.ty)) {
-            return Err(invalid(format!(
-                "input `{name}` holds {} bytes, its shape and type need {}",
-                tensor.data.len(),
-                count * wasi_nn_size(tensor.ty)
-            )));
-        }
+        let shape = check_shape(name, &spec.dims, tensor)?;
         let ov_shape = Shape::new(&shape).map_err(|e| failed(e.to_string()))?;
         let mut ov =
             OvTensor::new(spec.element_type, &ov_shape).map_err(|e| failed(e.to_string()))?;
@@ -287,7 +246,7 @@ impl GraphInner {
         }
     }
 
-    fn run(&self, inputs: &[(String, &Tensor)]) -> Result<Vec<NamedTensor>, BackendError> {
+    fn run_inner(&self, inputs: &[(String, &Tensor)]) -> Result<Vec<NamedTensor>, BackendError> {
         let mut prepared = Vec::with_capacity(inputs.len());
         for (name, tensor) in inputs {
             prepared.push((name.as_str(), self.checked_input(name, tensor)?));
@@ -297,10 +256,7 @@ impl GraphInner {
             .iter()
             .find(|s| !inputs.iter().any(|(n, _)| *n == s.name))
         {
-            return Err(invalid(format!(
-                "graph `{}` needs input `{}`",
-                self.name, missing.name
-            )));
+            return Err(missing_input(&self.name, &missing.name));
         }
         let mut request = self.take_request()?;
         let guard = self.stats.start_run();
@@ -343,49 +299,12 @@ impl GraphInner {
     }
 }
 
-impl BackendExecutionContext for OpenvinoContext {
-    fn set_input(&mut self, id: Id, tensor: &Tensor) -> Result<(), BackendError> {
-        let name = match id {
-            Id::Name(name) => name,
-            Id::Index(i) => self
-                .graph
-                .0
-                .inputs
-                .get(i as usize)
-                .map(|s| s.name.clone())
-                .ok_or_else(|| invalid(format!("graph has no input #{i}")))?,
-        };
-        self.inputs.retain(|(n, _)| *n != name);
-        self.inputs.push((name, tensor.clone()));
-        Ok(())
+impl RunGraph for GraphInner {
+    fn input_name(&self, index: u32) -> Option<String> {
+        self.inputs.get(index as usize).map(|s| s.name.clone())
     }
 
-    fn get_output(&mut self, id: Id) -> Result<Tensor, BackendError> {
-        let found = match &id {
-            Id::Index(i) => self.outputs.get(*i as usize),
-            Id::Name(name) => self.outputs.iter().find(|o| o.name == *name),
-        };
-        found
-            .map(|o| o.tensor.clone())
-            .ok_or_else(|| invalid(format!("no output {id:?}; call compute first")))
-    }
-
-    fn compute(
-        &mut self,
-        inputs: Option<Vec<NamedTensor>>,
-    ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
-        match inputs {
-            Some(named) => {
-                let refs: Vec<(String, &Tensor)> =
-                    named.iter().map(|n| (n.name.clone(), &n.tensor)).collect();
-                self.graph.0.run(&refs).map(Some)
-            }
-            None => {
-                let refs: Vec<(String, &Tensor)> =
-                    self.inputs.iter().map(|(n, t)| (n.clone(), t)).collect();
-                self.outputs = self.graph.0.run(&refs)?;
-                Ok(None)
-            }
-        }
+    fn run(&self, inputs: &[(String, &Tensor)]) -> Result<Vec<NamedTensor>, BackendError> {
+        self.run_inner(inputs)
     }
 }

@@ -4,12 +4,13 @@
 
 mod ffi;
 
+use super::context::{check_shape, missing_input, unknown_input, RunGraph, SharedGraph};
 use super::options::{GraphOptions, Optimization, Target};
 use super::stats::GraphStats;
 use super::types::{
     onnx_for_input, onnx_name, onnx_size, wasi_nn_for_output, wasi_nn_name, wasi_nn_size,
 };
-use super::{EngineStatus, GraphFile, InferenceError, LoadedGraphInfo};
+use super::{failed, invalid, EngineStatus, GraphFile, InferenceError, LoadedGraphInfo};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::builder::SessionBuilder;
 use ort::session::Session;
@@ -17,10 +18,8 @@ use ort::sys::ONNXTensorElementDataType as Onnx;
 use ort::value::ValueType;
 use std::ffi::CString;
 use std::sync::Arc;
-use wasmtime_wasi_nn::backend::{
-    BackendError, BackendExecutionContext, BackendGraph, Id, NamedTensor,
-};
-use wasmtime_wasi_nn::{ExecutionContext, Tensor};
+use wasmtime_wasi_nn::backend::{BackendError, NamedTensor};
+use wasmtime_wasi_nn::Tensor;
 
 /// A declared graph input or output.
 #[derive(Debug, Clone)]
@@ -31,7 +30,8 @@ struct TensorSpec {
     dims: Vec<i64>,
 }
 
-struct GraphInner {
+/// One ONNX Runtime session and what it declares.
+pub struct GraphInner {
     name: String,
     session: Session,
     inputs: Vec<TensorSpec>,
@@ -41,8 +41,7 @@ struct GraphInner {
 }
 
 /// A loaded ONNX graph.
-#[derive(Clone)]
-pub struct OnnxGraph(Arc<GraphInner>);
+pub type OnnxGraph = SharedGraph<GraphInner>;
 
 /// Compiles `model` into a session with `options`. Fails (never panics) when ONNX Runtime
 /// is not loaded, the target cannot be served, or the model does not load.
@@ -158,7 +157,7 @@ pub fn load(
         outputs: outputs.iter().map(describe).collect(),
     };
     Ok((
-        OnnxGraph(Arc::new(GraphInner {
+        SharedGraph(Arc::new(GraphInner {
             name: name.to_string(),
             session,
             inputs,
@@ -202,46 +201,12 @@ fn describe(spec: &TensorSpec) -> String {
     )
 }
 
-impl BackendGraph for OnnxGraph {
-    fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
-        let context: Box<dyn BackendExecutionContext> = Box::new(OnnxContext {
-            graph: self.clone(),
-            inputs: Vec::new(),
-            outputs: Vec::new(),
-        });
-        Ok(context.into())
-    }
-}
-
-/// One execution context: inputs set so far and the last outputs.
-struct OnnxContext {
-    graph: OnnxGraph,
-    inputs: Vec<(String, Tensor)>,
-    outputs: Vec<NamedTensor>,
-}
-
-use super::{failed, invalid};
-
 impl GraphInner {
-    fn input_name(&self, id: &Id) -> Result<String, BackendError> {
-        match id {
-            Id::Name(name) => Ok(name.clone()),
-            Id::Index(i) => self
-                .inputs
-                .get(*i as usize)
-                .map(|s| s.name.clone())
-                .ok_or_else(|| invalid(format!("graph `{}` has no input #{i}", self.name))),
-        }
-    }
-
     /// Checks one guest tensor against the declared input it feeds.
     fn check_input(&self, name: &str, tensor: &Tensor) -> Result<(Onnx, Vec<i64>), BackendError> {
         let spec = self.inputs.iter().find(|s| s.name == name).ok_or_else(|| {
             let names: Vec<&str> = self.inputs.iter().map(|s| s.name.as_str()).collect();
-            invalid(format!(
-                "graph `{}` has no input `{name}`; its inputs are {names:?}",
-                self.name
-            ))
+            unknown_input(&self.name, name, &names)
         })?;
         let element_type = onnx_for_input(tensor.ty, spec.element_type).ok_or_else(|| {
             invalid(format!(
@@ -250,31 +215,11 @@ impl GraphInner {
                 wasi_nn_name(tensor.ty)
             ))
         })?;
-        let shape: Vec<i64> = tensor.dimensions.iter().map(|&d| i64::from(d)).collect();
-        let fits = shape.len() == spec.dims.len()
-            && spec
-                .dims
-                .iter()
-                .zip(&shape)
-                .all(|(&want, &have)| want < 0 || want == have);
-        if !fits {
-            return Err(invalid(format!(
-                "input `{name}` must have shape {:?} (-1 = any), got {shape:?}",
-                spec.dims
-            )));
-        }
-        let count: usize = tensor.dimensions.iter().map(|&d| d as usize).product();
-        let expected = count.saturating_mul(wasi_nn_size(tensor.ty));
-        if tensor.data.len() != expected {
-            return Err(invalid(format!(
-                "input `{name}` holds {} bytes, its shape and type need {expected}",
-                tensor.data.len()
-            )));
-        }
+        let shape = check_shape(name, &spec.dims, tensor)?;
         Ok((element_type, shape))
     }
 
-    fn run(&self, inputs: &[(String, &Tensor)]) -> Result<Vec<NamedTensor>, BackendError> {
+    fn run_inner(&self, inputs: &[(String, &Tensor)]) -> Result<Vec<NamedTensor>, BackendError> {
         let mut checked = Vec::with_capacity(inputs.len());
         let mut realigned = Vec::new();
         for (name, tensor) in inputs {
@@ -286,10 +231,7 @@ impl GraphInner {
             .iter()
             .find(|s| !inputs.iter().any(|(n, _)| *n == s.name))
         {
-            return Err(invalid(format!(
-                "graph `{}` needs input `{}`",
-                self.name, missing.name
-            )));
+            return Err(missing_input(&self.name, &missing.name));
         }
         // Engines read elements in place; copy only when the guest's buffer is misaligned.
         for (_, _, _, tensor) in &checked {
@@ -356,40 +298,12 @@ fn aligned_bytes(words: &[u64], len: usize) -> &[u8] {
     unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), len) }
 }
 
-impl BackendExecutionContext for OnnxContext {
-    fn set_input(&mut self, id: Id, tensor: &Tensor) -> Result<(), BackendError> {
-        let name = self.graph.0.input_name(&id)?;
-        self.inputs.retain(|(n, _)| *n != name);
-        self.inputs.push((name, tensor.clone()));
-        Ok(())
+impl RunGraph for GraphInner {
+    fn input_name(&self, index: u32) -> Option<String> {
+        self.inputs.get(index as usize).map(|s| s.name.clone())
     }
 
-    fn get_output(&mut self, id: Id) -> Result<Tensor, BackendError> {
-        let found = match &id {
-            Id::Index(i) => self.outputs.get(*i as usize),
-            Id::Name(name) => self.outputs.iter().find(|o| o.name == *name),
-        };
-        found
-            .map(|o| o.tensor.clone())
-            .ok_or_else(|| invalid(format!("no output {id:?}; call compute first")))
-    }
-
-    fn compute(
-        &mut self,
-        inputs: Option<Vec<NamedTensor>>,
-    ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
-        match inputs {
-            Some(named) => {
-                let refs: Vec<(String, &Tensor)> =
-                    named.iter().map(|n| (n.name.clone(), &n.tensor)).collect();
-                self.graph.0.run(&refs).map(Some)
-            }
-            None => {
-                let refs: Vec<(String, &Tensor)> =
-                    self.inputs.iter().map(|(n, t)| (n.clone(), t)).collect();
-                self.outputs = self.graph.0.run(&refs)?;
-                Ok(None)
-            }
-        }
+    fn run(&self, inputs: &[(String, &Tensor)]) -> Result<Vec<NamedTensor>, BackendError> {
+        self.run_inner(inputs)
     }
 }
