@@ -8,6 +8,20 @@ use sandserve_host::inference::{EngineSettings, Engines};
 use sandserve_host::runtime::{ElementType, Tensor};
 use std::path::{Path, PathBuf};
 
+/// The runtime the in-process tests share: 32 sandbox slots, memories up to 512 MiB.
+pub fn test_runtime() -> &'static sandserve_host::runtime::Runtime {
+    use sandserve_host::runtime::{Runtime, RuntimeConfig};
+    static RUNTIME: std::sync::OnceLock<Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        Runtime::new(RuntimeConfig {
+            max_concurrent_instances: 32,
+            max_memory_bytes: 512 << 20,
+            ..RuntimeConfig::default()
+        })
+        .expect("runtime starts")
+    })
+}
+
 /// Path of the guest component built from crate `name` (examples or fixtures).
 pub fn guest_path(name: &str) -> PathBuf {
     PathBuf::from(env!("SANDSERVE_GUEST_DIR")).join(format!("{}.wasm", name.replace('-', "_")))

@@ -13,30 +13,21 @@ use sandserve_host::inference::{
     GraphSpec, GuestLoadPolicy, InferenceError, Target,
 };
 use sandserve_host::runtime::{
-    ElementType, LoadedHandler, Request, RequestLimits, Runtime, RuntimeConfig, RuntimeError,
-    Tensor,
+    ElementType, LoadedHandler, Request, RequestLimits, Runtime, RuntimeError, Tensor,
 };
 use sandserve_tests::{
     bytes_tensor, engines, f32_tensor, f32_values, guest_wasm, i64_values, onnx_available,
     openvino_available, read, read_f32, read_i64, repo_root,
 };
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Serialises the tests that load graphs, so the process-wide load counter is exact.
 static GRAPH_LOADING: Mutex<()> = Mutex::new(());
 
 fn runtime() -> &'static Runtime {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        Runtime::new(RuntimeConfig {
-            max_concurrent_instances: 32,
-            max_memory_bytes: 512 << 20,
-            ..RuntimeConfig::default()
-        })
-        .expect("runtime starts")
-    })
+    sandserve_tests::test_runtime()
 }
 
 fn handler(name: &str) -> LoadedHandler {

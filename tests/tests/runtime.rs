@@ -13,15 +13,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 fn runtime() -> &'static Runtime {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        Runtime::new(RuntimeConfig {
-            max_concurrent_instances: 32,
-            max_memory_bytes: 512 << 20,
-            ..RuntimeConfig::default()
-        })
-        .expect("runtime starts")
-    })
+    sandserve_tests::test_runtime()
 }
 
 fn load(name: &str) -> LoadedHandler {

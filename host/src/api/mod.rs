@@ -56,6 +56,14 @@ pub struct AppState {
     pub max_upload_bytes: u64,
 }
 
+/// Parses a model version from a path: a positive integer.
+pub fn parse_version(text: &str) -> Result<u64, ApiError> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| ApiError::bad_request(format!("version `{text}` is not a positive integer")))
+}
+
 /// Runs blocking work (fsyncs, compiles, guest calls) off the async workers.
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,

@@ -2,7 +2,7 @@
 //! deleting them. Everything happens inside the caller's tenant; another tenant's models
 //! are simply not there (404).
 
-use super::{blocking, ApiError, AppState, Caller};
+use super::{blocking, parse_version, ApiError, AppState, Caller};
 use crate::blobs::Digest;
 use crate::package::Manifest;
 use crate::registry::ImageRecord;
@@ -42,13 +42,6 @@ fn version_summary(image: &ImageRecord) -> Value {
         "created_at": image.created_at,
         "created_by": image.created_by,
     })
-}
-
-fn parse_version(text: &str) -> Result<u64, ApiError> {
-    text.parse::<u64>()
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| ApiError::bad_request(format!("version `{text}` is not a positive integer")))
 }
 
 /// `GET /api/2.0/models`: the caller's models.

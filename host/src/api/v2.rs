@@ -4,7 +4,7 @@
 //! (`/versions/{v}` is the image version; without it, the latest).
 
 use super::query::{answer, with_fallback};
-use super::{blocking, ApiError, AppState, Caller, RawBody};
+use super::{blocking, parse_version, ApiError, AppState, Caller, RawBody};
 use crate::codec::{signature, v2};
 use crate::images::LoadedImage;
 use crate::package::{Manifest, Signature};
@@ -17,13 +17,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
-
-fn parse_version(text: &str) -> Result<u64, ApiError> {
-    text.parse::<u64>()
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| ApiError::bad_request(format!("version `{text}` is not a positive integer")))
-}
 
 /// Parses a V2 body and checks it against the image's signature.
 fn parse_checked(
