@@ -37,7 +37,7 @@ fn request(inputs: Vec<Tensor>) -> Request {
 
 fn limits() -> RequestLimits {
     RequestLimits {
-        timeout: Duration::from_millis(500),
+        timeout: Duration::from_secs(10),
         max_memory_bytes: 64 << 20,
         ..RequestLimits::default()
     }
@@ -200,7 +200,7 @@ fn echo_refuses_a_tensor_whose_data_does_not_fit_its_shape() {
 #[test]
 fn an_infinite_loop_is_stopped_at_its_deadline() {
     let spin = load("infinite-loop");
-    let deadline = Duration::from_millis(300);
+    let deadline = Duration::from_millis(1000);
     for _ in 0..2 {
         let started = Instant::now();
         let result = spin.invoke(
