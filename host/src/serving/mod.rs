@@ -52,6 +52,8 @@ pub struct EndpointManager {
     registry: Arc<dyn ModelRegistry>,
     images: Arc<ImageService>,
     live: RwLock<HashMap<EndpointKey, Arc<ActiveConfig>>>,
+    /// Serialises the check-and-set of `config_update`, so two updates never both start.
+    updating: std::sync::Mutex<()>,
 }
 
 fn key(tenant: &str, name: &str) -> EndpointKey {
@@ -65,6 +67,7 @@ impl EndpointManager {
             registry,
             images,
             live: RwLock::default(),
+            updating: std::sync::Mutex::default(),
         })
     }
 
@@ -132,6 +135,7 @@ impl EndpointManager {
         config: EndpointConfig,
     ) -> Result<EndpointRecord, ServingError> {
         let mut config = config::normalise(config)?;
+        let _one_at_a_time = self.updating.lock().unwrap_or_else(|p| p.into_inner());
         let mut record = self.registry.endpoint(tenant, name)?;
         if record.state.config_update == IN_PROGRESS {
             return Err(ServingError::UpdateInProgress(name.to_string()));
