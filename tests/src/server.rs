@@ -47,7 +47,10 @@ impl TestServer {
             .args(extra_args)
             .env("SANDSERVE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("SANDSERVE_ENGINES_DIR", crate::repo_root().join(".engines"))
-            .env("SANDSERVE_LOG", "error")
+            .env(
+                "SANDSERVE_LOG",
+                std::env::var("SANDSERVE_TEST_LOG").unwrap_or_else(|_| "error".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
