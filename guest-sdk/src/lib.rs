@@ -103,3 +103,8 @@ macro_rules! export_handler {
         };
     };
 }
+
+/// The README's handler example, compiled as a doctest so it cannot drift from the SDK.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -81,12 +81,9 @@ impl EntityRuntime {
         }
     }
 
-    /// Runs one request: admission, then a fresh sandbox. The guest runs on this worker
-    /// thread via `block_in_place` (tokio moves its other tasks to another worker), which
-    /// costs far less than a hop to the blocking pool for calls of tens of microseconds;
-    /// the epoch deadline bounds how long it can take.
+    /// Runs one request: admission, then a fresh sandbox on one of the guest threads.
     pub async fn invoke(
-        &self,
+        self: &Arc<Self>,
         mut request: Request,
         raw_body: Option<&[u8]>,
     ) -> Result<Invocation, ServingError> {
@@ -94,11 +91,25 @@ impl EntityRuntime {
         if let (true, Some(raw)) = (self.image.manifest.raw_body, raw_body) {
             request.raw_body = Some(raw.to_vec());
         }
-        let outcome = tokio::task::block_in_place(|| {
-            self.image
-                .handler
-                .invoke(&request, &self.limits, self.image.graphs.nn_ctx())
-        });
+        let entity = self.clone();
+        let threads = guest_threads().ok_or_else(|| {
+            ServingError::Runtime(crate::runtime::RuntimeError::Exhausted(
+                "the guest threads could not be started".into(),
+            ))
+        })?;
+        let outcome = threads
+            .run(move || {
+                entity
+                    .image
+                    .handler
+                    .invoke(&request, &entity.limits, entity.image.graphs.nn_ctx())
+            })
+            .await
+            .ok_or_else(|| ServingError::Overloaded {
+                entity: self.name.clone(),
+                running: self.max_concurrency,
+                queued: self.max_queue,
+            })?;
         let invocation = outcome?;
         tracing::debug!(
             entity = %self.name,
@@ -113,6 +124,22 @@ impl EntityRuntime {
     pub fn running(&self) -> usize {
         self.max_concurrency - self.slots.available_permits()
     }
+}
+
+/// The process-wide guest threads: 16 per CPU, at least 64, so that slow guests (each
+/// bounded by its timeout and by its entity's `max_concurrency`) do not hold up the rest.
+/// Idle threads cost only their stacks; the busiest stay hot.
+fn guest_threads() -> Option<&'static super::executor::GuestThreads> {
+    static THREADS: std::sync::OnceLock<Option<super::executor::GuestThreads>> =
+        std::sync::OnceLock::new();
+    THREADS
+        .get_or_init(|| {
+            let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+            super::executor::GuestThreads::new((cpus * 16).max(64))
+                .map_err(|e| tracing::error!("cannot start the guest threads: {e}"))
+                .ok()
+        })
+        .as_ref()
 }
 
 /// Runs `f` when dropped.

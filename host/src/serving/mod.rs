@@ -7,6 +7,7 @@
 mod config;
 mod entity;
 mod error;
+mod executor;
 mod routing;
 
 pub use entity::EntityRuntime;
