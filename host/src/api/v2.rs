@@ -75,8 +75,13 @@ async fn infer(
     version: Option<u64>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if endpoint_exists(&state, &grant, &name)? {
-        let active = state.endpoints.active(&grant.tenant, &name)?;
+    // The live map answers for ready endpoints without touching the database.
+    let active = match state.endpoints.active(&grant.tenant, &name) {
+        Ok(active) => Some(active),
+        Err(ServingError::Registry(RegistryError::NotFound { .. })) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(active) = active {
         return match version {
             Some(v) => {
                 let entity = active
