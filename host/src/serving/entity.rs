@@ -105,10 +105,10 @@ impl EntityRuntime {
                     .invoke(&request, &entity.limits, entity.image.graphs.nn_ctx())
             })
             .await
-            .ok_or_else(|| ServingError::Overloaded {
-                entity: self.name.clone(),
-                running: self.max_concurrency,
-                queued: self.max_queue,
+            .ok_or_else(|| {
+                ServingError::Runtime(crate::runtime::RuntimeError::Exhausted(
+                    "every guest thread is busy".into(),
+                ))
             })?;
         let invocation = outcome?;
         tracing::debug!(
@@ -128,7 +128,6 @@ impl EntityRuntime {
 
 /// The process-wide guest threads: 16 per CPU, at least 64, so that slow guests (each
 /// bounded by its timeout and by its entity's `max_concurrency`) do not hold up the rest.
-/// Idle threads cost only their stacks; the busiest stay hot.
 fn guest_threads() -> Option<&'static super::executor::GuestThreads> {
     static THREADS: std::sync::OnceLock<Option<super::executor::GuestThreads>> =
         std::sync::OnceLock::new();
