@@ -133,19 +133,17 @@ pub async fn delete_version(
     Ok(Json(json!({})))
 }
 
-/// `POST /api/2.0/models/{name}/versions`: streams the package to disk (bounded memory,
-/// 413 past the limit), checks `X-Content-Sha256` when sent, then validates and publishes.
-pub async fn upload(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let grant = caller
-        .require(Permission::CanManage, "model", &name)?
+/// The checks of an upload that need no body: who, which name, which content type, which
+/// digest.
+fn check_upload(
+    caller: Result<Caller, ApiError>,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<(crate::tenancy::TenantGrant, Option<Digest>), ApiError> {
+    let grant = caller?
+        .require(Permission::CanManage, "model", name)?
         .clone();
-    validate_name("name", &name)?;
+    validate_name("name", name)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -172,6 +170,29 @@ pub async fn upload(
                 })
         })
         .transpose()?;
+    Ok((grant, expected))
+}
+
+/// `POST /api/2.0/models/{name}/versions`: streams the package to disk (bounded memory,
+/// 413 past the limit), checks `X-Content-Sha256` when sent, then validates and publishes.
+pub async fn upload(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mut stream = body.into_data_stream();
+    let checked = check_upload(caller, &name, &headers);
+    let (grant, expected) = match checked {
+        Ok(checked) => checked,
+        Err(e) => {
+            // Read (and drop) what the client is still sending, so that it reads the answer
+            // and can reuse the connection.
+            linger(&mut stream).await;
+            return Err(e);
+        }
+    };
     let limit = state.max_upload_bytes;
     let too_large = || {
         ApiError::too_large(format!(
@@ -183,7 +204,6 @@ pub async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut stream = body.into_data_stream();
     if declared.is_some_and(|len| len > limit.saturating_add(LINGER_BYTES)) {
         // Far too large: answer at once (clients sending `Expect: 100-continue` never send it).
         return Err(too_large());
