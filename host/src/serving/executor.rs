@@ -1,36 +1,50 @@
 //! The threads that run guests: a fixed pool, so that a request's sandbox and its engine
 //! calls land on a thread whose caches and thread-local state are warm, and never on an
 //! async worker (a slow guest cannot stall the server's network I/O).
+//!
+//! Idle threads wait on a stack: a job goes to the thread that went idle last (the one with
+//! the warmest caches) and wakes only that thread. When no thread is idle, jobs wait in a
+//! bounded queue that every thread drains before going idle again.
 
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// A fixed set of threads taking jobs from one queue.
+struct Shared {
+    /// Idle threads' own job channels, most recently idle last.
+    idle: Mutex<Vec<Sender<Job>>>,
+    /// Jobs waiting for a thread.
+    queued: Sender<Job>,
+    waiting: Receiver<Job>,
+}
+
+/// A fixed set of guest threads.
 pub struct GuestThreads {
-    queue: Sender<Job>,
+    shared: Arc<Shared>,
 }
 
 impl GuestThreads {
-    /// Starts `threads` threads.
+    /// Starts `threads` threads; at most `threads * 64` jobs wait when all are busy.
     pub fn new(threads: usize) -> std::io::Result<Self> {
-        // Each idle thread waits on the channel itself, so a job wakes exactly one thread.
-        let (queue, jobs) = bounded::<Job>(threads.max(1) * 64);
+        let (queued, waiting) = bounded::<Job>(threads.max(1) * 64);
+        let shared = Arc::new(Shared {
+            idle: Mutex::new(Vec::with_capacity(threads)),
+            queued,
+            waiting,
+        });
         for i in 0..threads.max(1) {
-            let jobs = jobs.clone();
+            let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("sandserve-guest-{i}"))
-                .spawn(move || {
-                    while let Ok(job) = jobs.recv() {
-                        job();
-                    }
-                })?;
+                .spawn(move || worker(&shared))?;
         }
-        Ok(Self { queue })
+        Ok(Self { shared })
     }
 
     /// Runs `work` on a guest thread and waits for its result without blocking the caller's
-    /// async worker. `None` if the pool is gone.
+    /// async worker. `None` when every thread is busy and the queue is full (the caller
+    /// answers 503).
     pub async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
@@ -39,11 +53,42 @@ impl GuestThreads {
         let job: Job = Box::new(move || {
             let _ = done.send(work());
         });
-        // The queue is bounded; when every thread is busy and the queue is full the request
-        // is refused rather than piling up (admission control keeps this rare).
-        if self.queue.try_send(job).is_err() {
-            return None;
+        {
+            let mut idle = self.shared.idle.lock().unwrap_or_else(|p| p.into_inner());
+            match idle.pop() {
+                // The thread is blocked on its own channel, which has room for one job.
+                Some(thread) => {
+                    drop(idle);
+                    thread.send(job).ok()?;
+                }
+                // Queued under the lock, so a thread going idle cannot miss it.
+                None => self.shared.queued.try_send(job).ok()?,
+            }
         }
         result.await.ok()
+    }
+}
+
+fn worker(shared: &Shared) {
+    let (mine, jobs) = bounded::<Job>(1);
+    loop {
+        let next = {
+            let mut idle = shared.idle.lock().unwrap_or_else(|p| p.into_inner());
+            match shared.waiting.try_recv() {
+                Ok(job) => Some(job),
+                Err(_) => {
+                    idle.push(mine.clone());
+                    None
+                }
+            }
+        };
+        let job = match next {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        job();
     }
 }
