@@ -98,15 +98,25 @@ fn engine_available(test: &str, missing: Option<impl std::fmt::Display>) -> bool
 
 /// Reads a raw little-endian f32 file.
 pub fn read_f32(path: &Path) -> Vec<f32> {
-    read(path)
+    le_f32(&read(path))
+}
+
+/// Reads a raw little-endian i64 file.
+pub fn read_i64(path: &Path) -> Vec<i64> {
+    le_i64(&read(path))
+}
+
+/// Little-endian f32 values.
+fn le_f32(bytes: &[u8]) -> Vec<f32> {
+    bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
 }
 
-/// Reads a raw little-endian i64 file.
-pub fn read_i64(path: &Path) -> Vec<i64> {
-    read(path)
+/// Little-endian i64 values.
+fn le_i64(bytes: &[u8]) -> Vec<i64> {
+    bytes
         .chunks_exact(8)
         .map(|c| {
             let mut raw = [0u8; 8];
@@ -143,23 +153,11 @@ pub fn bytes_tensor(name: &str, values: &[&str]) -> Tensor {
 /// Decodes an f32 tensor.
 pub fn f32_values(tensor: &Tensor) -> Vec<f32> {
     assert_eq!(tensor.element_type, ElementType::F32, "{}", tensor.name);
-    tensor
-        .data
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    le_f32(&tensor.data)
 }
 
 /// Decodes an i64 tensor.
 pub fn i64_values(tensor: &Tensor) -> Vec<i64> {
     assert_eq!(tensor.element_type, ElementType::I64, "{}", tensor.name);
-    tensor
-        .data
-        .chunks_exact(8)
-        .map(|c| {
-            let mut raw = [0u8; 8];
-            raw.copy_from_slice(c);
-            i64::from_le_bytes(raw)
-        })
-        .collect()
+    le_i64(&tensor.data)
 }

@@ -99,6 +99,19 @@ fn query(
     (status, body, served)
 }
 
+/// The benchmark CNN behind the `nn-proxy` handler, as model `cnn`.
+fn cnn_package() -> Vec<u8> {
+    handler_package(
+        "cnn",
+        "nn-proxy",
+        "[[graphs]]\nname = \"bench\"\nencoding = \"onnx\"\nfiles = [\"model/bench.onnx\"]\n",
+        &[(
+            "model/bench.onnx",
+            read(&repo_root().join("models/bench_cnn.onnx")),
+        )],
+    )
+}
+
 struct Setup {
     server: TestServer,
     token: String,
@@ -367,15 +380,7 @@ fn a_config_update_under_load_loses_no_request_and_a_failed_one_keeps_serving() 
     assert_eq!((status, served.as_str()), (200, "digits-2"));
 
     // A second update while one runs is refused.
-    let cnn = handler_package(
-        "cnn",
-        "nn-proxy",
-        "[[graphs]]\nname = \"bench\"\nencoding = \"onnx\"\nfiles = [\"model/bench.onnx\"]\n",
-        &[(
-            "model/bench.onnx",
-            read(&repo_root().join("models/bench_cnn.onnx")),
-        )],
-    );
+    let cnn = cnn_package();
     assert_eq!(s.client.upload("cnn", &cnn).0, 201);
     let slow = json!({"served_entities": [entity("digits", 2), entity("cnn", 1)], "traffic_config": {"routes": [
         {"served_entity_name": "digits-2", "traffic_percentage": 100},
@@ -643,15 +648,7 @@ fn overload_at_ten_times_the_limit_gets_fast_refusals_and_bounded_memory() {
         return;
     }
     let s = setup(&[]);
-    let cnn = handler_package(
-        "cnn",
-        "nn-proxy",
-        "[[graphs]]\nname = \"bench\"\nencoding = \"onnx\"\nfiles = [\"model/bench.onnx\"]\n",
-        &[(
-            "model/bench.onnx",
-            read(&repo_root().join("models/bench_cnn.onnx")),
-        )],
-    );
+    let cnn = cnn_package();
     assert_eq!(s.client.upload("cnn", &cnn).0, 201);
     let mut limited = entity("cnn", 1);
     limited["max_concurrency"] = json!(2);
