@@ -50,6 +50,21 @@ impl CpuMemoryInfo {
     }
 }
 
+// SAFETY: an OrtMemoryInfo is an immutable description (device, allocator kind) that ONNX
+// Runtime only reads; sharing it between threads is how its own C++ API uses it.
+unsafe impl Send for CpuMemoryInfo {}
+// SAFETY: as above, never mutated after creation.
+unsafe impl Sync for CpuMemoryInfo {}
+
+/// The CPU memory description every input tensor uses, created once per process.
+fn cpu_memory() -> Result<&'static CpuMemoryInfo, String> {
+    static MEMORY: std::sync::OnceLock<Result<CpuMemoryInfo, String>> = std::sync::OnceLock::new();
+    MEMORY
+        .get_or_init(CpuMemoryInfo::new)
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
 impl Drop for CpuMemoryInfo {
     fn drop(&mut self) {
         // SAFETY: created by CreateCpuMemoryInfo, released once.
@@ -99,7 +114,7 @@ pub fn run(
     element_size: impl Fn(ONNXTensorElementDataType) -> Option<usize>,
 ) -> Result<Vec<Output>, String> {
     let api = ort::api();
-    let memory = CpuMemoryInfo::new()?;
+    let memory = cpu_memory()?;
     let mut values = Vec::with_capacity(inputs.len());
     let mut names = Vec::with_capacity(inputs.len());
     for input in inputs {
