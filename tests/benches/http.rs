@@ -5,7 +5,8 @@
 //! the same client.
 //!
 //! Run: `scripts/bench-http.sh` (builds the release binary first). Results go in
-//! docs/benchmarks.md.
+//! docs/benchmarks.md. For profiling: `SANDSERVE_BENCH_ONLY=digits:1` runs one row and
+//! `SANDSERVE_BENCH_SECS=20` measures each row that long (the server's pid is printed).
 
 use axum::body::Bytes;
 use axum::routing::post;
@@ -21,7 +22,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const WARMUP: Duration = Duration::from_millis(500);
-const RUN: Duration = Duration::from_secs(3);
+const DEFAULT_RUN_SECS: u64 = 3;
+
+fn run_time() -> Duration {
+    let secs = std::env::var("SANDSERVE_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_RUN_SECS);
+    Duration::from_secs(secs)
+}
 
 struct Stats {
     per_second: f64,
@@ -71,7 +80,7 @@ fn load(url: &str, token: &str, body: &Value, concurrency: usize) -> Stats {
             .collect();
         std::thread::sleep(WARMUP);
         measuring.store(true, Ordering::Relaxed);
-        std::thread::sleep(RUN);
+        std::thread::sleep(run_time());
         measuring.store(false, Ordering::Relaxed);
         stop.store(true, Ordering::Relaxed);
         handles
@@ -88,7 +97,7 @@ fn load(url: &str, token: &str, body: &Value, concurrency: usize) -> Stats {
             .unwrap_or_default()
     };
     Stats {
-        per_second: all.len() as f64 / RUN.as_secs_f64(),
+        per_second: all.len() as f64 / run_time().as_secs_f64(),
         p50: at(0.5),
         p99: at(0.99),
         errors,
@@ -146,6 +155,8 @@ fn main() {
         .unwrap_or_default();
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let server = TestServer::start(data.path(), &extra);
+    eprintln!("sandserve pid {}", server.pid());
+    let only = std::env::var("SANDSERVE_BENCH_ONLY").ok();
     let token = server.admin().tenant_with_token("bench", "CAN_MANAGE");
     let client = server.client(&token);
     let mut signatures = Vec::new();
@@ -188,6 +199,12 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|");
     for (model, body) in &bodies {
         for concurrency in [1, 32] {
+            if only
+                .as_deref()
+                .is_some_and(|o| o != format!("{model}:{concurrency}"))
+            {
+                continue;
+            }
             let base = load(
                 &format!("{bare}/bare/{model}/invocations"),
                 &token,
