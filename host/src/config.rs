@@ -38,6 +38,12 @@ pub enum ConfigError {
     },
 }
 
+/// Default for `inline_max_run_us`: 1 ms.
+pub const DEFAULT_INLINE_MAX_RUN_US: u64 = 1000;
+/// Largest `inline_max_run_us`: 10 ms, the inline budget (a run that long would be stopped
+/// and moved to a guest thread anyway).
+pub const MAX_INLINE_MAX_RUN_US: u64 = 10_000;
+
 /// Settings a config file may hold (every key optional).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +64,8 @@ pub struct FileConfig {
     pub fuel_metering: Option<bool>,
     /// Folder of the engine libraries.
     pub engines_dir: Option<PathBuf>,
+    /// Longest run, in microseconds, that lets an entity's small requests run inline.
+    pub inline_max_run_us: Option<u64>,
 }
 
 /// The validated server configuration.
@@ -79,6 +87,10 @@ pub struct ServeConfig {
     pub fuel_metering: bool,
     /// Folder of the engine libraries (`scripts/setup-engines.sh` fills `.engines`).
     pub engines_dir: Option<PathBuf>,
+    /// An entity whose last run (instantiate + predict) took less than this runs its small
+    /// requests inline on the async worker when the server is otherwise idle; zero turns
+    /// inline runs off (see `serving/placement.rs`).
+    pub inline_max_run: std::time::Duration,
 }
 
 /// Values given on the command line (or through their environment variables).
@@ -98,6 +110,8 @@ pub struct Overrides {
     pub fuel_metering: bool,
     /// `--engines-dir`.
     pub engines_dir: Option<PathBuf>,
+    /// `--inline-max-run-us`.
+    pub inline_max_run_us: Option<u64>,
 }
 
 /// Reads a config file.
@@ -140,6 +154,12 @@ impl ServeConfig {
             max_instances: flags.max_instances.or(file.max_instances).unwrap_or(256),
             fuel_metering: flags.fuel_metering || file.fuel_metering.unwrap_or(false),
             engines_dir: flags.engines_dir.or(file.engines_dir),
+            inline_max_run: std::time::Duration::from_micros(
+                flags
+                    .inline_max_run_us
+                    .or(file.inline_max_run_us)
+                    .unwrap_or(DEFAULT_INLINE_MAX_RUN_US),
+            ),
         };
         config.validate()?;
         Ok(config)
@@ -166,6 +186,14 @@ impl ServeConfig {
                 problem: "must be at least max_upload_mib".into(),
             });
         }
+        if self.inline_max_run > std::time::Duration::from_micros(MAX_INLINE_MAX_RUN_US) {
+            return Err(ConfigError::Invalid {
+                field: "inline_max_run_us",
+                problem: format!(
+                    "must be at most {MAX_INLINE_MAX_RUN_US} (0 turns inline runs off)"
+                ),
+            });
+        }
         if !(1..=100_000).contains(&self.max_instances) {
             return Err(ConfigError::Invalid {
                 field: "max_instances",
@@ -179,6 +207,22 @@ impl ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inline_max_run_defaults_to_a_millisecond_and_is_bounded() {
+        let config =
+            ServeConfig::resolve(Overrides::default(), None, FileConfig::default()).unwrap();
+        assert_eq!(config.inline_max_run, std::time::Duration::from_millis(1));
+        let off: FileConfig = toml::from_str("inline_max_run_us = 0").unwrap();
+        let config = ServeConfig::resolve(Overrides::default(), None, off).unwrap();
+        assert!(config.inline_max_run.is_zero());
+        let too_long = Overrides {
+            inline_max_run_us: Some(MAX_INLINE_MAX_RUN_US + 1),
+            ..Overrides::default()
+        };
+        let error = ServeConfig::resolve(too_long, None, FileConfig::default()).unwrap_err();
+        assert!(error.to_string().contains("inline_max_run_us"), "{error}");
+    }
 
     #[test]
     fn flags_win_over_the_file_and_limits_are_checked() {

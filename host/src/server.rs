@@ -10,7 +10,7 @@ use crate::inference::{EngineSettings, Engines};
 use crate::package::UnpackLimits;
 use crate::registry::{ModelRegistry, SledRegistry};
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::serving::EndpointManager;
+use crate::serving::{EndpointManager, InlinePolicy};
 use crate::tenancy::{hash_secret, new_salt, redacted, secret_matches};
 use std::sync::Arc;
 use thiserror::Error;
@@ -93,7 +93,13 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         },
         config.fuel_metering,
     ));
-    let endpoints = EndpointManager::new(registry.clone(), images.clone());
+    let endpoints = EndpointManager::new(
+        registry.clone(),
+        images.clone(),
+        InlinePolicy {
+            max_run: config.inline_max_run,
+        },
+    );
     let state = AppState {
         registry,
         images,

@@ -34,12 +34,44 @@ pub struct TestServer {
     pub url: String,
     /// Its data folder.
     pub data_dir: PathBuf,
+    /// Where its log goes, when started with [`TestServer::start_logging`].
+    log_path: Option<PathBuf>,
 }
 
 impl TestServer {
     /// Starts `sandserve serve` on a free port with `data_dir` and extra flags, and waits
     /// until it listens.
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> Self {
+        Self::spawn(data_dir, extra_args, None)
+    }
+
+    /// Like [`TestServer::start`], with the log filtered by `filter` (`SANDSERVE_LOG`
+    /// syntax) and written to a file that [`TestServer::log`] reads.
+    pub fn start_logging(data_dir: &Path, extra_args: &[&str], filter: &str) -> Self {
+        Self::spawn(data_dir, extra_args, Some(filter))
+    }
+
+    /// What the server has logged so far, without terminal colours (empty unless started
+    /// with [`TestServer::start_logging`]).
+    pub fn log(&self) -> String {
+        let text = self
+            .log_path
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default();
+        strip_ansi(&text)
+    }
+
+    fn spawn(data_dir: &Path, extra_args: &[&str], log_filter: Option<&str>) -> Self {
+        let log_path = log_filter.map(|_| data_dir.with_extension("server.log"));
+        let stderr = match &log_path {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("server log file")),
+            None => Stdio::inherit(),
+        };
+        let filter = match log_filter {
+            Some(filter) => filter.to_string(),
+            None => std::env::var("SANDSERVE_TEST_LOG").unwrap_or_else(|_| "error".into()),
+        };
         let mut child = Command::new(sandserve_bin())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
@@ -47,12 +79,9 @@ impl TestServer {
             .args(extra_args)
             .env("SANDSERVE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("SANDSERVE_ENGINES_DIR", crate::repo_root().join(".engines"))
-            .env(
-                "SANDSERVE_LOG",
-                std::env::var("SANDSERVE_TEST_LOG").unwrap_or_else(|_| "error".into()),
-            )
+            .env("SANDSERVE_LOG", filter)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("sandserve starts");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -76,6 +105,7 @@ impl TestServer {
             child,
             url,
             data_dir: data_dir.to_path_buf(),
+            log_path,
         }
     }
 
@@ -118,6 +148,24 @@ impl TestServer {
     }
 }
 
+/// `text` without ANSI colour sequences (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn terminate(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -136,6 +184,9 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             terminate(&mut self.child);
+        }
+        if let Some(path) = &self.log_path {
+            let _ = std::fs::remove_file(path);
         }
     }
 }

@@ -27,6 +27,12 @@ use wasmtime::{
 };
 use wasmtime_wasi_nn::wit::WasiNnCtx;
 
+/// Native stack size for threads that run guests (guest threads and the server's async
+/// workers, which run small requests inline). A guest's wasm stack lives on the calling
+/// thread's stack, so this leaves room for the largest `max_wasm_stack_bytes` we allow
+/// (1 MiB) plus the host frames below and above it (engine calls included).
+pub const HOST_THREAD_STACK_BYTES: usize = 8 << 20;
+
 /// Engine-wide settings, fixed when the runtime starts.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {

@@ -2,12 +2,17 @@
 //! control (at most `max_concurrency` requests running, at most `max_queue` waiting; past
 //! that a request is refused at once instead of piling up in memory).
 
+use super::placement::{
+    now_millis, InSandbox, InlinePolicy, Placement, RunHistory, INLINE_BUDGET,
+    MAX_INLINE_INPUT_BYTES,
+};
 use super::ServingError;
 use crate::images::LoadedImage;
 use crate::registry::ServedEntity;
-use crate::runtime::{Invocation, Request, RequestLimits};
+use crate::runtime::{Invocation, Request, RequestLimits, RuntimeError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A served entity ready to take requests.
@@ -28,11 +33,17 @@ pub struct EntityRuntime {
     pub max_queue: usize,
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
+    history: RunHistory,
 }
 
 impl EntityRuntime {
     /// Builds the runtime view of `config` over a loaded image.
-    pub fn new(config: &ServedEntity, version: u64, image: Arc<LoadedImage>) -> Self {
+    pub fn new(
+        config: &ServedEntity,
+        version: u64,
+        image: Arc<LoadedImage>,
+        inline: InlinePolicy,
+    ) -> Self {
         let mut limits = image.limits.clone();
         if let Some(ms) = config.timeout_ms {
             limits.timeout = std::time::Duration::from_millis(ms);
@@ -56,6 +67,7 @@ impl EntityRuntime {
             max_queue,
             slots: Arc::new(Semaphore::new(max_concurrency)),
             waiting: AtomicUsize::new(0),
+            history: RunHistory::new(inline),
         }
     }
 
@@ -81,7 +93,8 @@ impl EntityRuntime {
         }
     }
 
-    /// Runs one request: admission, then a fresh sandbox on one of the guest threads.
+    /// Runs one request: admission, then a fresh sandbox, inline or on a guest thread
+    /// (see [`super::placement`]).
     pub async fn invoke(
         self: &Arc<Self>,
         mut request: Request,
@@ -91,33 +104,111 @@ impl EntityRuntime {
         if let (true, Some(raw)) = (self.image.manifest.raw_body, raw_body) {
             request.raw_body = Some(raw.to_vec());
         }
-        let entity = self.clone();
-        let threads = guest_threads().ok_or_else(|| {
-            ServingError::Runtime(crate::runtime::RuntimeError::Exhausted(
-                "the guest threads could not be started".into(),
-            ))
-        })?;
-        let outcome = threads
-            .run(move || {
-                entity
-                    .image
-                    .handler
-                    .invoke(&request, &entity.limits, entity.image.graphs.nn_ctx())
-            })
-            .await
-            .ok_or_else(|| {
-                ServingError::Runtime(crate::runtime::RuntimeError::Exhausted(
-                    "every guest thread is busy".into(),
-                ))
-            })?;
+        let in_sandbox = InSandbox::enter();
+        let inline = in_sandbox.alone()
+            && self.history.inline_allowed(now_millis())
+            && input_bytes(&request) <= MAX_INLINE_INPUT_BYTES;
+        let (outcome, placement) = if inline {
+            self.run_inline_first(request).await
+        } else {
+            let outcome = self.run_on_guest_thread(request, self.limits.clone()).await;
+            (outcome, Placement::GuestThread)
+        };
+        drop(in_sandbox);
+        match &outcome {
+            Ok(invocation) => self
+                .history
+                .record(invocation.instantiate_time + invocation.predict_time),
+            Err(ServingError::Runtime(RuntimeError::Timeout { .. })) => {
+                self.history.demote(now_millis());
+            }
+            Err(_) => {}
+        }
         let invocation = outcome?;
         tracing::debug!(
             entity = %self.name,
+            placement = placement.as_str(),
             instantiate_us = invocation.instantiate_time.as_micros() as u64,
             predict_us = invocation.predict_time.as_micros() as u64,
             "request served"
         );
         Ok(invocation)
+    }
+
+    /// Runs the request on this async worker within [`INLINE_BUDGET`]; past it, runs it
+    /// again on a guest thread with the rest of its timeout.
+    async fn run_inline_first(
+        self: &Arc<Self>,
+        request: Request,
+    ) -> (Result<Invocation, ServingError>, Placement) {
+        let started = Instant::now();
+        let budgeted = self.limits.timeout > INLINE_BUDGET;
+        let mut limits = self.limits.clone();
+        if budgeted {
+            limits.timeout = INLINE_BUDGET;
+        }
+        let outcome = self
+            .image
+            .handler
+            .invoke(&request, &limits, self.image.graphs.nn_ctx());
+        match outcome {
+            Err(RuntimeError::Timeout { .. }) if budgeted => {
+                self.history.demote(now_millis());
+                tracing::debug!(
+                    entity = %self.name,
+                    "inline run passed its budget; running it again on a guest thread"
+                );
+                let mut rest = self.limits.clone();
+                rest.timeout = self
+                    .limits
+                    .timeout
+                    .saturating_sub(started.elapsed())
+                    .max(Duration::from_millis(1));
+                let outcome = self.run_on_guest_thread(request, rest).await;
+                (outcome, Placement::InlineThenGuestThread)
+            }
+            other => (
+                other.map_err(self.reporting_full_timeout()),
+                Placement::Inline,
+            ),
+        }
+    }
+
+    /// Runs the request on a guest thread under `limits`.
+    async fn run_on_guest_thread(
+        self: &Arc<Self>,
+        request: Request,
+        limits: RequestLimits,
+    ) -> Result<Invocation, ServingError> {
+        let threads = guest_threads().ok_or_else(|| {
+            ServingError::Runtime(RuntimeError::Exhausted(
+                "the guest threads could not be started".into(),
+            ))
+        })?;
+        let entity = self.clone();
+        let outcome = threads
+            .run(move || {
+                entity
+                    .image
+                    .handler
+                    .invoke(&request, &limits, entity.image.graphs.nn_ctx())
+            })
+            .await
+            .ok_or_else(|| {
+                ServingError::Runtime(RuntimeError::Exhausted("every guest thread is busy".into()))
+            })?;
+        outcome.map_err(self.reporting_full_timeout())
+    }
+
+    /// Maps a runtime error to a serving error, naming the entity's own timeout (a rerun
+    /// after an inline attempt runs under what was left of it).
+    fn reporting_full_timeout(&self) -> impl Fn(RuntimeError) -> ServingError + '_ {
+        |error| match error {
+            RuntimeError::Timeout { .. } => ServingError::Runtime(RuntimeError::Timeout {
+                timeout: self.limits.timeout,
+            }),
+            other => ServingError::Runtime(other),
+        }
     }
 
     /// Requests running right now.
@@ -139,6 +230,11 @@ fn guest_threads() -> Option<&'static super::executor::GuestThreads> {
                 .ok()
         })
         .as_ref()
+}
+
+/// Total bytes of the request's input tensors.
+fn input_bytes(request: &Request) -> usize {
+    request.inputs.iter().map(|t| t.data.len()).sum()
 }
 
 /// Runs `f` when dropped.

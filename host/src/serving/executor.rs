@@ -1,6 +1,7 @@
 //! The threads that run guests: a fixed pool, so that a request's sandbox and its engine
-//! calls land on a thread whose caches and thread-local state are warm, and never on an
-//! async worker (a slow guest cannot stall the server's network I/O).
+//! calls land on a thread whose caches and thread-local state are warm, and not on an async
+//! worker (a slow guest cannot stall the server's network I/O). The one exception, small
+//! fast requests on an otherwise idle server, is decided in `placement`.
 //!
 //! Idle threads wait on a stack: a job goes to the thread that went idle last (the one with
 //! the warmest caches) and wakes only that thread. When no thread is idle, jobs wait in a
@@ -37,6 +38,7 @@ impl GuestThreads {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("sandserve-guest-{i}"))
+                .stack_size(crate::runtime::HOST_THREAD_STACK_BYTES)
                 .spawn(move || worker(&shared))?;
         }
         Ok(Self { shared })

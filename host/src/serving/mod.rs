@@ -8,10 +8,12 @@ mod config;
 mod entity;
 mod error;
 mod executor;
+mod placement;
 mod routing;
 
 pub use entity::EntityRuntime;
 pub use error::ServingError;
+pub use placement::InlinePolicy;
 pub use routing::Split;
 
 use crate::images::ImageService;
@@ -52,6 +54,8 @@ type EndpointKey = (String, String);
 pub struct EndpointManager {
     registry: Arc<dyn ModelRegistry>,
     images: Arc<ImageService>,
+    /// When requests may run inline on the async worker.
+    inline: InlinePolicy,
     live: RwLock<HashMap<EndpointKey, Arc<ActiveConfig>>>,
     /// Serialises the check-and-set of `config_update`, so two updates never both start.
     updating: std::sync::Mutex<()>,
@@ -63,10 +67,15 @@ fn key(tenant: &str, name: &str) -> EndpointKey {
 
 impl EndpointManager {
     /// A manager over these stores.
-    pub fn new(registry: Arc<dyn ModelRegistry>, images: Arc<ImageService>) -> Arc<Self> {
+    pub fn new(
+        registry: Arc<dyn ModelRegistry>,
+        images: Arc<ImageService>,
+        inline: InlinePolicy,
+    ) -> Arc<Self> {
         Arc::new(Self {
             registry,
             images,
+            inline,
             live: RwLock::default(),
             updating: std::sync::Mutex::default(),
         })
@@ -198,8 +207,8 @@ impl EndpointManager {
         restoring: bool,
     ) {
         let images = self.images.clone();
-        let (t, c) = (tenant.clone(), config.clone());
-        let loaded = tokio::task::spawn_blocking(move || load_entities(&images, &t, &c))
+        let (t, c, inline) = (tenant.clone(), config.clone(), self.inline);
+        let loaded = tokio::task::spawn_blocking(move || load_entities(&images, &t, &c, inline))
             .await
             .unwrap_or_else(|e| Err(format!("preparing the config failed: {e}")));
         let outcome = match loaded {
@@ -353,6 +362,7 @@ fn load_entities(
     images: &ImageService,
     tenant: &str,
     config: &EndpointConfig,
+    inline: InlinePolicy,
 ) -> Result<Vec<Arc<EntityRuntime>>, String> {
     config
         .served_entities
@@ -364,7 +374,7 @@ fn load_entities(
             let image = images
                 .load(tenant, &entity.entity_name, version)
                 .map_err(|e| format!("served entity `{}`: {e}", entity.name))?;
-            Ok(Arc::new(EntityRuntime::new(entity, version, image)))
+            Ok(Arc::new(EntityRuntime::new(entity, version, image, inline)))
         })
         .collect()
 }

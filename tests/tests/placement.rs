@@ -1,0 +1,192 @@
+//! Where requests run, against the real binary: small requests of a proven-fast entity run
+//! inline on an idle server; one that passes the inline budget runs again on a guest thread
+//! and still answers correctly, without holding up other requests; its entity is then
+//! demoted; large inputs never run inline. The server's debug log names each request's
+//! placement.
+
+#![allow(clippy::unwrap_used)]
+
+use sandserve_tests::packages::handler_package;
+use sandserve_tests::server::{Client, TestServer};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LOG_FILTER: &str = "error,sandserve_host::serving=debug";
+/// Counts any run under 10 ms as fast, so that a slow (debug) build on a busy machine
+/// places requests the same way as a release build does with the 1 ms default.
+const FLAGS: [&str; 2] = ["--inline-max-run-us", "10000"];
+
+fn wait_ready(client: &Client, endpoint: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = client.get(&format!("/api/2.0/serving-endpoints/{endpoint}"));
+        assert_eq!(status, 200, "{body}");
+        if body["state"]["ready"] == "READY" && body["state"]["config_update"] == "NOT_UPDATING" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never ready: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Placements of the `request served` log lines, in order.
+fn placements(server: &TestServer) -> Vec<String> {
+    server
+        .log()
+        .lines()
+        .filter(|l| l.contains("request served"))
+        .filter_map(|l| {
+            let rest = &l[l.find("placement=\"")? + "placement=\"".len()..];
+            Some(rest[..rest.find('"')?].to_string())
+        })
+        .collect()
+}
+
+/// Waits until the server has logged `n` served requests (the line follows the reply).
+fn served(server: &TestServer, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = placements(server);
+        if seen.len() >= n || Instant::now() > deadline {
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn placement_follows_speed_load_and_size() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start_logging(data.path(), &FLAGS, LOG_FILTER);
+    let token = server.admin().tenant_with_token("acme", "CAN_MANAGE");
+    let client = server.client(&token);
+    let package = handler_package(
+        "slow",
+        "slow-on-request",
+        "[limits]\ntimeout_ms = 5000\n",
+        &[],
+    );
+    assert_eq!(client.upload("slow", &package).0, 201);
+    let (status, reply) = client.post(
+        "/api/2.0/serving-endpoints",
+        &json!({"name": "slow", "config": {"served_entities": [
+            {"entity_name": "slow", "entity_version": "1"}
+        ]}}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    wait_ready(&client, "slow");
+    let path = "/serving-endpoints/slow/invocations";
+    let small = json!({"inputs": {"x": [[1.0, 2.0, 3.0]]}});
+    let expect_echo = |reply: &Value, rows: &Value| {
+        assert_eq!(&reply["predictions"], rows, "{reply}");
+    };
+
+    // The first request proves the entity fast (it runs on a guest thread); the next
+    // ones, sent one at a time, run inline.
+    for _ in 0..3 {
+        let (status, reply) = client.post(path, &small);
+        assert_eq!(status, 200, "{reply}");
+        expect_echo(&reply, &json!([[1.0, 2.0, 3.0]]));
+    }
+    let seen = served(&server, 3);
+    assert_eq!(seen, ["guest-thread", "inline", "inline"], "{seen:?}");
+
+    // A request that spins past the inline budget is stopped and run again on a guest
+    // thread; meanwhile the server answers other requests.
+    let finished = Arc::new(AtomicBool::new(false));
+    let slow = {
+        let (client, finished) = (server.client(&token), finished.clone());
+        std::thread::spawn(move || {
+            let reply = client.post(
+                path,
+                &json!({"inputs": {"x": [[4.0, 5.0]]}, "params": {"spin_ms": 1500}}),
+            );
+            finished.store(true, Ordering::SeqCst);
+            reply
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, health) = server.admin().get("/health");
+    assert_eq!(status, 200, "{health}");
+    let (status, reply) = client.post(path, &small);
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        !finished.load(Ordering::SeqCst),
+        "the other requests should have been answered while the slow one ran"
+    );
+    let (status, reply) = slow.join().unwrap();
+    assert_eq!(status, 200, "{reply}");
+    expect_echo(&reply, &json!([[4.0, 5.0]]));
+    let seen = served(&server, 5);
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    // The concurrent small request saw another request in a sandbox: guest thread.
+    assert_eq!(seen[3], "guest-thread", "{seen:?}");
+    assert_eq!(seen[4], "inline-then-guest-thread", "{seen:?}");
+
+    // The entity is demoted: even alone and fast, its requests stay on guest threads.
+    let (status, reply) = client.post(path, &small);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(served(&server, 6)[5], "guest-thread");
+}
+
+#[test]
+fn large_inputs_never_run_inline() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start_logging(data.path(), &FLAGS, LOG_FILTER);
+    let token = server.admin().tenant_with_token("acme", "CAN_MANAGE");
+    let client = server.client(&token);
+    let package = handler_package("slow", "slow-on-request", "", &[]);
+    assert_eq!(client.upload("slow", &package).0, 201);
+    let (status, reply) = client.post(
+        "/api/2.0/serving-endpoints",
+        &json!({"name": "slow", "config": {"served_entities": [
+            {"entity_name": "slow", "entity_version": "1"}
+        ]}}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    wait_ready(&client, "slow");
+    let path = "/serving-endpoints/slow/invocations";
+    for _ in 0..2 {
+        let (status, reply) = client.post(path, &json!({"inputs": {"x": [[1.0]]}}));
+        assert_eq!(status, 200, "{reply}");
+    }
+    // 20,000 FP32 values = 80,000 bytes, past the 64 KiB inline limit.
+    let row: Vec<f32> = (0..20_000).map(|i| i as f32).collect();
+    let (status, reply) = client.post(path, &json!({"inputs": {"x": [row]}}));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply["predictions"][0].as_array().map(Vec::len),
+        Some(20_000)
+    );
+    let seen = served(&server, 3);
+    assert_eq!(seen, ["guest-thread", "inline", "guest-thread"], "{seen:?}");
+}
+
+#[test]
+fn inline_runs_can_be_turned_off() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start_logging(data.path(), &["--inline-max-run-us", "0"], LOG_FILTER);
+    let token = server.admin().tenant_with_token("acme", "CAN_MANAGE");
+    let client = server.client(&token);
+    let package = handler_package("slow", "slow-on-request", "", &[]);
+    assert_eq!(client.upload("slow", &package).0, 201);
+    let (status, reply) = client.post(
+        "/api/2.0/serving-endpoints",
+        &json!({"name": "slow", "config": {"served_entities": [
+            {"entity_name": "slow", "entity_version": "1"}
+        ]}}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    wait_ready(&client, "slow");
+    for _ in 0..3 {
+        let (status, reply) = client.post(
+            "/serving-endpoints/slow/invocations",
+            &json!({"inputs": {"x": [[1.0]]}}),
+        );
+        assert_eq!(status, 200, "{reply}");
+    }
+    let seen = served(&server, 3);
+    assert_eq!(seen, ["guest-thread"; 3], "{seen:?}");
+}
