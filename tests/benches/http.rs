@@ -5,8 +5,14 @@
 //! the same client.
 //!
 //! Run: `scripts/bench-http.sh` (builds the release binary first). Results go in
-//! docs/benchmarks.md. For profiling: `SANDSERVE_BENCH_ONLY=digits:1` runs one row and
-//! `SANDSERVE_BENCH_SECS=20` measures each row that long (the server's pid is printed).
+//! docs/benchmarks.md.
+//!
+//! Each row alternates the two servers in rounds (bare then sandserve, then the other way
+//! round, ...), each side measured for a second after a short warm-up, and pools each
+//! side's samples: a slow spell of this shared machine then hits both sides alike.
+//! `SANDSERVE_BENCH_ROUNDS` (default 6) and `SANDSERVE_BENCH_SECS` (per side and round,
+//! default 1) change that; `SANDSERVE_BENCH_ONLY=digits:1` runs one row (for profiling: the
+//! server's pid is printed).
 
 use axum::body::Bytes;
 use axum::routing::post;
@@ -21,15 +27,49 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const WARMUP: Duration = Duration::from_millis(500);
-const DEFAULT_RUN_SECS: u64 = 3;
+const WARMUP: Duration = Duration::from_millis(200);
 
-fn run_time() -> Duration {
-    let secs = std::env::var("SANDSERVE_BENCH_SECS")
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_RUN_SECS);
-    Duration::from_secs(secs)
+        .unwrap_or(default)
+}
+
+fn run_time() -> Duration {
+    Duration::from_secs(env_number("SANDSERVE_BENCH_SECS", 1))
+}
+
+/// Latencies measured over some seconds of load, pooled over rounds.
+#[derive(Default)]
+struct Samples {
+    latencies: Vec<Duration>,
+    seconds: f64,
+    errors: usize,
+}
+
+impl Samples {
+    fn add(&mut self, other: Samples) {
+        self.latencies.extend(other.latencies);
+        self.seconds += other.seconds;
+        self.errors += other.errors;
+    }
+
+    fn stats(mut self) -> Stats {
+        self.latencies.sort();
+        let at = |q: f64| {
+            self.latencies
+                .get(((self.latencies.len().max(1) - 1) as f64 * q) as usize)
+                .copied()
+                .unwrap_or_default()
+        };
+        Stats {
+            per_second: self.latencies.len() as f64 / self.seconds.max(f64::MIN_POSITIVE),
+            p50: at(0.5),
+            p99: at(0.99),
+            errors: self.errors,
+        }
+    }
 }
 
 struct Stats {
@@ -39,7 +79,7 @@ struct Stats {
     errors: usize,
 }
 
-fn load(url: &str, token: &str, body: &Value, concurrency: usize) -> Stats {
+fn load(url: &str, token: &str, body: &Value, concurrency: usize) -> Samples {
     let body = serde_json::to_vec(body).expect("body");
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
@@ -88,19 +128,10 @@ fn load(url: &str, token: &str, body: &Value, concurrency: usize) -> Stats {
             .map(|h| h.join().expect("client"))
             .collect()
     });
-    let errors = samples.iter().map(|s| s.1).sum();
-    let mut all: Vec<Duration> = samples.into_iter().flat_map(|s| s.0).collect();
-    all.sort();
-    let at = |q: f64| {
-        all.get(((all.len().max(1) - 1) as f64 * q) as usize)
-            .copied()
-            .unwrap_or_default()
-    };
-    Stats {
-        per_second: all.len() as f64 / run_time().as_secs_f64(),
-        p50: at(0.5),
-        p99: at(0.99),
-        errors,
+    Samples {
+        errors: samples.iter().map(|s| s.1).sum(),
+        latencies: samples.into_iter().flat_map(|s| s.0).collect(),
+        seconds: run_time().as_secs_f64(),
     }
 }
 
@@ -205,18 +236,21 @@ fn main() {
             {
                 continue;
             }
-            let base = load(
-                &format!("{bare}/bare/{model}/invocations"),
-                &token,
-                body,
-                concurrency,
+            let (bare_url, real_url) = (
+                format!("{bare}/bare/{model}/invocations"),
+                format!("{}/serving-endpoints/{model}/invocations", server.url),
             );
-            let real = load(
-                &format!("{}/serving-endpoints/{model}/invocations", server.url),
-                &token,
-                body,
-                concurrency,
-            );
+            let (mut base, mut real) = (Samples::default(), Samples::default());
+            for round in 0..env_number("SANDSERVE_BENCH_ROUNDS", 6) {
+                if round % 2 == 0 {
+                    base.add(load(&bare_url, &token, body, concurrency));
+                    real.add(load(&real_url, &token, body, concurrency));
+                } else {
+                    real.add(load(&real_url, &token, body, concurrency));
+                    base.add(load(&bare_url, &token, body, concurrency));
+                }
+            }
+            let (base, real) = (base.stats(), real.stats());
             assert_eq!(
                 base.errors + real.errors,
                 0,

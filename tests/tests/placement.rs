@@ -1,5 +1,6 @@
-//! Where requests run, against the real binary: small requests of a proven-fast entity run
-//! inline on an idle server; one that passes the inline budget runs again on a guest thread
+//! Where requests run, against the real binary: every request gets a fresh sandbox
+//! (instantiated ahead or not); small requests of a proven-fast entity run inline on an
+//! idle server; one that passes the inline budget runs again on a guest thread
 //! and still answers correctly, without holding up other requests; its entity is then
 //! demoted; large inputs never run inline. The server's debug log names each request's
 //! placement.
@@ -79,8 +80,13 @@ fn placement_follows_speed_load_and_size() {
     wait_ready(&client, "slow");
     let path = "/serving-endpoints/slow/invocations";
     let small = json!({"inputs": {"x": [[1.0, 2.0, 3.0]]}});
-    let expect_echo = |reply: &Value, rows: &Value| {
-        assert_eq!(&reply["predictions"], rows, "{reply}");
+    // Every request gets a fresh sandbox (spare or not): the instance's call count is 1.
+    let expect_echo = |reply: &Value, row: &Value| {
+        assert_eq!(
+            reply["predictions"],
+            json!([{"x": row, "calls": 1}]),
+            "{reply}"
+        );
     };
 
     // The first request proves the entity fast (it runs on a guest thread); the next
@@ -88,7 +94,7 @@ fn placement_follows_speed_load_and_size() {
     for _ in 0..3 {
         let (status, reply) = client.post(path, &small);
         assert_eq!(status, 200, "{reply}");
-        expect_echo(&reply, &json!([[1.0, 2.0, 3.0]]));
+        expect_echo(&reply, &json!([1.0, 2.0, 3.0]));
     }
     let seen = served(&server, 3);
     assert_eq!(seen, ["guest-thread", "inline", "inline"], "{seen:?}");
@@ -112,13 +118,14 @@ fn placement_follows_speed_load_and_size() {
     assert_eq!(status, 200, "{health}");
     let (status, reply) = client.post(path, &small);
     assert_eq!(status, 200, "{reply}");
+    expect_echo(&reply, &json!([1.0, 2.0, 3.0]));
     assert!(
         !finished.load(Ordering::SeqCst),
         "the other requests should have been answered while the slow one ran"
     );
     let (status, reply) = slow.join().unwrap();
     assert_eq!(status, 200, "{reply}");
-    expect_echo(&reply, &json!([[4.0, 5.0]]));
+    expect_echo(&reply, &json!([4.0, 5.0]));
     let seen = served(&server, 5);
     assert_eq!(seen.len(), 5, "{seen:?}");
     // The concurrent small request saw another request in a sandbox: guest thread.
@@ -128,6 +135,7 @@ fn placement_follows_speed_load_and_size() {
     // The entity is demoted: even alone and fast, its requests stay on guest threads.
     let (status, reply) = client.post(path, &small);
     assert_eq!(status, 200, "{reply}");
+    expect_echo(&reply, &json!([1.0, 2.0, 3.0]));
     assert_eq!(served(&server, 6)[5], "guest-thread");
 }
 
@@ -157,9 +165,10 @@ fn large_inputs_never_run_inline() {
     let (status, reply) = client.post(path, &json!({"inputs": {"x": [row]}}));
     assert_eq!(status, 200, "{reply}");
     assert_eq!(
-        reply["predictions"][0].as_array().map(Vec::len),
+        reply["predictions"][0]["x"].as_array().map(Vec::len),
         Some(20_000)
     );
+    assert_eq!(reply["predictions"][0]["calls"], 1, "a fresh sandbox");
     let seen = served(&server, 3);
     assert_eq!(seen, ["guest-thread", "inline", "guest-thread"], "{seen:?}");
 }

@@ -225,6 +225,32 @@ fn an_infinite_loop_is_stopped_at_its_deadline() {
 }
 
 #[test]
+fn a_sandbox_instantiated_ahead_gets_the_deadline_of_its_call() {
+    let short = RequestLimits {
+        timeout: Duration::from_millis(100),
+        ..limits()
+    };
+    // Prepared, then left waiting past its instantiation deadline: the call re-arms it.
+    let ready = echo().instantiate_ahead(&short, empty_nn()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let input = f32_tensor("x", &[2], &[4.0, 5.0]);
+    let finished = echo().run(Some(ready), &request(vec![input.clone()]), &short, empty_nn);
+    let invocation = finished.outcome.expect("a waiting spare still runs");
+    assert_eq!(invocation.response.outputs[0], input);
+    // A spinning guest in a prepared sandbox is still stopped at the call's deadline.
+    let spin = load("infinite-loop");
+    let ready = spin.instantiate_ahead(&limits(), empty_nn()).unwrap();
+    let finished = spin.run(Some(ready), &request(vec![]), &short, empty_nn);
+    assert!(
+        matches!(finished.outcome, Err(RuntimeError::Timeout { timeout }) if timeout == short.timeout),
+        "{:?}",
+        finished.outcome
+    );
+    drop(finished.spent);
+    assert_echo_still_works();
+}
+
+#[test]
 fn a_memory_bomb_hits_its_memory_limit() {
     let bomb = load("memory-bomb");
     let result = bomb.invoke(&request(vec![]), &limits(), empty_nn());

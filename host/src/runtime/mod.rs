@@ -96,6 +96,11 @@ impl Runtime {
         })
     }
 
+    /// The settings it was started with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
     /// The engine, for compiling components ahead of time.
     pub fn engine(&self) -> &Engine {
         &self.engine
@@ -143,6 +148,35 @@ pub struct LoadedHandler {
     config: RuntimeConfig,
 }
 
+/// A sandbox instantiated ahead of its request and never used.
+pub struct ReadySandbox {
+    store: Store<HostState>,
+    instance: ModelHandler,
+}
+
+/// A used sandbox. Dropping it gives its memory and slot back to the pool (a few
+/// microseconds), so callers drop it after the answer is on its way.
+pub struct SpentSandbox {
+    _store: Option<Store<HostState>>,
+}
+
+/// The outcome of [`LoadedHandler::run`] and the sandbox it used.
+pub struct Finished {
+    /// The result.
+    pub outcome: Result<Invocation, RuntimeError>,
+    /// The used sandbox, to drop when convenient.
+    pub spent: SpentSandbox,
+}
+
+impl Finished {
+    fn failed(error: RuntimeError, store: Option<Store<HostState>>) -> Self {
+        Self {
+            outcome: Err(error),
+            spent: SpentSandbox { _store: store },
+        }
+    }
+}
+
 /// The result of one successful call.
 #[derive(Debug)]
 pub struct Invocation {
@@ -185,20 +219,106 @@ impl LoadedHandler {
         limits: &RequestLimits,
         nn: WasiNnCtx,
     ) -> Result<Invocation, RuntimeError> {
-        let start = Instant::now();
+        self.run(None, request, limits, || nn).outcome
+    }
+
+    /// Creates and instantiates a sandbox ahead of the request that will use it. Its
+    /// instantiation runs under `limits.timeout`; the call later gets a deadline of its own.
+    pub fn instantiate_ahead(
+        &self,
+        limits: &RequestLimits,
+        nn: WasiNnCtx,
+    ) -> Result<ReadySandbox, RuntimeError> {
         let mut store = self.new_store(limits, nn)?;
-        let instance: ModelHandler = self
+        let instance = self
             .pre
             .instantiate(&mut store)
             .map_err(|e| self.classify(&mut store, limits, e))?;
+        Ok(ReadySandbox { store, instance })
+    }
+
+    /// Runs one request in `ready` (a sandbox from [`LoadedHandler::instantiate_ahead`]
+    /// with the same limits) or, when `None`, in a sandbox created now with `nn()` as its
+    /// wasi-nn context. The used sandbox comes back in [`Finished::spent`], so the caller
+    /// can release it after answering.
+    pub fn run(
+        &self,
+        ready: Option<ReadySandbox>,
+        request: &Request,
+        limits: &RequestLimits,
+        nn: impl FnOnce() -> WasiNnCtx,
+    ) -> Finished {
+        let start = Instant::now();
+        let (mut store, instance) = match ready {
+            Some(ready) => {
+                let mut store = ready.store;
+                if let Err(e) = self.arm(&mut store, limits) {
+                    return Finished::failed(e, Some(store));
+                }
+                (store, ready.instance)
+            }
+            // A sandbox created now: its deadline, set in `new_store`, covers
+            // instantiation and the call together.
+            None => {
+                let mut store = match self.new_store(limits, nn()) {
+                    Ok(store) => store,
+                    Err(e) => return Finished::failed(e, None),
+                };
+                match self.pre.instantiate(&mut store) {
+                    Ok(instance) => (store, instance),
+                    Err(e) => {
+                        let error = self.classify(&mut store, limits, e);
+                        return Finished::failed(error, Some(store));
+                    }
+                }
+            }
+        };
         let instantiated = Instant::now();
         let outcome = instance
             .sandserve_handler_handler()
             .call_predict(&mut store, request);
         let predict_time = instantiated.elapsed();
-        let outcome = outcome.map_err(|e| self.classify(&mut store, limits, e));
+        let outcome = outcome
+            .map_err(|e| self.classify(&mut store, limits, e))
+            .and_then(|result| self.finish(&store, limits, result))
+            .map(|(response, fuel_consumed)| Invocation {
+                response,
+                fuel_consumed,
+                instantiate_time: instantiated - start,
+                predict_time,
+            });
         self.forward_output(&store);
-        let result = outcome?;
+        Finished {
+            outcome,
+            spent: SpentSandbox {
+                _store: Some(store),
+            },
+        }
+    }
+
+    /// Sets the deadline and fuel of what runs next in `store`.
+    fn arm(
+        &self,
+        store: &mut Store<HostState>,
+        limits: &RequestLimits,
+    ) -> Result<(), RuntimeError> {
+        store.set_epoch_deadline(epoch::ticks_for(limits.timeout, self.config.epoch_tick));
+        if self.config.fuel_metering {
+            store
+                .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+                .map_err(engine_error)?;
+        }
+        Ok(())
+    }
+
+    /// Turns the handler's result into a response within the output limit, with the fuel
+    /// it used.
+    fn finish(
+        &self,
+        store: &Store<HostState>,
+        limits: &RequestLimits,
+        result: Result<Response, HandlerError>,
+    ) -> Result<(Response, Option<u64>), RuntimeError> {
         let fuel_consumed = match (self.config.fuel_metering, store.get_fuel()) {
             (true, Ok(left)) => Some(limits.fuel.unwrap_or(u64::MAX) - left),
             _ => None,
@@ -218,12 +338,7 @@ impl LoadedHandler {
                 limit: limits.max_output_bytes,
             });
         }
-        Ok(Invocation {
-            response,
-            fuel_consumed,
-            instantiate_time: instantiated - start,
-            predict_time,
-        })
+        Ok((response, fuel_consumed))
     }
 
     fn new_store(
@@ -239,13 +354,8 @@ impl LoadedHandler {
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(epoch::ticks_for(limits.timeout, self.config.epoch_tick));
         store.epoch_deadline_trap();
-        if self.config.fuel_metering {
-            store
-                .set_fuel(limits.fuel.unwrap_or(u64::MAX))
-                .map_err(engine_error)?;
-        }
+        self.arm(&mut store, limits)?;
         Ok(store)
     }
 

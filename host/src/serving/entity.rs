@@ -6,10 +6,11 @@ use super::placement::{
     now_millis, InSandbox, InlinePolicy, Placement, RunHistory, INLINE_BUDGET,
     MAX_INLINE_INPUT_BYTES,
 };
+use super::spare::{Spare, SpareBudget};
 use super::ServingError;
 use crate::images::LoadedImage;
 use crate::registry::ServedEntity;
-use crate::runtime::{Invocation, Request, RequestLimits, RuntimeError};
+use crate::runtime::{Finished, Invocation, Request, RequestLimits, RuntimeError, SpentSandbox};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +35,7 @@ pub struct EntityRuntime {
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
     history: RunHistory,
+    spare: Spare,
 }
 
 impl EntityRuntime {
@@ -43,6 +45,7 @@ impl EntityRuntime {
         version: u64,
         image: Arc<LoadedImage>,
         inline: InlinePolicy,
+        spares: Arc<SpareBudget>,
     ) -> Self {
         let mut limits = image.limits.clone();
         if let Some(ms) = config.timeout_ms {
@@ -68,6 +71,7 @@ impl EntityRuntime {
             slots: Arc::new(Semaphore::new(max_concurrency)),
             waiting: AtomicUsize::new(0),
             history: RunHistory::new(inline),
+            spare: Spare::new(spares),
         }
     }
 
@@ -147,10 +151,13 @@ impl EntityRuntime {
         if budgeted {
             limits.timeout = INLINE_BUDGET;
         }
-        let outcome = self
-            .image
-            .handler
-            .invoke(&request, &limits, self.image.graphs.nn_ctx());
+        let Finished { outcome, spent } =
+            self.image
+                .handler
+                .run(self.spare.take(), &request, &limits, || {
+                    self.image.graphs.nn_ctx()
+                });
+        self.clean_up_after_answer(spent);
         match outcome {
             Err(RuntimeError::Timeout { .. }) if budgeted => {
                 self.history.demote(now_millis());
@@ -188,16 +195,51 @@ impl EntityRuntime {
         let entity = self.clone();
         let outcome = threads
             .run(move || {
-                entity
-                    .image
-                    .handler
-                    .invoke(&request, &limits, entity.image.graphs.nn_ctx())
+                let Finished { outcome, spent } =
+                    entity
+                        .image
+                        .handler
+                        .run(entity.spare.take(), &request, &limits, || {
+                            entity.image.graphs.nn_ctx()
+                        });
+                // After the answer is sent, on this thread: release and prepare.
+                let clean_up = move || {
+                    drop(spent);
+                    entity.refill_spare(&entity.limits);
+                };
+                (outcome, clean_up)
             })
             .await
             .ok_or_else(|| {
                 ServingError::Runtime(RuntimeError::Exhausted("every guest thread is busy".into()))
             })?;
         outcome.map_err(self.reporting_full_timeout())
+    }
+
+    /// Releases an inline run's sandbox and prepares the next one once this worker is done
+    /// answering (a task spawned here runs after the current one yields, which is after
+    /// the response is written). The spare is instantiated only for an entity still
+    /// allowed inline, and within the inline budget.
+    fn clean_up_after_answer(self: &Arc<Self>, spent: SpentSandbox) {
+        let entity = self.clone();
+        tokio::spawn(async move {
+            drop(spent);
+            if entity.history.inline_allowed(now_millis()) {
+                let mut limits = entity.limits.clone();
+                limits.timeout = limits.timeout.min(INLINE_BUDGET);
+                entity.refill_spare(&limits);
+            }
+        });
+    }
+
+    /// Instantiates a spare sandbox for the next request (its instantiation runs under
+    /// `limits.timeout`; the call that uses it gets a deadline of its own).
+    fn refill_spare(&self, limits: &RequestLimits) {
+        self.spare.refill(|| {
+            self.image
+                .handler
+                .instantiate_ahead(limits, self.image.graphs.nn_ctx())
+        });
     }
 
     /// Maps a runtime error to a serving error, naming the entity's own timeout (a rerun

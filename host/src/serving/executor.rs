@@ -45,15 +45,19 @@ impl GuestThreads {
     }
 
     /// Runs `work` on a guest thread and waits for its result without blocking the caller's
-    /// async worker. `None` when every thread is busy and the queue is full (the caller
+    /// async worker; `work` also returns a clean-up that the thread runs after handing the
+    /// result over. `None` when every thread is busy and the queue is full (the caller
     /// answers 503).
-    pub async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Option<T> {
+    pub async fn run<T, C>(&self, work: impl FnOnce() -> (T, C) + Send + 'static) -> Option<T>
+    where
+        T: Send + 'static,
+        C: FnOnce(),
+    {
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = done.send(work());
+            let (value, clean_up) = work();
+            let _ = done.send(value);
+            clean_up();
         });
         {
             let mut idle = self.shared.idle.lock().unwrap_or_else(|p| p.into_inner());

@@ -10,6 +10,7 @@ mod error;
 mod executor;
 mod placement;
 mod routing;
+mod spare;
 
 pub use entity::EntityRuntime;
 pub use error::ServingError;
@@ -56,6 +57,8 @@ pub struct EndpointManager {
     images: Arc<ImageService>,
     /// When requests may run inline on the async worker.
     inline: InlinePolicy,
+    /// How many spare sandboxes the entities may hold.
+    spares: Arc<spare::SpareBudget>,
     live: RwLock<HashMap<EndpointKey, Arc<ActiveConfig>>>,
     /// Serialises the check-and-set of `config_update`, so two updates never both start.
     updating: std::sync::Mutex<()>,
@@ -72,8 +75,10 @@ impl EndpointManager {
         images: Arc<ImageService>,
         inline: InlinePolicy,
     ) -> Arc<Self> {
+        let slots = images.runtime().config().max_concurrent_instances;
         Arc::new(Self {
             registry,
+            spares: spare::SpareBudget::for_slots(usize::try_from(slots).unwrap_or(usize::MAX)),
             images,
             inline,
             live: RwLock::default(),
@@ -207,10 +212,12 @@ impl EndpointManager {
         restoring: bool,
     ) {
         let images = self.images.clone();
-        let (t, c, inline) = (tenant.clone(), config.clone(), self.inline);
-        let loaded = tokio::task::spawn_blocking(move || load_entities(&images, &t, &c, inline))
-            .await
-            .unwrap_or_else(|e| Err(format!("preparing the config failed: {e}")));
+        let (t, c) = (tenant.clone(), config.clone());
+        let (inline, spares) = (self.inline, self.spares.clone());
+        let loaded =
+            tokio::task::spawn_blocking(move || load_entities(&images, &t, &c, inline, spares))
+                .await
+                .unwrap_or_else(|e| Err(format!("preparing the config failed: {e}")));
         let outcome = match loaded {
             Ok(entities) => self.activate(&tenant, &name, &config, entities, restoring),
             Err(reason) => self.fail(&tenant, &name, reason),
@@ -363,6 +370,7 @@ fn load_entities(
     tenant: &str,
     config: &EndpointConfig,
     inline: InlinePolicy,
+    spares: Arc<spare::SpareBudget>,
 ) -> Result<Vec<Arc<EntityRuntime>>, String> {
     config
         .served_entities
@@ -374,7 +382,13 @@ fn load_entities(
             let image = images
                 .load(tenant, &entity.entity_name, version)
                 .map_err(|e| format!("served entity `{}`: {e}", entity.name))?;
-            Ok(Arc::new(EntityRuntime::new(entity, version, image, inline)))
+            Ok(Arc::new(EntityRuntime::new(
+                entity,
+                version,
+                image,
+                inline,
+                spares.clone(),
+            )))
         })
         .collect()
 }
