@@ -250,7 +250,9 @@ fn every_route_keeps_tenants_apart_and_enforces_permissions() {
         (status, body["error_code"].as_str()),
         (401, Some("UNAUTHENTICATED"))
     );
-    let short = server.client(&admin.token("tenant-a", "CAN_VIEW", &["*"], Some(1)));
+    // Expiry is kept in whole seconds: a 2 s token is valid for at least 1 s and gone
+    // after 2 s, wherever in its second it was created.
+    let short = server.client(&admin.token("tenant-a", "CAN_VIEW", &["*"], Some(2)));
     assert_eq!(short.get("/api/2.0/models").0, 200);
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let (status, body) = short.get("/api/2.0/models");
