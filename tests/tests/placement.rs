@@ -57,18 +57,21 @@ fn served(server: &TestServer, n: usize) -> Vec<String> {
     }
 }
 
-#[test]
-fn placement_follows_speed_load_and_size() {
+/// A server (with `flags`, logging placements) serving the `slow-on-request` fixture,
+/// with `manifest_extra` in its manifest, behind endpoint `slow`.
+struct Setup {
+    server: TestServer,
+    token: String,
+    client: Client,
+    _data: tempfile::TempDir,
+}
+
+fn setup(flags: &[&str], manifest_extra: &str) -> Setup {
     let data = tempfile::tempdir().unwrap();
-    let server = TestServer::start_logging(data.path(), &FLAGS, LOG_FILTER);
+    let server = TestServer::start_logging(data.path(), flags, LOG_FILTER);
     let token = server.admin().tenant_with_token("acme", "CAN_MANAGE");
     let client = server.client(&token);
-    let package = handler_package(
-        "slow",
-        "slow-on-request",
-        "[limits]\ntimeout_ms = 5000\n",
-        &[],
-    );
+    let package = handler_package("slow", "slow-on-request", manifest_extra, &[]);
     assert_eq!(client.upload("slow", &package).0, 201);
     let (status, reply) = client.post(
         "/api/2.0/serving-endpoints",
@@ -78,6 +81,22 @@ fn placement_follows_speed_load_and_size() {
     );
     assert_eq!(status, 200, "{reply}");
     wait_ready(&client, "slow");
+    Setup {
+        server,
+        token,
+        client,
+        _data: data,
+    }
+}
+
+#[test]
+fn placement_follows_speed_load_and_size() {
+    let Setup {
+        server,
+        token,
+        client,
+        _data,
+    } = setup(&FLAGS, "[limits]\ntimeout_ms = 5000\n");
     let path = "/serving-endpoints/slow/invocations";
     let small = json!({"inputs": {"x": [[1.0, 2.0, 3.0]]}});
     // Every request gets a fresh sandbox (spare or not): the instance's call count is 1.
@@ -141,20 +160,7 @@ fn placement_follows_speed_load_and_size() {
 
 #[test]
 fn large_inputs_never_run_inline() {
-    let data = tempfile::tempdir().unwrap();
-    let server = TestServer::start_logging(data.path(), &FLAGS, LOG_FILTER);
-    let token = server.admin().tenant_with_token("acme", "CAN_MANAGE");
-    let client = server.client(&token);
-    let package = handler_package("slow", "slow-on-request", "", &[]);
-    assert_eq!(client.upload("slow", &package).0, 201);
-    let (status, reply) = client.post(
-        "/api/2.0/serving-endpoints",
-        &json!({"name": "slow", "config": {"served_entities": [
-            {"entity_name": "slow", "entity_version": "1"}
-        ]}}),
-    );
-    assert_eq!(status, 200, "{reply}");
-    wait_ready(&client, "slow");
+    let Setup { server, client, .. } = setup(&FLAGS, "");
     let path = "/serving-endpoints/slow/invocations";
     for _ in 0..2 {
         let (status, reply) = client.post(path, &json!({"inputs": {"x": [[1.0]]}}));
@@ -175,20 +181,7 @@ fn large_inputs_never_run_inline() {
 
 #[test]
 fn inline_runs_can_be_turned_off() {
-    let data = tempfile::tempdir().unwrap();
-    let server = TestServer::start_logging(data.path(), &["--inline-max-run-us", "0"], LOG_FILTER);
-    let token = server.admin().tenant_with_token("acme", "CAN_MANAGE");
-    let client = server.client(&token);
-    let package = handler_package("slow", "slow-on-request", "", &[]);
-    assert_eq!(client.upload("slow", &package).0, 201);
-    let (status, reply) = client.post(
-        "/api/2.0/serving-endpoints",
-        &json!({"name": "slow", "config": {"served_entities": [
-            {"entity_name": "slow", "entity_version": "1"}
-        ]}}),
-    );
-    assert_eq!(status, 200, "{reply}");
-    wait_ready(&client, "slow");
+    let Setup { server, client, .. } = setup(&["--inline-max-run-us", "0"], "");
     for _ in 0..3 {
         let (status, reply) = client.post(
             "/serving-endpoints/slow/invocations",
