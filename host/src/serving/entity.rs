@@ -1,6 +1,7 @@
-//! One served entity at run time: the loaded image, its effective limits, and admission
-//! control (at most `max_concurrency` requests running, at most `max_queue` waiting; past
-//! that a request is refused at once instead of piling up in memory).
+//! One served entity at run time: the loaded image, its effective limits, admission control
+//! (at most `max_concurrency` requests running, at most `max_queue` waiting; past that a
+//! request is refused at once instead of piling up in memory), where each request's sandbox
+//! runs (`placement`) and the spare sandbox its next request will use (`spare`).
 
 use super::placement::{
     now_millis, InSandbox, InlinePolicy, Placement, RunHistory, INLINE_BUDGET,
@@ -274,9 +275,10 @@ fn guest_threads() -> Option<&'static super::executor::GuestThreads> {
         .as_ref()
 }
 
-/// Total bytes of the request's input tensors.
+/// Total bytes the request hands the guest: its input tensors and its raw body, if any.
 fn input_bytes(request: &Request) -> usize {
-    request.inputs.iter().map(|t| t.data.len()).sum()
+    let tensors: usize = request.inputs.iter().map(|t| t.data.len()).sum();
+    tensors + request.raw_body.as_ref().map_or(0, Vec::len)
 }
 
 /// Runs `f` when dropped.
@@ -290,4 +292,28 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
         }
     }
     Guard(Some(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{ElementType, Tensor};
+
+    #[test]
+    fn input_size_counts_tensors_and_the_raw_body() {
+        let tensor = |bytes: usize| Tensor {
+            name: "x".into(),
+            shape: vec![bytes as u64],
+            element_type: ElementType::U8,
+            data: vec![0; bytes],
+        };
+        let mut request = Request {
+            inputs: vec![tensor(100), tensor(20)],
+            parameters: None,
+            raw_body: None,
+        };
+        assert_eq!(input_bytes(&request), 120);
+        request.raw_body = Some(vec![0; 1000]);
+        assert_eq!(input_bytes(&request), 1120);
+    }
 }

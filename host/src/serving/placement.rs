@@ -14,8 +14,9 @@
 //!   (1 ms unless configured; zero turns inline runs off), and it has not
 //!   been demoted (a run of it passed the inline budget or its timeout) in the last
 //!   [`DEMOTION`];
-//! - its input tensors hold at most [`MAX_INLINE_INPUT_BYTES`] (a large batch can make even
-//!   a fast model slow inside its engine call, where no deadline can stop it).
+//! - its input tensors (and raw body, for handlers that take it) hold at most
+//!   [`MAX_INLINE_INPUT_BYTES`] (a large batch can make even a fast model slow inside its
+//!   engine call, where no deadline can stop it).
 //!
 //! An inline run gets a short deadline, [`INLINE_BUDGET`]. A guest that runs into it is
 //! stopped and the request runs again, from the start, on a guest thread with what is left
