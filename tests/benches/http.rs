@@ -7,6 +7,10 @@
 //! Run: `scripts/bench-http.sh` (builds the release binary first). Results go in
 //! docs/benchmarks.md.
 //!
+//! One more row, for reference and outside the goal: `digits+model`, where the bare route
+//! also runs the digits model through native ONNX Runtime (one session per async worker,
+//! one intra-op thread), so the ratio shows what the platform adds to the model itself.
+//!
 //! Each row alternates the two servers in rounds (bare then sandserve, then the other way
 //! round, ...), each side measured for a second after a short warm-up, and pools each
 //! side's samples: a slow spell of this shared machine then hits both sides alike.
@@ -18,8 +22,8 @@ use axum::body::Bytes;
 use axum::routing::post;
 use sandserve_host::codec::databricks;
 use sandserve_host::package::Manifest;
-use sandserve_host::runtime::Response;
-use sandserve_tests::packages::example_package;
+use sandserve_host::runtime::{ElementType, Response, Tensor};
+use sandserve_tests::packages::{digits_model, example_package};
 use sandserve_tests::server::TestServer;
 use sandserve_tests::{read_f32, repo_root};
 use serde_json::{json, Value};
@@ -147,6 +151,21 @@ fn bare_server(signatures: Vec<(String, Option<sandserve_host::package::Signatur
             let mut app = axum::Router::new();
             for (name, signature) in signatures {
                 let signature = Arc::new(signature);
+                if name == "digits" {
+                    let signature = signature.clone();
+                    app = app.route(
+                        "/bare-model/digits/invocations",
+                        post(move |body: Bytes| {
+                            let signature = signature.clone();
+                            async move {
+                                axum::Json(bare_digits_with_model(
+                                    &body,
+                                    signature.as_ref().as_ref(),
+                                ))
+                            }
+                        }),
+                    );
+                }
                 app = app.route(
                     &format!("/bare/{name}/invocations"),
                     post(move |body: Bytes| {
@@ -175,6 +194,70 @@ fn bare_server(signatures: Vec<(String, Option<sandserve_host::package::Signatur
     rx.recv().expect("bare server address")
 }
 
+thread_local! {
+    /// Each bare-route worker's own native session of the digits model.
+    static DIGITS: std::cell::RefCell<Option<ort::session::Session>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs the digits model natively on `pixels` (0..=16, `n` rows of 64), scaled as the
+/// handler scales them; returns the handler's two outputs.
+fn native_digits(pixels: &[f32], n: usize) -> Vec<Tensor> {
+    let scaled: Vec<f32> = pixels.iter().map(|p| p / 16.0).collect();
+    DIGITS.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let session = slot.get_or_insert_with(|| {
+            ort::session::Session::builder()
+                .and_then(|b| b.with_intra_threads(1))
+                .and_then(|b| b.commit_from_file(digits_model()))
+                .expect("native digits session")
+        });
+        let input = ort::value::Tensor::from_array(([n, 64], scaled)).expect("input tensor");
+        let outputs = session
+            .run(ort::inputs!["input" => input])
+            .expect("native run");
+        let (_, labels) = outputs["label"]
+            .try_extract_tensor::<i64>()
+            .expect("labels");
+        let (_, probabilities) = outputs["probabilities"]
+            .try_extract_tensor::<f32>()
+            .expect("probabilities");
+        vec![
+            Tensor {
+                name: "label".into(),
+                shape: vec![n as u64],
+                element_type: ElementType::I64,
+                data: labels.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            },
+            Tensor {
+                name: "probabilities".into(),
+                shape: vec![n as u64, 10],
+                element_type: ElementType::F32,
+                data: probabilities.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            },
+        ]
+    })
+}
+
+/// The `digits+model` bare route: parse, the model natively, encode.
+fn bare_digits_with_model(
+    body: &[u8],
+    signature: Option<&sandserve_host::package::Signature>,
+) -> serde_json::Value {
+    let (_, request) = databricks::parse_query(body, signature).expect("bench bodies are valid");
+    let input = &request.inputs[0];
+    let pixels: Vec<f32> = input
+        .data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let response = Response {
+        outputs: native_digits(&pixels, pixels.len() / 64),
+        parameters: None,
+    };
+    databricks::predictions(&response).expect("encodes")
+}
+
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -185,6 +268,9 @@ fn main() {
         .map(|a| a.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default();
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    sandserve_tests::engines()
+        .require_onnx()
+        .expect("ONNX Runtime (scripts/setup-engines.sh, then source .engines/env.sh)");
     let server = TestServer::start(data.path(), &extra);
     eprintln!("sandserve pid {}", server.pid());
     let only = std::env::var("SANDSERVE_BENCH_ONLY").ok();
@@ -222,23 +308,44 @@ fn main() {
         .iter()
         .map(|v| v * 16.0)
         .collect();
-    let bodies = [
-        ("echo", json!({"inputs": {"x": [pixels.clone()]}})),
-        ("digits", json!({"instances": [pixels]})),
+    // (row, endpoint, bare route, body)
+    let digits_body = json!({"instances": [pixels.clone()]});
+    let rows = [
+        (
+            "echo",
+            "echo",
+            "bare/echo",
+            json!({"inputs": {"x": [pixels]}}),
+        ),
+        ("digits", "digits", "bare/digits", digits_body.clone()),
+        ("digits+model", "digits", "bare-model/digits", digits_body),
     ];
     println!("| endpoint | concurrency | bare axum req/s | sandserve req/s | throughput ratio | bare p50 / p99 (us) | sandserve p50 / p99 (us) | p50 ratio |");
     println!("|---|---|---|---|---|---|---|---|");
-    for (model, body) in &bodies {
+    // The reference row is only fair if both sides compute the same answer.
+    let bare_answer: Value = ureq::post(format!("{bare}/bare-model/digits/invocations"))
+        .send_json(&rows[2].3)
+        .expect("bare-model route answers")
+        .body_mut()
+        .read_json()
+        .expect("bare-model JSON");
+    let (status, real_answer) = client.post("/serving-endpoints/digits/invocations", &rows[2].3);
+    assert_eq!(status, 200, "{real_answer}");
+    assert_eq!(
+        bare_answer["predictions"], real_answer["predictions"],
+        "the bare-model route and the digits endpoint disagree"
+    );
+    for (row, endpoint, bare_route, body) in &rows {
         for concurrency in [1, 32] {
             if only
                 .as_deref()
-                .is_some_and(|o| o != format!("{model}:{concurrency}"))
+                .is_some_and(|o| o != format!("{row}:{concurrency}"))
             {
                 continue;
             }
             let (bare_url, real_url) = (
-                format!("{bare}/bare/{model}/invocations"),
-                format!("{}/serving-endpoints/{model}/invocations", server.url),
+                format!("{bare}/{bare_route}/invocations"),
+                format!("{}/serving-endpoints/{endpoint}/invocations", server.url),
             );
             let (mut base, mut real) = (Samples::default(), Samples::default());
             for round in 0..env_number("SANDSERVE_BENCH_ROUNDS", 6) {
@@ -254,10 +361,10 @@ fn main() {
             assert_eq!(
                 base.errors + real.errors,
                 0,
-                "{model} at {concurrency}: requests failed"
+                "{row} at {concurrency}: requests failed"
             );
             println!(
-                "| {model} | {concurrency} | {:.0} | {:.0} | {:.2}x | {:.0} / {:.0} | {:.0} / {:.0} | {:.2}x |",
+                "| {row} | {concurrency} | {:.0} | {:.0} | {:.2}x | {:.0} / {:.0} | {:.0} / {:.0} | {:.2}x |",
                 base.per_second,
                 real.per_second,
                 real.per_second / base.per_second,
