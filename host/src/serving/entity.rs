@@ -236,7 +236,7 @@ impl EntityRuntime {
     /// Instantiates a spare sandbox for the next request (its instantiation runs under
     /// `limits.timeout`; the call that uses it gets a deadline of its own).
     fn refill_spare(&self, limits: &RequestLimits) {
-        self.spare.refill(|| {
+        self.spare.refill(now_millis(), || {
             self.image
                 .handler
                 .instantiate_ahead(limits, self.image.graphs.nn_ctx())
@@ -252,6 +252,11 @@ impl EntityRuntime {
             }),
             other => ServingError::Runtime(other),
         }
+    }
+
+    /// Releases this entity's spare sandbox if it has sat unused for `idle_limit`.
+    pub fn release_idle_spare(&self, idle_limit: Duration) -> bool {
+        self.spare.release_if_idle(now_millis(), idle_limit)
     }
 
     /// Requests running right now.

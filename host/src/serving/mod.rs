@@ -331,6 +331,42 @@ impl EndpointManager {
         Err(ServingError::NotReady(name.to_string()))
     }
 
+    /// Releases the spare sandboxes that have sat unused for [`spare::SPARE_IDLE_LIMIT`];
+    /// returns how many.
+    pub fn release_idle_spares(&self) -> usize {
+        let live: Vec<Arc<ActiveConfig>> = self
+            .live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        live.iter()
+            .flat_map(|active| active.entities.iter())
+            .filter(|entity| entity.release_idle_spare(spare::SPARE_IDLE_LIMIT))
+            .count()
+    }
+
+    /// Runs [`EndpointManager::release_idle_spares`] every
+    /// [`spare::SPARE_SWEEP_INTERVAL`] for as long as the manager lives.
+    pub fn sweep_idle_spares(self: &Arc<Self>) {
+        let manager = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(spare::SPARE_SWEEP_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(manager) = manager.upgrade() else {
+                    return;
+                };
+                let released = manager.release_idle_spares();
+                if released > 0 {
+                    tracing::debug!(released, "released idle spare sandboxes");
+                }
+            }
+        });
+    }
+
     /// Whether some endpoint (active or pending config) serves this image version.
     pub fn serves_image(
         &self,
