@@ -23,6 +23,7 @@ use axum::routing::post;
 use sandserve_host::codec::databricks;
 use sandserve_host::package::Manifest;
 use sandserve_host::runtime::{ElementType, Response, Tensor};
+use sandserve_tests::native;
 use sandserve_tests::packages::{digits_model, example_package};
 use sandserve_tests::server::TestServer;
 use sandserve_tests::{read_f32, repo_root};
@@ -206,22 +207,8 @@ fn native_digits(pixels: &[f32], n: usize) -> Vec<Tensor> {
     let scaled: Vec<f32> = pixels.iter().map(|p| p / 16.0).collect();
     DIGITS.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let session = slot.get_or_insert_with(|| {
-            ort::session::Session::builder()
-                .and_then(|b| b.with_intra_threads(1))
-                .and_then(|b| b.commit_from_file(digits_model()))
-                .expect("native digits session")
-        });
-        let input = ort::value::Tensor::from_array(([n, 64], scaled)).expect("input tensor");
-        let outputs = session
-            .run(ort::inputs!["input" => input])
-            .expect("native run");
-        let (_, labels) = outputs["label"]
-            .try_extract_tensor::<i64>()
-            .expect("labels");
-        let (_, probabilities) = outputs["probabilities"]
-            .try_extract_tensor::<f32>()
-            .expect("probabilities");
+        let session = slot.get_or_insert_with(|| native::session(&digits_model()));
+        let (labels, probabilities) = native::digits(session, &scaled, n);
         vec![
             Tensor {
                 name: "label".into(),

@@ -148,6 +148,42 @@ impl TestServer {
     }
 }
 
+/// A server in a temporary data folder with one tenant, `acme`, and a CAN_MANAGE client.
+pub struct TenantServer {
+    /// The server.
+    pub server: TestServer,
+    /// The tenant's token.
+    pub token: String,
+    /// A client with that token.
+    pub client: Client,
+    _data: tempfile::TempDir,
+}
+
+impl TenantServer {
+    /// Starts it with `extra_args`.
+    pub fn start(extra_args: &[&str]) -> Self {
+        Self::with(|dir| TestServer::start(dir, extra_args))
+    }
+
+    /// Starts it with `extra_args`, logging as [`TestServer::start_logging`] does.
+    pub fn start_logging(extra_args: &[&str], filter: &str) -> Self {
+        Self::with(|dir| TestServer::start_logging(dir, extra_args, filter))
+    }
+
+    fn with(start: impl FnOnce(&Path) -> TestServer) -> Self {
+        let data = tempfile::tempdir().expect("temp dir");
+        let server = start(data.path());
+        let token = server.admin().tenant_with_token("acme", "CAN_MANAGE");
+        let client = server.client(&token);
+        Self {
+            server,
+            token,
+            client,
+            _data: data,
+        }
+    }
+}
+
 /// `text` without ANSI colour sequences (`ESC [ ... m`).
 fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

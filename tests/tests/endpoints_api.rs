@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 
 use sandserve_tests::packages::{example_package, handler_package};
-use sandserve_tests::server::{reason, Client, Reply, TestServer};
+use sandserve_tests::server::{reason, Client, Reply, TenantServer, TestServer};
 use sandserve_tests::{onnx_available, read, read_f32, repo_root};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -112,24 +112,10 @@ fn cnn_package() -> Vec<u8> {
     )
 }
 
-struct Setup {
-    server: TestServer,
-    token: String,
-    client: Client,
-    _data: tempfile::TempDir,
-}
+type Setup = TenantServer;
 
 fn setup(extra_args: &[&str]) -> Setup {
-    let data = tempfile::tempdir().unwrap();
-    let server = TestServer::start(data.path(), extra_args);
-    let token = server.admin().tenant_with_token("acme", "CAN_MANAGE");
-    let client = server.client(&token);
-    Setup {
-        server,
-        token,
-        client,
-        _data: data,
-    }
+    TenantServer::start(extra_args)
 }
 
 #[test]

@@ -90,20 +90,8 @@ fn test_images() -> (Vec<f32>, u64) {
 
 /// Native ONNX Runtime on the same model and inputs: (labels, probabilities).
 fn native_digits(inputs: &[f32], n: usize) -> (Vec<i64>, Vec<f32>) {
-    let mut session = ort::session::Session::builder()
-        .and_then(|b| b.commit_from_file(digits_dir().join("digits.onnx")))
-        .expect("native session");
-    let input = ort::value::Tensor::from_array(([n, 64], inputs.to_vec())).expect("input tensor");
-    let outputs = session
-        .run(ort::inputs!["input" => input])
-        .expect("native run");
-    let (_, labels) = outputs["label"]
-        .try_extract_tensor::<i64>()
-        .expect("labels");
-    let (_, probabilities) = outputs["probabilities"]
-        .try_extract_tensor::<f32>()
-        .expect("probabilities");
-    (labels.to_vec(), probabilities.to_vec())
+    let mut session = sandserve_tests::native::session(&digits_dir().join("digits.onnx"));
+    sandserve_tests::native::digits(&mut session, inputs, n)
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use sandserve_tests::packages::handler_package;
-use sandserve_tests::server::{Client, TestServer};
+use sandserve_tests::server::{Client, TenantServer, TestServer};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -59,18 +59,9 @@ fn served(server: &TestServer, n: usize) -> Vec<String> {
 
 /// A server (with `flags`, logging placements) serving the `slow-on-request` fixture,
 /// with `manifest_extra` in its manifest, behind endpoint `slow`.
-struct Setup {
-    server: TestServer,
-    token: String,
-    client: Client,
-    _data: tempfile::TempDir,
-}
-
-fn setup(flags: &[&str], manifest_extra: &str) -> Setup {
-    let data = tempfile::tempdir().unwrap();
-    let server = TestServer::start_logging(data.path(), flags, LOG_FILTER);
-    let token = server.admin().tenant_with_token("acme", "CAN_MANAGE");
-    let client = server.client(&token);
+fn setup(flags: &[&str], manifest_extra: &str) -> TenantServer {
+    let setup = TenantServer::start_logging(flags, LOG_FILTER);
+    let client = &setup.client;
     let package = handler_package("slow", "slow-on-request", manifest_extra, &[]);
     assert_eq!(client.upload("slow", &package).0, 201);
     let (status, reply) = client.post(
@@ -80,22 +71,17 @@ fn setup(flags: &[&str], manifest_extra: &str) -> Setup {
         ]}}),
     );
     assert_eq!(status, 200, "{reply}");
-    wait_ready(&client, "slow");
-    Setup {
-        server,
-        token,
-        client,
-        _data: data,
-    }
+    wait_ready(client, "slow");
+    setup
 }
 
 #[test]
 fn placement_follows_speed_load_and_size() {
-    let Setup {
+    let TenantServer {
         server,
         token,
         client,
-        _data,
+        ..
     } = setup(&FLAGS, "[limits]\ntimeout_ms = 5000\n");
     let path = "/serving-endpoints/slow/invocations";
     let small = json!({"inputs": {"x": [[1.0, 2.0, 3.0]]}});
@@ -160,7 +146,7 @@ fn placement_follows_speed_load_and_size() {
 
 #[test]
 fn large_inputs_never_run_inline() {
-    let Setup { server, client, .. } = setup(&FLAGS, "");
+    let TenantServer { server, client, .. } = setup(&FLAGS, "");
     let path = "/serving-endpoints/slow/invocations";
     for _ in 0..2 {
         let (status, reply) = client.post(path, &json!({"inputs": {"x": [[1.0]]}}));
@@ -181,7 +167,7 @@ fn large_inputs_never_run_inline() {
 
 #[test]
 fn inline_runs_can_be_turned_off() {
-    let Setup { server, client, .. } = setup(&["--inline-max-run-us", "0"], "");
+    let TenantServer { server, client, .. } = setup(&["--inline-max-run-us", "0"], "");
     for _ in 0..3 {
         let (status, reply) = client.post(
             "/serving-endpoints/slow/invocations",
