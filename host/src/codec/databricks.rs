@@ -1061,6 +1061,15 @@ mod tests {
         parse(body, signature).unwrap_err().to_string()
     }
 
+    /// Each input's name, element type and shape, in order.
+    fn kinds(request: &Request) -> Vec<(&str, ElementType, &[u64])> {
+        request
+            .inputs
+            .iter()
+            .map(|t| (t.name.as_str(), t.element_type, t.shape.as_slice()))
+            .collect()
+    }
+
     fn f32s(t: &Tensor) -> Vec<f32> {
         t.data
             .chunks_exact(4)
@@ -1241,13 +1250,8 @@ mod tests {
         // Tensors come in the order the body names them.
         let body = br#"{"inputs": {"flag": [true, false], "n": [[1, 2]], "x": 1.5, "s": ["a"]}}"#;
         let request = parse_query(body, None).unwrap().1;
-        let kinds: Vec<(&str, ElementType, &[u64])> = request
-            .inputs
-            .iter()
-            .map(|t| (t.name.as_str(), t.element_type, t.shape.as_slice()))
-            .collect();
         assert_eq!(
-            kinds,
+            kinds(&request),
             [
                 ("flag", ElementType::Bool, &[2][..]),
                 ("n", ElementType::I64, &[1, 2][..]),
@@ -1277,13 +1281,8 @@ mod tests {
             None,
         )
         .unwrap();
-        let kinds: Vec<(&str, ElementType, &[u64])> = request
-            .inputs
-            .iter()
-            .map(|t| (t.name.as_str(), t.element_type, t.shape.as_slice()))
-            .collect();
         assert_eq!(
-            kinds,
+            kinds(&request),
             [
                 ("name", ElementType::Bytes, &[2][..]),
                 ("score", ElementType::F32, &[2][..]),
