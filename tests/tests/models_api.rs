@@ -250,11 +250,23 @@ fn every_route_keeps_tenants_apart_and_enforces_permissions() {
         (status, body["error_code"].as_str()),
         (401, Some("UNAUTHENTICATED"))
     );
-    // Expiry is kept in whole seconds: a 2 s token is valid for at least 1 s and gone
-    // after 2 s, wherever in its second it was created.
-    let short = server.client(&admin.token("tenant-a", "CAN_VIEW", &["*"], Some(2)));
+    // Expiry is kept in milliseconds (Databricks' `expiry_time`): a 1 s token lives 1 s,
+    // wherever in its second it was created.
+    let (status, created) = admin.post(
+        "/api/2.0/tokens",
+        &json!({"tenant": "tenant-a", "permissions": ["CAN_VIEW"], "lifetime_seconds": 1}),
+    );
+    assert_eq!(status, 201, "{created}");
+    let info = &created["token_info"];
+    let (created_ms, expiry_ms) = (
+        info["creation_time"].as_u64().unwrap(),
+        info["expiry_time"].as_u64().unwrap(),
+    );
+    assert!(created_ms > 1_000_000_000_000, "epoch milliseconds: {info}");
+    assert_eq!(expiry_ms - created_ms, 1000, "{info}");
+    let short = server.client(created["token"].as_str().unwrap());
     assert_eq!(short.get("/api/2.0/models").0, 200);
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let (status, body) = short.get("/api/2.0/models");
     assert_eq!(status, 401);
     assert!(

@@ -3,7 +3,7 @@
 //! is compared with the bootstrap admin credential.
 
 use super::{ApiError, AppState};
-use crate::registry::{now_secs, RegistryError};
+use crate::registry::{now_unix_millis, RegistryError};
 use crate::tenancy::{secret_matches, Permission, Principal, TenantGrant, TokenString};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -44,7 +44,7 @@ fn authenticate(state: &AppState, presented: &str) -> Result<Principal, ApiError
         if !token.matches(&record.salt, &record.hash) {
             return Err(invalid());
         }
-        if record.expires_at.is_some_and(|t| t <= now_secs()) {
+        if record.expires_at_ms.is_some_and(|t| t <= now_unix_millis()) {
             return Err(ApiError::unauthenticated(
                 "token expired; ask your tenant's manager for a new one",
             ));
@@ -54,7 +54,7 @@ fn authenticate(state: &AppState, presented: &str) -> Result<Principal, ApiError
             token_id: record.token_id.clone(),
             permission: record.permission,
             resources: record.resources.clone(),
-            expires_at: record.expires_at,
+            expires_at_ms: record.expires_at_ms,
         }));
     }
     match state.registry.admin_credential()? {

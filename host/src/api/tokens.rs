@@ -2,7 +2,7 @@
 //! tenant; a CAN_MANAGE token only for its own, and never wider than itself.
 
 use super::{blocking, ApiError, AppState, Caller, JsonBody};
-use crate::registry::{now_secs, TokenRecord};
+use crate::registry::{now_unix_millis, TokenRecord};
 use crate::tenancy::{validate_name, IssuedToken, Permission, Principal};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -36,8 +36,8 @@ fn token_info(t: &TokenRecord) -> Value {
         "tenant": t.tenant,
         "permissions": [t.permission],
         "endpoints": t.resources,
-        "creation_time": t.created_at,
-        "expiry_time": t.expires_at,
+        "creation_time": t.created_at_ms,
+        "expiry_time": t.expires_at_ms,
         "comment": t.comment,
         "created_by": t.created_by,
     })
@@ -70,7 +70,10 @@ pub async fn create(
             "field `lifetime_seconds`: must be between 1 and {MAX_LIFETIME_SECS}"
         )));
     }
-    let expires_at = body.lifetime_seconds.map(|s| now_secs() + s);
+    let created_at_ms = now_unix_millis();
+    let expires_at_ms = body
+        .lifetime_seconds
+        .map(|s| created_at_ms.saturating_add(s.saturating_mul(1000)));
     let (tenant, created_by) = match &caller.0 {
         Principal::Admin => {
             let tenant = body.tenant.ok_or_else(|| {
@@ -88,7 +91,7 @@ pub async fn create(
             if grant.permission != Permission::CanManage {
                 return Err(ApiError::forbidden("issuing tokens needs CAN_MANAGE"));
             }
-            if !grant.may_delegate(permission, &resources, expires_at) {
+            if !grant.may_delegate(permission, &resources, expires_at_ms) {
                 return Err(ApiError::forbidden(
                     "a token may not be wider than the one creating it (permission, endpoints or lifetime)",
                 ));
@@ -105,8 +108,8 @@ pub async fn create(
         hash: issued.hash,
         permission,
         resources,
-        created_at: now_secs(),
-        expires_at,
+        created_at_ms,
+        expires_at_ms,
         comment: body.comment,
         created_by,
     };

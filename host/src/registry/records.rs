@@ -11,6 +11,13 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn now_unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// A tenant: the unit of isolation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantRecord {
@@ -22,6 +29,7 @@ pub struct TenantRecord {
 
 /// An API token of one tenant. The secret itself is never stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredTokenRecord")]
 pub struct TokenRecord {
     /// Public identifier (part of the token string).
     pub token_id: String,
@@ -35,14 +43,59 @@ pub struct TokenRecord {
     pub permission: Permission,
     /// Resource names (models, endpoints) it applies to; `*` for all.
     pub resources: Vec<String>,
-    /// Creation time (Unix seconds).
-    pub created_at: u64,
-    /// Expiry (Unix seconds), if any.
-    pub expires_at: Option<u64>,
+    /// Creation time (Unix milliseconds).
+    pub created_at_ms: u64,
+    /// Expiry (Unix milliseconds), if any.
+    pub expires_at_ms: Option<u64>,
     /// Free-text comment.
     pub comment: Option<String>,
     /// Who created it (`admin` or a token id).
     pub created_by: String,
+}
+
+/// A token record as stored, by this version or by one that kept whole seconds in
+/// `created_at` / `expires_at` (those are read, converted, and never written again).
+#[derive(Deserialize)]
+struct StoredTokenRecord {
+    token_id: String,
+    tenant: String,
+    salt: String,
+    hash: String,
+    permission: Permission,
+    resources: Vec<String>,
+    #[serde(default)]
+    created_at_ms: Option<u64>,
+    #[serde(default)]
+    expires_at_ms: Option<u64>,
+    #[serde(default)]
+    created_at: Option<u64>,
+    #[serde(default)]
+    expires_at: Option<u64>,
+    comment: Option<String>,
+    created_by: String,
+}
+
+impl From<StoredTokenRecord> for TokenRecord {
+    fn from(stored: StoredTokenRecord) -> Self {
+        let seconds_to_ms = |s: u64| s.saturating_mul(1000);
+        Self {
+            token_id: stored.token_id,
+            tenant: stored.tenant,
+            salt: stored.salt,
+            hash: stored.hash,
+            permission: stored.permission,
+            resources: stored.resources,
+            created_at_ms: stored
+                .created_at_ms
+                .or(stored.created_at.map(seconds_to_ms))
+                .unwrap_or(0),
+            expires_at_ms: stored
+                .expires_at_ms
+                .or(stored.expires_at.map(seconds_to_ms)),
+            comment: stored.comment,
+            created_by: stored.created_by,
+        }
+    }
 }
 
 /// One file of a model image, stored as a blob.
@@ -108,4 +161,43 @@ pub struct ImageDraft {
     pub files: Vec<ImageFile>,
     /// Uploader.
     pub created_by: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(times: &str) -> String {
+        format!(
+            r#"{{"token_id":"t1","tenant":"acme","salt":"00","hash":"11","permission":"CAN_VIEW",
+            "resources":["*"],{times},"comment":null,"created_by":"admin"}}"#
+        )
+    }
+
+    #[test]
+    fn token_records_in_whole_seconds_are_read_as_milliseconds() {
+        let old: TokenRecord = serde_json::from_str(&stored(
+            r#""created_at":1700000000,"expires_at":1700000060"#,
+        ))
+        .unwrap();
+        assert_eq!(old.created_at_ms, 1_700_000_000_000);
+        assert_eq!(old.expires_at_ms, Some(1_700_000_060_000));
+        let never: TokenRecord =
+            serde_json::from_str(&stored(r#""created_at":1700000000,"expires_at":null"#)).unwrap();
+        assert_eq!(never.expires_at_ms, None);
+    }
+
+    #[test]
+    fn token_records_round_trip_in_milliseconds_only() {
+        let record: TokenRecord = serde_json::from_str(&stored(
+            r#""created_at_ms":1700000000123,"expires_at_ms":1700000001123"#,
+        ))
+        .unwrap();
+        let text = serde_json::to_string(&record).unwrap();
+        assert!(!text.contains(r#""created_at":"#), "{text}");
+        assert!(!text.contains(r#""expires_at":"#), "{text}");
+        let again: TokenRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(again, record);
+        assert_eq!(again.expires_at_ms, Some(1_700_000_001_123));
+    }
 }

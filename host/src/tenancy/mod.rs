@@ -56,8 +56,8 @@ pub struct TenantGrant {
     pub permission: Permission,
     /// Resource names it covers (`*` = all).
     pub resources: Vec<String>,
-    /// When it expires (Unix seconds).
-    pub expires_at: Option<u64>,
+    /// When it expires (Unix milliseconds).
+    pub expires_at_ms: Option<u64>,
 }
 
 impl TenantGrant {
@@ -76,13 +76,13 @@ impl TenantGrant {
         &self,
         permission: Permission,
         resources: &[String],
-        expires_at: Option<u64>,
+        expires_at_ms: Option<u64>,
     ) -> bool {
         let resources_ok = self.resources.iter().any(|r| r == "*")
             || resources
                 .iter()
                 .all(|r| r != "*" && self.resources.contains(r));
-        let expiry_ok = match (self.expires_at, expires_at) {
+        let expiry_ok = match (self.expires_at_ms, expires_at_ms) {
             (None, _) => true,
             (Some(_), None) => false,
             (Some(mine), Some(theirs)) => theirs <= mine,
@@ -98,13 +98,17 @@ impl TenantGrant {
 mod tests {
     use super::*;
 
-    fn grant(permission: Permission, resources: &[&str], expires_at: Option<u64>) -> TenantGrant {
+    fn grant(
+        permission: Permission,
+        resources: &[&str],
+        expires_at_ms: Option<u64>,
+    ) -> TenantGrant {
         TenantGrant {
             tenant: "acme".into(),
             token_id: "t".into(),
             permission,
             resources: resources.iter().map(|s| s.to_string()).collect(),
-            expires_at,
+            expires_at_ms,
         }
     }
 
