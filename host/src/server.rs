@@ -115,7 +115,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Serve)?;
-    endpoints.sweep_idle_spares();
+    endpoints.sweep_idle();
     endpoints
         .restore_all()
         .map_err(|e| store_error("the serving endpoints")(&e))?;

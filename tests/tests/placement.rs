@@ -178,3 +178,82 @@ fn inline_runs_can_be_turned_off() {
     let seen = served(&server, 3);
     assert_eq!(seen, ["guest-thread"; 3], "{seen:?}");
 }
+
+/// KServe V2 on a model name that no endpoint has runs the model version through a served
+/// entity of its own: the same placement, fresh sandboxes, the manifest's concurrency limit
+/// with fast refusals past it, and deleting the version releases it.
+#[test]
+fn a_model_queried_directly_gets_placement_admission_and_release() {
+    let setup = TenantServer::start_logging(&FLAGS, LOG_FILTER);
+    let TenantServer { server, client, .. } = &setup;
+    let package = handler_package(
+        "slow",
+        "slow-on-request",
+        "[limits]\nmax_concurrency = 1\ntimeout_ms = 5000\n",
+        &[],
+    );
+    assert_eq!(client.upload("slow", &package).0, 201);
+    let path = "/v2/models/slow/infer";
+    let request = |spin_ms: u64| {
+        json!({
+            "inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 2.0]}],
+            "parameters": {"spin_ms": spin_ms},
+        })
+    };
+    for _ in 0..3 {
+        let (status, reply) = client.post(path, &request(0));
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(reply["model_version"], "1", "{reply}");
+        let calls = reply["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == "calls")
+            .unwrap();
+        assert_eq!(calls["data"], json!([1]), "a fresh sandbox: {reply}");
+    }
+    let seen = served(server, 3);
+    assert_eq!(seen, ["guest-thread", "inline", "inline"], "{seen:?}");
+
+    // max_concurrency 1 and a queue of 2: of 8 requests sent at once, those past the
+    // three that fit are refused at once with 429 and Retry-After.
+    let results: Vec<(u16, Duration, Option<String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    let started = Instant::now();
+                    let response = ureq::post(format!("{}{path}", server.url))
+                        .header("Authorization", &format!("Bearer {}", setup.token))
+                        .config()
+                        .http_status_as_error(false)
+                        .build()
+                        .send_json(request(400))
+                        .unwrap();
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    (response.status().as_u16(), started.elapsed(), retry_after)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let served_ok = results.iter().filter(|r| r.0 == 200).count();
+    let refused: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
+    assert!(served_ok >= 1, "{results:?}");
+    assert!(refused.len() >= 4, "{results:?}");
+    assert_eq!(served_ok + refused.len(), 8, "{results:?}");
+    for (_, took, retry_after) in &refused {
+        assert!(retry_after.is_some(), "{results:?}");
+        assert!(
+            *took < Duration::from_millis(350),
+            "refused fast: {results:?}"
+        );
+    }
+
+    // Deleting the version releases it: the next direct query finds no model.
+    assert_eq!(client.delete("/api/2.0/models/slow/versions/1").0, 200);
+    let (status, reply) = client.post(path, &request(0));
+    assert_eq!(status, 404, "{reply}");
+}

@@ -129,6 +129,7 @@ pub async fn delete_version(
             "version {version} of `{name}` is served by endpoint `{endpoint}`; take it out of that endpoint's config first"
         )));
     }
+    state.endpoints.release_direct(&tenant, &name, version);
     blocking(move || Ok(state.images.delete(&tenant, &name, version)?)).await?;
     Ok(Json(json!({})))
 }

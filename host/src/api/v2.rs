@@ -4,7 +4,7 @@
 //! (`/versions/{v}` is the image version; without it, the latest).
 
 use super::query::{answer, with_fallback};
-use super::{blocking, parse_version, ApiError, AppState, Caller, RawBody};
+use super::{parse_version, ApiError, AppState, Caller, RawBody};
 use crate::codec::{signature, v2};
 use crate::images::LoadedImage;
 use crate::package::{Manifest, Signature};
@@ -13,7 +13,7 @@ use crate::serving::{EntityRuntime, ServingError};
 use crate::tenancy::{Permission, TenantGrant};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -112,25 +112,12 @@ async fn infer(
         Some(v) => v,
         None => latest_version(&state, &grant.tenant, &name)?,
     };
-    let images = state.images.clone();
-    let tenant = grant.tenant.clone();
-    let response = blocking(move || {
-        let image = images.load(&tenant, &name, version)?;
-        let (parsed, request) = parse_checked(&body, &image)?;
-        let invocation = image
-            .handler
-            .invoke(&request, &image.limits, image.graphs.nn_ctx())?;
-        let response = v2::build_response(
-            &name,
-            Some(version.to_string()),
-            &parsed,
-            &invocation.response,
-        )
-        .map_err(|e| ApiError::internal(format!("handler output: {e}")))?;
-        serde_json::to_value(response).map_err(ApiError::internal)
-    })
-    .await?;
-    Ok(Json(response).into_response())
+    let entity = state
+        .endpoints
+        .direct_entity(&grant.tenant, &name, version)
+        .await?;
+    let result = entity_call(name, entity.clone(), body).await?;
+    Ok(answer(&entity, result))
 }
 
 /// `POST /v2/models/{name}/infer`.

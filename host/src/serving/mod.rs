@@ -5,6 +5,7 @@
 //! and records why. Image versions no endpoint serves have their graphs unloaded.
 
 mod config;
+mod direct;
 mod entity;
 mod error;
 mod executor;
@@ -60,6 +61,8 @@ pub struct EndpointManager {
     /// How many spare sandboxes the entities may hold.
     spares: Arc<spare::SpareBudget>,
     live: RwLock<HashMap<EndpointKey, Arc<ActiveConfig>>>,
+    /// Model versions queried directly, outside any endpoint.
+    direct: direct::DirectModels,
     /// Serialises the check-and-set of `config_update`, so two updates never both start.
     updating: std::sync::Mutex<()>,
 }
@@ -82,6 +85,7 @@ impl EndpointManager {
             images,
             inline,
             live: RwLock::default(),
+            direct: direct::DirectModels::default(),
             updating: std::sync::Mutex::default(),
         })
     }
@@ -341,15 +345,84 @@ impl EndpointManager {
             .values()
             .cloned()
             .collect();
+        let direct = self.direct.entities();
         live.iter()
             .flat_map(|active| active.entities.iter())
+            .chain(direct.iter())
             .filter(|entity| entity.release_idle_spare(spare::SPARE_IDLE_LIMIT))
             .count()
     }
 
-    /// Runs [`EndpointManager::release_idle_spares`] every
-    /// [`spare::SPARE_SWEEP_INTERVAL`] for as long as the manager lives.
-    pub fn sweep_idle_spares(self: &Arc<Self>) {
+    /// The entity that serves direct queries of a model version (KServe V2 on a model
+    /// name that no endpoint has), loading the version on first use. It has the
+    /// manifest's limits and is released after [`direct::DIRECT_IDLE_LIMIT`] unused.
+    pub async fn direct_entity(
+        self: &Arc<Self>,
+        tenant: &str,
+        model: &str,
+        version: u64,
+    ) -> Result<Arc<EntityRuntime>, ServingError> {
+        let key = (tenant.to_string(), model.to_string(), version);
+        if let Some(entity) = self.direct.get(&key) {
+            return Ok(entity);
+        }
+        let images = self.images.clone();
+        let (t, m) = (tenant.to_string(), model.to_string());
+        let image = tokio::task::spawn_blocking(move || images.load(&t, &m, version))
+            .await
+            .map_err(|e| {
+                ServingError::Runtime(crate::runtime::RuntimeError::Exhausted(format!(
+                    "loading the model version failed: {e}"
+                )))
+            })??;
+        let config = crate::registry::ServedEntity {
+            name: format!("{model}-{version}"),
+            entity_name: model.to_string(),
+            entity_version: version.to_string(),
+            max_concurrency: None,
+            max_queue: None,
+            timeout_ms: None,
+            memory_mib: None,
+            workload_size: None,
+            scale_to_zero_enabled: None,
+        };
+        let entity = Arc::new(EntityRuntime::new(
+            &config,
+            version,
+            image,
+            self.inline,
+            self.spares.clone(),
+        ));
+        let held = self.direct.insert(key, entity);
+        // Inserting may have pushed the least recently used version out.
+        self.release_unserved();
+        Ok(held)
+    }
+
+    /// Releases a directly queried version at once (it is being deleted).
+    pub fn release_direct(&self, tenant: &str, model: &str, version: u64) {
+        if self
+            .direct
+            .remove(&(tenant.to_string(), model.to_string(), version))
+        {
+            self.release_unserved();
+        }
+    }
+
+    /// Releases the directly queried versions unused for [`direct::DIRECT_IDLE_LIMIT`];
+    /// returns how many.
+    pub fn release_idle_direct(&self) -> usize {
+        let released = self.direct.release_idle(direct::DIRECT_IDLE_LIMIT);
+        if released > 0 {
+            self.release_unserved();
+        }
+        released
+    }
+
+    /// Runs [`EndpointManager::release_idle_spares`] and
+    /// [`EndpointManager::release_idle_direct`] every [`spare::SPARE_SWEEP_INTERVAL`] for as
+    /// long as the manager lives.
+    pub fn sweep_idle(self: &Arc<Self>) {
         let manager = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(spare::SPARE_SWEEP_INTERVAL);
@@ -362,6 +435,10 @@ impl EndpointManager {
                 let released = manager.release_idle_spares();
                 if released > 0 {
                     tracing::debug!(released, "released idle spare sandboxes");
+                }
+                let released = manager.release_idle_direct();
+                if released > 0 {
+                    tracing::debug!(released, "released idle directly queried model versions");
                 }
             }
         });
@@ -382,9 +459,9 @@ impl EndpointManager {
             .map(|e| e.name))
     }
 
-    /// Unloads image versions no live endpoint serves.
+    /// Unloads image versions no live endpoint serves and no direct query holds.
     fn release_unserved(&self) {
-        let served: HashSet<(String, String, u64)> = self
+        let mut served: HashSet<(String, String, u64)> = self
             .live
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -397,6 +474,7 @@ impl EndpointManager {
                     .collect::<Vec<_>>()
             })
             .collect();
+        served.extend(self.direct.keys());
         self.images.retain_only(&served);
     }
 }
