@@ -10,12 +10,14 @@
 //! One more row, for reference and outside the goal: `digits+model`, where the bare route
 //! also runs the digits model through native ONNX Runtime (one session per async worker,
 //! one intra-op thread), so the ratio shows what the platform adds to the model itself.
+//! A second table, the floor, compares the two bare routes with each other (parse only
+//! against parse + native model, no sandserve at all): what running the model costs.
 //!
 //! Each row alternates the two servers in rounds (bare then sandserve, then the other way
 //! round, ...), each side measured for a second after a short warm-up, and pools each
 //! side's samples: a slow spell of this shared machine then hits both sides alike.
 //! `SANDSERVE_BENCH_ROUNDS` (default 6) and `SANDSERVE_BENCH_SECS` (per side and round,
-//! default 1) change that; `SANDSERVE_BENCH_ONLY=digits:1` runs one row (for profiling: the
+//! default 1) change that; `SANDSERVE_BENCH_ONLY=digits:1` (or `floor:32`) runs one row (for profiling: the
 //! server's pid is printed).
 
 use axum::body::Bytes;
@@ -322,45 +324,86 @@ fn main() {
         bare_answer["predictions"], real_answer["predictions"],
         "the bare-model route and the digits endpoint disagree"
     );
+    let selected = |row: &str, concurrency: usize| {
+        only.as_deref()
+            .is_none_or(|o| o == format!("{row}:{concurrency}"))
+    };
     for (row, endpoint, bare_route, body) in &rows {
         for concurrency in [1, 32] {
-            if only
-                .as_deref()
-                .is_some_and(|o| o != format!("{row}:{concurrency}"))
-            {
+            if !selected(row, concurrency) {
                 continue;
             }
-            let (bare_url, real_url) = (
-                format!("{bare}/{bare_route}/invocations"),
-                format!("{}/serving-endpoints/{endpoint}/invocations", server.url),
+            let (base, real) = compare(
+                &format!("{bare}/{bare_route}/invocations"),
+                &format!("{}/serving-endpoints/{endpoint}/invocations", server.url),
+                &token,
+                body,
+                concurrency,
             );
-            let (mut base, mut real) = (Samples::default(), Samples::default());
-            for round in 0..env_number("SANDSERVE_BENCH_ROUNDS", 6) {
-                if round % 2 == 0 {
-                    base.add(load(&bare_url, &token, body, concurrency));
-                    real.add(load(&real_url, &token, body, concurrency));
-                } else {
-                    real.add(load(&real_url, &token, body, concurrency));
-                    base.add(load(&bare_url, &token, body, concurrency));
-                }
-            }
-            let (base, real) = (base.stats(), real.stats());
-            assert_eq!(
-                base.errors + real.errors,
-                0,
-                "{row} at {concurrency}: requests failed"
-            );
-            println!(
-                "| {row} | {concurrency} | {:.0} | {:.0} | {:.2}x | {:.0} / {:.0} | {:.0} / {:.0} | {:.2}x |",
-                base.per_second,
-                real.per_second,
-                real.per_second / base.per_second,
-                us(base.p50),
-                us(base.p99),
-                us(real.p50),
-                us(real.p99),
-                real.p50.as_secs_f64() / base.p50.as_secs_f64(),
-            );
+            print_row(row, concurrency, &base, &real);
         }
     }
+    // The floor: what running the model at all costs against the parse-only route, with no
+    // platform in the way (both sides are bare routes of this process).
+    let floor: Vec<usize> = [1, 32]
+        .into_iter()
+        .filter(|c| selected("floor", *c))
+        .collect();
+    if !floor.is_empty() {
+        println!();
+        println!("| floor | concurrency | parse-only req/s | parse + native model req/s | throughput ratio | parse-only p50 / p99 (us) | parse + native model p50 / p99 (us) | p50 ratio |");
+        println!("|---|---|---|---|---|---|---|---|");
+    }
+    for concurrency in floor {
+        let (base, model) = compare(
+            &format!("{bare}/bare/digits/invocations"),
+            &format!("{bare}/bare-model/digits/invocations"),
+            &token,
+            &rows[2].3,
+            concurrency,
+        );
+        print_row("digits", concurrency, &base, &model);
+    }
+}
+
+/// Measures `base_url` and `other_url` in alternating rounds (see the module doc); returns
+/// each side's pooled statistics.
+fn compare(
+    base_url: &str,
+    other_url: &str,
+    token: &str,
+    body: &Value,
+    concurrency: usize,
+) -> (Stats, Stats) {
+    let (mut base, mut other) = (Samples::default(), Samples::default());
+    for round in 0..env_number("SANDSERVE_BENCH_ROUNDS", 6) {
+        if round % 2 == 0 {
+            base.add(load(base_url, token, body, concurrency));
+            other.add(load(other_url, token, body, concurrency));
+        } else {
+            other.add(load(other_url, token, body, concurrency));
+            base.add(load(base_url, token, body, concurrency));
+        }
+    }
+    let (base, other) = (base.stats(), other.stats());
+    assert_eq!(
+        base.errors + other.errors,
+        0,
+        "{other_url} against {base_url} at {concurrency}: requests failed"
+    );
+    (base, other)
+}
+
+fn print_row(row: &str, concurrency: usize, base: &Stats, other: &Stats) {
+    println!(
+        "| {row} | {concurrency} | {:.0} | {:.0} | {:.2}x | {:.0} / {:.0} | {:.0} / {:.0} | {:.2}x |",
+        base.per_second,
+        other.per_second,
+        other.per_second / base.per_second,
+        us(base.p50),
+        us(base.p99),
+        us(other.p50),
+        us(other.p99),
+        other.p50.as_secs_f64() / base.p50.as_secs_f64(),
+    );
 }
