@@ -73,6 +73,28 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("blocking task failed: {e}")))?
 }
 
+/// Query bodies and handler outputs larger than this are parsed and encoded on the
+/// blocking pool, so that one big request cannot hold up the other connections of the
+/// async worker it arrived on.
+pub const INLINE_CODEC_BYTES: usize = 256 * 1024;
+
+/// Runs JSON work over `size` bytes on this worker when small, else on the blocking pool.
+pub async fn codec_work<T: Send + 'static>(
+    size: usize,
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    if size <= INLINE_CODEC_BYTES {
+        work()
+    } else {
+        blocking(work).await
+    }
+}
+
+/// Bytes of tensor data in a handler's answer.
+pub fn output_bytes(response: &crate::runtime::Response) -> usize {
+    response.outputs.iter().map(|t| t.data.len()).sum()
+}
+
 /// The full routing table.
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -4,7 +4,7 @@
 //! Bodies: exactly one of `dataframe_split`, `dataframe_records`, `instances`, `inputs`,
 //! plus `params`; answers `{"predictions": ...}` with the `served-model-name` header.
 
-use super::{ApiError, AppState, Caller, RawBody};
+use super::{codec_work, output_bytes, ApiError, AppState, Caller, RawBody};
 use crate::codec::databricks;
 use crate::serving::{ActiveConfig, EntityRuntime, ServingError};
 use crate::tenancy::Permission;
@@ -61,11 +61,20 @@ where
 }
 
 async fn databricks_call(entity: Arc<EntityRuntime>, body: Bytes) -> Result<Value, ApiError> {
-    let signature = entity.image.manifest.signature.as_ref();
-    let (_, request) = databricks::parse_query(&body, signature)?;
+    let (_, request) = {
+        let (entity, body) = (entity.clone(), body.clone());
+        codec_work(body.len(), move || {
+            let signature = entity.image.manifest.signature.as_ref();
+            Ok(databricks::parse_query(&body, signature)?)
+        })
+        .await?
+    };
     let invocation = entity.invoke(request, Some(&body)).await?;
-    databricks::predictions(&invocation.response)
-        .map_err(|e| ApiError::internal(format!("handler output of `{}`: {e}", entity.name)))
+    codec_work(output_bytes(&invocation.response), move || {
+        databricks::predictions(&invocation.response)
+            .map_err(|e| ApiError::internal(format!("handler output of `{}`: {e}", entity.name)))
+    })
+    .await
 }
 
 /// `POST /serving-endpoints/{name}/invocations`.

@@ -4,7 +4,7 @@
 //! (`/versions/{v}` is the image version; without it, the latest).
 
 use super::query::{answer, with_fallback};
-use super::{parse_version, ApiError, AppState, Caller, RawBody};
+use super::{codec_work, output_bytes, parse_version, ApiError, AppState, Caller, RawBody};
 use crate::codec::{signature, v2};
 use crate::images::LoadedImage;
 use crate::package::{Manifest, Signature};
@@ -38,17 +38,23 @@ async fn entity_call(
     entity: Arc<EntityRuntime>,
     body: Bytes,
 ) -> Result<Value, ApiError> {
-    let (parsed, request) = parse_checked(&body, &entity.image)?;
+    let (parsed, request) = {
+        let entity = entity.clone();
+        codec_work(body.len(), move || parse_checked(&body, &entity.image)).await?
+    };
     // `parse_checked` already attached the raw body when the manifest asks for it.
     let invocation = entity.invoke(request, None).await?;
-    let response = v2::build_response(
-        &endpoint,
-        Some(entity.version.to_string()),
-        &parsed,
-        &invocation.response,
-    )
-    .map_err(|e| ApiError::internal(format!("handler output of `{}`: {e}", entity.name)))?;
-    serde_json::to_value(response).map_err(ApiError::internal)
+    codec_work(output_bytes(&invocation.response), move || {
+        let response = v2::build_response(
+            &endpoint,
+            Some(entity.version.to_string()),
+            &parsed,
+            &invocation.response,
+        )
+        .map_err(|e| ApiError::internal(format!("handler output of `{}`: {e}", entity.name)))?;
+        serde_json::to_value(response).map_err(ApiError::internal)
+    })
+    .await
 }
 
 fn endpoint_exists(state: &AppState, grant: &TenantGrant, name: &str) -> Result<bool, ApiError> {

@@ -16,7 +16,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 /// Which of the four Databricks request formats a body used.
@@ -170,8 +170,9 @@ pub fn parse_query(
 /// BYTES elements become strings, non-finite floats `null`.
 pub fn predictions(response: &Response) -> Result<Value, CodecError> {
     let mut outputs = Vec::with_capacity(response.outputs.len());
-    for (i, tensor) in response.outputs.iter().enumerate() {
-        if response.outputs[..i].iter().any(|t| t.name == tensor.name) {
+    let mut seen = HashSet::with_capacity(response.outputs.len());
+    for tensor in &response.outputs {
+        if !seen.insert(tensor.name.as_str()) {
             return Err(CodecError::field(
                 format!("outputs.{}", tensor.name),
                 "handler returned this output more than once",
@@ -757,6 +758,7 @@ fn split_table(value: &Json) -> Result<Table<'_>, CodecError> {
         }
         Json::Array(names) => {
             let mut columns = Vec::with_capacity(names.len());
+            let mut seen = HashSet::with_capacity(names.len());
             for (i, name) in names.iter().enumerate() {
                 let field = || format!("dataframe_split.columns[{i}]");
                 let Json::Scalar(Value::String(name)) = name else {
@@ -765,7 +767,7 @@ fn split_table(value: &Json) -> Result<Table<'_>, CodecError> {
                         format!("expected a column name, got {}", name.describe()),
                     ));
                 };
-                if columns.contains(&name.as_str()) {
+                if !seen.insert(name.as_str()) {
                     return Err(CodecError::field(
                         field(),
                         format!("column `{name}` appears twice"),
@@ -1387,6 +1389,32 @@ mod tests {
         let dup = format!("{{\"dataframe_records\": [{{{}}}]}}", cells.join(","));
         let e = parse_query(dup.as_bytes(), None).unwrap_err().to_string();
         assert!(e.contains("duplicate key `c7`"), "{e}");
+    }
+
+    #[test]
+    fn wide_tables_are_checked_for_duplicate_columns_in_linear_time() {
+        // 100,000 columns: a pairwise check would make ~5 * 10^9 comparisons.
+        let mut columns: Vec<String> = (0..100_000).map(|c| format!("c{c}")).collect();
+        let body = |columns: &[String]| {
+            let row: Vec<u32> = (0..columns.len() as u32).collect();
+            json!({"dataframe_split": {"columns": columns, "data": [row]}}).to_string()
+        };
+        let (_, request) = parse_query(body(&columns).as_bytes(), None).unwrap();
+        assert_eq!(request.inputs[0].shape, [1, 100_000]);
+        columns.push("c99999".into());
+        let e = parse_query(body(&columns).as_bytes(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("column `c99999` appears twice"), "{e}");
+        assert!(e.contains("columns[100000]"), "{e}");
+        // A handler's answer with as many outputs encodes, and a repeated one is caught.
+        let mut outputs: Vec<Tensor> = (0..100_000)
+            .map(|i| output(&format!("o{i}"), ElementType::Bool, &[1], vec![1]))
+            .collect();
+        assert!(predictions(&response(outputs.clone())).is_ok());
+        outputs.push(outputs[0].clone());
+        let e = predictions(&response(outputs)).unwrap_err().to_string();
+        assert!(e.contains("more than once"), "{e}");
     }
 
     #[test]

@@ -154,12 +154,11 @@ pub fn build_response(
     request: &InferRequest,
     response: &Response,
 ) -> Result<InferResponse, CodecError> {
-    let wanted = |name: &str| {
-        request
-            .outputs
-            .as_ref()
-            .is_none_or(|outs| outs.iter().any(|o| o.name == name))
-    };
+    let requested: Option<std::collections::HashSet<&str>> = request
+        .outputs
+        .as_ref()
+        .map(|outs| outs.iter().map(|o| o.name.as_str()).collect());
+    let wanted = |name: &str| requested.as_ref().is_none_or(|r| r.contains(name));
     let outputs = response
         .outputs
         .iter()
