@@ -10,9 +10,11 @@ pub struct ServedEntity {
     /// Name of the served entity within the endpoint (default `<model>-<version>`).
     #[serde(default)]
     pub name: String,
-    /// The model (image) name.
+    /// The model (image) name (`model_name` in Databricks' older `served_models`).
+    #[serde(alias = "model_name")]
     pub entity_name: String,
-    /// The image version, as a string (Databricks' type).
+    /// The image version, as a string (Databricks' type; `model_version` in `served_models`).
+    #[serde(alias = "model_version")]
     pub entity_version: String,
     /// Most requests running at once on this entity (default: the manifest's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,6 +34,10 @@ pub struct ServedEntity {
     /// Accepted for Databricks compatibility; ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_to_zero_enabled: Option<bool>,
+    /// Accepted for Databricks compatibility (`CPU`, `GPU_SMALL`, ...); ignored: where a
+    /// graph runs is its `target` in the model manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_type: Option<String>,
 }
 
 /// One traffic route.
@@ -105,12 +111,13 @@ pub struct EndpointRecord {
 impl EndpointRecord {
     /// Whether any config (active or pending) serves `model` version `version`.
     pub fn serves(&self, model: &str, version: u64) -> bool {
-        let version = version.to_string();
         self.config
             .iter()
             .chain(self.pending_config.iter())
             .flat_map(|c| c.served_entities.iter())
-            .any(|e| e.entity_name == model && e.entity_version == version)
+            .any(|e| {
+                e.entity_name == model && e.entity_version.trim().parse::<u64>() == Ok(version)
+            })
     }
 }
 
@@ -119,4 +126,54 @@ pub fn now_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: &str) -> EndpointConfig {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn databricks_older_served_models_form_is_read() {
+        let legacy = config(
+            r#"{"served_models": [{"name": "a", "model_name": "digits", "model_version": "2",
+                "workload_size": "Small", "scale_to_zero_enabled": false}]}"#,
+        );
+        assert_eq!(legacy.served_entities[0].entity_name, "digits");
+        assert_eq!(legacy.served_entities[0].entity_version, "2");
+        assert!(serde_json::from_str::<EndpointConfig>(
+            r#"{"served_entities": [{"entity_name": "d", "entity_version": "1", "typo": 1}]}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn any_spelling_of_a_stored_version_counts_as_served() {
+        let record = EndpointRecord {
+            name: "ep".into(),
+            tenant: "acme".into(),
+            creator: "admin".into(),
+            creation_timestamp: 0,
+            last_updated_timestamp: 0,
+            config: Some(config(
+                r#"{"served_entities": [{"entity_name": "digits", "entity_version": "01"}]}"#,
+            )),
+            pending_config: Some(config(
+                r#"{"served_entities": [{"entity_name": "digits", "entity_version": "3"}]}"#,
+            )),
+            state: EndpointState {
+                ready: "READY".into(),
+                config_update: "IN_PROGRESS".into(),
+            },
+            update_error: None,
+            fallback_enabled: false,
+        };
+        assert!(record.serves("digits", 1));
+        assert!(record.serves("digits", 3));
+        assert!(!record.serves("digits", 2));
+        assert!(!record.serves("echo", 1));
+    }
 }

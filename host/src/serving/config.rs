@@ -27,18 +27,21 @@ pub fn normalise(mut config: EndpointConfig) -> Result<EndpointConfig, ServingEr
         let field = format!("config.served_entities[{i}]");
         validate_name("entity_name", &entity.entity_name)
             .map_err(|e| invalid(format!("{field}.{e}")))?;
-        if entity
+        let Some(version) = entity
             .entity_version
+            .trim()
             .parse::<u64>()
             .ok()
             .filter(|v| *v > 0)
-            .is_none()
-        {
+        else {
             return Err(invalid(format!(
                 "{field}.entity_version: `{}` is not a version number",
                 entity.entity_version
             )));
-        }
+        };
+        // Stored in one spelling ("01", "+1" and " 1" are version 1), so that every
+        // comparison with it, such as the check before deleting a version, sees it.
+        entity.entity_version = version.to_string();
         if entity.name.is_empty() {
             entity.name = format!("{}-{}", entity.entity_name, entity.entity_version);
         }
@@ -133,6 +136,7 @@ mod tests {
             memory_mib: None,
             workload_size: None,
             scale_to_zero_enabled: None,
+            workload_type: None,
         }
     }
 
@@ -178,5 +182,22 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("entity_version"));
+    }
+
+    #[test]
+    fn versions_are_stored_in_one_spelling() {
+        for spelling in ["01", "+1", " 1 ", "1"] {
+            let config = normalise(EndpointConfig {
+                served_entities: vec![entity("digits", spelling)],
+                traffic_config: None,
+                config_version: 0,
+            })
+            .unwrap();
+            assert_eq!(
+                config.served_entities[0].entity_version, "1",
+                "{spelling:?}"
+            );
+            assert_eq!(config.served_entities[0].name, "digits-1", "{spelling:?}");
+        }
     }
 }

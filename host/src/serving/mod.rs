@@ -385,6 +385,7 @@ impl EndpointManager {
             memory_mib: None,
             workload_size: None,
             scale_to_zero_enabled: None,
+            workload_type: None,
         };
         let entity = Arc::new(EntityRuntime::new(
             &config,
