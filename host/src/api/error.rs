@@ -188,8 +188,19 @@ impl From<PackageError> for ApiError {
 impl From<InferenceError> for ApiError {
     fn from(e: InferenceError) -> Self {
         let reason = match &e {
-            InferenceError::EngineUnavailable { .. } | InferenceError::EngineLoad { .. } => {
-                "engine_unavailable"
+            // The server's setup, not the caller's request: 503, and the library paths and
+            // settings go to the operator's log, not to the tenant.
+            InferenceError::EngineUnavailable { engine, .. }
+            | InferenceError::EngineLoad { engine, .. } => {
+                tracing::error!("inference engine unavailable: {e}");
+                return Self::unavailable(
+                    format!(
+                        "the {engine} inference engine is not available on this server; \
+                         ask its operator (the server log says why)"
+                    ),
+                    None,
+                )
+                .with_reason("engine_unavailable");
             }
             InferenceError::TargetUnavailable { .. } => "target_unavailable",
             InferenceError::UnknownEncoding(_) => "unknown_encoding",
@@ -261,5 +272,23 @@ impl From<RuntimeError> for ApiError {
             }
             other => Self::internal(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_engine_is_the_servers_problem_and_its_paths_stay_in_the_log() {
+        let error = ApiError::from(InferenceError::EngineLoad {
+            engine: "onnx",
+            path: "/opt/private/libonnxruntime.so".into(),
+            reason: "undefined symbol".into(),
+        });
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error.reason, Some("engine_unavailable"));
+        assert!(error.message.contains("onnx"), "{}", error.message);
+        assert!(!error.message.contains("/opt/private"), "{}", error.message);
     }
 }
