@@ -63,8 +63,10 @@ pub struct EndpointManager {
     live: RwLock<HashMap<EndpointKey, Arc<ActiveConfig>>>,
     /// Model versions queried directly, outside any endpoint.
     direct: direct::DirectModels,
-    /// Serialises the check-and-set of `config_update`, so two updates never both start.
-    updating: std::sync::Mutex<()>,
+    /// Serialises every read-modify-write of an endpoint record (create, update, fallback,
+    /// activation, failure, delete), so that none of them writes back a stale copy and two
+    /// updates never both start.
+    records: std::sync::Mutex<()>,
 }
 
 fn key(tenant: &str, name: &str) -> EndpointKey {
@@ -72,6 +74,10 @@ fn key(tenant: &str, name: &str) -> EndpointKey {
 }
 
 impl EndpointManager {
+    fn lock_records(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A manager over these stores.
     pub fn new(
         registry: Arc<dyn ModelRegistry>,
@@ -86,13 +92,14 @@ impl EndpointManager {
             inline,
             live: RwLock::default(),
             direct: direct::DirectModels::default(),
-            updating: std::sync::Mutex::default(),
+            records: std::sync::Mutex::default(),
         })
     }
 
     /// At start-up: brings every stored endpoint's config back (in the background); an
     /// update that was running when the server stopped is marked failed.
     pub fn restore_all(self: &Arc<Self>) -> Result<(), ServingError> {
+        let _records = self.lock_records();
         for mut record in self.registry.endpoints(None)? {
             if record.pending_config.take().is_some() {
                 record.state.config_update = UPDATE_FAILED.into();
@@ -125,6 +132,7 @@ impl EndpointManager {
     ) -> Result<EndpointRecord, ServingError> {
         let mut config = config::normalise(config)?;
         config.config_version = 1;
+        let _records = self.lock_records();
         let now = now_millis();
         let record = EndpointRecord {
             name: name.to_string(),
@@ -154,7 +162,7 @@ impl EndpointManager {
         config: EndpointConfig,
     ) -> Result<EndpointRecord, ServingError> {
         let mut config = config::normalise(config)?;
-        let _one_at_a_time = self.updating.lock().unwrap_or_else(|p| p.into_inner());
+        let _records = self.lock_records();
         let mut record = self.registry.endpoint(tenant, name)?;
         if record.state.config_update == IN_PROGRESS {
             return Err(ServingError::UpdateInProgress(name.to_string()));
@@ -182,6 +190,7 @@ impl EndpointManager {
         name: &str,
         enabled: bool,
     ) -> Result<EndpointRecord, ServingError> {
+        let _records = self.lock_records();
         let mut record = self.registry.endpoint(tenant, name)?;
         record.fallback_enabled = enabled;
         record.last_updated_timestamp = now_millis();
@@ -224,7 +233,7 @@ impl EndpointManager {
                 .unwrap_or_else(|e| Err(format!("preparing the config failed: {e}")));
         let outcome = match loaded {
             Ok(entities) => self.activate(&tenant, &name, &config, entities, restoring),
-            Err(reason) => self.fail(&tenant, &name, reason),
+            Err(reason) => self.fail(&tenant, &name, &config, restoring, reason),
         };
         if let Err(e) = outcome {
             tracing::error!(
@@ -236,6 +245,10 @@ impl EndpointManager {
         self.release_unserved();
     }
 
+    /// Swaps in a prepared config, unless the record has moved on meanwhile: an update
+    /// activates only while its config is still the pending one, and a restore (at start-up)
+    /// only while its config is still the stored active one (an update accepted during the
+    /// restore may already have replaced it).
     fn activate(
         &self,
         tenant: &str,
@@ -244,11 +257,21 @@ impl EndpointManager {
         entities: Vec<Arc<EntityRuntime>>,
         restoring: bool,
     ) -> Result<(), RegistryError> {
+        let _records = self.lock_records();
         let mut record = match self.registry.endpoint(tenant, name) {
             Ok(record) => record,
             Err(RegistryError::NotFound { .. }) => return Ok(()), // deleted meanwhile
             Err(e) => return Err(e),
         };
+        if !still_wanted(&record, config, restoring) {
+            tracing::info!(
+                tenant,
+                endpoint = name,
+                config_version = config.config_version,
+                "a newer config replaced this one while it was prepared; dropping it"
+            );
+            return Ok(());
+        }
         let routes = config
             .traffic_config
             .as_ref()
@@ -269,10 +292,6 @@ impl EndpointManager {
             split: Split::new(&shares),
             fallback: record.fallback_enabled,
         });
-        self.live
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key(tenant, name), active);
         record.config = Some(config.clone());
         if !restoring {
             record.pending_config = None;
@@ -281,36 +300,66 @@ impl EndpointManager {
         }
         record.state.ready = READY.into();
         record.last_updated_timestamp = now_millis();
+        // The record first: if it cannot be written, the old config keeps serving.
+        self.registry.put_endpoint(&record)?;
+        self.live
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key(tenant, name), active);
         tracing::info!(
             tenant,
             endpoint = name,
             config_version = config.config_version,
             "endpoint config active"
         );
-        self.registry.put_endpoint(&record)
+        Ok(())
     }
 
-    fn fail(&self, tenant: &str, name: &str, reason: String) -> Result<(), RegistryError> {
+    /// Records that `config` could not be prepared, unless the record has moved on (see
+    /// [`EndpointManager::activate`]). A failed restore leaves an update accepted meanwhile
+    /// running.
+    fn fail(
+        &self,
+        tenant: &str,
+        name: &str,
+        config: &EndpointConfig,
+        restoring: bool,
+        reason: String,
+    ) -> Result<(), RegistryError> {
+        let _records = self.lock_records();
         let mut record = match self.registry.endpoint(tenant, name) {
             Ok(record) => record,
             Err(RegistryError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
+        if !still_wanted(&record, config, restoring) {
+            return Ok(());
+        }
         tracing::warn!(tenant, endpoint = name, "endpoint update failed: {reason}");
-        record.pending_config = None;
-        record.state.config_update = UPDATE_FAILED.into();
-        record.update_error = Some(reason);
+        if restoring {
+            record.update_error = Some(format!("the served config could not be loaded: {reason}"));
+            if record.state.config_update != IN_PROGRESS {
+                record.state.config_update = UPDATE_FAILED.into();
+            }
+        } else {
+            record.pending_config = None;
+            record.state.config_update = UPDATE_FAILED.into();
+            record.update_error = Some(reason);
+        }
         record.last_updated_timestamp = now_millis();
         self.registry.put_endpoint(&record)
     }
 
     /// Deletes an endpoint; requests in flight finish.
     pub fn delete(&self, tenant: &str, name: &str) -> Result<(), ServingError> {
-        self.registry.delete_endpoint(tenant, name)?;
-        self.live
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key(tenant, name));
+        {
+            let _records = self.lock_records();
+            self.registry.delete_endpoint(tenant, name)?;
+            self.live
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key(tenant, name));
+        }
         self.release_unserved();
         Ok(())
     }
@@ -480,6 +529,18 @@ impl EndpointManager {
     }
 }
 
+/// Whether a config prepared for `record` may still take effect: an update's config while
+/// it is the pending one (not replaced, and the endpoint not deleted and created again with
+/// another config), a restored config while it is the stored active one.
+fn still_wanted(record: &EndpointRecord, config: &EndpointConfig, restoring: bool) -> bool {
+    let expected = if restoring {
+        &record.config
+    } else {
+        &record.pending_config
+    };
+    expected.as_ref() == Some(config)
+}
+
 fn load_entities(
     images: &ImageService,
     tenant: &str,
@@ -506,4 +567,78 @@ fn load_entities(
             )))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(version: u64, model_version: &str) -> EndpointConfig {
+        let mut config: EndpointConfig = serde_json::from_value(serde_json::json!({
+            "served_entities": [{"entity_name": "digits", "entity_version": model_version}]
+        }))
+        .unwrap();
+        config.config_version = version;
+        config
+    }
+
+    fn record(active: Option<EndpointConfig>, pending: Option<EndpointConfig>) -> EndpointRecord {
+        EndpointRecord {
+            name: "ep".into(),
+            tenant: "acme".into(),
+            creator: "admin".into(),
+            creation_timestamp: 0,
+            last_updated_timestamp: 0,
+            state: EndpointState {
+                ready: NOT_READY.into(),
+                config_update: if pending.is_some() {
+                    IN_PROGRESS
+                } else {
+                    NOT_UPDATING
+                }
+                .into(),
+            },
+            config: active,
+            pending_config: pending,
+            update_error: None,
+            fallback_enabled: false,
+        }
+    }
+
+    #[test]
+    fn an_update_takes_effect_only_while_it_is_the_pending_config() {
+        let (old, new) = (config(1, "1"), config(2, "2"));
+        assert!(still_wanted(
+            &record(Some(old.clone()), Some(new.clone())),
+            &new,
+            false
+        ));
+        // Replaced by a later update, or already activated, or the endpoint was deleted and
+        // created again with another config.
+        assert!(!still_wanted(
+            &record(Some(old.clone()), Some(config(3, "3"))),
+            &new,
+            false
+        ));
+        assert!(!still_wanted(&record(Some(new.clone()), None), &new, false));
+        assert!(!still_wanted(
+            &record(None, Some(config(1, "5"))),
+            &old,
+            false
+        ));
+    }
+
+    #[test]
+    fn a_restore_takes_effect_only_while_its_config_is_the_active_one() {
+        let (old, new) = (config(1, "1"), config(2, "2"));
+        // Restoring at start-up while an update accepted meanwhile is still being prepared:
+        // the old config serves until then.
+        assert!(still_wanted(
+            &record(Some(old.clone()), Some(new.clone())),
+            &old,
+            true
+        ));
+        // The update finished first: the restore must not bring the old config back.
+        assert!(!still_wanted(&record(Some(new.clone()), None), &old, true));
+    }
 }
