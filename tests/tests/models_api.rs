@@ -231,6 +231,53 @@ fn every_route_keeps_tenants_apart_and_enforces_permissions() {
         &json!({"permissions": ["CAN_VIEW"], "endpoints": ["echo"]}),
     );
     assert_eq!(status, 201, "{narrower}");
+    // It sees and revokes only tokens no wider than itself.
+    let (status, listed) = scoped.get("/api/2.0/tokens");
+    assert_eq!(status, 200, "{listed}");
+    let listed = listed["token_infos"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "itself and the narrower one: {listed:?}");
+    assert!(listed.iter().all(|t| t["endpoints"] == json!(["echo"])));
+    let (status, body) = scoped.delete(&format!("/api/2.0/tokens/{a_token_id}"));
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (403, Some("PERMISSION_DENIED")),
+        "{body}"
+    );
+    assert_eq!(
+        a.get("/api/2.0/models").0,
+        200,
+        "the wider token still works"
+    );
+    let narrower_id = narrower["token_id"].as_str().unwrap();
+    assert_eq!(
+        scoped.delete(&format!("/api/2.0/tokens/{narrower_id}")).0,
+        200
+    );
+    // It cannot put a model it does not cover behind an endpoint it covers.
+    let (status, body) = scoped.post(
+        "/api/2.0/serving-endpoints",
+        &json!({"name": "echo", "config": {"served_entities": [
+            {"entity_name": "digits", "entity_version": "1"}
+        ]}}),
+    );
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (404, Some("RESOURCE_DOES_NOT_EXIST")),
+        "{body}"
+    );
+    let (status, body) = scoped.post(
+        "/api/2.0/serving-endpoints",
+        &json!({"name": "echo", "config": {"served_entities": [
+            {"entity_name": "echo", "entity_version": "1"}
+        ]}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = scoped.put(
+        "/api/2.0/serving-endpoints/echo/config",
+        &json!({"served_entities": [{"entity_name": "digits", "entity_version": "1"}]}),
+    );
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(scoped.delete("/api/2.0/serving-endpoints/echo").0, 200);
 
     // Missing, malformed, revoked and expired tokens: 401.
     assert_eq!(Client::new(&server.url, "").get("/api/2.0/models").0, 401);

@@ -5,7 +5,7 @@
 use super::{blocking, ApiError, AppState, Caller, JsonBody};
 use crate::registry::{EndpointConfig, EndpointRecord};
 use crate::serving::{ActiveConfig, ServingError};
-use crate::tenancy::{validate_name, Permission};
+use crate::tenancy::{validate_name, Permission, TenantGrant};
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
@@ -118,6 +118,23 @@ fn fallback_of(gateway: Option<&AiGateway>) -> Option<bool> {
         .map(|f| f.enabled)
 }
 
+/// A token scoped to some names may put only models it covers behind an endpoint (else it
+/// could query, through an endpoint it covers, a model it cannot see); the answer for one it
+/// does not cover is the same 404 as for a model that does not exist.
+fn require_models_covered(grant: &TenantGrant, config: &EndpointConfig) -> Result<(), ApiError> {
+    match config
+        .served_entities
+        .iter()
+        .find(|e| !grant.covers(&e.entity_name))
+    {
+        Some(entity) => Err(ApiError::not_found(format!(
+            "model `{}` does not exist",
+            entity.entity_name
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Creates an endpoint; its config is prepared in the background.
 pub async fn create(
     State(state): State<AppState>,
@@ -128,6 +145,7 @@ pub async fn create(
     let grant = caller
         .require(Permission::CanManage, "serving endpoint", &body.name)?
         .clone();
+    require_models_covered(&grant, &body.config)?;
     let fallback = fallback_of(body.ai_gateway.as_ref()).unwrap_or(false);
     let endpoints = state.endpoints.clone();
     let record = blocking(move || {
@@ -198,6 +216,7 @@ pub async fn update_config(
     let grant = caller
         .require(Permission::CanManage, "serving endpoint", &name)?
         .clone();
+    require_models_covered(&grant, &config)?;
     let endpoints = state.endpoints.clone();
     let record = blocking(move || Ok(endpoints.update(&grant.tenant, &name, config)?)).await?;
     let active = state.endpoints.active(&record.tenant, &record.name).ok();

@@ -3,7 +3,7 @@
 
 use super::{blocking, ApiError, AppState, Caller, JsonBody};
 use crate::registry::{now_unix_millis, TokenRecord};
-use crate::tenancy::{validate_name, IssuedToken, Permission, Principal};
+use crate::tenancy::{validate_name, IssuedToken, Permission, Principal, TenantGrant};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -144,9 +144,21 @@ pub async fn list(
         }
     };
     let tokens = state.registry.tokens(tenant.as_deref())?;
+    let visible = tokens.iter().filter(|t| match &caller.0 {
+        Principal::Admin => true,
+        Principal::Tenant(grant) => within_reach(grant, t),
+    });
     Ok(Json(
-        json!({ "token_infos": tokens.iter().map(token_info).collect::<Vec<_>>() }),
+        json!({ "token_infos": visible.map(token_info).collect::<Vec<_>>() }),
     ))
+}
+
+/// Whether a tenant's manager token may see and revoke `token`: its own, or one no wider
+/// than itself (so a token scoped to some endpoints neither learns the names outside its
+/// scope from other tokens nor revokes the tenant's wider tokens).
+fn within_reach(grant: &TenantGrant, token: &TokenRecord) -> bool {
+    token.token_id == grant.token_id
+        || grant.may_delegate(token.permission, &token.resources, token.expires_at_ms)
 }
 
 /// Revokes a token.
@@ -163,6 +175,11 @@ pub async fn delete(
         }
         if grant.permission != Permission::CanManage {
             return Err(ApiError::forbidden("revoking tokens needs CAN_MANAGE"));
+        }
+        if !within_reach(grant, &record) {
+            return Err(ApiError::forbidden(
+                "a token may only revoke itself or tokens no wider than itself (permission, endpoints or lifetime); ask a wider manager token",
+            ));
         }
     }
     let tokens = state.tokens.clone();
