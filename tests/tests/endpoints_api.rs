@@ -626,6 +626,31 @@ fn every_error_class_has_its_status_and_code() {
         "another tenant's endpoint does not exist for you"
     );
     assert_eq!(other.get("/api/2.0/serving-endpoints/digits").0, 404);
+
+    // Errors of the router and extractors themselves have the same JSON shape.
+    let (status, body) = s.client.get("/serving-endpoints/digits/invocations");
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (405, Some("METHOD_NOT_ALLOWED")),
+        "{body}"
+    );
+    assert!(body["message"].as_str().unwrap().contains("GET"), "{body}");
+    let (status, body) = s.client.get("/api/2.0/serving-endpoints/%FF");
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (400, Some("INVALID_PARAMETER_VALUE")),
+        "{body}"
+    );
+    // KServe V2 clients read an error's `error` field.
+    let (status, body) = s
+        .client
+        .post("/v2/models/digits/infer", &json!({"inputs": "nope"}));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    assert_eq!(body["error"], body["message"], "{body}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The one error shape every route answers with: an HTTP status and a JSON body
 //! `{"error_code": ..., "message": ..., "details": [...]}` in Databricks' style (upper-case
-//! codes; a `google.rpc.ErrorInfo` detail with a specific `reason` where there is one).
+//! codes; a `google.rpc.ErrorInfo` detail with a specific `reason` where there is one), plus
+//! `"error"` (the message again), the field of KServe's Open Inference Protocol errors.
 
 use crate::codec::CodecError;
 use crate::images::ImageError;
@@ -48,6 +49,20 @@ impl ApiError {
     /// 400: malformed input.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", message)
+    }
+
+    /// 405: the route does not take this method.
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            message,
+        )
+    }
+
+    /// Another client error, with its own status.
+    pub fn with_status(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::new(status, "INVALID_PARAMETER_VALUE", message)
     }
 
     /// 401: missing, unknown, revoked or expired token.
@@ -129,7 +144,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "error_code": self.code, "message": self.message });
+        // `error` is the field KServe V2 clients (tritonclient, ...) read.
+        let mut body = json!({
+            "error_code": self.code,
+            "message": self.message,
+            "error": self.message,
+        });
         if let Some(reason) = self.reason {
             body["details"] = json!([{
                 "@type": "type.googleapis.com/google.rpc.ErrorInfo",

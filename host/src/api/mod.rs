@@ -20,6 +20,7 @@ mod error;
 mod health;
 mod json;
 mod models;
+mod plain_errors;
 mod query;
 mod tenants;
 mod tokens;
@@ -170,5 +171,6 @@ pub fn router(state: AppState) -> Router {
             ApiError::not_found("no such route; see the API reference in docs/api.md")
         })
         .layer(DefaultBodyLimit::max(1 << 20))
+        .layer(axum::middleware::from_fn(plain_errors::errors_as_json))
         .with_state(state)
 }
