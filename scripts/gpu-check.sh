@@ -56,7 +56,7 @@ run_check() {
   trap 'kill $server 2>/dev/null || true' RETURN
   url=http://127.0.0.1:$port
   for _ in $(seq 1 100); do curl -sf $url/health >/dev/null && break; sleep 0.2; done
-  echo "engines: $(curl -s $url/health | python3 -c 'import json,sys; e=json.load(sys.stdin)["engines"]; print({k: v.get("version") or v.get("error") for k, v in e.items()})')"
+  echo "engines: $(curl -s $url/health -H "Authorization: Bearer $admin" | python3 -c 'import json,sys; e=json.load(sys.stdin)["engines"]; print({k: v.get("version") or v.get("error") for k, v in e.items()})')"
   curl -sf -X POST $url/api/2.0/tenants -H "Authorization: Bearer $admin" -d '{"name":"gpu"}' >/dev/null
   token=$(curl -sf -X POST $url/api/2.0/tokens -H "Authorization: Bearer $admin" \
     -d '{"tenant":"gpu","permissions":["CAN_MANAGE"]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')

@@ -752,7 +752,7 @@ fn gpu_graphs_are_refused_without_a_gpu_and_gpu_or_cpu_says_where_it_runs() {
             &[("model/digits.onnx", read(&repo_root().join("examples/digits/model/digits.onnx")))],
         )
     };
-    let (_, health) = Client::new(&s.server.url, "").get("/health");
+    let (_, health) = s.server.admin().get("/health");
     if health["engines"]["cuda"]["loaded"] == true {
         eprintln!(
             "SKIPPED gpu refusal: this host has a CUDA device ({})",

@@ -366,7 +366,20 @@ fn a_restart_keeps_everything_and_loads_handlers_from_the_compile_cache() {
     assert_eq!(blob_names(data.path()), blobs_before);
     let (status, answer) = infer_digits(&acme, 1);
     assert_eq!(status, 200, "{answer}");
-    let (_, health) = Client::new(&server.url, "").get("/health");
+    // The public sees which engines loaded, not paths or the cache; the operator does.
+    let (status, public) = Client::new(&server.url, "").get("/health");
+    assert_eq!(status, 200, "{public}");
+    assert_eq!(public["engines"]["onnx"]["loaded"], true, "{public}");
+    assert!(public["engines"]["onnx"].get("path").is_none(), "{public}");
+    assert!(public.get("component_cache").is_none(), "{public}");
+    let (status, public) = Client::new(&server.url, "wrong").get("/health");
+    assert_eq!(
+        status, 200,
+        "a wrong token still gets the public view: {public}"
+    );
+    assert!(public.get("component_cache").is_none(), "{public}");
+    let (_, health) = server.admin().get("/health");
+    assert!(health["engines"]["onnx"]["path"].is_string(), "{health}");
     assert_eq!(health["component_cache"]["compiles"], 0, "{health}");
     assert!(
         health["component_cache"]["hits"].as_u64().unwrap() >= 1,

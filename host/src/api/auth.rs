@@ -11,6 +11,17 @@ use axum::http::request::Parts;
 /// The authenticated caller of a request.
 pub struct Caller(pub Principal);
 
+/// Whether `headers` carry the admin token (for routes that show the operator more than
+/// the public; a missing or wrong token is simply not the admin).
+pub fn is_admin(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .is_some_and(|presented| matches!(authenticate(state, presented), Ok(Principal::Admin)))
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
