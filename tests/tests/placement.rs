@@ -252,8 +252,13 @@ fn a_model_queried_directly_gets_placement_admission_and_release() {
         );
     }
 
-    // Deleting the version releases it: the next direct query finds no model.
+    // Deleting the version releases it: the next direct query of that version (which the
+    // server holds loaded) finds no model.
     assert_eq!(client.delete("/api/2.0/models/slow/versions/1").0, 200);
-    let (status, reply) = client.post(path, &request(0));
-    assert_eq!(status, 404, "{reply}");
+    let (status, reply) = client.post("/v2/models/slow/versions/1/infer", &request(0));
+    assert_eq!(
+        (status, reply["error_code"].as_str()),
+        (404, Some("RESOURCE_DOES_NOT_EXIST")),
+        "{reply}"
+    );
 }

@@ -129,8 +129,12 @@ pub async fn delete_version(
             "version {version} of `{name}` is served by endpoint `{endpoint}`; take it out of that endpoint's config first"
         )));
     }
-    state.endpoints.release_direct(&tenant, &name, version);
-    blocking(move || Ok(state.images.delete(&tenant, &name, version)?)).await?;
+    let endpoints = state.endpoints.clone();
+    let (t, n) = (tenant.clone(), name.clone());
+    blocking(move || Ok(state.images.delete(&t, &n, version)?)).await?;
+    // After the delete: a direct query loading the version meanwhile finds it gone (see
+    // `EndpointManager::direct_entity`).
+    endpoints.release_direct(&tenant, &name, version);
     Ok(Json(json!({})))
 }
 

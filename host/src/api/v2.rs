@@ -181,13 +181,16 @@ async fn describe(
         let record = state.endpoints.record(&grant.tenant, name)?;
         let active = state.endpoints.active(&grant.tenant, name).ok();
         let ready = record.state.ready == "READY" && active.is_some();
-        let versions: Vec<String> = record
+        // Parsed, so that a version stored as "01" by an older release still matches 1.
+        let numbers: Vec<u64> = record
             .config
             .iter()
-            .flat_map(|c| c.served_entities.iter().map(|e| e.entity_version.clone()))
+            .flat_map(|c| c.served_entities.iter())
+            .filter_map(|e| e.entity_version.trim().parse().ok())
             .collect();
+        let versions: Vec<String> = numbers.iter().map(u64::to_string).collect();
         if let Some(v) = version {
-            if !versions.contains(&v.to_string()) {
+            if !numbers.contains(&v) {
                 return Err(ApiError::not_found(format!(
                     "endpoint `{name}` serves no version {v}"
                 )));

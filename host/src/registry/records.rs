@@ -29,7 +29,7 @@ pub struct TenantRecord {
 
 /// An API token of one tenant. The secret itself is never stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "StoredTokenRecord")]
+#[serde(from = "StoredTokenRecord", into = "StoredTokenRecord")]
 pub struct TokenRecord {
     /// Public identifier (part of the token string).
     pub token_id: String,
@@ -53,9 +53,11 @@ pub struct TokenRecord {
     pub created_by: String,
 }
 
-/// A token record as stored, by this version or by one that kept whole seconds in
-/// `created_at` / `expires_at` (those are read, converted, and never written again).
-#[derive(Deserialize)]
+/// A token record as stored. Releases before this one kept whole seconds in `created_at` /
+/// `expires_at`; those are read and converted, and still written (rounded up, so that a
+/// token never outlives its lifetime by more than the rounding) next to the milliseconds,
+/// so that going back to such a release keeps every token readable.
+#[derive(Serialize, Deserialize)]
 struct StoredTokenRecord {
     token_id: String,
     tenant: String,
@@ -73,6 +75,25 @@ struct StoredTokenRecord {
     expires_at: Option<u64>,
     comment: Option<String>,
     created_by: String,
+}
+
+impl From<TokenRecord> for StoredTokenRecord {
+    fn from(record: TokenRecord) -> Self {
+        Self {
+            token_id: record.token_id,
+            tenant: record.tenant,
+            salt: record.salt,
+            hash: record.hash,
+            permission: record.permission,
+            resources: record.resources,
+            created_at_ms: Some(record.created_at_ms),
+            expires_at_ms: record.expires_at_ms,
+            created_at: Some(record.created_at_ms / 1000),
+            expires_at: record.expires_at_ms.map(|ms| ms.div_ceil(1000)),
+            comment: record.comment,
+            created_by: record.created_by,
+        }
+    }
 }
 
 impl From<StoredTokenRecord> for TokenRecord {
@@ -188,16 +209,18 @@ mod tests {
     }
 
     #[test]
-    fn token_records_round_trip_in_milliseconds_only() {
+    fn token_records_round_trip_in_milliseconds_and_keep_seconds_for_older_releases() {
         let record: TokenRecord = serde_json::from_str(&stored(
             r#""created_at_ms":1700000000123,"expires_at_ms":1700000001123"#,
         ))
         .unwrap();
         let text = serde_json::to_string(&record).unwrap();
-        assert!(!text.contains(r#""created_at":"#), "{text}");
-        assert!(!text.contains(r#""expires_at":"#), "{text}");
         let again: TokenRecord = serde_json::from_str(&text).unwrap();
         assert_eq!(again, record);
         assert_eq!(again.expires_at_ms, Some(1_700_000_001_123));
+        // What an older release reads: whole seconds, the expiry rounded up.
+        let fields: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(fields["created_at"], 1_700_000_000u64);
+        assert_eq!(fields["expires_at"], 1_700_000_002u64);
     }
 }

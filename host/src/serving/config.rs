@@ -39,12 +39,19 @@ pub fn normalise(mut config: EndpointConfig) -> Result<EndpointConfig, ServingEr
                 entity.entity_version
             )));
         };
+        if entity.name.is_empty() {
+            // From the version as sent where that makes a valid name, so routes that name
+            // `digits-01` still find it.
+            let as_sent = format!("{}-{}", entity.entity_name, entity.entity_version.trim());
+            entity.name = if validate_name("name", &as_sent).is_ok() {
+                as_sent
+            } else {
+                format!("{}-{version}", entity.entity_name)
+            };
+        }
         // Stored in one spelling ("01", "+1" and " 1" are version 1), so that every
         // comparison with it, such as the check before deleting a version, sees it.
         entity.entity_version = version.to_string();
-        if entity.name.is_empty() {
-            entity.name = format!("{}-{}", entity.entity_name, entity.entity_version);
-        }
         validate_name("name", &entity.name).map_err(|e| invalid(format!("{field}.{e}")))?;
         if !names.insert(entity.name.clone()) {
             return Err(invalid(format!(
@@ -186,7 +193,12 @@ mod tests {
 
     #[test]
     fn versions_are_stored_in_one_spelling() {
-        for spelling in ["01", "+1", " 1 ", "1"] {
+        for (spelling, name) in [
+            ("01", "digits-01"),
+            ("+1", "digits-1"),
+            (" 1 ", "digits-1"),
+            ("1", "digits-1"),
+        ] {
             let config = normalise(EndpointConfig {
                 served_entities: vec![entity("digits", spelling)],
                 traffic_config: None,
@@ -197,7 +209,7 @@ mod tests {
                 config.served_entities[0].entity_version, "1",
                 "{spelling:?}"
             );
-            assert_eq!(config.served_entities[0].name, "digits-1", "{spelling:?}");
+            assert_eq!(config.served_entities[0].name, name, "{spelling:?}");
         }
     }
 }

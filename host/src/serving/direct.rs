@@ -5,8 +5,10 @@
 //!
 //! Loaded versions cost memory (a compiled component, the graphs), so they are held
 //! only while used: one unused for [`DIRECT_IDLE_LIMIT`] is released by the sweep, at most
-//! [`MAX_DIRECT_VERSIONS`] are held in the whole server (the least recently used goes
-//! first), and deleting a version releases it at once.
+//! [`MAX_DIRECT_VERSIONS_PER_TENANT`] per tenant and [`MAX_DIRECT_VERSIONS`] in the whole
+//! server are held (past either, the least recently used one with no request running goes
+//! first, the tenant's own before anyone else's), and deleting a version releases it at
+//! once.
 
 use super::entity::EntityRuntime;
 use super::placement::now_millis;
@@ -19,6 +21,8 @@ use std::time::Duration;
 pub const DIRECT_IDLE_LIMIT: Duration = Duration::from_secs(300);
 /// Most directly queried versions loaded at once, over all tenants.
 pub const MAX_DIRECT_VERSIONS: usize = 32;
+/// Most directly queried versions one tenant has loaded at once.
+pub const MAX_DIRECT_VERSIONS_PER_TENANT: usize = 8;
 
 /// (tenant, model, version).
 pub type VersionKey = (String, String, u64);
@@ -67,7 +71,9 @@ impl<E: InUse> DirectModels<E> {
     }
 
     /// Holds `entity` for `key` (or returns the one a concurrent load put there first),
-    /// releasing the least recently used versions past [`MAX_DIRECT_VERSIONS`].
+    /// releasing least recently used versions past the tenant's and the server's limits.
+    /// Versions with a request running are never released here (the limits may be passed
+    /// for as long as every held version is busy).
     pub fn insert(&self, key: VersionKey, entity: Arc<E>) -> Arc<E> {
         let mut held = self.lock();
         let now = now_millis();
@@ -75,17 +81,17 @@ impl<E: InUse> DirectModels<E> {
             existing.last_used_ms.store(now, Ordering::Relaxed);
             return existing.entity.clone();
         }
-        while held.len() >= MAX_DIRECT_VERSIONS {
-            let Some(oldest) = held
-                .iter()
-                .min_by_key(|(_, h)| h.last_used_ms.load(Ordering::Relaxed))
-                .map(|(k, _)| k.clone())
-            else {
+        let tenant = key.0.clone();
+        let of_tenant = |k: &VersionKey| k.0 == tenant;
+        while held.keys().filter(|k| of_tenant(k)).count() >= MAX_DIRECT_VERSIONS_PER_TENANT {
+            if !release_least_recent(&mut held, of_tenant) {
                 break;
-            };
-            tracing::debug!(tenant = %oldest.0, model = %oldest.1, version = oldest.2,
-                "releasing the least recently queried model version");
-            held.remove(&oldest);
+            }
+        }
+        while held.len() >= MAX_DIRECT_VERSIONS {
+            if !release_least_recent(&mut held, |_| true) {
+                break;
+            }
         }
         held.insert(
             key,
@@ -127,6 +133,26 @@ impl<E: InUse> DirectModels<E> {
     }
 }
 
+/// Releases the least recently used held version matching `candidate` that no request is
+/// running on; false when there is none.
+fn release_least_recent<E: InUse>(
+    held: &mut HashMap<VersionKey, Held<E>>,
+    candidate: impl Fn(&VersionKey) -> bool,
+) -> bool {
+    let Some(oldest) = held
+        .iter()
+        .filter(|(k, h)| candidate(k) && !h.entity.in_use())
+        .min_by_key(|(_, h)| h.last_used_ms.load(Ordering::Relaxed))
+        .map(|(k, _)| k.clone())
+    else {
+        return false;
+    };
+    tracing::debug!(tenant = %oldest.0, model = %oldest.1, version = oldest.2,
+        "releasing the least recently queried model version");
+    held.remove(&oldest);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,22 +183,58 @@ mod tests {
         assert!(direct.get(&key(2)).is_none());
     }
 
+    fn tenant_key(tenant: &str, version: u64) -> VersionKey {
+        (tenant.into(), "digits".into(), version)
+    }
+
     #[test]
-    fn past_the_limit_the_least_recently_used_version_goes() {
+    fn past_a_tenants_limit_its_own_least_recently_used_idle_version_goes() {
         let direct = DirectModels::<Entity>::default();
-        for v in 0..MAX_DIRECT_VERSIONS as u64 {
+        direct.insert(tenant_key("other", 1), Arc::new(Entity::default()));
+        let busy = direct.insert(key(0), Arc::new(Entity::default()));
+        busy.busy.store(true, Ordering::Relaxed);
+        for v in 1..MAX_DIRECT_VERSIONS_PER_TENANT as u64 {
             direct.insert(key(v), Arc::new(Entity::default()));
         }
-        // Every version but 0 was used after it.
+        // Every version but 1 was used after it (0 is busy, so it stays anyway).
         std::thread::sleep(Duration::from_millis(5));
-        for v in 1..MAX_DIRECT_VERSIONS as u64 {
+        for v in 2..MAX_DIRECT_VERSIONS_PER_TENANT as u64 {
             direct.get(&key(v)).unwrap();
         }
-        direct.insert(key(1000), Arc::new(Entity::default()));
+        direct.insert(key(100), Arc::new(Entity::default()));
+        assert!(direct.get(&key(1)).is_none());
+        assert!(direct.get(&key(0)).is_some(), "busy versions stay");
+        assert!(direct.get(&key(100)).is_some());
+        assert!(
+            direct.get(&tenant_key("other", 1)).is_some(),
+            "others untouched"
+        );
+        assert_eq!(direct.keys().len(), MAX_DIRECT_VERSIONS_PER_TENANT + 1);
+    }
+
+    #[test]
+    fn past_the_servers_limit_the_least_recently_used_idle_version_goes() {
+        let direct = DirectModels::<Entity>::default();
+        let tenants = MAX_DIRECT_VERSIONS / MAX_DIRECT_VERSIONS_PER_TENANT;
+        for t in 0..tenants {
+            for v in 0..MAX_DIRECT_VERSIONS_PER_TENANT as u64 {
+                direct.insert(tenant_key(&format!("t{t}"), v), Arc::new(Entity::default()));
+            }
+        }
         assert_eq!(direct.keys().len(), MAX_DIRECT_VERSIONS);
-        assert!(direct.get(&key(0)).is_none());
-        assert!(direct.get(&key(1000)).is_some());
-        assert!(direct.get(&key(1)).is_some());
+        std::thread::sleep(Duration::from_millis(5));
+        for t in 1..tenants {
+            for v in 0..MAX_DIRECT_VERSIONS_PER_TENANT as u64 {
+                direct.get(&tenant_key(&format!("t{t}"), v)).unwrap();
+            }
+        }
+        for v in 1..MAX_DIRECT_VERSIONS_PER_TENANT as u64 {
+            direct.get(&tenant_key("t0", v)).unwrap();
+        }
+        direct.insert(tenant_key("new", 1), Arc::new(Entity::default()));
+        assert_eq!(direct.keys().len(), MAX_DIRECT_VERSIONS);
+        assert!(direct.get(&tenant_key("t0", 0)).is_none());
+        assert!(direct.get(&tenant_key("new", 1)).is_some());
     }
 
     #[test]

@@ -443,7 +443,14 @@ impl EndpointManager {
             self.inline,
             self.spares.clone(),
         ));
-        let held = self.direct.insert(key, entity);
+        let held = self.direct.insert(key.clone(), entity);
+        // A delete of this version that ran while it loaded has already released what was
+        // held; do not keep serving it.
+        if let Err(e) = self.registry.image(tenant, model, version) {
+            self.direct.remove(&key);
+            self.release_unserved();
+            return Err(e.into());
+        }
         // Inserting may have pushed the least recently used version out.
         self.release_unserved();
         Ok(held)
