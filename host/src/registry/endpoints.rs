@@ -40,6 +40,24 @@ pub struct ServedEntity {
     pub workload_type: Option<String>,
 }
 
+impl ServedEntity {
+    /// `model` version `version` under `name`, with every limit left to the manifest.
+    pub fn with_manifest_limits(name: String, model: &str, version: &str) -> Self {
+        Self {
+            name,
+            entity_name: model.to_string(),
+            entity_version: version.to_string(),
+            max_concurrency: None,
+            max_queue: None,
+            timeout_ms: None,
+            memory_mib: None,
+            workload_size: None,
+            scale_to_zero_enabled: None,
+            workload_type: None,
+        }
+    }
+}
+
 /// One traffic route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

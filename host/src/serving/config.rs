@@ -133,18 +133,7 @@ mod tests {
     use crate::registry::ServedEntity;
 
     fn entity(model: &str, version: &str) -> ServedEntity {
-        ServedEntity {
-            name: String::new(),
-            entity_name: model.into(),
-            entity_version: version.into(),
-            max_concurrency: None,
-            max_queue: None,
-            timeout_ms: None,
-            memory_mib: None,
-            workload_size: None,
-            scale_to_zero_enabled: None,
-            workload_type: None,
-        }
+        ServedEntity::with_manifest_limits(String::new(), model, version)
     }
 
     #[test]

@@ -424,18 +424,11 @@ impl EndpointManager {
                     "loading the model version failed: {e}"
                 )))
             })??;
-        let config = crate::registry::ServedEntity {
-            name: format!("{model}-{version}"),
-            entity_name: model.to_string(),
-            entity_version: version.to_string(),
-            max_concurrency: None,
-            max_queue: None,
-            timeout_ms: None,
-            memory_mib: None,
-            workload_size: None,
-            scale_to_zero_enabled: None,
-            workload_type: None,
-        };
+        let config = crate::registry::ServedEntity::with_manifest_limits(
+            format!("{model}-{version}"),
+            model,
+            &version.to_string(),
+        );
         let entity = Arc::new(EntityRuntime::new(
             &config,
             version,
