@@ -170,9 +170,16 @@ pub fn parse_query(
 /// BYTES elements become strings, non-finite floats `null`.
 pub fn predictions(response: &Response) -> Result<Value, CodecError> {
     let mut outputs = Vec::with_capacity(response.outputs.len());
-    let mut seen = HashSet::with_capacity(response.outputs.len());
-    for tensor in &response.outputs {
-        if !seen.insert(tensor.name.as_str()) {
+    // A few outputs (the usual case) are compared pairwise; many go through a set.
+    let many = response.outputs.len() > 16;
+    let mut seen = HashSet::with_capacity(if many { response.outputs.len() } else { 0 });
+    for (i, tensor) in response.outputs.iter().enumerate() {
+        let repeated = if many {
+            !seen.insert(tensor.name.as_str())
+        } else {
+            response.outputs[..i].iter().any(|t| t.name == tensor.name)
+        };
+        if repeated {
             return Err(CodecError::field(
                 format!("outputs.{}", tensor.name),
                 "handler returned this output more than once",
