@@ -100,8 +100,19 @@ pub fn check_shape(
             "input `{name}` must have shape {declared:?} (-1 = any), got {shape:?}"
         )));
     }
-    let count: usize = tensor.dimensions.iter().map(|&d| d as usize).product();
-    let expected = count.saturating_mul(wasi_nn_size(tensor.ty));
+    // Checked: guest-chosen dimensions whose product wraps would let too little data
+    // "match" its shape.
+    let count = tensor
+        .dimensions
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d as usize));
+    let expected = count.and_then(|n| n.checked_mul(wasi_nn_size(tensor.ty)));
+    let Some(expected) = expected else {
+        return Err(invalid(format!(
+            "input `{name}`: shape {:?} holds more elements than can be addressed",
+            tensor.dimensions
+        )));
+    };
     if tensor.data.len() != expected {
         return Err(invalid(format!(
             "input `{name}` holds {} bytes, its shape and type need {expected}",
@@ -121,4 +132,29 @@ pub fn unknown_input(graph: &str, name: &str, declared: &[&str]) -> BackendError
 /// The error when a declared input is missing.
 pub fn missing_input(graph: &str, name: &str) -> BackendError {
     invalid(format!("graph `{graph}` needs input `{name}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime_wasi_nn::wit::TensorType;
+
+    fn tensor(dimensions: Vec<u32>, bytes: usize) -> Tensor {
+        Tensor {
+            dimensions,
+            ty: TensorType::Fp32,
+            data: vec![0; bytes],
+        }
+    }
+
+    #[test]
+    fn shapes_whose_element_count_overflows_are_refused() {
+        // 65536^4 elements wraps to 0 in 64 bits: empty data must not "match".
+        let huge = tensor(vec![65_536; 4], 0);
+        let e = check_shape("x", &[-1, -1, -1, -1], &huge).unwrap_err();
+        assert!(e.to_string().contains("more elements"), "{e}");
+        assert!(check_shape("x", &[-1, 2], &tensor(vec![3, 2], 24)).is_ok());
+        let short = check_shape("x", &[-1, 2], &tensor(vec![3, 2], 20)).unwrap_err();
+        assert!(short.to_string().contains("need 24"), "{short}");
+    }
 }
