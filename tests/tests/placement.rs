@@ -262,3 +262,34 @@ fn a_model_queried_directly_gets_placement_admission_and_release() {
         "{reply}"
     );
 }
+
+/// A handler that writes to stdout / stderr (blocking WASI calls, which cannot run on an
+/// async worker) while the server would run it inline: the request is answered from a
+/// guest thread, and the entity stays on guest threads.
+#[test]
+fn a_handler_that_prints_is_answered_and_stays_on_guest_threads() {
+    let TenantServer { server, client, .. } = setup(&FLAGS, "");
+    let path = "/serving-endpoints/slow/invocations";
+    let plain = json!({"inputs": {"x": [[1.0, 2.0]]}});
+    let printing = json!({"inputs": {"x": [[1.0, 2.0]]}, "params": {"print": true}});
+    for body in [&plain, &plain, &printing, &plain] {
+        let (status, reply) = client.post(path, body);
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(
+            reply["predictions"],
+            json!([{"x": [1.0, 2.0], "calls": 1}]),
+            "{reply}"
+        );
+    }
+    let seen = served(&server, 4);
+    assert_eq!(
+        seen,
+        [
+            "guest-thread",
+            "inline",
+            "inline-then-guest-thread",
+            "guest-thread"
+        ],
+        "{seen:?}"
+    );
+}

@@ -3,6 +3,7 @@
 //! request is refused at once instead of piling up in memory), where each request's sandbox
 //! runs (`placement`) and the spare sandbox its next request will use (`spare`).
 
+use super::executor::GuestThreadError;
 use super::placement::{
     now_millis, InSandbox, InlinePolicy, Placement, RunHistory, INLINE_BUDGET,
     MAX_INLINE_INPUT_BYTES,
@@ -152,12 +153,29 @@ impl EntityRuntime {
         if budgeted {
             limits.timeout = INLINE_BUDGET;
         }
-        let Finished { outcome, spent } =
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.image
                 .handler
                 .run(self.spare.take(), &request, &limits, || {
                     self.image.graphs.nn_ctx()
-                });
+                })
+        }));
+        let Finished { outcome, spent } = match attempt {
+            Ok(finished) => finished,
+            Err(_) => {
+                // A blocking WASI call (see `placement`): the sandbox is gone with the
+                // unwinding; run the request again where such calls work.
+                self.history.never_inline();
+                tracing::info!(
+                    entity = %self.name,
+                    "the handler makes blocking WASI calls (output, sleep or poll); \
+                     its requests run on guest threads from now on"
+                );
+                let rest = self.rest_of_timeout(started);
+                let outcome = self.run_on_guest_thread(request, rest).await;
+                return (outcome, Placement::InlineThenGuestThread);
+            }
+        };
         self.clean_up_after_answer(spent);
         match outcome {
             Err(RuntimeError::Timeout { .. }) if budgeted => {
@@ -166,12 +184,7 @@ impl EntityRuntime {
                     entity = %self.name,
                     "inline run passed its budget; running it again on a guest thread"
                 );
-                let mut rest = self.limits.clone();
-                rest.timeout = self
-                    .limits
-                    .timeout
-                    .saturating_sub(started.elapsed())
-                    .max(Duration::from_millis(1));
+                let rest = self.rest_of_timeout(started);
                 let outcome = self.run_on_guest_thread(request, rest).await;
                 (outcome, Placement::InlineThenGuestThread)
             }
@@ -180,6 +193,18 @@ impl EntityRuntime {
                 Placement::Inline,
             ),
         }
+    }
+
+    /// The entity's limits with what is left of its timeout for a request that started at
+    /// `started`.
+    fn rest_of_timeout(&self, started: Instant) -> RequestLimits {
+        let mut rest = self.limits.clone();
+        rest.timeout = self
+            .limits
+            .timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
+        rest
     }
 
     /// Runs the request on a guest thread under `limits`.
@@ -211,8 +236,13 @@ impl EntityRuntime {
                 (outcome, clean_up)
             })
             .await
-            .ok_or_else(|| {
-                ServingError::Runtime(RuntimeError::Exhausted("every guest thread is busy".into()))
+            .map_err(|e| match e {
+                GuestThreadError::Busy => ServingError::Runtime(RuntimeError::Exhausted(
+                    "every guest thread is busy".into(),
+                )),
+                GuestThreadError::Failed => ServingError::Runtime(RuntimeError::Engine(
+                    "the host failed while running this request; the server log says why".into(),
+                )),
             })?;
         outcome.map_err(self.reporting_full_timeout())
     }

@@ -46,18 +46,26 @@ impl GuestThreads {
 
     /// Runs `work` on a guest thread and waits for its result without blocking the caller's
     /// async worker; `work` also returns a clean-up that the thread runs after handing the
-    /// result over. `None` when every thread is busy and the queue is full (the caller
-    /// answers 503).
-    pub async fn run<T, C>(&self, work: impl FnOnce() -> (T, C) + Send + 'static) -> Option<T>
+    /// result over. Fails when every thread is busy and the queue is full (the caller
+    /// answers 503), or when `work` panicked (the thread carries on with the next job).
+    pub async fn run<T, C>(
+        &self,
+        work: impl FnOnce() -> (T, C) + Send + 'static,
+    ) -> Result<T, GuestThreadError>
     where
         T: Send + 'static,
         C: FnOnce(),
     {
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            let (value, clean_up) = work();
-            let _ = done.send(value);
-            clean_up();
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+                Ok((value, clean_up)) => {
+                    let _ = done.send(value);
+                    clean_up();
+                }
+                // `done` is dropped unsent: the caller sees `Failed`.
+                Err(_) => tracing::error!("a request's work panicked on a guest thread"),
+            }
         });
         {
             let mut idle = self.shared.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -65,14 +73,27 @@ impl GuestThreads {
                 // The thread is blocked on its own channel, which has room for one job.
                 Some(thread) => {
                     drop(idle);
-                    thread.send(job).ok()?;
+                    thread.send(job).map_err(|_| GuestThreadError::Failed)?;
                 }
                 // Queued under the lock, so a thread going idle cannot miss it.
-                None => self.shared.queued.try_send(job).ok()?,
+                None => self
+                    .shared
+                    .queued
+                    .try_send(job)
+                    .map_err(|_| GuestThreadError::Busy)?,
             }
         }
-        result.await.ok()
+        result.await.map_err(|_| GuestThreadError::Failed)
     }
+}
+
+/// Why [`GuestThreads::run`] gave no result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestThreadError {
+    /// Every thread is busy and the queue is full.
+    Busy,
+    /// The work panicked.
+    Failed,
 }
 
 fn worker(shared: &Shared) {

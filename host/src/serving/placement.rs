@@ -24,6 +24,11 @@
 //! has no side effects: it is created fresh, reaches no files, network or shared state, and
 //! is thrown away. So a slow or hostile guest holds an async worker for at most the budget
 //! (plus one engine call) once per demotion period.
+//!
+//! A guest that makes a blocking WASI call (writing to stdout or stderr, sleeping, polling)
+//! cannot run on an async worker at all: wasmtime-wasi drives such calls with the
+//! runtime's `block_on`, which panics there. The inline run catches that, the request runs
+//! again on a guest thread, and its entity never runs inline again.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -113,6 +118,9 @@ pub struct RunHistory {
     policy: InlinePolicy,
     proven_fast: AtomicBool,
     demoted_until_ms: AtomicU64,
+    /// Set for good once a run showed the handler making a blocking WASI call, which
+    /// cannot run on an async worker.
+    never_inline: AtomicBool,
 }
 
 impl RunHistory {
@@ -122,6 +130,7 @@ impl RunHistory {
             policy,
             proven_fast: AtomicBool::new(false),
             demoted_until_ms: AtomicU64::new(0),
+            never_inline: AtomicBool::new(false),
         }
     }
 
@@ -129,6 +138,12 @@ impl RunHistory {
     pub fn inline_allowed(&self, now_ms: u64) -> bool {
         self.proven_fast.load(Ordering::Relaxed)
             && now_ms >= self.demoted_until_ms.load(Ordering::Relaxed)
+            && !self.never_inline.load(Ordering::Relaxed)
+    }
+
+    /// Keeps the entity on the guest threads for good.
+    pub fn never_inline(&self) {
+        self.never_inline.store(true, Ordering::Relaxed);
     }
 
     /// Records a completed run that took `run` (instantiate + predict): the entity may run
