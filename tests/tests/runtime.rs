@@ -224,6 +224,43 @@ fn an_infinite_loop_is_stopped_at_its_deadline() {
     }
 }
 
+/// A guest asleep in a WASI wait is in host code, where the epoch deadline does not reach:
+/// its wait is cut at the request's deadline, so it still ends then and gives its thread
+/// back. A short sleep still sleeps.
+#[test]
+fn a_guest_sleeping_in_wasi_is_stopped_at_its_deadline() {
+    let sleeper = load("slow-on-request");
+    let asking = |sleep_ms: u64| Request {
+        inputs: vec![f32_tensor("x", &[1], &[1.0])],
+        parameters: Some(format!(r#"{{"sleep_ms": {sleep_ms}}}"#)),
+        raw_body: None,
+    };
+    let deadline = Duration::from_millis(500);
+    let started = Instant::now();
+    // An hour's sleep.
+    let result = sleeper.invoke(
+        &asking(3_600_000),
+        &RequestLimits {
+            timeout: deadline,
+            ..limits()
+        },
+        empty_nn(),
+    );
+    let took = started.elapsed();
+    assert!(
+        matches!(result, Err(RuntimeError::Timeout { timeout }) if timeout == deadline),
+        "{result:?}"
+    );
+    assert!(took < Duration::from_secs(60), "ended after {took:?}");
+    let started = Instant::now();
+    let slept = sleeper
+        .invoke(&asking(50), &limits(), empty_nn())
+        .expect("a short sleep completes");
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    assert_eq!(slept.response.outputs[0].name, "x");
+    assert_echo_still_works();
+}
+
 #[test]
 fn a_sandbox_instantiated_ahead_gets_the_deadline_of_its_call() {
     let short = RequestLimits {

@@ -12,6 +12,7 @@ mod error;
 mod limits;
 mod output;
 mod state;
+mod waits;
 
 pub use bindings::{ElementType, HandlerError, Request, Response, Tensor};
 pub use error::RuntimeError;
@@ -82,6 +83,7 @@ impl Runtime {
         epoch::spawn_ticker(&engine, config.epoch_tick).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
+        waits::add_to_linker(&mut linker).map_err(engine_error)?;
         wasmtime_wasi_nn::wit::add_to_linker(&mut linker, HostState::nn_view)
             .map_err(engine_error)?;
         bindings::sandserve::handler::logging::add_to_linker::<_, HasSelf<HostState>>(
@@ -280,7 +282,16 @@ impl LoadedHandler {
         let predict_time = instantiated.elapsed();
         let outcome = outcome
             .map_err(|e| self.classify(&mut store, limits, e))
-            .and_then(|result| self.finish(&store, limits, result))
+            .and_then(|result| {
+                // A guest whose WASI wait was cut at the deadline ran out of time, even if
+                // it answered before the epoch deadline caught it.
+                if store.data().wait_cut {
+                    return Err(RuntimeError::Timeout {
+                        timeout: limits.timeout,
+                    });
+                }
+                self.finish(&store, limits, result)
+            })
             .map(|(response, fuel_consumed)| Invocation {
                 response,
                 fuel_consumed,
@@ -303,6 +314,9 @@ impl LoadedHandler {
         limits: &RequestLimits,
     ) -> Result<(), RuntimeError> {
         store.set_epoch_deadline(epoch::ticks_for(limits.timeout, self.config.epoch_tick));
+        let state = store.data_mut();
+        state.deadline = std::time::Instant::now() + limits.timeout;
+        state.wait_cut = false;
         if self.config.fuel_metering {
             store
                 .set_fuel(limits.fuel.unwrap_or(u64::MAX))

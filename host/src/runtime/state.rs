@@ -4,6 +4,8 @@
 use super::bindings::{sandserve::handler::logging, LogLevel};
 use super::limits::{RequestLimiter, RequestLimits};
 use super::output::BoundedOutput;
+use super::waits::GuestClock;
+use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_nn::wit::{WasiNnCtx, WasiNnView};
@@ -20,6 +22,12 @@ pub struct HostState {
     pub(super) stdout: BoundedOutput,
     pub(super) stderr: BoundedOutput,
     pub(super) label: std::sync::Arc<str>,
+    /// The guest's monotonic clock.
+    pub(super) clock: GuestClock,
+    /// When the request's time is up: no WASI wait the guest starts lasts past it.
+    pub(super) deadline: Instant,
+    /// Set when a wait was cut at the deadline: the request has timed out.
+    pub(super) wait_cut: bool,
 }
 
 impl HostState {
@@ -33,9 +41,11 @@ impl HostState {
     ) -> Self {
         let stdout = BoundedOutput::new(output_capacity);
         let stderr = BoundedOutput::new(output_capacity);
+        let clock = GuestClock::start();
         let wasi = WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
+            .monotonic_clock(clock)
             .build();
         Self {
             wasi,
@@ -45,6 +55,9 @@ impl HostState {
             stdout,
             stderr,
             label,
+            clock,
+            deadline: Instant::now() + limits.timeout,
+            wait_cut: false,
         }
     }
 
