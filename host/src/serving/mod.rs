@@ -300,12 +300,21 @@ impl EndpointManager {
         }
         record.state.ready = READY.into();
         record.last_updated_timestamp = now_millis();
-        // The record first: if it cannot be written, the old config keeps serving.
-        self.registry.put_endpoint(&record)?;
-        self.live
+        // Live first, so that whoever reads READY in the record finds the config serving;
+        // if the record cannot be written, the old config comes back.
+        let previous = self
+            .live
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key(tenant, name), active);
+        if let Err(e) = self.registry.put_endpoint(&record) {
+            let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+            match previous {
+                Some(previous) => live.insert(key(tenant, name), previous),
+                None => live.remove(&key(tenant, name)),
+            };
+            return Err(e);
+        }
         tracing::info!(
             tenant,
             endpoint = name,
