@@ -38,8 +38,10 @@ impl ComponentCache {
             .hash(&mut hasher);
         let path = root.join(format!("{:016x}", hasher.finish()));
         std::fs::create_dir_all(&path)?;
+        let dir = Dir::open_ambient_dir(&path, ambient_authority())?;
+        remove_leftover_temporaries(&dir);
         Ok(Self {
-            dir: Dir::open_ambient_dir(&path, ambient_authority())?,
+            dir,
             compiles: AtomicU64::new(0),
             hits: AtomicU64::new(0),
         })
@@ -86,7 +88,8 @@ impl ComponentCache {
 
     fn store(&self, name: &str, component: &Component) -> std::io::Result<()> {
         let bytes = component.serialize().map_err(std::io::Error::other)?;
-        let tmp = format!("{name}.tmp");
+        // A name of its own, so that two compiles of one component never share a file.
+        let tmp = format!("{name}.{}.tmp", unique_suffix());
         let mut file = self.dir.create(&tmp)?;
         file.write_all(&bytes)?;
         file.sync_all()?;
@@ -103,6 +106,26 @@ impl ComponentCache {
         CacheStats {
             compiles: self.compiles.load(Ordering::Relaxed),
             hits: self.hits.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A suffix no other temporary file of this process has.
+fn unique_suffix() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
+/// Removes the temporary files of stores a previous process did not finish.
+fn remove_leftover_temporaries(dir: &Dir) {
+    let Ok(entries) = dir.entries() else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().ends_with(".tmp") {
+            let _ = dir.remove_file(&name);
         }
     }
 }

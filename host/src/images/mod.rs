@@ -373,6 +373,10 @@ impl ImageService {
 
     /// Removes those of `candidates` that no image references and no upload is using.
     fn collect_garbage(&self, candidates: &[Digest]) {
+        // Pins first, references second: an upload publishing an image that uses one of
+        // the candidates either still pins it here or is already in the references read
+        // below (it drops its pins only after publishing, and dropping needs this lock).
+        let pinned = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let referenced = match self.registry.referenced_blobs() {
             Ok(r) => r,
             Err(e) => {
@@ -380,7 +384,6 @@ impl ImageService {
                 return;
             }
         };
-        let pinned = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         for digest in candidates {
             if !referenced.contains(digest) && !pinned.contains_key(digest) {
                 if let Err(e) = self.blobs.remove(digest) {
