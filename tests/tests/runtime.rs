@@ -197,25 +197,32 @@ fn echo_refuses_a_tensor_whose_data_does_not_fit_its_shape() {
     }
 }
 
+/// Runs `request` with a `deadline` timeout, checks that it timed out naming that deadline,
+/// and returns how long it took.
+fn timed_out_after(handler: &LoadedHandler, request: &Request, deadline: Duration) -> Duration {
+    let started = Instant::now();
+    let result = handler.invoke(
+        request,
+        &RequestLimits {
+            timeout: deadline,
+            ..limits()
+        },
+        empty_nn(),
+    );
+    let took = started.elapsed();
+    assert!(
+        matches!(result, Err(RuntimeError::Timeout { timeout }) if timeout == deadline),
+        "{result:?}"
+    );
+    took
+}
+
 #[test]
 fn an_infinite_loop_is_stopped_at_its_deadline() {
     let spin = load("infinite-loop");
     let deadline = Duration::from_millis(1000);
     for _ in 0..2 {
-        let started = Instant::now();
-        let result = spin.invoke(
-            &request(vec![]),
-            &RequestLimits {
-                timeout: deadline,
-                ..limits()
-            },
-            empty_nn(),
-        );
-        let took = started.elapsed();
-        assert!(
-            matches!(result, Err(RuntimeError::Timeout { timeout }) if timeout == deadline),
-            "{result:?}"
-        );
+        let took = timed_out_after(&spin, &request(vec![]), deadline);
         assert!(
             took < deadline * 2,
             "stopped after {took:?}, deadline {deadline:?}"
@@ -235,22 +242,8 @@ fn a_guest_sleeping_in_wasi_is_stopped_at_its_deadline() {
         parameters: Some(format!(r#"{{"sleep_ms": {sleep_ms}}}"#)),
         raw_body: None,
     };
-    let deadline = Duration::from_millis(500);
-    let started = Instant::now();
     // An hour's sleep.
-    let result = sleeper.invoke(
-        &asking(3_600_000),
-        &RequestLimits {
-            timeout: deadline,
-            ..limits()
-        },
-        empty_nn(),
-    );
-    let took = started.elapsed();
-    assert!(
-        matches!(result, Err(RuntimeError::Timeout { timeout }) if timeout == deadline),
-        "{result:?}"
-    );
+    let took = timed_out_after(&sleeper, &asking(3_600_000), Duration::from_millis(500));
     assert!(took < Duration::from_secs(60), "ended after {took:?}");
     let started = Instant::now();
     let slept = sleeper
