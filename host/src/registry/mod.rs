@@ -10,9 +10,7 @@ mod sled_registry;
 pub use endpoints::{
     now_millis, EndpointConfig, EndpointRecord, EndpointState, Route, ServedEntity, TrafficConfig,
 };
-pub use records::{
-    now_secs, now_unix_millis, ImageDraft, ImageFile, ImageRecord, TenantRecord, TokenRecord,
-};
+pub use records::{now_secs, ImageDraft, ImageFile, ImageRecord, TenantRecord, TokenRecord};
 pub use sled_registry::SledRegistry;
 
 use crate::blobs::Digest;
