@@ -171,9 +171,7 @@ impl EntityRuntime {
                     "the handler makes blocking WASI calls (output, sleep or poll); \
                      its requests run on guest threads from now on"
                 );
-                let rest = self.rest_of_timeout(started);
-                let outcome = self.run_on_guest_thread(request, rest).await;
-                return (outcome, Placement::InlineThenGuestThread);
+                return self.run_again_on_guest_thread(request, started).await;
             }
         };
         self.clean_up_after_answer(spent);
@@ -184,9 +182,7 @@ impl EntityRuntime {
                     entity = %self.name,
                     "inline run passed its budget; running it again on a guest thread"
                 );
-                let rest = self.rest_of_timeout(started);
-                let outcome = self.run_on_guest_thread(request, rest).await;
-                (outcome, Placement::InlineThenGuestThread)
+                self.run_again_on_guest_thread(request, started).await
             }
             other => (
                 other.map_err(self.reporting_full_timeout()),
@@ -195,16 +191,21 @@ impl EntityRuntime {
         }
     }
 
-    /// The entity's limits with what is left of its timeout for a request that started at
-    /// `started`.
-    fn rest_of_timeout(&self, started: Instant) -> RequestLimits {
+    /// Runs a request whose inline attempt (started at `started`) gave up, on a guest
+    /// thread with what is left of the entity's timeout.
+    async fn run_again_on_guest_thread(
+        self: &Arc<Self>,
+        request: Request,
+        started: Instant,
+    ) -> (Result<Invocation, ServingError>, Placement) {
         let mut rest = self.limits.clone();
         rest.timeout = self
             .limits
             .timeout
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(1));
-        rest
+        let outcome = self.run_on_guest_thread(request, rest).await;
+        (outcome, Placement::InlineThenGuestThread)
     }
 
     /// Runs the request on a guest thread under `limits`.
