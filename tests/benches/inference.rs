@@ -151,7 +151,7 @@ fn main() {
             &[GraphSpec {
                 name: name.into(),
                 encoding: Encoding::Onnx,
-                files: vec![GraphFile::Path(path.to_path_buf())],
+                files: vec![GraphFile::open(path).expect("model file opens")],
                 options: GraphOptions::default(),
             }],
             GuestLoadPolicy::Denied,

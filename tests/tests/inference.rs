@@ -51,7 +51,7 @@ fn spec(name: &str, encoding: Encoding, file: PathBuf, options: GraphOptions) ->
     GraphSpec {
         name: name.to_string(),
         encoding,
-        files: vec![GraphFile::Path(file)],
+        files: vec![GraphFile::open(&file).expect("model file opens")],
         options,
     }
 }
@@ -488,5 +488,85 @@ fn a_graph_whose_engine_is_missing_fails_with_a_clear_error() {
             Err(other) => panic!("expected engine unavailable, got {other}"),
             Ok(_) => panic!("must not load without its engine"),
         }
+    }
+}
+
+/// A model whose weights are "external" must not load from any source, on any engine: the
+/// engines would read the named file (next to a stored model, or in the server's working
+/// directory for bytes) and hand its contents to whoever queries the graph.
+#[test]
+fn graphs_that_name_files_outside_themselves_do_not_load() {
+    if !onnx_available("external data") || !openvino_available("external data") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.txt"), b"another tenant's weights").unwrap();
+    let stored = dir.path().join("model.onnx");
+    std::fs::write(
+        &stored,
+        sandserve_tests::hostile_onnx::external_data_model("secret.txt", 8),
+    )
+    .unwrap();
+    // Relative to this test's working directory (the tests/ crate), as OpenVINO resolves it.
+    let in_memory = sandserve_tests::hostile_onnx::external_data_model("Cargo.toml", 8);
+    let refused = |encoding: Encoding, files: Vec<GraphFile>| {
+        let spec = GraphSpec {
+            name: "leak".into(),
+            encoding,
+            files,
+            options: GraphOptions::default(),
+        };
+        let _loading = GRAPH_LOADING.lock().unwrap_or_else(|p| p.into_inner());
+        match load_graph(engines(), &spec) {
+            Err(InferenceError::NotSelfContained { graph, reason }) => {
+                assert_eq!(graph, "leak");
+                reason.to_string()
+            }
+            Err(other) => panic!("{encoding}: refused for the wrong reason: {other}"),
+            Ok(_) => panic!("{encoding}: a graph with external data loaded"),
+        }
+    };
+    for encoding in [Encoding::Onnx, Encoding::Openvino] {
+        let message = refused(encoding, vec![GraphFile::open(&stored).unwrap()]);
+        assert!(message.contains("tensor `w`"), "{message}");
+        assert!(
+            !message.contains(&dir.path().display().to_string()),
+            "{message}"
+        );
+        refused(encoding, vec![GraphFile::Bytes(in_memory.clone())]);
+    }
+    // An ONNX file passed off as OpenVINO IR's .xml.
+    let message = refused(
+        Encoding::Openvino,
+        vec![
+            GraphFile::Bytes(in_memory.clone()),
+            GraphFile::Bytes(vec![0; 8]),
+        ],
+    );
+    assert!(message.contains("IR .xml"), "{message}");
+}
+
+#[test]
+fn guest_loaded_bytes_with_external_data_are_refused() {
+    if !onnx_available("guest-loaded external data") {
+        return;
+    }
+    let model = sandserve_tests::hostile_onnx::external_data_model("Cargo.toml", 8);
+    let set = graphs(&[], GuestLoadPolicy::Allowed { max_bytes: 1 << 20 });
+    let result = handler("nn-bytes").invoke(
+        &request(vec![Tensor {
+            name: "model".into(),
+            shape: vec![model.len() as u64],
+            element_type: ElementType::U8,
+            data: model,
+        }]),
+        &limits(),
+        set.nn_ctx(),
+    );
+    match result {
+        Err(RuntimeError::HandlerFailed(message)) => {
+            assert!(message.contains("external file"), "{message}")
+        }
+        other => panic!("the guest's graph must not load, got {other:?}"),
     }
 }

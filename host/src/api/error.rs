@@ -224,6 +224,7 @@ impl From<InferenceError> for ApiError {
             }
             InferenceError::TargetUnavailable { .. } => "target_unavailable",
             InferenceError::UnknownEncoding(_) => "unknown_encoding",
+            InferenceError::NotSelfContained { .. } => "graph_not_self_contained",
             _ => "graph_rejected",
         };
         Self::bad_request(e.to_string()).with_reason(reason)

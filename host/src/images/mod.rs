@@ -270,7 +270,12 @@ impl ImageService {
                             .iter()
                             .find(|f| &f.path == path)
                             .ok_or_else(|| PackageError::MissingFile { path: path.clone() })?;
-                        Ok(GraphFile::Path(self.blobs.path_of(&file.digest)?))
+                        Ok(GraphFile::Stored {
+                            file: std::sync::Arc::new(
+                                self.blobs.open_blob(&file.digest)?.into_std(),
+                            ),
+                            path: self.blobs.path_of(&file.digest)?,
+                        })
                     })
                     .collect::<Result<Vec<_>, ImageError>>()?;
                 Ok(GraphSpec {

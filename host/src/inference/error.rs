@@ -50,6 +50,14 @@ pub enum InferenceError {
         /// Why not.
         reason: String,
     },
+    /// A model file refers to files outside itself, or is not the format it claims.
+    #[error("graph `{graph}` does not load: {reason}")]
+    NotSelfContained {
+        /// Graph name.
+        graph: String,
+        /// What is wrong with the file.
+        reason: super::NotSelfContained,
+    },
     /// An unknown graph encoding.
     #[error("unknown graph encoding `{0}`; use `onnx` or `openvino`")]
     UnknownEncoding(String),

@@ -12,12 +12,14 @@ mod gpu;
 mod onnx;
 mod openvino;
 mod options;
+mod self_contained;
 mod stats;
 mod types;
 
 pub use engines::{EngineSettings, EngineStatus, Engines};
 pub use error::InferenceError;
 pub use options::{Encoding, GraphOptions, Optimization, Precision, Target};
+pub use self_contained::NotSelfContained;
 pub use stats::{GraphStats, GraphStatsSnapshot};
 
 use serde::Serialize;
@@ -44,8 +46,49 @@ pub struct LoadedGraphInfo {
 pub enum GraphFile {
     /// Bytes in memory.
     Bytes(Vec<u8>),
-    /// A file the engine reads itself (large models are never copied through the host).
-    Path(std::path::PathBuf),
+    /// A stored file: the handle the host opened (what it checks, and what OpenVINO reads)
+    /// and the same file's path, which ONNX Runtime opens itself so that large models are
+    /// never copied through the host. Stored files are immutable (content-addressed blobs).
+    Stored {
+        /// The open file.
+        file: Arc<std::fs::File>,
+        /// Its path, for engines that open it themselves.
+        path: std::path::PathBuf,
+    },
+}
+
+impl GraphFile {
+    /// A model file given by path (local tools, tests); the server opens its blobs through
+    /// the blob store instead.
+    pub fn open(path: &std::path::Path) -> std::io::Result<Self> {
+        let file = cap_std::fs::File::open_ambient(path, cap_std::ambient_authority())?;
+        Ok(Self::Stored {
+            file: Arc::new(file.into_std()),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Checks that this file, the `index`th of a graph on `encoding`, refers to nothing
+    /// outside itself (the `self_contained` module says why).
+    fn check_self_contained(
+        &self,
+        encoding: Encoding,
+        index: usize,
+    ) -> Result<(), NotSelfContained> {
+        let ir_xml = encoding == Encoding::Openvino && index == 0;
+        let ir_bin = encoding == Encoding::Openvino && index == 1;
+        match self {
+            _ if ir_bin => Ok(()),
+            Self::Bytes(bytes) if ir_xml => self_contained::check_ir_xml(bytes.as_slice()),
+            Self::Bytes(bytes) => self_contained::check_onnx(std::io::Cursor::new(bytes)),
+            Self::Stored { file, .. } if ir_xml => {
+                let mut file = file.as_ref();
+                std::io::Seek::rewind(&mut file).map_err(|_| NotSelfContained::Unreadable)?;
+                self_contained::check_ir_xml(file)
+            }
+            Self::Stored { file, .. } => self_contained::check_onnx(file.as_ref()),
+        }
+    }
 }
 
 impl From<Vec<u8>> for GraphFile {
@@ -97,6 +140,18 @@ pub fn graph_loads() -> u64 {
 
 /// Loads one graph on its engine.
 pub fn load_graph(engines: &Engines, spec: &GraphSpec) -> Result<LoadedGraph, InferenceError> {
+    // An OpenVINO graph of two files is IR (.xml, .bin); of one, ONNX like the onnx encoding.
+    let encoding = match (spec.encoding, spec.files.len()) {
+        (Encoding::Openvino, 1) => Encoding::Onnx,
+        (encoding, _) => encoding,
+    };
+    for (index, file) in spec.files.iter().enumerate() {
+        file.check_self_contained(encoding, index)
+            .map_err(|reason| InferenceError::NotSelfContained {
+                graph: spec.name.clone(),
+                reason,
+            })?;
+    }
     let stats = Arc::new(GraphStats::default());
     let (graph, info): (Graph, LoadedGraphInfo) = match spec.encoding {
         Encoding::Onnx => {

@@ -134,9 +134,9 @@ fn read_model(core: &mut Core, files: &[GraphFile]) -> Result<Model, String> {
         .iter()
         .map(|f| match f {
             GraphFile::Bytes(b) => Ok(std::borrow::Cow::Borrowed(b.as_slice())),
-            GraphFile::Path(p) => std::fs::read(p)
+            GraphFile::Stored { file, .. } => read_whole(file)
                 .map(std::borrow::Cow::Owned)
-                .map_err(|e| format!("reading {}: {e}", p.display())),
+                .map_err(|e| format!("reading a model file: {}", e.kind())),
         })
         .collect::<Result<_, _>>()?;
     match bytes.as_slice() {
@@ -158,6 +158,16 @@ fn read_model(core: &mut Core, files: &[GraphFile]) -> Result<Model, String> {
             other.len()
         )),
     }
+}
+
+/// The whole of a stored file, from its start.
+fn read_whole(file: &std::fs::File) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    let mut file = file;
+    file.rewind()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn specs(model: &Model, inputs: bool) -> Result<Vec<TensorSpec>, String> {

@@ -172,7 +172,7 @@ pub fn load(
 fn commit(builder: SessionBuilder, model: &GraphFile) -> ort::Result<Session> {
     match model {
         GraphFile::Bytes(bytes) => builder.commit_from_memory(bytes),
-        GraphFile::Path(path) => builder.commit_from_file(path),
+        GraphFile::Stored { path, .. } => builder.commit_from_file(path),
     }
 }
 
