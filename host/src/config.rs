@@ -3,9 +3,11 @@
 //! before any socket is bound. The admin token comes only from the environment or the file,
 //! never from a flag (flags show up in `ps`).
 
+use crate::listener::{ConnectionLimits, TlsFiles};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use thiserror::Error;
 
 /// A configuration problem, reported before the server starts.
@@ -66,6 +68,20 @@ pub struct FileConfig {
     pub engines_dir: Option<PathBuf>,
     /// Longest run, in microseconds, that lets an entity's small requests run inline.
     pub inline_max_run_us: Option<u64>,
+    /// PEM certificate chain for TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (behind a TLS-terminating proxy).
+    pub plain_http: Option<bool>,
+    /// Connections open at once.
+    pub max_connections: Option<usize>,
+    /// Seconds a client has for its TLS handshake and each request's headers.
+    pub header_read_timeout_secs: Option<u64>,
+    /// Longest pause, in seconds, while a request body is sent.
+    pub body_read_timeout_secs: Option<u64>,
+    /// Seconds a connection may sit with no request before it is closed.
+    pub keep_alive_timeout_secs: Option<u64>,
 }
 
 /// The validated server configuration.
@@ -91,6 +107,12 @@ pub struct ServeConfig {
     /// requests inline on the async worker when the server is otherwise idle; zero turns
     /// inline runs off (see `serving/placement.rs`).
     pub inline_max_run: std::time::Duration,
+    /// TLS certificate and key; plain HTTP when absent.
+    pub tls: Option<TlsFiles>,
+    /// Plain HTTP allowed on a non-loopback address.
+    pub plain_http: bool,
+    /// Connection cap and timeouts.
+    pub connections: ConnectionLimits,
 }
 
 /// Values given on the command line (or through their environment variables).
@@ -112,6 +134,20 @@ pub struct Overrides {
     pub engines_dir: Option<PathBuf>,
     /// `--inline-max-run-us`.
     pub inline_max_run_us: Option<u64>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub tls_key: Option<PathBuf>,
+    /// `--plain-http`.
+    pub plain_http: bool,
+    /// `--max-connections`.
+    pub max_connections: Option<usize>,
+    /// `--header-read-timeout-secs`.
+    pub header_read_timeout_secs: Option<u64>,
+    /// `--body-read-timeout-secs`.
+    pub body_read_timeout_secs: Option<u64>,
+    /// `--keep-alive-timeout-secs`.
+    pub keep_alive_timeout_secs: Option<u64>,
 }
 
 /// Reads a config file.
@@ -134,6 +170,24 @@ impl ServeConfig {
         file: FileConfig,
     ) -> Result<Self, ConfigError> {
         let mib = |v: u64| v.saturating_mul(1 << 20);
+        let defaults = ConnectionLimits::default();
+        let secs = |flag: Option<u64>, file: Option<u64>, default: Duration| {
+            flag.or(file).map_or(default, Duration::from_secs)
+        };
+        let tls = match (
+            flags.tls_cert.or(file.tls_cert),
+            flags.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    field: "tls_cert / tls_key",
+                    problem: "give both the certificate and the key (or neither for plain HTTP)"
+                        .into(),
+                })
+            }
+        };
         let config = Self {
             listen: flags
                 .listen
@@ -160,6 +214,29 @@ impl ServeConfig {
                     .or(file.inline_max_run_us)
                     .unwrap_or(DEFAULT_INLINE_MAX_RUN_US),
             ),
+            tls,
+            plain_http: flags.plain_http || file.plain_http.unwrap_or(false),
+            connections: ConnectionLimits {
+                max_connections: flags
+                    .max_connections
+                    .or(file.max_connections)
+                    .unwrap_or(defaults.max_connections),
+                header_read_timeout: secs(
+                    flags.header_read_timeout_secs,
+                    file.header_read_timeout_secs,
+                    defaults.header_read_timeout,
+                ),
+                body_read_timeout: secs(
+                    flags.body_read_timeout_secs,
+                    file.body_read_timeout_secs,
+                    defaults.body_read_timeout,
+                ),
+                keep_alive_timeout: secs(
+                    flags.keep_alive_timeout_secs,
+                    file.keep_alive_timeout_secs,
+                    defaults.keep_alive_timeout,
+                ),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -193,6 +270,41 @@ impl ServeConfig {
                     "must be at most {MAX_INLINE_MAX_RUN_US} (0 turns inline runs off)"
                 ),
             });
+        }
+        if self.tls.is_none() && !self.listen.ip().is_loopback() && !self.plain_http {
+            return Err(ConfigError::Invalid {
+                field: "listen",
+                problem: format!(
+                    "{} is reachable from other machines: give --tls-cert and --tls-key (for a \
+                     development certificate: sandserve cert --self-signed), or --plain-http when \
+                     a TLS-terminating proxy sits in front",
+                    self.listen
+                ),
+            });
+        }
+        if !(1..=1_000_000).contains(&self.connections.max_connections) {
+            return Err(ConfigError::Invalid {
+                field: "max_connections",
+                problem: "must be between 1 and 1000000".into(),
+            });
+        }
+        for (field, value) in [
+            (
+                "header_read_timeout_secs",
+                self.connections.header_read_timeout,
+            ),
+            ("body_read_timeout_secs", self.connections.body_read_timeout),
+            (
+                "keep_alive_timeout_secs",
+                self.connections.keep_alive_timeout,
+            ),
+        ] {
+            if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    field,
+                    problem: "must be between 1 and 3600 seconds".into(),
+                });
+            }
         }
         if !(1..=100_000).contains(&self.max_instances) {
             return Err(ConfigError::Invalid {
@@ -249,5 +361,19 @@ mod tests {
             toml::from_str::<FileConfig>("lisen = 1").is_err(),
             "typos are errors"
         );
+    }
+
+    #[test]
+    fn plain_http_beyond_loopback_must_be_asked_for() {
+        let open: FileConfig = toml::from_str("listen = \"0.0.0.0:8080\"").unwrap();
+        let error = ServeConfig::resolve(Overrides::default(), None, open).unwrap_err();
+        assert!(error.to_string().contains("--tls-cert"), "{error}");
+        let asked: FileConfig =
+            toml::from_str("listen = \"0.0.0.0:8080\"\nplain_http = true").unwrap();
+        assert!(ServeConfig::resolve(Overrides::default(), None, asked).is_ok());
+        let half: FileConfig = toml::from_str("tls_cert = \"c.pem\"").unwrap();
+        assert!(ServeConfig::resolve(Overrides::default(), None, half).is_err());
+        let zero: FileConfig = toml::from_str("header_read_timeout_secs = 0").unwrap();
+        assert!(ServeConfig::resolve(Overrides::default(), None, zero).is_err());
     }
 }

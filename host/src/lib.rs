@@ -7,6 +7,7 @@ pub mod codec;
 pub mod config;
 pub mod images;
 pub mod inference;
+pub mod listener;
 pub mod package;
 pub mod registry;
 pub mod runtime;

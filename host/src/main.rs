@@ -36,6 +36,24 @@ enum Command {
         #[arg(long, short)]
         output: PathBuf,
     },
+    /// Make a TLS certificate and key for `sandserve serve --tls-cert/--tls-key`.
+    ///
+    /// Only `--self-signed` (for development; clients must trust the certificate, e.g.
+    /// `curl --cacert cert.pem`). In production use a certificate from your CA.
+    Cert {
+        /// Make a self-signed certificate.
+        #[arg(long, required = true)]
+        self_signed: bool,
+        /// Names and addresses the certificate is for (repeatable).
+        #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        hosts: Vec<String>,
+        /// Certificate file to write (PEM).
+        #[arg(long, default_value = "cert.pem")]
+        cert: PathBuf,
+        /// Private key file to write (PEM, mode 0600).
+        #[arg(long, default_value = "key.pem")]
+        key: PathBuf,
+    },
     /// Run one request through a handler component locally and print the V2 JSON response.
     ///
     /// The request is a KServe V2 inference request, e.g.
@@ -67,7 +85,9 @@ struct ServeArgs {
     #[arg(long, env = "SANDSERVE_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// TOML config file (keys: listen, data_dir, admin_token, max_upload_mib,
-    /// max_unpacked_mib, max_instances, fuel_metering, engines_dir, inline_max_run_us).
+    /// max_unpacked_mib, max_instances, fuel_metering, engines_dir, inline_max_run_us,
+    /// tls_cert, tls_key, plain_http, max_connections, header_read_timeout_secs,
+    /// body_read_timeout_secs, keep_alive_timeout_secs).
     #[arg(long, env = "SANDSERVE_CONFIG")]
     config: Option<PathBuf>,
     /// Largest package upload, MiB [default: 1024].
@@ -90,6 +110,33 @@ struct ServeArgs {
     /// (saves two thread wake-ups); 0 turns this off, at most 10000 [default: 1000].
     #[arg(long, env = "SANDSERVE_INLINE_MAX_RUN_US")]
     inline_max_run_us: Option<u64>,
+    /// PEM certificate chain: serve HTTPS (TLS 1.2/1.3, HTTP/2 or HTTP/1.1 by ALPN). The
+    /// pair is reloaded without a restart when its files change.
+    #[arg(long, env = "SANDSERVE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SANDSERVE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address other machines can reach (only behind a
+    /// TLS-terminating proxy); loopback addresses never need it.
+    #[arg(long, env = "SANDSERVE_PLAIN_HTTP")]
+    plain_http: bool,
+    /// Connections open at once; at the cap the longest-idle connection is closed for a
+    /// newcomer, and when none is idle newcomers get 503 [default: 1024].
+    #[arg(long, env = "SANDSERVE_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Seconds a client has for its TLS handshake and for each request's headers
+    /// [default: 10].
+    #[arg(long, env = "SANDSERVE_HEADER_READ_TIMEOUT_SECS")]
+    header_read_timeout_secs: Option<u64>,
+    /// Longest pause, in seconds, while a request body is sent; past it the request ends
+    /// with 408 [default: 15].
+    #[arg(long, env = "SANDSERVE_BODY_READ_TIMEOUT_SECS")]
+    body_read_timeout_secs: Option<u64>,
+    /// Seconds a connection may sit with no request in flight before it is closed
+    /// [default: 60].
+    #[arg(long, env = "SANDSERVE_KEEP_ALIVE_TIMEOUT_SECS")]
+    keep_alive_timeout_secs: Option<u64>,
 }
 
 fn main() -> Result<()> {
@@ -103,6 +150,24 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
         Command::Package { dir, output } => package(&dir, &output),
+        Command::Cert {
+            self_signed: _,
+            hosts,
+            cert,
+            key,
+        } => {
+            let files = sandserve_host::listener::TlsFiles { cert, key };
+            sandserve_host::listener::write_self_signed(&hosts, &files)?;
+            println!(
+                "wrote {} and {} (self-signed for {}); serve with --tls-cert {} --tls-key {}",
+                files.cert.display(),
+                files.key.display(),
+                hosts.join(", "),
+                files.cert.display(),
+                files.key.display()
+            );
+            Ok(())
+        }
         Command::Invoke {
             component,
             input,
@@ -128,6 +193,13 @@ fn serve(args: ServeArgs) -> Result<()> {
             fuel_metering: args.fuel_metering,
             engines_dir: args.engines_dir,
             inline_max_run_us: args.inline_max_run_us,
+            tls_cert: args.tls_cert,
+            tls_key: args.tls_key,
+            plain_http: args.plain_http,
+            max_connections: args.max_connections,
+            header_read_timeout_secs: args.header_read_timeout_secs,
+            body_read_timeout_secs: args.body_read_timeout_secs,
+            keep_alive_timeout_secs: args.keep_alive_timeout_secs,
         },
         std::env::var("SANDSERVE_ADMIN_TOKEN").ok(),
         file,

@@ -46,6 +46,9 @@ pub enum ServeError {
     /// Serving failed.
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    /// The TLS certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::listener::TlsError),
 }
 
 /// Opens everything and serves until a shutdown signal.
@@ -119,13 +122,26 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     endpoints
         .restore_all()
         .map_err(|e| store_error("the serving endpoints")(&e))?;
-    tracing::info!(%addr, data_dir = %data.display(), "sandserve listening");
+    let mut limits = config.connections.clone();
+    // Descriptors beyond the connections: sled, blobs being read, engines, the compile cache.
+    limits.max_connections = crate::listener::fit_connection_cap(limits.max_connections, 256);
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%addr, data_dir = %data.display(), max_connections = limits.max_connections, "sandserve listening ({scheme})");
     // Scripts and tests read the bound address (the port may be 0 = any) from stdout.
-    println!("listening on http://{addr}");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(ServeError::Serve)
+    println!("listening on {scheme}://{addr}");
+    crate::listener::serve(
+        listener,
+        router(state),
+        limits,
+        config.tls.as_ref(),
+        shutdown_signal(),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Stores the admin token's salted hash; keeps the stored one when none is given.

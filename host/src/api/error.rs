@@ -95,6 +95,24 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", message)
     }
 
+    /// A request body that could not be read: 408 when the client paused past the body
+    /// read timeout (the accept loop's limit), 400 when it broke off.
+    pub fn body_unreadable(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut cause = Some(error);
+        while let Some(e) = cause {
+            if e.is::<tower_http::timeout::TimeoutError>() {
+                return Self::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "REQUEST_TIMEOUT",
+                    "the request body stopped arriving (the server's body read timeout); send it \
+                     without pauses",
+                );
+            }
+            cause = e.source();
+        }
+        Self::bad_request(format!("cannot read the body: {error}"))
+    }
+
     /// 415: a body type the route does not take.
     pub fn unsupported_media(message: impl Into<String>) -> Self {
         Self::new(

@@ -53,7 +53,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
                 if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::too_large(format!("request body too large: {e}"))
                 } else {
-                    ApiError::bad_request(format!("cannot read the body: {e}"))
+                    ApiError::body_unreadable(&e)
                 }
             })
     }

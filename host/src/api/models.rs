@@ -219,7 +219,7 @@ pub async fn upload(
         .writer(limit)
         .map_err(ApiError::internal)?;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;
+        let chunk = chunk.map_err(|e| ApiError::body_unreadable(&e))?;
         if writer.written() + chunk.len() as u64 > limit {
             drop(writer);
             linger(&mut stream).await;
