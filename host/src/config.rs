@@ -4,6 +4,7 @@
 //! never from a flag (flags show up in `ps`).
 
 use crate::listener::{ConnectionLimits, TlsFiles};
+use crate::serving::GuestThreadSettings;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -82,6 +83,8 @@ pub struct FileConfig {
     pub body_read_timeout_secs: Option<u64>,
     /// Seconds a connection may sit with no request before it is closed.
     pub keep_alive_timeout_secs: Option<u64>,
+    /// Guest threads one tenant may hold at once.
+    pub tenant_guest_threads: Option<usize>,
 }
 
 /// The validated server configuration.
@@ -113,6 +116,8 @@ pub struct ServeConfig {
     pub plain_http: bool,
     /// Connection cap and timeouts.
     pub connections: ConnectionLimits,
+    /// The guest threads, and how many one tenant may hold.
+    pub guest_threads: GuestThreadSettings,
 }
 
 /// Values given on the command line (or through their environment variables).
@@ -148,6 +153,8 @@ pub struct Overrides {
     pub body_read_timeout_secs: Option<u64>,
     /// `--keep-alive-timeout-secs`.
     pub keep_alive_timeout_secs: Option<u64>,
+    /// `--tenant-guest-threads`.
+    pub tenant_guest_threads: Option<usize>,
 }
 
 /// Reads a config file.
@@ -171,6 +178,10 @@ impl ServeConfig {
     ) -> Result<Self, ConfigError> {
         let mib = |v: u64| v.saturating_mul(1 << 20);
         let defaults = ConnectionLimits::default();
+        let mut guest_threads = GuestThreadSettings::for_this_machine();
+        if let Some(per_tenant) = flags.tenant_guest_threads.or(file.tenant_guest_threads) {
+            guest_threads.per_tenant = per_tenant;
+        }
         let secs = |flag: Option<u64>, file: Option<u64>, default: Duration| {
             flag.or(file).map_or(default, Duration::from_secs)
         };
@@ -237,6 +248,7 @@ impl ServeConfig {
                     defaults.keep_alive_timeout,
                 ),
             },
+            guest_threads,
         };
         config.validate()?;
         Ok(config)
@@ -305,6 +317,15 @@ impl ServeConfig {
                     problem: "must be between 1 and 3600 seconds".into(),
                 });
             }
+        }
+        if !(1..=self.guest_threads.threads).contains(&self.guest_threads.per_tenant) {
+            return Err(ConfigError::Invalid {
+                field: "tenant_guest_threads",
+                problem: format!(
+                    "must be between 1 and the {} guest threads of this machine",
+                    self.guest_threads.threads
+                ),
+            });
         }
         if !(1..=100_000).contains(&self.max_instances) {
             return Err(ConfigError::Invalid {

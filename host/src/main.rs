@@ -24,7 +24,7 @@ enum Command {
     /// Every flag also reads an environment variable (shown below) and a key of the config
     /// file. The bootstrap admin token comes from SANDSERVE_ADMIN_TOKEN or the file's
     /// `admin_token`, never from a flag. Prints `listening on http://ADDR` once bound.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Build a model package: `sandserve.toml` first, then the files it names.
     ///
     /// When DIR is a handler crate (has Cargo.toml), builds it for wasm32-wasip2 (release)
@@ -87,7 +87,7 @@ struct ServeArgs {
     /// TOML config file (keys: listen, data_dir, admin_token, max_upload_mib,
     /// max_unpacked_mib, max_instances, fuel_metering, engines_dir, inline_max_run_us,
     /// tls_cert, tls_key, plain_http, max_connections, header_read_timeout_secs,
-    /// body_read_timeout_secs, keep_alive_timeout_secs).
+    /// body_read_timeout_secs, keep_alive_timeout_secs, tenant_guest_threads).
     #[arg(long, env = "SANDSERVE_CONFIG")]
     config: Option<PathBuf>,
     /// Largest package upload, MiB [default: 1024].
@@ -137,6 +137,11 @@ struct ServeArgs {
     /// [default: 60].
     #[arg(long, env = "SANDSERVE_KEEP_ALIVE_TIMEOUT_SECS")]
     keep_alive_timeout_secs: Option<u64>,
+    /// Guest threads one tenant may hold at once (its share: the rest stay free for the
+    /// other tenants; its further requests wait, within their timeout, behind its own)
+    /// [default: half of the guest threads, which are 16 per CPU and at least 64].
+    #[arg(long, env = "SANDSERVE_TENANT_GUEST_THREADS")]
+    tenant_guest_threads: Option<usize>,
 }
 
 fn main() -> Result<()> {
@@ -148,7 +153,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Package { dir, output } => package(&dir, &output),
         Command::Cert {
             self_signed: _,
@@ -200,6 +205,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             header_read_timeout_secs: args.header_read_timeout_secs,
             body_read_timeout_secs: args.body_read_timeout_secs,
             keep_alive_timeout_secs: args.keep_alive_timeout_secs,
+            tenant_guest_threads: args.tenant_guest_threads,
         },
         std::env::var("SANDSERVE_ADMIN_TOKEN").ok(),
         file,

@@ -10,7 +10,7 @@ use crate::inference::{EngineSettings, Engines};
 use crate::package::UnpackLimits;
 use crate::registry::{ModelRegistry, SledRegistry};
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::serving::{EndpointManager, InlinePolicy};
+use crate::serving::{EndpointManager, GuestThreads, InlinePolicy};
 use crate::tenancy::{hash_secret, new_salt, redacted, secret_matches};
 use std::sync::Arc;
 use thiserror::Error;
@@ -96,12 +96,15 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         },
         config.fuel_metering,
     ));
+    let guest_threads = GuestThreads::new(config.guest_threads)
+        .map_err(|e| ServeError::Runtime(format!("cannot start the guest threads: {e}")))?;
     let endpoints = EndpointManager::new(
         registry.clone(),
         images.clone(),
         InlinePolicy {
             max_run: config.inline_max_run,
         },
+        Arc::new(guest_threads),
     );
     let state = AppState {
         registry,

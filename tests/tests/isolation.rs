@@ -5,12 +5,15 @@
 #![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 
 use sandserve_tests::hostile_onnx::external_data_model;
-use sandserve_tests::packages::handler_package;
+use sandserve_tests::packages::{example_package, handler_package};
 use sandserve_tests::server::{reason, TenantServer, TestServer};
 use sandserve_tests::{onnx_available, openvino_available};
+use serde_json::json;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A package whose graph's weights are "external": `location` names another file.
@@ -303,5 +306,54 @@ fn tls_speaks_1_2_and_1_3_with_http2_refuses_the_rest_and_reloads_its_certificat
             "the new certificate was never served"
         );
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_tenant_spinning_on_every_thread_it_may_hold_does_not_delay_another() {
+    let s = TenantServer::start(&[]);
+    let spin = handler_package(
+        "spin",
+        "infinite-loop",
+        "[limits]\ntimeout_ms = 5000\nmax_concurrency = 100\n",
+        &[],
+    );
+    assert_eq!(s.client.upload("spin", &spin).0, 201);
+    let quiet = s
+        .server
+        .client(&s.server.admin().tenant_with_token("quiet", "CAN_MANAGE"));
+    assert_eq!(quiet.upload("echo", &example_package("echo")).0, 201);
+    let echo = json!({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]});
+    assert_eq!(quiet.post("/v2/models/echo/versions/1/infer", &echo).0, 200);
+
+    // More spinning requests than the server has guest threads (64 on a small machine).
+    let finished = Arc::new(AtomicUsize::new(0));
+    let spinners: Vec<_> = (0..70)
+        .map(|_| {
+            let client = s.server.client(&s.token);
+            let finished = finished.clone();
+            std::thread::spawn(move || {
+                let (status, body) = client.post(
+                    "/v2/models/spin/versions/1/infer",
+                    &json!({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [0.0]}]}),
+                );
+                finished.fetch_add(1, Ordering::SeqCst);
+                (status, body)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, body) = quiet.post("/v2/models/echo/versions/1/infer", &echo);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        0,
+        "the quiet tenant must be answered while every spinning request is still running or \
+         waiting, not after the first ones time out"
+    );
+    for spinner in spinners {
+        let (status, body) = spinner.join().unwrap();
+        // Running ones time out; waiting ones reach their deadline in the queue: both 504.
+        assert_eq!(status, 504, "{body}");
     }
 }

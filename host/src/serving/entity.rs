@@ -3,7 +3,7 @@
 //! request is refused at once instead of piling up in memory), where each request's sandbox
 //! runs (`placement`) and the spare sandbox its next request will use (`spare`).
 
-use super::executor::GuestThreadError;
+use super::executor::{FairKey, GuestThreadError, GuestThreads};
 use super::placement::{
     now_millis, InSandbox, InlinePolicy, Placement, RunHistory, INLINE_BUDGET,
     MAX_INLINE_INPUT_BYTES,
@@ -38,6 +38,9 @@ pub struct EntityRuntime {
     waiting: AtomicUsize,
     history: RunHistory,
     spare: Spare,
+    /// The owning tenant: its share of the guest threads is counted under this key.
+    tenant: FairKey,
+    threads: Arc<GuestThreads>,
 }
 
 impl EntityRuntime {
@@ -48,6 +51,7 @@ impl EntityRuntime {
         image: Arc<LoadedImage>,
         inline: InlinePolicy,
         spares: Arc<SpareBudget>,
+        threads: Arc<GuestThreads>,
     ) -> Self {
         let mut limits = image.limits.clone();
         if let Some(ms) = config.timeout_ms {
@@ -63,6 +67,7 @@ impl EntityRuntime {
             .max(1);
         let max_queue = config.max_queue.unwrap_or(max_concurrency * 2);
         Self {
+            tenant: image.record.tenant.as_str().into(),
             name: config.name.clone(),
             model: config.entity_name.clone(),
             version,
@@ -74,11 +79,12 @@ impl EntityRuntime {
             waiting: AtomicUsize::new(0),
             history: RunHistory::new(inline),
             spare: Spare::new(spares),
+            threads,
         }
     }
 
-    /// Waits for a slot within the queue bound and the request deadline.
-    async fn admit(&self) -> Result<OwnedSemaphorePermit, ServingError> {
+    /// Waits for a slot within the queue bound and the request's `deadline`.
+    async fn admit(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, ServingError> {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
             return Ok(permit);
         }
@@ -93,7 +99,8 @@ impl EntityRuntime {
                 queued,
             });
         }
-        match tokio::time::timeout(self.limits.timeout, self.slots.clone().acquire_owned()).await {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(ServingError::QueueTimeout(self.name.clone())),
         }
@@ -106,7 +113,9 @@ impl EntityRuntime {
         mut request: Request,
         raw_body: Option<&[u8]>,
     ) -> Result<Invocation, ServingError> {
-        let _permit = self.admit().await?;
+        // One deadline for the whole request: waiting for a slot or a guest thread counts.
+        let arrived = Instant::now();
+        let _permit = self.admit(arrived + self.limits.timeout).await?;
         if let (true, Some(raw)) = (self.image.manifest.raw_body, raw_body) {
             request.raw_body = Some(raw.to_vec());
         }
@@ -117,7 +126,7 @@ impl EntityRuntime {
         let (outcome, placement) = if inline {
             self.run_inline_first(request).await
         } else {
-            let outcome = self.run_on_guest_thread(request, self.limits.clone()).await;
+            let outcome = self.run_on_guest_thread(request, arrived).await;
             (outcome, Placement::GuestThread)
         };
         drop(in_sandbox);
@@ -198,41 +207,46 @@ impl EntityRuntime {
         request: Request,
         started: Instant,
     ) -> (Result<Invocation, ServingError>, Placement) {
-        let mut rest = self.limits.clone();
-        rest.timeout = self
-            .limits
-            .timeout
-            .saturating_sub(started.elapsed())
-            .max(Duration::from_millis(1));
-        let outcome = self.run_on_guest_thread(request, rest).await;
+        let outcome = self.run_on_guest_thread(request, started).await;
         (outcome, Placement::InlineThenGuestThread)
     }
 
-    /// Runs the request on a guest thread under `limits`.
+    /// Runs the request on a guest thread with what is left, when the thread takes it, of
+    /// the entity's timeout counted from `started`.
     async fn run_on_guest_thread(
         self: &Arc<Self>,
         request: Request,
-        limits: RequestLimits,
+        started: Instant,
     ) -> Result<Invocation, ServingError> {
-        let threads = guest_threads().ok_or_else(|| {
-            ServingError::Runtime(RuntimeError::Exhausted(
-                "the guest threads could not be started".into(),
-            ))
-        })?;
         let entity = self.clone();
-        let outcome = threads
-            .run(move || {
-                let Finished { outcome, spent } =
-                    entity
-                        .image
-                        .handler
-                        .run(entity.spare.take(), &request, &limits, || {
-                            entity.image.graphs.nn_ctx()
-                        });
+        let deadline = started + self.limits.timeout;
+        let outcome = self
+            .threads
+            .run(&self.tenant, move || {
+                let mut limits = entity.limits.clone();
+                limits.timeout = deadline.saturating_duration_since(Instant::now());
+                let (outcome, spent) = if limits.timeout < MIN_RUN {
+                    // Its time went by waiting for a thread: never started.
+                    let timeout = RuntimeError::Timeout {
+                        timeout: entity.limits.timeout,
+                    };
+                    (Err(timeout), None)
+                } else {
+                    let Finished { outcome, spent } =
+                        entity
+                            .image
+                            .handler
+                            .run(entity.spare.take(), &request, &limits, || {
+                                entity.image.graphs.nn_ctx()
+                            });
+                    (outcome, Some(spent))
+                };
                 // After the answer is sent, on this thread: release and prepare.
                 let clean_up = move || {
-                    drop(spent);
-                    entity.refill_spare(&entity.limits);
+                    if let Some(spent) = spent {
+                        drop(spent);
+                        entity.refill_spare(&entity.limits);
+                    }
                 };
                 (outcome, clean_up)
             })
@@ -296,20 +310,9 @@ impl EntityRuntime {
     }
 }
 
-/// The process-wide guest threads: 16 per CPU, at least 64, so that slow guests (each
-/// bounded by its timeout and by its entity's `max_concurrency`) do not hold up the rest.
-fn guest_threads() -> Option<&'static super::executor::GuestThreads> {
-    static THREADS: std::sync::OnceLock<Option<super::executor::GuestThreads>> =
-        std::sync::OnceLock::new();
-    THREADS
-        .get_or_init(|| {
-            let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-            super::executor::GuestThreads::new((cpus * 16).max(64))
-                .map_err(|e| tracing::error!("cannot start the guest threads: {e}"))
-                .ok()
-        })
-        .as_ref()
-}
+/// Least time worth starting a sandbox for: a request with less left has waited its
+/// deadline away and is answered 504 without running.
+const MIN_RUN: Duration = Duration::from_millis(1);
 
 /// Total bytes the request hands the guest: its input tensors and its raw body, if any.
 fn input_bytes(request: &Request) -> usize {

@@ -15,6 +15,7 @@ mod spare;
 
 pub use entity::EntityRuntime;
 pub use error::ServingError;
+pub use executor::{GuestThreadSettings, GuestThreads};
 pub use placement::InlinePolicy;
 pub use routing::Split;
 
@@ -60,6 +61,8 @@ pub struct EndpointManager {
     inline: InlinePolicy,
     /// How many spare sandboxes the entities may hold.
     spares: Arc<spare::SpareBudget>,
+    /// The threads guests run on, shared fairly between tenants.
+    threads: Arc<GuestThreads>,
     live: RwLock<HashMap<EndpointKey, Arc<ActiveConfig>>>,
     /// Model versions queried directly, outside any endpoint.
     direct: direct::DirectModels,
@@ -83,9 +86,11 @@ impl EndpointManager {
         registry: Arc<dyn ModelRegistry>,
         images: Arc<ImageService>,
         inline: InlinePolicy,
+        threads: Arc<GuestThreads>,
     ) -> Arc<Self> {
         let slots = images.runtime().config().max_concurrent_instances;
         Arc::new(Self {
+            threads,
             registry,
             spares: spare::SpareBudget::for_slots(usize::try_from(slots).unwrap_or(usize::MAX)),
             images,
@@ -226,11 +231,12 @@ impl EndpointManager {
     ) {
         let images = self.images.clone();
         let (t, c) = (tenant.clone(), config.clone());
-        let (inline, spares) = (self.inline, self.spares.clone());
-        let loaded =
-            tokio::task::spawn_blocking(move || load_entities(&images, &t, &c, inline, spares))
-                .await
-                .unwrap_or_else(|e| Err(format!("preparing the config failed: {e}")));
+        let (inline, spares, threads) = (self.inline, self.spares.clone(), self.threads.clone());
+        let loaded = tokio::task::spawn_blocking(move || {
+            load_entities(&images, &t, &c, inline, spares, threads)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("preparing the config failed: {e}")));
         let outcome = match loaded {
             Ok(entities) => self.activate(&tenant, &name, &config, entities, restoring),
             Err(reason) => self.fail(&tenant, &name, &config, restoring, reason),
@@ -444,6 +450,7 @@ impl EndpointManager {
             image,
             self.inline,
             self.spares.clone(),
+            self.threads.clone(),
         ));
         let held = self.direct.insert(key.clone(), entity);
         // A delete of this version that ran while it loaded has already released what was
@@ -556,6 +563,7 @@ fn load_entities(
     config: &EndpointConfig,
     inline: InlinePolicy,
     spares: Arc<spare::SpareBudget>,
+    threads: Arc<GuestThreads>,
 ) -> Result<Vec<Arc<EntityRuntime>>, String> {
     config
         .served_entities
@@ -573,6 +581,7 @@ fn load_entities(
                 image,
                 inline,
                 spares.clone(),
+                threads.clone(),
             )))
         })
         .collect()
