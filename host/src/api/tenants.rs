@@ -44,7 +44,7 @@ pub async fn get(
     Ok(Json(json!(state.registry.tenant(&name)?)))
 }
 
-/// Deletes a tenant and its tokens (refused while it has models).
+/// Deletes a tenant and its tokens (refused, 409, while it has models or endpoints).
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

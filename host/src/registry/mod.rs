@@ -1,8 +1,9 @@
-//! Metadata: tenants, tokens, model images (and later endpoints), behind the
+//! Metadata: tenants, tokens, model images and serving endpoints, behind the
 //! [`ModelRegistry`] trait, kept in sled by [`SledRegistry`]. Every acknowledged write is
 //! flushed to disk before the call returns; changes touching several keys are one sled
 //! transaction.
 
+mod contents;
 mod endpoints;
 mod records;
 mod sled_registry;
@@ -53,10 +54,12 @@ pub trait ModelRegistry: Send + Sync {
     fn tenant(&self, name: &str) -> Result<TenantRecord, RegistryError>;
     /// Every tenant.
     fn tenants(&self) -> Result<Vec<TenantRecord>, RegistryError>;
-    /// Deletes a tenant and its tokens; refused while it has model images.
+    /// Deletes a tenant and, in the same transaction, its tokens; refused (`Conflict`) while
+    /// it has model images or serving endpoints.
     fn delete_tenant(&self, name: &str) -> Result<(), RegistryError>;
 
-    /// Stores a new token.
+    /// Stores a new token; `NotFound` (kind `tenant`) unless its tenant exists when it is
+    /// written.
     fn put_token(&self, token: &TokenRecord) -> Result<(), RegistryError>;
     /// A token by id.
     fn token(&self, token_id: &str) -> Result<TokenRecord, RegistryError>;
@@ -70,7 +73,8 @@ pub trait ModelRegistry: Send + Sync {
     /// The admin credential, if bootstrapped.
     fn admin_credential(&self) -> Result<Option<(String, String)>, RegistryError>;
 
-    /// Publishes an image as the model's next version.
+    /// Publishes an image as the model's next version; `NotFound` (kind `tenant`) unless its
+    /// tenant exists when it is written (an upload can outlive its tenant).
     fn publish_image(&self, draft: ImageDraft) -> Result<ImageRecord, RegistryError>;
     /// One image version.
     fn image(&self, tenant: &str, name: &str, version: u64) -> Result<ImageRecord, RegistryError>;
@@ -88,9 +92,10 @@ pub trait ModelRegistry: Send + Sync {
     /// Every blob some image still references.
     fn referenced_blobs(&self) -> Result<HashSet<Digest>, RegistryError>;
 
-    /// Creates an endpoint; fails if the tenant has one of that name.
+    /// Creates an endpoint; fails if the tenant has one of that name, and with `NotFound`
+    /// (kind `tenant`) unless the tenant exists when it is written.
     fn create_endpoint(&self, endpoint: &EndpointRecord) -> Result<(), RegistryError>;
-    /// Replaces an existing endpoint record.
+    /// Replaces an existing endpoint record (`NotFound` if it was deleted).
     fn put_endpoint(&self, endpoint: &EndpointRecord) -> Result<(), RegistryError>;
     /// One endpoint.
     fn endpoint(&self, tenant: &str, name: &str) -> Result<EndpointRecord, RegistryError>;

@@ -1,12 +1,16 @@
 //! [`ModelRegistry`] on sled: one tree per record kind, JSON values, flush after each write.
+//! Every write into a tenant, and the tenant's deletion, is one sled transaction that also
+//! reads and updates the tenant's index (see [`super::contents`]), so none of them can
+//! interleave with another.
 
+use super::contents::{self, abort, require_tenant, TxError};
 use super::endpoints::EndpointRecord;
 use super::records::{now_secs, ImageDraft, ImageRecord, TenantRecord, TokenRecord};
 use super::{ModelRegistry, RegistryError};
 use crate::blobs::Digest;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::transaction::{TransactionError, Transactional};
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
@@ -20,6 +24,8 @@ pub struct SledRegistry {
     images: sled::Tree,
     next_version: sled::Tree,
     endpoints: sled::Tree,
+    /// What each tenant owns: [`super::contents`].
+    contents: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -45,6 +51,10 @@ fn image_key(tenant: &str, name: &str, version: u64) -> Vec<u8> {
     key
 }
 
+fn endpoint_key(tenant: &str, name: &str) -> String {
+    format!("{tenant}/{name}")
+}
+
 fn tx_error(e: TransactionError<RegistryError>) -> RegistryError {
     match e {
         TransactionError::Abort(e) => e,
@@ -57,15 +67,25 @@ impl SledRegistry {
     pub fn open(path: &Path) -> Result<Self, RegistryError> {
         let db = sled::Config::new().path(path).open().map_err(storage)?;
         let tree = |name: &str| db.open_tree(name).map_err(storage);
-        Ok(Self {
+        let registry = Self {
             tenants: tree("tenants")?,
             tokens: tree("tokens")?,
             images: tree("images")?,
             next_version: tree("next_version")?,
             endpoints: tree("endpoints")?,
+            contents: tree("tenant_contents")?,
             meta: tree("meta")?,
             db,
-        })
+        };
+        contents::rebuild(&contents::Trees {
+            tenants: &registry.tenants,
+            tokens: &registry.tokens,
+            images: &registry.images,
+            endpoints: &registry.endpoints,
+            index: &registry.contents,
+        })?;
+        registry.flush()?;
+        Ok(registry)
     }
 
     fn flush(&self) -> Result<(), RegistryError> {
@@ -117,29 +137,41 @@ impl ModelRegistry for SledRegistry {
     }
 
     fn delete_tenant(&self, name: &str) -> Result<(), RegistryError> {
-        self.tenant(name)?;
-        if self.images.scan_prefix(format!("{name}/")).next().is_some() {
-            return Err(RegistryError::Conflict(format!(
-                "tenant `{name}` still has model images; delete them first"
-            )));
-        }
-        let tokens: Vec<TokenRecord> = self.tokens(Some(name))?;
-        (&self.tenants, &self.tokens)
-            .transaction(|(tenants, token_tree)| {
-                tenants.remove(name)?;
-                for token in &tokens {
-                    token_tree.remove(token.token_id.as_bytes())?;
+        (&self.tenants, &self.tokens, &self.contents)
+            .transaction(|(tenants, tokens, index)| {
+                require_tenant(tenants, name)?;
+                let owned = contents::read(index, name)?;
+                if let Some(refused) = owned.deletion_refused(name) {
+                    return Err(abort(refused));
                 }
-                Ok::<_, ConflictableTransactionError<RegistryError>>(())
+                for token_id in &owned.tokens {
+                    tokens.remove(token_id.as_bytes())?;
+                }
+                index.remove(name)?;
+                tenants.remove(name)?;
+                Ok(())
             })
             .map_err(tx_error)?;
         self.flush()
     }
 
     fn put_token(&self, token: &TokenRecord) -> Result<(), RegistryError> {
-        self.tokens
-            .insert(token.token_id.as_bytes(), encode(token)?)
-            .map_err(storage)?;
+        let value = encode(token)?;
+        (&self.tenants, &self.tokens, &self.contents)
+            .transaction(|(tenants, tokens, index)| {
+                require_tenant(tenants, &token.tenant)?;
+                if tokens.get(token.token_id.as_bytes())?.is_some() {
+                    return Err(abort(RegistryError::AlreadyExists {
+                        kind: "token",
+                        name: token.token_id.clone(),
+                    }));
+                }
+                tokens.insert(token.token_id.as_bytes(), value.clone())?;
+                contents::update(index, &token.tenant, |owned| {
+                    owned.tokens.insert(token.token_id.clone());
+                })
+            })
+            .map_err(tx_error)?;
         self.flush()
     }
 
@@ -162,12 +194,23 @@ impl ModelRegistry for SledRegistry {
     }
 
     fn delete_token(&self, token_id: &str) -> Result<(), RegistryError> {
-        if self.tokens.remove(token_id).map_err(storage)?.is_none() {
-            return Err(RegistryError::NotFound {
-                kind: "token",
-                name: token_id.to_string(),
-            });
-        }
+        (&self.tokens, &self.contents)
+            .transaction(|(tokens, index)| {
+                let Some(bytes) = tokens.remove(token_id.as_bytes())? else {
+                    return Err(abort(RegistryError::NotFound {
+                        kind: "token",
+                        name: token_id.to_string(),
+                    }));
+                };
+                // An unreadable record is still revoked; it was never in the index.
+                match decode::<TokenRecord>(&bytes) {
+                    Ok(record) => contents::update(index, &record.tenant, |owned| {
+                        owned.tokens.remove(token_id);
+                    }),
+                    Err(_) => Ok(()),
+                }
+            })
+            .map_err(tx_error)?;
         self.flush()
     }
 
@@ -188,8 +231,16 @@ impl ModelRegistry for SledRegistry {
 
     fn publish_image(&self, draft: ImageDraft) -> Result<ImageRecord, RegistryError> {
         let counter_key = model_prefix(&draft.tenant, &draft.name);
-        let record = (&self.images, &self.next_version)
-            .transaction(|(images, counters)| {
+        let record = (
+            &self.tenants,
+            &self.images,
+            &self.next_version,
+            &self.contents,
+        )
+            .transaction(|(tenants, images, counters, index)| {
+                // An upload authorised before its tenant was deleted must not publish into
+                // the deleted (or a re-created) tenant.
+                require_tenant(tenants, &draft.tenant)?;
                 let version = match counters.get(&counter_key)? {
                     Some(bytes) => {
                         let mut raw = [0u8; 8];
@@ -211,9 +262,12 @@ impl ModelRegistry for SledRegistry {
                     created_at: now_secs(),
                     created_by: draft.created_by.clone(),
                 };
-                let value = encode(&record).map_err(ConflictableTransactionError::Abort)?;
+                let value = encode(&record).map_err(abort)?;
                 images.insert(image_key(&draft.tenant, &draft.name, version), value)?;
                 counters.insert(counter_key.as_slice(), &(version + 1).to_be_bytes())?;
+                contents::update(index, &draft.tenant, |owned| {
+                    owned.add_version(&draft.name, version);
+                })?;
                 Ok(record)
             })
             .map_err(tx_error)?;
@@ -251,10 +305,19 @@ impl ModelRegistry for SledRegistry {
         name: &str,
         version: u64,
     ) -> Result<ImageRecord, RegistryError> {
-        let record = self.image(tenant, name, version)?;
-        self.images
-            .remove(image_key(tenant, name, version))
-            .map_err(storage)?;
+        let record = (&self.images, &self.contents)
+            .transaction(|(images, index)| {
+                let Some(bytes) = images.remove(image_key(tenant, name, version))? else {
+                    return Err(abort(RegistryError::NotFound {
+                        kind: "model version",
+                        name: format!("{name}/{version}"),
+                    }));
+                };
+                let record: ImageRecord = decode(&bytes).map_err(abort)?;
+                contents::update(index, tenant, |owned| owned.remove_version(name, version))?;
+                Ok(record)
+            })
+            .map_err(tx_error)?;
         self.flush()?;
         Ok(record)
     }
@@ -265,32 +328,50 @@ impl ModelRegistry for SledRegistry {
     }
 
     fn create_endpoint(&self, endpoint: &EndpointRecord) -> Result<(), RegistryError> {
-        let key = format!("{}/{}", endpoint.tenant, endpoint.name);
-        let inserted = self
-            .endpoints
-            .compare_and_swap(key, None as Option<&[u8]>, Some(encode(endpoint)?))
-            .map_err(storage)?;
-        if inserted.is_err() {
-            return Err(RegistryError::AlreadyExists {
-                kind: "serving endpoint",
-                name: endpoint.name.clone(),
-            });
-        }
+        let key = endpoint_key(&endpoint.tenant, &endpoint.name);
+        let value = encode(endpoint)?;
+        (&self.tenants, &self.endpoints, &self.contents)
+            .transaction(|(tenants, endpoints, index)| {
+                require_tenant(tenants, &endpoint.tenant)?;
+                if endpoints.get(key.as_bytes())?.is_some() {
+                    return Err(abort(RegistryError::AlreadyExists {
+                        kind: "serving endpoint",
+                        name: endpoint.name.clone(),
+                    }));
+                }
+                endpoints.insert(key.as_bytes(), value.clone())?;
+                contents::update(index, &endpoint.tenant, |owned| {
+                    owned.endpoints.insert(endpoint.name.clone());
+                })
+            })
+            .map_err(tx_error)?;
         self.flush()
     }
 
     fn put_endpoint(&self, endpoint: &EndpointRecord) -> Result<(), RegistryError> {
-        let key = format!("{}/{}", endpoint.tenant, endpoint.name);
+        // Only over an existing record: a write that lost a race with the endpoint's
+        // deletion must not bring it back outside the tenant's index.
+        let key = endpoint_key(&endpoint.tenant, &endpoint.name);
+        let value = encode(endpoint)?;
         self.endpoints
-            .insert(key, encode(endpoint)?)
-            .map_err(storage)?;
+            .transaction(|endpoints| {
+                if endpoints.get(key.as_bytes())?.is_none() {
+                    return Err(abort(RegistryError::NotFound {
+                        kind: "serving endpoint",
+                        name: endpoint.name.clone(),
+                    }));
+                }
+                endpoints.insert(key.as_bytes(), value.clone())?;
+                Ok::<_, TxError>(())
+            })
+            .map_err(tx_error)?;
         self.flush()
     }
 
     fn endpoint(&self, tenant: &str, name: &str) -> Result<EndpointRecord, RegistryError> {
         match self
             .endpoints
-            .get(format!("{tenant}/{name}"))
+            .get(endpoint_key(tenant, name))
             .map_err(storage)?
         {
             Some(bytes) => decode(&bytes),
@@ -307,17 +388,20 @@ impl ModelRegistry for SledRegistry {
     }
 
     fn delete_endpoint(&self, tenant: &str, name: &str) -> Result<(), RegistryError> {
-        if self
-            .endpoints
-            .remove(format!("{tenant}/{name}"))
-            .map_err(storage)?
-            .is_none()
-        {
-            return Err(RegistryError::NotFound {
-                kind: "serving endpoint",
-                name: name.to_string(),
-            });
-        }
+        let key = endpoint_key(tenant, name);
+        (&self.endpoints, &self.contents)
+            .transaction(|(endpoints, index)| {
+                if endpoints.remove(key.as_bytes())?.is_none() {
+                    return Err(abort(RegistryError::NotFound {
+                        kind: "serving endpoint",
+                        name: name.to_string(),
+                    }));
+                }
+                contents::update(index, tenant, |owned| {
+                    owned.endpoints.remove(name);
+                })
+            })
+            .map_err(tx_error)?;
         self.flush()
     }
 }
@@ -370,5 +454,218 @@ mod tests {
             Err(RegistryError::Conflict(_))
         ));
         assert_eq!(reg.referenced_blobs().unwrap().len(), 3);
+    }
+}
+
+/// Tenant deletion against the writes that race with it, called in the racing order.
+#[cfg(test)]
+mod tenant_deletion_tests {
+    use super::*;
+    use crate::registry::{EndpointState, ImageFile};
+    use crate::tenancy::Permission;
+
+    fn draft(tenant: &str, name: &str) -> ImageDraft {
+        ImageDraft {
+            tenant: tenant.into(),
+            name: name.into(),
+            digest: Digest::of(name.as_bytes()),
+            size_bytes: 10,
+            manifest: "name = \"x\"".into(),
+            files: vec![ImageFile {
+                path: "h.wasm".into(),
+                digest: Digest::of(b"h"),
+                size_bytes: 1,
+            }],
+            created_by: "t1".into(),
+        }
+    }
+
+    fn token(tenant: &str, id: &str) -> TokenRecord {
+        TokenRecord {
+            token_id: id.into(),
+            tenant: tenant.into(),
+            salt: "00".into(),
+            hash: "11".into(),
+            permission: Permission::CanManage,
+            resources: vec!["*".into()],
+            created_at_ms: 1,
+            expires_at_ms: None,
+            comment: None,
+            created_by: "admin".into(),
+        }
+    }
+
+    fn endpoint(tenant: &str, name: &str) -> EndpointRecord {
+        EndpointRecord {
+            name: name.into(),
+            tenant: tenant.into(),
+            creator: "t1".into(),
+            creation_timestamp: 1,
+            last_updated_timestamp: 1,
+            config: None,
+            pending_config: None,
+            state: EndpointState {
+                ready: "NOT_READY".into(),
+                config_update: "UPDATE_FAILED".into(),
+            },
+            update_error: None,
+            fallback_enabled: false,
+        }
+    }
+
+    fn is_missing_tenant(result: Result<impl std::fmt::Debug, RegistryError>) -> bool {
+        matches!(result, Err(RegistryError::NotFound { kind: "tenant", .. }))
+    }
+
+    fn open() -> (tempfile::TempDir, SledRegistry) {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = SledRegistry::open(dir.path()).unwrap();
+        (dir, reg)
+    }
+
+    #[test]
+    fn a_token_issued_for_a_tenant_deleted_after_the_check_is_refused() {
+        let (_dir, reg) = open();
+        reg.create_tenant("acme").unwrap();
+        // The token route checked that the tenant exists; then the tenant is deleted.
+        reg.tenant("acme").unwrap();
+        reg.delete_tenant("acme").unwrap();
+        assert!(is_missing_tenant(reg.put_token(&token("acme", "t1"))));
+        assert!(reg.tokens(None).unwrap().is_empty());
+        reg.create_tenant("acme").unwrap();
+        assert!(matches!(
+            reg.token("t1"),
+            Err(RegistryError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn a_publish_whose_tenant_was_deleted_during_the_upload_fails() {
+        let (_dir, reg) = open();
+        reg.create_tenant("acme").unwrap();
+        // The upload was authorised, then the tenant deleted while the body streamed.
+        reg.delete_tenant("acme").unwrap();
+        assert!(is_missing_tenant(
+            reg.publish_image(draft("acme", "digits"))
+        ));
+        assert!(reg.referenced_blobs().unwrap().is_empty());
+        reg.create_tenant("acme").unwrap();
+        assert!(reg.models("acme").unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_endpoint_created_for_a_deleted_tenant_is_refused() {
+        let (_dir, reg) = open();
+        reg.create_tenant("acme").unwrap();
+        reg.delete_tenant("acme").unwrap();
+        assert!(is_missing_tenant(
+            reg.create_endpoint(&endpoint("acme", "ep"))
+        ));
+        reg.create_tenant("acme").unwrap();
+        assert!(reg.endpoints(Some("acme")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_tenant_with_only_an_endpoint_is_not_deleted() {
+        let (_dir, reg) = open();
+        reg.create_tenant("acme").unwrap();
+        reg.put_token(&token("acme", "t1")).unwrap();
+        reg.create_endpoint(&endpoint("acme", "ep")).unwrap();
+        assert!(matches!(
+            reg.delete_tenant("acme"),
+            Err(RegistryError::Conflict(_))
+        ));
+        assert!(reg.tenant("acme").is_ok());
+        assert!(reg.token("t1").is_ok(), "a refused delete keeps the tokens");
+        reg.delete_endpoint("acme", "ep").unwrap();
+        reg.delete_tenant("acme").unwrap();
+        assert!(reg.tokens(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_tenant_with_a_model_is_not_deleted_until_its_last_version_is() {
+        let (_dir, reg) = open();
+        reg.create_tenant("acme").unwrap();
+        let v1 = reg.publish_image(draft("acme", "digits")).unwrap();
+        let v2 = reg.publish_image(draft("acme", "digits")).unwrap();
+        reg.delete_image("acme", "digits", v1.version).unwrap();
+        assert!(matches!(
+            reg.delete_tenant("acme"),
+            Err(RegistryError::Conflict(_))
+        ));
+        reg.delete_image("acme", "digits", v2.version).unwrap();
+        reg.delete_tenant("acme").unwrap();
+    }
+
+    #[test]
+    fn a_recreated_tenant_sees_nothing_of_the_old_one() {
+        let (_dir, reg) = open();
+        reg.create_tenant("acme").unwrap();
+        reg.put_token(&token("acme", "t1")).unwrap();
+        reg.put_token(&token("acme", "t2")).unwrap();
+        reg.put_token(&token("other", "t3")).unwrap_err();
+        reg.create_tenant("other").unwrap();
+        reg.put_token(&token("other", "t3")).unwrap();
+        reg.delete_token("t2").unwrap();
+        reg.delete_tenant("acme").unwrap();
+        reg.create_tenant("acme").unwrap();
+        assert!(reg.tokens(Some("acme")).unwrap().is_empty());
+        assert!(reg.models("acme").unwrap().is_empty());
+        assert!(reg.endpoints(Some("acme")).unwrap().is_empty());
+        assert_eq!(
+            reg.tokens(None).unwrap().len(),
+            1,
+            "other tenants keep theirs"
+        );
+    }
+
+    #[test]
+    fn records_an_older_release_wrote_are_owned_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let reg = SledRegistry::open(dir.path()).unwrap();
+            reg.create_tenant("acme").unwrap();
+            // Written the way releases before the tenant index wrote them.
+            let raw = |tree: &sled::Tree, key: &str, value: Vec<u8>| {
+                tree.insert(key, value).unwrap();
+            };
+            raw(&reg.tokens, "t1", encode(&token("acme", "t1")).unwrap());
+            raw(
+                &reg.endpoints,
+                "acme/ep",
+                encode(&endpoint("acme", "ep")).unwrap(),
+            );
+            // Left behind by a deletion that raced with writes: a token and an endpoint
+            // of a tenant that no longer exists.
+            raw(&reg.tokens, "t9", encode(&token("gone", "t9")).unwrap());
+            raw(
+                &reg.endpoints,
+                "gone/ep",
+                encode(&endpoint("gone", "ep")).unwrap(),
+            );
+            reg.flush().unwrap();
+        }
+        let reg = SledRegistry::open(dir.path()).unwrap();
+        assert!(matches!(
+            reg.delete_tenant("acme"),
+            Err(RegistryError::Conflict(_))
+        ));
+        reg.delete_endpoint("acme", "ep").unwrap();
+        reg.delete_tenant("acme").unwrap();
+        assert!(
+            matches!(reg.token("t1"), Err(RegistryError::NotFound { .. })),
+            "the older release's token goes with its tenant"
+        );
+        assert!(
+            matches!(reg.token("t9"), Err(RegistryError::NotFound { .. })),
+            "a token of a deleted tenant is revoked"
+        );
+        // The deleted tenant's endpoint is not handed to whoever creates `gone` next: the
+        // tenant is listed again, so that the admin sees and cleans it up.
+        reg.tenant("gone").unwrap();
+        assert!(matches!(
+            reg.delete_tenant("gone"),
+            Err(RegistryError::Conflict(_))
+        ));
     }
 }

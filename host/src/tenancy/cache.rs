@@ -1,53 +1,155 @@
 //! An in-memory cache of token records, so that authenticating a request costs a hash map
 //! lookup and one sha256 instead of a database read and a JSON decode. Revoking a token or
 //! deleting a tenant invalidates its entries in the same process at once.
+//!
+//! The registry read of a missing entry happens outside the cache's lock, so a revocation
+//! can complete between that read and the insert of what it returned. Every invalidation
+//! therefore runs after the registry write and counts up an epoch; a read inserts its record
+//! only if no invalidation happened since before it read the registry. A revoked token is
+//! thus never stored, whatever the interleaving (the one request whose read raced with the
+//! revocation is answered as if it had come a moment earlier, like any request already
+//! running when a token is revoked).
 
 use crate::registry::{ModelRegistry, RegistryError, TokenRecord};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Token records by id, read through to the registry.
 #[derive(Default)]
 pub struct TokenCache {
-    records: RwLock<HashMap<String, Arc<TokenRecord>>>,
+    state: RwLock<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    records: HashMap<String, Arc<TokenRecord>>,
+    /// How many invalidations there have been.
+    epoch: u64,
 }
 
 impl TokenCache {
+    fn read(&self) -> RwLockReadGuard<'_, CacheState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, CacheState> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The record of `token_id`, from memory or the registry.
     pub fn get(
         &self,
         registry: &dyn ModelRegistry,
         token_id: &str,
     ) -> Result<Arc<TokenRecord>, RegistryError> {
-        if let Some(record) = self
-            .records
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(token_id)
-        {
-            return Ok(record.clone());
+        self.get_with(token_id, || registry.token(token_id))
+    }
+
+    /// The record of `token_id`, from memory or `fetch`.
+    fn get_with(
+        &self,
+        token_id: &str,
+        fetch: impl FnOnce() -> Result<TokenRecord, RegistryError>,
+    ) -> Result<Arc<TokenRecord>, RegistryError> {
+        let epoch = {
+            let state = self.read();
+            if let Some(record) = state.records.get(token_id) {
+                return Ok(record.clone());
+            }
+            state.epoch
+        };
+        let record = Arc::new(fetch()?);
+        let mut state = self.write();
+        if state.epoch == epoch {
+            state.records.insert(token_id.to_string(), record.clone());
         }
-        let record = Arc::new(registry.token(token_id)?);
-        self.records
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(token_id.to_string(), record.clone());
         Ok(record)
     }
 
-    /// Forgets one token (after a revocation).
+    /// Forgets one token; call after the revocation is written to the registry.
     pub fn forget(&self, token_id: &str) {
-        self.records
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(token_id);
+        let mut state = self.write();
+        state.epoch += 1;
+        state.records.remove(token_id);
     }
 
-    /// Forgets every token of `tenant` (after the tenant is deleted).
+    /// Forgets every token of `tenant`; call after the tenant's deletion is written to the
+    /// registry.
     pub fn forget_tenant(&self, tenant: &str) {
-        self.records
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, record| record.tenant != tenant);
+        let mut state = self.write();
+        state.epoch += 1;
+        state.records.retain(|_, record| record.tenant != tenant);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenancy::Permission;
+
+    fn record(token_id: &str) -> TokenRecord {
+        TokenRecord {
+            token_id: token_id.into(),
+            tenant: "acme".into(),
+            salt: "00".into(),
+            hash: "11".into(),
+            permission: Permission::CanManage,
+            resources: vec!["*".into()],
+            created_at_ms: 1,
+            expires_at_ms: None,
+            comment: None,
+            created_by: "admin".into(),
+        }
+    }
+
+    fn gone() -> Result<TokenRecord, RegistryError> {
+        Err(RegistryError::NotFound {
+            kind: "token",
+            name: "t1".into(),
+        })
+    }
+
+    #[test]
+    fn a_token_revoked_between_the_read_and_the_insert_is_not_cached() {
+        let cache = TokenCache::default();
+        // The registry read returns the record; before the cache stores it, the revocation
+        // removes it from the registry and tells the cache.
+        let read = cache.get_with("t1", || {
+            let stale = record("t1");
+            cache.forget("t1");
+            Ok(stale)
+        });
+        assert!(read.is_ok());
+        assert!(
+            matches!(
+                cache.get_with("t1", gone),
+                Err(RegistryError::NotFound { .. })
+            ),
+            "the revoked token must be looked up again, and found gone"
+        );
+    }
+
+    #[test]
+    fn a_token_of_a_tenant_deleted_between_the_read_and_the_insert_is_not_cached() {
+        let cache = TokenCache::default();
+        let read = cache.get_with("t1", || {
+            let stale = record("t1");
+            cache.forget_tenant("acme");
+            Ok(stale)
+        });
+        assert!(read.is_ok());
+        assert!(matches!(
+            cache.get_with("t1", gone),
+            Err(RegistryError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn a_token_read_without_a_revocation_is_cached() {
+        let cache = TokenCache::default();
+        cache.get_with("t1", || Ok(record("t1"))).unwrap();
+        assert_eq!(cache.get_with("t1", gone).unwrap().token_id, "t1");
+        cache.forget("t1");
+        assert!(cache.get_with("t1", gone).is_err());
     }
 }
