@@ -85,6 +85,8 @@ pub struct FileConfig {
     pub keep_alive_timeout_secs: Option<u64>,
     /// Guest threads one tenant may hold at once.
     pub tenant_guest_threads: Option<usize>,
+    /// Server-wide memory budget for guests, request parsing and answer encoding, MiB.
+    pub memory_budget_mib: Option<u64>,
 }
 
 /// The validated server configuration.
@@ -118,6 +120,9 @@ pub struct ServeConfig {
     pub connections: ConnectionLimits,
     /// The guest threads, and how many one tenant may hold.
     pub guest_threads: GuestThreadSettings,
+    /// Server-wide memory budget for guest memories, request parsing and answer encoding,
+    /// bytes.
+    pub memory_budget_bytes: usize,
 }
 
 /// Values given on the command line (or through their environment variables).
@@ -155,6 +160,8 @@ pub struct Overrides {
     pub keep_alive_timeout_secs: Option<u64>,
     /// `--tenant-guest-threads`.
     pub tenant_guest_threads: Option<usize>,
+    /// `--memory-budget-mib`.
+    pub memory_budget_mib: Option<u64>,
 }
 
 /// Reads a config file.
@@ -249,6 +256,12 @@ impl ServeConfig {
                 ),
             },
             guest_threads,
+            memory_budget_bytes: flags
+                .memory_budget_mib
+                .or(file.memory_budget_mib)
+                .map_or_else(crate::runtime::default_budget_bytes, |m| {
+                    usize::try_from(mib(m)).unwrap_or(usize::MAX)
+                }),
         };
         config.validate()?;
         Ok(config)
@@ -325,6 +338,12 @@ impl ServeConfig {
                     "must be between 1 and the {} guest threads of this machine",
                     self.guest_threads.threads
                 ),
+            });
+        }
+        if self.memory_budget_bytes < 64 << 20 {
+            return Err(ConfigError::Invalid {
+                field: "memory_budget_mib",
+                problem: "must be at least 64".into(),
             });
         }
         if !(1..=100_000).contains(&self.max_instances) {

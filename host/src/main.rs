@@ -87,7 +87,8 @@ struct ServeArgs {
     /// TOML config file (keys: listen, data_dir, admin_token, max_upload_mib,
     /// max_unpacked_mib, max_instances, fuel_metering, engines_dir, inline_max_run_us,
     /// tls_cert, tls_key, plain_http, max_connections, header_read_timeout_secs,
-    /// body_read_timeout_secs, keep_alive_timeout_secs, tenant_guest_threads).
+    /// body_read_timeout_secs, keep_alive_timeout_secs, tenant_guest_threads,
+    /// memory_budget_mib).
     #[arg(long, env = "SANDSERVE_CONFIG")]
     config: Option<PathBuf>,
     /// Largest package upload, MiB [default: 1024].
@@ -142,6 +143,11 @@ struct ServeArgs {
     /// [default: half of the guest threads, which are 16 per CPU and at least 64].
     #[arg(long, env = "SANDSERVE_TENANT_GUEST_THREADS")]
     tenant_guest_threads: Option<usize>,
+    /// Server-wide memory budget, MiB, for guest memories (charged as they grow), request
+    /// parsing and answer encoding; what does not fit is answered 503 at once, and an
+    /// entity whose memory limit alone exceeds it is not deployed [default: 3/4 of RAM].
+    #[arg(long, env = "SANDSERVE_MEMORY_BUDGET_MIB")]
+    memory_budget_mib: Option<u64>,
 }
 
 fn main() -> Result<()> {
@@ -206,6 +212,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             body_read_timeout_secs: args.body_read_timeout_secs,
             keep_alive_timeout_secs: args.keep_alive_timeout_secs,
             tenant_guest_threads: args.tenant_guest_threads,
+            memory_budget_mib: args.memory_budget_mib,
         },
         std::env::var("SANDSERVE_ADMIN_TOKEN").ok(),
         file,

@@ -9,7 +9,7 @@ use crate::images::{ComponentCache, ImageService};
 use crate::inference::{EngineSettings, Engines};
 use crate::package::UnpackLimits;
 use crate::registry::{ModelRegistry, SledRegistry};
-use crate::runtime::{Runtime, RuntimeConfig};
+use crate::runtime::{MemoryBudget, Runtime, RuntimeConfig};
 use crate::serving::{EndpointManager, GuestThreads, InlinePolicy};
 use crate::tenancy::{hash_secret, new_salt, redacted, secret_matches};
 use std::sync::Arc;
@@ -78,6 +78,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         Runtime::new(RuntimeConfig {
             max_concurrent_instances: config.max_instances,
             fuel_metering: config.fuel_metering,
+            memory_budget: MemoryBudget::new(config.memory_budget_bytes),
             ..RuntimeConfig::default()
         })
         .map_err(|e| ServeError::Runtime(e.to_string()))?,

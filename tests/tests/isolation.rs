@@ -357,3 +357,94 @@ fn a_tenant_spinning_on_every_thread_it_may_hold_does_not_delay_another() {
         assert_eq!(status, 504, "{body}");
     }
 }
+
+/// A V2 request to the slow-on-request fixture with these parameters.
+fn slow_request(parameters: serde_json::Value) -> serde_json::Value {
+    json!({
+        "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}],
+        "parameters": parameters,
+    })
+}
+
+#[test]
+fn guest_memories_share_one_server_budget_and_what_cannot_fit_is_503() {
+    let s = TenantServer::start(&["--memory-budget-mib", "512"]);
+    let holder = handler_package(
+        "holder",
+        "slow-on-request",
+        "[limits]\nmemory_mib = 300\ntimeout_ms = 20000\n",
+        &[],
+    );
+    assert_eq!(s.client.upload("holder", &holder).0, 201);
+    let path = "/v2/models/holder/versions/1/infer";
+    assert_eq!(s.client.post(path, &slow_request(json!({}))).0, 200);
+    s.server.reset_peak_memory();
+    let before = s.server.memory_kib("VmRSS");
+    // Three guests that each hold 200 MiB for two seconds: two fit in 512 MiB, one cannot.
+    let holders: Vec<_> = (0..3)
+        .map(|_| {
+            let client = s.server.client(&s.token);
+            std::thread::spawn(move || {
+                client.post(
+                    path,
+                    &slow_request(json!({"alloc_mib": 200, "sleep_ms": 2000})),
+                )
+            })
+        })
+        .collect();
+    let mut statuses: Vec<u16> = Vec::new();
+    for holder in holders {
+        let (status, body) = holder.join().unwrap();
+        if status == 503 {
+            assert_eq!(reason(&body), "memory_budget_exhausted", "{body}");
+            assert!(
+                body["message"].as_str().unwrap().contains("retry"),
+                "{body}"
+            );
+        }
+        statuses.push(status);
+    }
+    // At least one fits and at least one does not (which ones, and whether a second one
+    // got in after the first was done, depends on scheduling).
+    assert!(
+        statuses.iter().all(|s| [200, 503].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&200) && statuses.contains(&503),
+        "{statuses:?}"
+    );
+    let peak = s.server.memory_kib("VmHWM");
+    assert!(
+        peak.saturating_sub(before) < (512 + 64) << 10,
+        "the server grew by {} MiB under a 512 MiB budget",
+        peak.saturating_sub(before) >> 10
+    );
+    // Once they are done, the budget is whole again.
+    assert_eq!(
+        s.client
+            .post(path, &slow_request(json!({"alloc_mib": 280})))
+            .0,
+        200
+    );
+}
+
+#[test]
+fn an_entity_whose_memory_limit_exceeds_the_budget_is_not_deployed() {
+    let s = TenantServer::start(&["--memory-budget-mib", "256"]);
+    let big = handler_package(
+        "big",
+        "slow-on-request",
+        "[limits]\nmemory_mib = 1024\n",
+        &[],
+    );
+    assert_eq!(s.client.upload("big", &big).0, 201);
+    let (status, body) = s
+        .client
+        .post("/v2/models/big/versions/1/infer", &slow_request(json!({})));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("memory budget"),
+        "{body}"
+    );
+}

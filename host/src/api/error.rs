@@ -284,6 +284,9 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Exhausted(_) => {
                 Self::unavailable("no free sandbox; retry shortly", Some(1))
             }
+            RuntimeError::MemoryBudget { .. } => {
+                Self::unavailable(e.to_string(), Some(1)).with_reason("memory_budget_exhausted")
+            }
             RuntimeError::MemoryLimit { .. }
             | RuntimeError::TableLimit { .. }
             | RuntimeError::FuelExhausted { .. }

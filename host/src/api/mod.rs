@@ -79,15 +79,45 @@ pub async fn blocking<T: Send + 'static>(
 /// async worker it arrived on.
 pub const INLINE_CODEC_BYTES: usize = 256 * 1024;
 
-/// Runs JSON work over `size` bytes on this worker when small, else on the blocking pool.
+/// Bytes of memory a request body may cost while it is parsed, per byte of body.
+pub const PARSE_COST_PER_BYTE: usize = 8;
+
+/// Bytes of memory an answer may cost while it is encoded, per byte of tensor data (a
+/// 4-byte float becomes up to ~16 bytes of JSON text, and the text is buffered once).
+pub const ENCODE_COST_PER_BYTE: usize = 16;
+
+/// Runs JSON work over `size` bytes on this worker when small, else on the blocking pool,
+/// holding `size * cost_per_byte` bytes of the server's memory budget while it runs (503
+/// at once when the budget cannot hold them).
 pub async fn codec_work<T: Send + 'static>(
+    budget: &std::sync::Arc<crate::runtime::MemoryBudget>,
     size: usize,
+    cost_per_byte: usize,
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    let cost = size.saturating_mul(cost_per_byte);
+    let Some(reservation) = budget.reserve(cost) else {
+        return Err(ApiError::unavailable(
+            format!(
+                "the server's memory budget cannot hold this request's {} MiB of JSON work \
+                 now; retry shortly",
+                cost >> 20
+            ),
+            Some(1),
+        )
+        .with_reason("memory_budget_exhausted"));
+    };
     if size <= INLINE_CODEC_BYTES {
-        work()
+        let result = work();
+        drop(reservation);
+        result
     } else {
-        blocking(work).await
+        blocking(move || {
+            let result = work();
+            drop(reservation);
+            result
+        })
+        .await
     }
 }
 

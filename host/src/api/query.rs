@@ -4,7 +4,10 @@
 //! Bodies: exactly one of `dataframe_split`, `dataframe_records`, `instances`, `inputs`,
 //! plus `params`; answers `{"predictions": ...}` with the `served-model-name` header.
 
-use super::{codec_work, output_bytes, ApiError, AppState, Caller, RawBody};
+use super::{
+    codec_work, output_bytes, ApiError, AppState, Caller, RawBody, ENCODE_COST_PER_BYTE,
+    PARSE_COST_PER_BYTE,
+};
 use crate::codec::databricks;
 use crate::serving::{ActiveConfig, EntityRuntime, ServingError};
 use crate::tenancy::Permission;
@@ -63,14 +66,17 @@ where
 async fn databricks_call(entity: Arc<EntityRuntime>, body: Bytes) -> Result<Value, ApiError> {
     let (_, request) = {
         let (entity, body) = (entity.clone(), body.clone());
-        codec_work(body.len(), move || {
+        let budget = entity.image.handler.memory_budget().clone();
+        codec_work(&budget, body.len(), PARSE_COST_PER_BYTE, move || {
             let signature = entity.image.manifest.signature.as_ref();
             Ok(databricks::parse_query(&body, signature)?)
         })
         .await?
     };
     let invocation = entity.invoke(request, Some(&body)).await?;
-    codec_work(output_bytes(&invocation.response), move || {
+    let budget = entity.image.handler.memory_budget().clone();
+    let size = output_bytes(&invocation.response);
+    codec_work(&budget, size, ENCODE_COST_PER_BYTE, move || {
         databricks::predictions(&invocation.response)
             .map_err(|e| ApiError::internal(format!("handler output of `{}`: {e}", entity.name)))
     })

@@ -4,7 +4,10 @@
 //! (`/versions/{v}` is the image version; without it, the latest).
 
 use super::query::{answer, with_fallback};
-use super::{codec_work, output_bytes, parse_version, ApiError, AppState, Caller, RawBody};
+use super::{
+    codec_work, output_bytes, parse_version, ApiError, AppState, Caller, RawBody,
+    ENCODE_COST_PER_BYTE, PARSE_COST_PER_BYTE,
+};
 use crate::codec::{signature, v2};
 use crate::images::LoadedImage;
 use crate::package::{Manifest, Signature};
@@ -40,11 +43,17 @@ async fn entity_call(
 ) -> Result<Value, ApiError> {
     let (parsed, request) = {
         let entity = entity.clone();
-        codec_work(body.len(), move || parse_checked(&body, &entity.image)).await?
+        let budget = entity.image.handler.memory_budget().clone();
+        codec_work(&budget, body.len(), PARSE_COST_PER_BYTE, move || {
+            parse_checked(&body, &entity.image)
+        })
+        .await?
     };
     // `parse_checked` already attached the raw body when the manifest asks for it.
     let invocation = entity.invoke(request, None).await?;
-    codec_work(output_bytes(&invocation.response), move || {
+    let budget = entity.image.handler.memory_budget().clone();
+    let size = output_bytes(&invocation.response);
+    codec_work(&budget, size, ENCODE_COST_PER_BYTE, move || {
         let response = v2::build_response(
             &endpoint,
             Some(entity.version.to_string()),

@@ -45,6 +45,15 @@ pub enum RuntimeError {
         /// What the guest asked for.
         requested_bytes: usize,
     },
+    /// The server's memory budget could not hold the guest's memory right now.
+    #[error(
+        "the server's memory budget is in use by other requests (this one asked for \
+         {requested_bytes} more bytes); retry shortly"
+    )]
+    MemoryBudget {
+        /// What the guest asked for.
+        requested_bytes: usize,
+    },
     /// The guest tried to grow a table past the limit.
     #[error("handler exceeded its table limit of {limit} elements")]
     TableLimit {

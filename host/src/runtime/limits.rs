@@ -1,5 +1,7 @@
 //! Per-request resource limits and the limiter that enforces them inside a `Store`.
 
+use super::MemoryBudget;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Hard limits for one request's sandbox.
@@ -43,26 +45,46 @@ pub enum LimitHit {
     },
     /// A `table.grow` past `max_table_elements`.
     Table,
+    /// A `memory.grow` the server's memory budget could not hold.
+    Budget {
+        /// Bytes the growth needed.
+        requested: usize,
+    },
 }
 
-/// `wasmtime::ResourceLimiter` for one store: denies growth past the request's limits and
-/// remembers the first denial.
+/// `wasmtime::ResourceLimiter` for one store: denies growth past the request's limits or
+/// the server's memory budget, and remembers the first denial. What it charged to the
+/// budget is given back when the store (and with it the limiter) is dropped.
 #[derive(Debug)]
 pub struct RequestLimiter {
     max_memory_bytes: usize,
     max_table_elements: usize,
     max_instances: usize,
     hit: Option<LimitHit>,
+    budget: Arc<MemoryBudget>,
+    /// Bytes charged to the budget so far.
+    charged: usize,
+    /// The last charge, given back if wasmtime then fails the growth.
+    last_charge: usize,
+}
+
+impl Drop for RequestLimiter {
+    fn drop(&mut self) {
+        self.budget.release(self.charged);
+    }
 }
 
 impl RequestLimiter {
     /// A limiter enforcing `limits`.
-    pub fn new(limits: &RequestLimits) -> Self {
+    pub fn new(limits: &RequestLimits, budget: Arc<MemoryBudget>) -> Self {
         Self {
             max_memory_bytes: limits.max_memory_bytes,
             max_table_elements: limits.max_table_elements,
             max_instances: limits.max_instances,
             hit: None,
+            budget,
+            charged: 0,
+            last_charge: 0,
         }
     }
 
@@ -75,7 +97,7 @@ impl RequestLimiter {
 impl wasmtime::ResourceLimiter for RequestLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -84,7 +106,27 @@ impl wasmtime::ResourceLimiter for RequestLimiter {
                 .get_or_insert(LimitHit::Memory { requested: desired });
             return Ok(false);
         }
+        let more = desired.saturating_sub(current);
+        tracing::trace!(
+            current,
+            desired,
+            budget_used = self.budget.used(),
+            "memory growing"
+        );
+        if !self.budget.try_charge(more) {
+            self.hit.get_or_insert(LimitHit::Budget { requested: more });
+            return Ok(false);
+        }
+        self.charged += more;
+        self.last_charge = more;
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.budget.release(self.last_charge);
+        self.charged -= self.last_charge;
+        self.last_charge = 0;
+        Ok(())
     }
 
     fn table_growing(

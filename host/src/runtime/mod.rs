@@ -7,6 +7,7 @@
 //! never on an async worker. See `docs/benchmarks.md` for why (sync is faster here).
 
 mod bindings;
+mod budget;
 mod epoch;
 mod error;
 mod limits;
@@ -15,6 +16,7 @@ mod state;
 mod waits;
 
 pub use bindings::{ElementType, HandlerError, Request, Response, Tensor};
+pub use budget::{default_budget_bytes, MemoryBudget, Reservation};
 pub use error::RuntimeError;
 pub use limits::{LimitHit, RequestLimits};
 
@@ -53,6 +55,8 @@ pub struct RuntimeConfig {
     /// Bytes at the start of each pooled linear memory kept resident between requests and
     /// reset in place, instead of being handed back to the kernel and faulted in again.
     pub memory_keep_resident_bytes: usize,
+    /// The server-wide memory budget every guest memory is charged to.
+    pub memory_budget: Arc<MemoryBudget>,
 }
 
 impl Default for RuntimeConfig {
@@ -65,6 +69,7 @@ impl Default for RuntimeConfig {
             max_guest_output_bytes: 64 * 1024,
             max_wasm_stack_bytes: 1 << 20,
             memory_keep_resident_bytes: 2 << 20,
+            memory_budget: MemoryBudget::unlimited(),
         }
     }
 }
@@ -193,6 +198,12 @@ pub struct Invocation {
 }
 
 impl LoadedHandler {
+    /// The server-wide memory budget its sandboxes are charged to (request parsing and
+    /// answer encoding reserve from it too).
+    pub fn memory_budget(&self) -> &Arc<MemoryBudget> {
+        &self.config.memory_budget
+    }
+
     /// The compiled component (to serialize into the cache).
     pub fn component(&self) -> &Component {
         &self.component
@@ -365,6 +376,7 @@ impl LoadedHandler {
             nn,
             limits,
             self.config.max_guest_output_bytes,
+            self.config.memory_budget.clone(),
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -399,6 +411,9 @@ impl LoadedHandler {
                 },
                 LimitHit::Table => RuntimeError::TableLimit {
                     limit: limits.max_table_elements,
+                },
+                LimitHit::Budget { requested } => RuntimeError::MemoryBudget {
+                    requested_bytes: requested,
                 },
             };
         }

@@ -38,6 +38,7 @@ impl HostState {
         nn: WasiNnCtx,
         limits: &RequestLimits,
         output_capacity: usize,
+        budget: std::sync::Arc<super::MemoryBudget>,
     ) -> Self {
         let stdout = BoundedOutput::new(output_capacity);
         let stderr = BoundedOutput::new(output_capacity);
@@ -51,7 +52,7 @@ impl HostState {
             wasi,
             table: ResourceTable::new(),
             nn,
-            limiter: RequestLimiter::new(limits),
+            limiter: RequestLimiter::new(limits, budget),
             stdout,
             stderr,
             label,

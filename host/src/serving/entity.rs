@@ -83,6 +83,23 @@ impl EntityRuntime {
         }
     }
 
+    /// Refuses an entity whose one sandbox could never fit the server's memory budget (it
+    /// would answer every request 503): a deploy that cannot fit is refused, with why.
+    pub fn fits_memory_budget(&self) -> Result<(), String> {
+        let budget = self.image.handler.memory_budget().limit();
+        if self.limits.max_memory_bytes > budget {
+            return Err(format!(
+                "served entity `{}` may use {} MiB of memory, more than this server's whole \
+                 memory budget of {} MiB; lower its memory_mib or ask the operator to raise \
+                 memory_budget_mib",
+                self.name,
+                self.limits.max_memory_bytes >> 20,
+                budget >> 20
+            ));
+        }
+        Ok(())
+    }
+
     /// Waits for a slot within the queue bound and the request's `deadline`.
     async fn admit(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, ServingError> {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {

@@ -444,14 +444,18 @@ impl EndpointManager {
             model,
             &version.to_string(),
         );
-        let entity = Arc::new(EntityRuntime::new(
+        let entity = EntityRuntime::new(
             &config,
             version,
             image,
             self.inline,
             self.spares.clone(),
             self.threads.clone(),
-        ));
+        );
+        entity
+            .fits_memory_budget()
+            .map_err(ServingError::InvalidConfig)?;
+        let entity = Arc::new(entity);
         let held = self.direct.insert(key.clone(), entity);
         // A delete of this version that ran while it loaded has already released what was
         // held; do not keep serving it.
@@ -575,14 +579,16 @@ fn load_entities(
             let image = images
                 .load(tenant, &entity.entity_name, version)
                 .map_err(|e| format!("served entity `{}`: {e}", entity.name))?;
-            Ok(Arc::new(EntityRuntime::new(
+            let entity = EntityRuntime::new(
                 entity,
                 version,
                 image,
                 inline,
                 spares.clone(),
                 threads.clone(),
-            )))
+            );
+            entity.fits_memory_budget()?;
+            Ok(Arc::new(entity))
         })
         .collect()
 }
