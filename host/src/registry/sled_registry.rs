@@ -62,10 +62,30 @@ fn tx_error(e: TransactionError<RegistryError>) -> RegistryError {
     }
 }
 
+/// How long `open` waits for the database's file lock: sled's background flusher of a
+/// handle just dropped (a restart in the same process, or a test reopening) may hold it
+/// for a moment; another live server holds it for good and still fails.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn open_db(path: &Path) -> Result<sled::Db, RegistryError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(path).open() {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.map_err(storage),
+        }
+    }
+}
+
 impl SledRegistry {
     /// Opens (creating if needed) the database in `path`.
     pub fn open(path: &Path) -> Result<Self, RegistryError> {
-        let db = sled::Config::new().path(path).open().map_err(storage)?;
+        let db = open_db(path)?;
         let tree = |name: &str| db.open_tree(name).map_err(storage);
         let registry = Self {
             tenants: tree("tenants")?,
