@@ -179,7 +179,7 @@ impl ImageService {
                 |path: &str, reader: &mut dyn std::io::Read| -> Result<u64, PackageError> {
                     let mut writer = self
                         .blobs
-                        .writer(u64::MAX)
+                        .writer(self.unpack_limits.max_unpacked_bytes)
                         .map_err(|e| PackageError::Io(e.to_string()))?;
                     let copied = std::io::copy(reader, &mut writer)
                         .map_err(|e| PackageError::Io(e.to_string()))?;
