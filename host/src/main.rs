@@ -67,7 +67,8 @@ struct ServeArgs {
     #[arg(long, env = "SANDSERVE_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// TOML config file (keys: listen, data_dir, admin_token, max_upload_mib,
-    /// max_unpacked_mib, max_instances, fuel_metering, engines_dir, inline_max_run_us).
+    /// max_unpacked_mib, max_concurrent_uploads, max_instances, fuel_metering, engines_dir,
+    /// inline_max_run_us).
     #[arg(long, env = "SANDSERVE_CONFIG")]
     config: Option<PathBuf>,
     /// Largest package upload, MiB [default: 1024].
@@ -76,6 +77,10 @@ struct ServeArgs {
     /// Largest unpacked package, MiB [default: 4096].
     #[arg(long, env = "SANDSERVE_MAX_UNPACKED_MIB")]
     max_unpacked_mib: Option<u64>,
+    /// Package uploads that may be in progress at once across the server; one more is
+    /// refused at once with 429 and Retry-After, at most 1024 [default: 4].
+    #[arg(long, env = "SANDSERVE_MAX_CONCURRENT_UPLOADS")]
+    max_concurrent_uploads: Option<usize>,
     /// Sandboxes that may run at once across the server [default: 256].
     #[arg(long, env = "SANDSERVE_MAX_INSTANCES")]
     max_instances: Option<u32>,
@@ -128,6 +133,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             fuel_metering: args.fuel_metering,
             engines_dir: args.engines_dir,
             inline_max_run_us: args.inline_max_run_us,
+            max_concurrent_uploads: args.max_concurrent_uploads,
         },
         std::env::var("SANDSERVE_ADMIN_TOKEN").ok(),
         file,

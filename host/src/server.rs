@@ -5,7 +5,7 @@
 use crate::api::{router, AppState};
 use crate::blobs::BlobStore;
 use crate::config::ServeConfig;
-use crate::images::{ComponentCache, ImageService};
+use crate::images::{ComponentCache, ImageService, ImageSettings};
 use crate::inference::{EngineSettings, Engines};
 use crate::package::UnpackLimits;
 use crate::registry::{ModelRegistry, SledRegistry};
@@ -87,11 +87,14 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         runtime,
         engines,
         cache,
-        UnpackLimits {
-            max_unpacked_bytes: config.max_unpacked_bytes,
-            ..UnpackLimits::default()
+        ImageSettings {
+            unpack_limits: UnpackLimits {
+                max_unpacked_bytes: config.max_unpacked_bytes,
+                ..UnpackLimits::default()
+            },
+            fuel_metering: config.fuel_metering,
+            max_concurrent_uploads: config.max_concurrent_uploads,
         },
-        config.fuel_metering,
     ));
     let endpoints = EndpointManager::new(
         registry.clone(),

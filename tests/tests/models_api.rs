@@ -1,8 +1,7 @@
 //! End to end over HTTP against the real `sandserve` binary on 127.0.0.1: tenants, tokens and
 //! permissions, uploading model packages as versioned images, tenant isolation on every
 //! route, restart durability with the compile cache, hostile packages (bombs, damaged
-//! gzip, too many uploads at once), bounded memory for a 1 GiB upload, and blobs a crash
-//! left behind.
+//! gzip, too many uploads at once), and bounded memory for a 1 GiB upload.
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 
@@ -775,4 +774,83 @@ fn a_truncated_gzip_upload_is_a_400_with_json() {
         );
     }
     assert_eq!(acme.upload("echo", &package).0, 201);
+}
+
+/// A request body that waits for a signal (or its sender's end), then ends.
+struct Stalled(std::sync::mpsc::Receiver<()>);
+
+impl std::io::Read for Stalled {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        let _ = self.0.recv();
+        Ok(0)
+    }
+}
+
+#[test]
+fn uploads_past_the_concurrency_cap_are_refused_at_once_with_retry_after() {
+    if !onnx_available("upload cap") {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with_env(
+        data.path(),
+        &[],
+        &[("SANDSERVE_MAX_CONCURRENT_UPLOADS", "1")],
+    );
+    let token = server.admin().tenant_with_token("acme", "CAN_MANAGE");
+    let acme = server.client(&token);
+    let package = example_package("echo");
+
+    // One upload sends 1 MiB (more than the client buffers), then stalls, holding the only
+    // upload slot.
+    let (release, stall) = std::sync::mpsc::channel::<()>();
+    let slow = server.client(&token);
+    let stalled = std::thread::spawn(move || {
+        let first = std::io::Cursor::new(vec![0u8; 1 << 20]);
+        let mut body = std::io::Read::chain(first, Stalled(stall));
+        slow.post_stream(
+            "/api/2.0/models/echo/versions",
+            "application/gzip",
+            &mut body,
+        )
+    });
+    // Once it writes to disk it holds the slot (polled: no timing is assumed).
+    for _ in 0..600 {
+        if pending_writes(data.path()) > 0 || stalled.is_finished() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        pending_writes(data.path()),
+        1,
+        "the stalled upload is in progress"
+    );
+    // Another upload is refused at once.
+    let ((status, body), retry_after) = acme.post_bytes_retry_after(
+        "/api/2.0/models/echo/versions",
+        "application/gzip",
+        &package,
+    );
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error_code"], "REQUEST_LIMIT_EXCEEDED", "{body}");
+    assert_eq!(reason(&body), "too_many_uploads", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("retry")),
+        "{body}"
+    );
+    assert!(
+        retry_after.is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s >= 1)),
+        "Retry-After"
+    );
+
+    // The stalled upload ends (it is no archive) and frees the slot.
+    drop(release);
+    let (status, body) = stalled.join().unwrap();
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = acme.upload("echo", &package);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(pending_writes(data.path()), 0);
 }
