@@ -96,6 +96,14 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             max_concurrent_uploads: config.max_concurrent_uploads,
         },
     ));
+    // Blobs a crash (kill -9 during an upload) left behind: nothing runs yet, so every
+    // blob no image references is an orphan (the sweep is safe with uploads anyway).
+    // Writes a crash cut short were cleared from `tmp/` when the store opened.
+    match images.collect_orphans() {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "removed blobs no image references"),
+        Err(e) => tracing::warn!("skipping the sweep of unreferenced blobs: {e}"),
+    }
     let endpoints = EndpointManager::new(
         registry.clone(),
         images.clone(),

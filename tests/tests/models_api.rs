@@ -1,7 +1,8 @@
 //! End to end over HTTP against the real `sandserve` binary on 127.0.0.1: tenants, tokens and
 //! permissions, uploading model packages as versioned images, tenant isolation on every
 //! route, restart durability with the compile cache, hostile packages (bombs, damaged
-//! gzip, too many uploads at once), and bounded memory for a 1 GiB upload.
+//! gzip, too many uploads at once), bounded memory for a 1 GiB upload, and blobs a crash
+//! left behind.
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 
@@ -853,4 +854,43 @@ fn uploads_past_the_concurrency_cap_are_refused_at_once_with_retry_after() {
     let (status, body) = acme.upload("echo", &package);
     assert_eq!(status, 201, "{body}");
     assert_eq!(pending_writes(data.path()), 0);
+}
+
+#[test]
+fn blobs_and_temporaries_a_crash_left_behind_are_removed_at_start() {
+    if !onnx_available("orphan blobs") {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path(), &[]);
+    let acme = server.client(&server.admin().tenant_with_token("acme", "CAN_MANAGE"));
+    assert_eq!(acme.upload("echo", &example_package("echo")).0, 201);
+    let referenced = blob_names(data.path());
+    assert_eq!(referenced.len(), 2, "the archive and the handler");
+    server.stop();
+
+    // What a kill -9 during uploads leaves: a published blob no record names, and a write
+    // in progress.
+    let stray = b"a file an upload wrote before the server was killed";
+    let stray_name = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(stray))
+    };
+    let blobs = data.path().join("blobs");
+    std::fs::write(blobs.join("sha256").join(&stray_name), stray).unwrap();
+    std::fs::write(blobs.join("tmp").join("0123456789abcdef"), b"half a blob").unwrap();
+    assert_eq!(blob_names(data.path()).len(), 3);
+
+    let server = TestServer::start(data.path(), &[]);
+    assert_eq!(
+        blob_names(data.path()),
+        referenced,
+        "the stray blob is gone, the referenced ones stay"
+    );
+    assert_eq!(pending_writes(data.path()), 0, "the temp file is gone");
+    let acme = server.client(&server.admin().tenant_with_token("acme", "CAN_MANAGE"));
+    let (status, body) = acme.get("/api/2.0/models/echo/versions/1");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(acme.upload("echo", &example_package("echo")).0, 201);
+    assert_eq!(blob_names(data.path()), referenced);
 }

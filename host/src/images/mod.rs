@@ -4,7 +4,7 @@
 //!
 //! Blobs of a failed upload, and blobs no image references after a delete, are garbage
 //! collected; blobs an upload in progress is still writing are never collected (see
-//! `pins.rs`). At most
+//! `pins.rs`, which also sweeps what a crash left behind). At most
 //! `max_concurrent_uploads` uploads run at once (`slots.rs`).
 
 mod cache;
@@ -14,7 +14,7 @@ mod slots;
 
 pub use cache::{CacheStats, ComponentCache};
 pub use error::ImageError;
-pub use pins::BlobPin;
+pub use pins::{BlobPin, OrphanError};
 pub use slots::{UploadSlot, DEFAULT_MAX_CONCURRENT_UPLOADS};
 
 use crate::blobs::{BlobStore, Digest};

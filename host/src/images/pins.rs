@@ -5,10 +5,12 @@
 //! upload has either published its image (the record now names the blobs) or failed
 //! (then its blobs are collected at once). Collection takes the same lock first and reads
 //! the records second, so a blob is never both unpinned and not yet referenced while it
-//! runs.
+//! runs. A crash (kill -9) skips that last step: [`ImageService::collect_orphans`], run at
+//! start-up, removes every blob no record names.
 
 use super::ImageService;
 use crate::blobs::{BlobError, BlobWriter, Digest};
+use crate::registry::RegistryError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -88,10 +90,40 @@ impl ImageService {
         }
     }
 
+    /// Removes every stored blob that no image references and no upload is using: what a
+    /// crash during uploads left behind. Safe while uploads run (the same order as
+    /// [`ImageService::collect_garbage`]: pins, then references, then the blobs on disk,
+    /// where a blob appears only under the pin lock). Returns how many it removed.
+    pub fn collect_orphans(&self) -> Result<usize, OrphanError> {
+        let pinned = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let referenced = self.registry.referenced_blobs()?;
+        let mut removed = 0;
+        for digest in self.blobs.list()? {
+            if !referenced.contains(&digest) && !pinned.contains_key(&digest) {
+                tracing::info!(blob = %digest, "removing a blob no image references");
+                self.remove_blob(&digest);
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     fn remove_blob(&self, digest: &Digest) {
         if let Err(e) = self.blobs.remove(digest) {
             tracing::warn!(blob = %digest, "cannot remove unreferenced blob: {e}");
         }
         self.cache.remove(digest);
     }
+}
+
+/// Why the orphan sweep could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OrphanError {
+    /// The records could not be read.
+    #[error("cannot read which blobs images reference: {0}")]
+    Registry(#[from] RegistryError),
+    /// The blob store could not be listed.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
 }
