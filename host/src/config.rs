@@ -3,6 +3,7 @@
 //! before any socket is bound. The admin token comes only from the environment or the file,
 //! never from a flag (flags show up in `ps`).
 
+use crate::images::DEFAULT_MAX_CONCURRENT_UPLOADS;
 use crate::listener::{ConnectionLimits, TlsFiles};
 use crate::serving::GuestThreadSettings;
 use serde::Deserialize;
@@ -87,7 +88,12 @@ pub struct FileConfig {
     pub tenant_guest_threads: Option<usize>,
     /// Server-wide memory budget for guests, request parsing and answer encoding, MiB.
     pub memory_budget_mib: Option<u64>,
+    /// Uploads in progress at once across the server.
+    pub max_concurrent_uploads: Option<usize>,
 }
+
+/// Largest `max_concurrent_uploads`.
+pub const MAX_CONCURRENT_UPLOADS: usize = 1024;
 
 /// The validated server configuration.
 #[derive(Debug, Clone)]
@@ -123,6 +129,9 @@ pub struct ServeConfig {
     /// Server-wide memory budget for guest memories, request parsing and answer encoding,
     /// bytes.
     pub memory_budget_bytes: usize,
+    /// Uploads in progress at once across the server; more are refused with 429 and
+    /// `Retry-After` (each holds disk, a blocking thread and, while it compiles, memory).
+    pub max_concurrent_uploads: usize,
 }
 
 /// Values given on the command line (or through their environment variables).
@@ -162,6 +171,8 @@ pub struct Overrides {
     pub tenant_guest_threads: Option<usize>,
     /// `--memory-budget-mib`.
     pub memory_budget_mib: Option<u64>,
+    /// `--max-concurrent-uploads`.
+    pub max_concurrent_uploads: Option<usize>,
 }
 
 /// Reads a config file.
@@ -262,6 +273,10 @@ impl ServeConfig {
                 .map_or_else(crate::runtime::default_budget_bytes, |m| {
                     usize::try_from(mib(m)).unwrap_or(usize::MAX)
                 }),
+            max_concurrent_uploads: flags
+                .max_concurrent_uploads
+                .or(file.max_concurrent_uploads)
+                .unwrap_or(DEFAULT_MAX_CONCURRENT_UPLOADS),
         };
         config.validate()?;
         Ok(config)
@@ -346,6 +361,12 @@ impl ServeConfig {
                 problem: "must be at least 64".into(),
             });
         }
+        if !(1..=MAX_CONCURRENT_UPLOADS).contains(&self.max_concurrent_uploads) {
+            return Err(ConfigError::Invalid {
+                field: "max_concurrent_uploads",
+                problem: format!("must be between 1 and {MAX_CONCURRENT_UPLOADS}"),
+            });
+        }
         if !(1..=100_000).contains(&self.max_instances) {
             return Err(ConfigError::Invalid {
                 field: "max_instances",
@@ -374,6 +395,31 @@ mod tests {
         };
         let error = ServeConfig::resolve(too_long, None, FileConfig::default()).unwrap_err();
         assert!(error.to_string().contains("inline_max_run_us"), "{error}");
+    }
+
+    #[test]
+    fn concurrent_uploads_default_to_four_and_are_bounded() {
+        let config =
+            ServeConfig::resolve(Overrides::default(), None, FileConfig::default()).unwrap();
+        assert_eq!(
+            config.max_concurrent_uploads,
+            DEFAULT_MAX_CONCURRENT_UPLOADS
+        );
+        assert_eq!(DEFAULT_MAX_CONCURRENT_UPLOADS, 4);
+        let file: FileConfig = toml::from_str("max_concurrent_uploads = 2").unwrap();
+        let config = ServeConfig::resolve(Overrides::default(), None, file).unwrap();
+        assert_eq!(config.max_concurrent_uploads, 2);
+        for bad in [0, MAX_CONCURRENT_UPLOADS + 1] {
+            let flags = Overrides {
+                max_concurrent_uploads: Some(bad),
+                ..Overrides::default()
+            };
+            let error = ServeConfig::resolve(flags, None, FileConfig::default()).unwrap_err();
+            assert!(
+                error.to_string().contains("max_concurrent_uploads"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -85,10 +85,10 @@ struct ServeArgs {
     #[arg(long, env = "SANDSERVE_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// TOML config file (keys: listen, data_dir, admin_token, max_upload_mib,
-    /// max_unpacked_mib, max_instances, fuel_metering, engines_dir, inline_max_run_us,
-    /// tls_cert, tls_key, plain_http, max_connections, header_read_timeout_secs,
-    /// body_read_timeout_secs, keep_alive_timeout_secs, tenant_guest_threads,
-    /// memory_budget_mib).
+    /// max_unpacked_mib, max_concurrent_uploads, max_instances, fuel_metering, engines_dir,
+    /// inline_max_run_us, tls_cert, tls_key, plain_http, max_connections,
+    /// header_read_timeout_secs, body_read_timeout_secs, keep_alive_timeout_secs,
+    /// tenant_guest_threads, memory_budget_mib).
     #[arg(long, env = "SANDSERVE_CONFIG")]
     config: Option<PathBuf>,
     /// Largest package upload, MiB [default: 1024].
@@ -97,6 +97,10 @@ struct ServeArgs {
     /// Largest unpacked package, MiB [default: 4096].
     #[arg(long, env = "SANDSERVE_MAX_UNPACKED_MIB")]
     max_unpacked_mib: Option<u64>,
+    /// Package uploads that may be in progress at once across the server; one more is
+    /// refused at once with 429 and Retry-After, at most 1024 [default: 4].
+    #[arg(long, env = "SANDSERVE_MAX_CONCURRENT_UPLOADS")]
+    max_concurrent_uploads: Option<usize>,
     /// Sandboxes that may run at once across the server [default: 256].
     #[arg(long, env = "SANDSERVE_MAX_INSTANCES")]
     max_instances: Option<u32>,
@@ -213,6 +217,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             keep_alive_timeout_secs: args.keep_alive_timeout_secs,
             tenant_guest_threads: args.tenant_guest_threads,
             memory_budget_mib: args.memory_budget_mib,
+            max_concurrent_uploads: args.max_concurrent_uploads,
         },
         std::env::var("SANDSERVE_ADMIN_TOKEN").ok(),
         file,

@@ -5,7 +5,7 @@
 use crate::api::{router, AppState};
 use crate::blobs::BlobStore;
 use crate::config::ServeConfig;
-use crate::images::{ComponentCache, ImageService};
+use crate::images::{ComponentCache, ImageService, ImageSettings};
 use crate::inference::{EngineSettings, Engines};
 use crate::package::UnpackLimits;
 use crate::registry::{ModelRegistry, SledRegistry};
@@ -91,14 +91,25 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         runtime,
         engines,
         cache,
-        UnpackLimits {
-            max_unpacked_bytes: config.max_unpacked_bytes,
-            ..UnpackLimits::default()
+        ImageSettings {
+            unpack_limits: UnpackLimits {
+                max_unpacked_bytes: config.max_unpacked_bytes,
+                ..UnpackLimits::default()
+            },
+            fuel_metering: config.fuel_metering,
+            max_concurrent_uploads: config.max_concurrent_uploads,
         },
-        config.fuel_metering,
     ));
     let guest_threads = GuestThreads::new(config.guest_threads)
         .map_err(|e| ServeError::Runtime(format!("cannot start the guest threads: {e}")))?;
+    // Blobs a crash (kill -9 during an upload) left behind: nothing runs yet, so every
+    // blob no image references is an orphan (the sweep is safe with uploads anyway).
+    // Writes a crash cut short were cleared from `tmp/` when the store opened.
+    match images.collect_orphans() {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "removed blobs no image references"),
+        Err(e) => tracing::warn!("skipping the sweep of unreferenced blobs: {e}"),
+    }
     let endpoints = EndpointManager::new(
         registry.clone(),
         images.clone(),

@@ -106,3 +106,36 @@ pub fn handler_package(name: &str, guest: &str, extra: &str, files: &[(&str, Vec
     }
     tar.gzip()
 }
+
+/// A gzip bomb: `sandserve.toml` holding `manifest`, the `files` (path, bytes), then a file
+/// at `path` of `mib` MiB of zeros, as one gzip member per MiB (a gzip stream may hold
+/// many members), so that a bomb of any size takes about 1 KiB of upload per MiB and
+/// milliseconds to build. The archive ends inside that file.
+pub fn bomb_of_zeros(manifest: &str, files: &[(&str, &[u8])], path: &str, mib: u64) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let entries =
+        std::iter::once(("sandserve.toml", manifest.as_bytes())).chain(files.iter().copied());
+    for (name, bytes) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, name, bytes).expect("append");
+    }
+    let mut head = tar.into_inner().expect("finish tar");
+    // `into_inner` appended the end-of-archive marker (two zero blocks): drop it.
+    head.truncate(head.len() - 1024);
+    let mut big = tar::Header::new_ustar();
+    big.set_path(path).expect("path");
+    big.set_size(mib << 20);
+    big.set_mode(0o644);
+    big.set_cksum();
+    head.extend_from_slice(big.as_bytes());
+    let mut bomb = gzip(&head);
+    let mut one_mib = GzEncoder::new(Vec::new(), Compression::best());
+    one_mib.write_all(&vec![0u8; 1 << 20]).expect("gzip");
+    let one_mib = one_mib.finish().expect("gzip");
+    for _ in 0..mib {
+        bomb.extend_from_slice(&one_mib);
+    }
+    bomb
+}

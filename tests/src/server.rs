@@ -42,13 +42,19 @@ impl TestServer {
     /// Starts `sandserve serve` on a free port with `data_dir` and extra flags, and waits
     /// until it listens.
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> Self {
-        Self::spawn(data_dir, extra_args, None)
+        Self::spawn(data_dir, extra_args, &[], None)
+    }
+
+    /// Like [`TestServer::start`], with extra environment variables (settings read from
+    /// `SANDSERVE_*`).
+    pub fn start_with_env(data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(data_dir, extra_args, env, None)
     }
 
     /// Like [`TestServer::start`], with the log filtered by `filter` (`SANDSERVE_LOG`
     /// syntax) and written to a file that [`TestServer::log`] reads.
     pub fn start_logging(data_dir: &Path, extra_args: &[&str], filter: &str) -> Self {
-        Self::spawn(data_dir, extra_args, Some(filter))
+        Self::spawn(data_dir, extra_args, &[], Some(filter))
     }
 
     /// What the server has logged so far, without terminal colours (empty unless started
@@ -62,7 +68,12 @@ impl TestServer {
         strip_ansi(&text)
     }
 
-    fn spawn(data_dir: &Path, extra_args: &[&str], log_filter: Option<&str>) -> Self {
+    fn spawn(
+        data_dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        log_filter: Option<&str>,
+    ) -> Self {
         let log_path = log_filter.map(|_| data_dir.with_extension("server.log"));
         let stderr = match &log_path {
             Some(path) => Stdio::from(std::fs::File::create(path).expect("server log file")),
@@ -80,6 +91,7 @@ impl TestServer {
             .env("SANDSERVE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("SANDSERVE_ENGINES_DIR", crate::repo_root().join(".engines"))
             .env("SANDSERVE_LOG", filter)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -322,6 +334,27 @@ impl Client {
             request = request.header(*k, *v);
         }
         Self::finish(request.send(body))
+    }
+
+    /// POST raw bytes with a content type; the reply and the value of its `Retry-After`
+    /// header, if any.
+    pub fn post_bytes_retry_after(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> (Reply, Option<String>) {
+        let response = self
+            .auth(self.agent.post(format!("{}{path}", self.base)))
+            .header("Content-Type", content_type)
+            .send(body);
+        let retry_after = response.as_ref().ok().and_then(|r| {
+            r.headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
+        (Self::finish(response), retry_after)
     }
 
     /// POST a body streamed from `reader` (no Content-Length).

@@ -1,12 +1,13 @@
 //! End to end over HTTP against the real `sandserve` binary on 127.0.0.1: tenants, tokens and
 //! permissions, uploading model packages as versioned images, tenant isolation on every
-//! route, restart durability with the compile cache, hostile packages, and bounded memory
-//! for a 1 GiB upload.
+//! route, restart durability with the compile cache, hostile packages (bombs, damaged
+//! gzip, too many uploads at once), bounded memory for a 1 GiB upload, and blobs a crash
+//! left behind.
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 
 use sandserve_tests::packages::{
-    digits_model, echo_manifest, echo_wasm, example_package, gzip, Tar,
+    bomb_of_zeros, digits_model, echo_manifest, echo_wasm, example_package, gzip, Tar,
 };
 use sandserve_tests::server::{reason, Client, TestServer};
 use sandserve_tests::{onnx_available, read_f32, read_i64, repo_root};
@@ -691,4 +692,205 @@ fn deleting_the_last_version_that_uses_a_blob_collects_it() {
         cache, 0,
         "the compiled component of a collected blob stays cached"
     );
+}
+
+/// Uploads `bomb` to a server with the default limits (1 GiB uploads, 4 GiB unpacked) and
+/// checks it is refused with 413 `reason`, within bounded memory, leaving nothing on disk.
+fn refused_bomb(what: &str, bomb: &[u8], expected_reason: &str) {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path(), &[]);
+    let acme = server.client(&server.admin().tenant_with_token("acme", "CAN_MANAGE"));
+    assert!(bomb.len() < 2 << 20, "{what} is {} bytes", bomb.len());
+    server.reset_peak_memory();
+    let before = server.memory_kib("VmRSS");
+    let (status, body) = acme.upload("echo", bomb);
+    let peak = server.memory_kib("VmHWM");
+    let growth_mib = peak.saturating_sub(before) / 1024;
+    println!(
+        "{what}: RSS {} MiB before, peak {} MiB, growth {growth_mib} MiB; answer {status}",
+        before / 1024,
+        peak / 1024
+    );
+    assert_eq!(status, 413, "{what}: {body}");
+    assert_eq!(body["error_code"], "PAYLOAD_TOO_LARGE", "{body}");
+    assert_eq!(reason(&body), expected_reason, "{what}: {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(
+        growth_mib < 64,
+        "server RSS grew by {growth_mib} MiB while refusing {what}"
+    );
+    assert!(blob_names(data.path()).is_empty(), "{what} left blobs");
+    assert_eq!(pending_writes(data.path()), 0, "{what} left a temp file");
+}
+
+#[test]
+fn a_gzip_bomb_is_refused_early_with_bounded_memory_and_nothing_left_on_disk() {
+    if !onnx_available("gzip bomb") {
+        return;
+    }
+    // About 1 MiB whose handler entry inflates to 1 GiB: refused by its header's size.
+    let handler_bomb = bomb_of_zeros(&echo_manifest(), &[], "echo.wasm", 1024);
+    refused_bomb("a 1 GiB handler bomb", &handler_bomb, "handler_too_large");
+    // About 1 MiB whose model file inflates to 1 GiB: refused by its compression ratio.
+    let manifest = format!(
+        "{}\n[[graphs]]\nname = \"g\"\nencoding = \"onnx\"\nfiles = [\"model/g.onnx\"]\n",
+        echo_manifest()
+    );
+    let echo = echo_wasm();
+    let model_bomb = bomb_of_zeros(&manifest, &[("echo.wasm", &echo)], "model/g.onnx", 1024);
+    refused_bomb("a 1 GiB model bomb", &model_bomb, "compression_ratio");
+}
+
+#[test]
+fn a_truncated_gzip_upload_is_a_400_with_json() {
+    if !onnx_available("truncated gzip") {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path(), &[]);
+    let acme = server.client(&server.admin().tenant_with_token("acme", "CAN_MANAGE"));
+    let package = example_package("echo");
+    for cut in [package.len() / 2, package.len() * 3 / 4, package.len() - 4] {
+        let (status, body) = acme.upload("echo", &package[..cut]);
+        assert_eq!(status, 400, "cut at {cut} of {}: {body}", package.len());
+        assert_eq!(body["error_code"], "INVALID_PARAMETER_VALUE", "{body}");
+        assert_eq!(reason(&body), "corrupt_archive", "cut at {cut}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("sandserve package")),
+            "the message says what to do: {body}"
+        );
+        assert!(
+            blob_names(data.path()).is_empty(),
+            "cut at {cut} left blobs"
+        );
+        assert_eq!(
+            pending_writes(data.path()),
+            0,
+            "cut at {cut} left a temp file"
+        );
+    }
+    assert_eq!(acme.upload("echo", &package).0, 201);
+}
+
+/// A request body that waits for a signal (or its sender's end), then ends.
+struct Stalled(std::sync::mpsc::Receiver<()>);
+
+impl std::io::Read for Stalled {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        let _ = self.0.recv();
+        Ok(0)
+    }
+}
+
+#[test]
+fn uploads_past_the_concurrency_cap_are_refused_at_once_with_retry_after() {
+    if !onnx_available("upload cap") {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with_env(
+        data.path(),
+        &[],
+        &[("SANDSERVE_MAX_CONCURRENT_UPLOADS", "1")],
+    );
+    let token = server.admin().tenant_with_token("acme", "CAN_MANAGE");
+    let acme = server.client(&token);
+    let package = example_package("echo");
+
+    // One upload sends 1 MiB (more than the client buffers), then stalls, holding the only
+    // upload slot.
+    let (release, stall) = std::sync::mpsc::channel::<()>();
+    let slow = server.client(&token);
+    let stalled = std::thread::spawn(move || {
+        let first = std::io::Cursor::new(vec![0u8; 1 << 20]);
+        let mut body = std::io::Read::chain(first, Stalled(stall));
+        slow.post_stream(
+            "/api/2.0/models/echo/versions",
+            "application/gzip",
+            &mut body,
+        )
+    });
+    // Once it writes to disk it holds the slot (polled: no timing is assumed).
+    for _ in 0..600 {
+        if pending_writes(data.path()) > 0 || stalled.is_finished() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        pending_writes(data.path()),
+        1,
+        "the stalled upload is in progress"
+    );
+    // Another upload is refused at once.
+    let ((status, body), retry_after) = acme.post_bytes_retry_after(
+        "/api/2.0/models/echo/versions",
+        "application/gzip",
+        &package,
+    );
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error_code"], "REQUEST_LIMIT_EXCEEDED", "{body}");
+    assert_eq!(reason(&body), "too_many_uploads", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("retry")),
+        "{body}"
+    );
+    assert!(
+        retry_after.is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s >= 1)),
+        "Retry-After"
+    );
+
+    // The stalled upload ends (it is no archive) and frees the slot.
+    drop(release);
+    let (status, body) = stalled.join().unwrap();
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = acme.upload("echo", &package);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(pending_writes(data.path()), 0);
+}
+
+#[test]
+fn blobs_and_temporaries_a_crash_left_behind_are_removed_at_start() {
+    if !onnx_available("orphan blobs") {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path(), &[]);
+    let acme = server.client(&server.admin().tenant_with_token("acme", "CAN_MANAGE"));
+    assert_eq!(acme.upload("echo", &example_package("echo")).0, 201);
+    let referenced = blob_names(data.path());
+    assert_eq!(referenced.len(), 2, "the archive and the handler");
+    server.stop();
+
+    // What a kill -9 during uploads leaves: a published blob no record names, and a write
+    // in progress.
+    let stray = b"a file an upload wrote before the server was killed";
+    let stray_name = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(stray))
+    };
+    let blobs = data.path().join("blobs");
+    std::fs::write(blobs.join("sha256").join(&stray_name), stray).unwrap();
+    std::fs::write(blobs.join("tmp").join("0123456789abcdef"), b"half a blob").unwrap();
+    assert_eq!(blob_names(data.path()).len(), 3);
+
+    let server = TestServer::start(data.path(), &[]);
+    assert_eq!(
+        blob_names(data.path()),
+        referenced,
+        "the stray blob is gone, the referenced ones stay"
+    );
+    assert_eq!(pending_writes(data.path()), 0, "the temp file is gone");
+    let acme = server.client(&server.admin().tenant_with_token("acme", "CAN_MANAGE"));
+    let (status, body) = acme.get("/api/2.0/models/echo/versions/1");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(acme.upload("echo", &example_package("echo")).0, 201);
+    assert_eq!(blob_names(data.path()), referenced);
 }

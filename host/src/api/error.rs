@@ -212,8 +212,11 @@ impl From<PackageError> for ApiError {
     fn from(e: PackageError) -> Self {
         match e {
             PackageError::Io(detail) => Self::internal(format!("package I/O: {detail}")),
-            PackageError::TooLarge { .. } => {
-                Self::too_large(e.to_string()).with_reason("too_large")
+            PackageError::TooLarge { .. }
+            | PackageError::CompressionRatio { .. }
+            | PackageError::HandlerTooLarge { .. } => {
+                let reason = e.error_code();
+                Self::too_large(e.to_string()).with_reason(reason)
             }
             other => {
                 let reason = other.error_code();

@@ -18,19 +18,29 @@ use std::io::Write;
 /// How much of an oversized upload is read and discarded before answering 413, so that
 /// clients that do not wait for `100 Continue` still read the answer.
 const LINGER_BYTES: u64 = 32 << 20;
+/// How much of an upload refused for want of a slot is read and discarded: enough for
+/// a small package to be read whole, little enough that refusing holds nothing long.
+const BUSY_LINGER_BYTES: u64 = 1 << 20;
+/// When an upload refused for want of a slot may be tried again, in seconds.
+const BUSY_RETRY_AFTER_SECS: u64 = 5;
 
 /// Reads and discards up to [`LINGER_BYTES`] more of the body, for at most 5 seconds.
 async fn linger(stream: &mut axum::body::BodyDataStream) {
+    drain(stream, LINGER_BYTES, std::time::Duration::from_secs(5)).await;
+}
+
+/// Reads and discards up to `bytes` more of the body, for at most `time`.
+async fn drain(stream: &mut axum::body::BodyDataStream, bytes: u64, time: std::time::Duration) {
     let drain = async {
         let mut drained = 0u64;
         while let Some(Ok(chunk)) = stream.next().await {
             drained += chunk.len() as u64;
-            if drained > LINGER_BYTES {
+            if drained > bytes {
                 break;
             }
         }
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+    let _ = tokio::time::timeout(time, drain).await;
 }
 
 fn version_summary(image: &ImageRecord) -> Value {
@@ -180,6 +190,7 @@ fn check_upload(
 
 /// `POST /api/2.0/models/{name}/versions`: streams the package to disk (bounded memory,
 /// 413 past the limit), checks `X-Content-Sha256` when sent, then validates and publishes.
+/// At most `max_concurrent_uploads` run at once; one more is refused at once (429).
 pub async fn upload(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
@@ -197,6 +208,24 @@ pub async fn upload(
             linger(&mut stream).await;
             return Err(e);
         }
+    };
+    // Held until the upload is published or refused (or its client goes away).
+    let Some(slot) = state.images.try_begin_upload() else {
+        drain(
+            &mut stream,
+            BUSY_LINGER_BYTES,
+            std::time::Duration::from_secs(1),
+        )
+        .await;
+        return Err(ApiError::rate_limited(
+            format!(
+                "too many package uploads are in progress on this server (its limit is {}); \
+                 retry in {BUSY_RETRY_AFTER_SECS} seconds",
+                state.images.max_concurrent_uploads()
+            ),
+            BUSY_RETRY_AFTER_SECS,
+        )
+        .with_reason("too_many_uploads"));
     };
     let limit = state.max_upload_bytes;
     let too_large = || {
@@ -231,6 +260,7 @@ pub async fn upload(
     let tenant = grant.tenant.clone();
     let created_by = grant.token_id.clone();
     let record = blocking(move || {
+        let _slot = slot;
         let archive = images.finish_pinned(writer).map_err(ApiError::internal)?;
         if let Some(expected) = expected {
             if *archive.digest() != expected {

@@ -3,15 +3,21 @@
 //! a version to run it (compiled component from the cache, graphs loaded once and shared).
 //!
 //! Blobs of a failed upload, and blobs no image references after a delete, are garbage
-//! collected; blobs an upload in progress is still writing are never collected.
+//! collected; blobs an upload in progress is still writing are never collected (see
+//! `pins.rs`, which also sweeps what a crash left behind). At most
+//! `max_concurrent_uploads` uploads run at once (`slots.rs`).
 
 mod cache;
 mod error;
+mod pins;
+mod slots;
 
 pub use cache::{CacheStats, ComponentCache};
 pub use error::ImageError;
+pub use pins::{BlobPin, OrphanError};
+pub use slots::{UploadSlot, DEFAULT_MAX_CONCURRENT_UPLOADS};
 
-use crate::blobs::{BlobError, BlobStore, BlobWriter, Digest};
+use crate::blobs::{BlobStore, Digest};
 use crate::inference::{Engines, GraphFile, GraphSet, GraphSpec, InferenceError};
 use crate::package::{unpack, Manifest, PackageError, UnpackLimits};
 use crate::registry::{ImageDraft, ImageFile, ImageRecord, ModelRegistry};
@@ -44,41 +50,29 @@ pub struct ImageService {
     engines: &'static Engines,
     cache: ComponentCache,
     loaded: Mutex<HashMap<ImageKey, Arc<LoadedImage>>>,
-    in_flight: PinTable,
+    in_flight: pins::PinTable,
+    uploads: slots::UploadSlots,
     unpack_limits: UnpackLimits,
     fuel_metering: bool,
 }
 
-type PinTable = Arc<Mutex<HashMap<Digest, usize>>>;
-
-/// A finished blob that garbage collection leaves alone while this value lives (an upload
-/// still using it).
-pub struct BlobPin {
-    table: PinTable,
-    digest: Digest,
-    size: u64,
+/// What an [`ImageService`] allows.
+#[derive(Debug, Clone)]
+pub struct ImageSettings {
+    /// Bounds on what one package may unpack to.
+    pub unpack_limits: UnpackLimits,
+    /// Whether the runtime meters fuel (images that set `limits.fuel` need it).
+    pub fuel_metering: bool,
+    /// Uploads that may be in progress at once, across the server.
+    pub max_concurrent_uploads: usize,
 }
 
-impl BlobPin {
-    /// The blob's digest.
-    pub fn digest(&self) -> &Digest {
-        &self.digest
-    }
-
-    /// The blob's size.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-}
-
-impl Drop for BlobPin {
-    fn drop(&mut self) {
-        let mut pins = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = pins.get_mut(&self.digest) {
-            *count -= 1;
-            if *count == 0 {
-                pins.remove(&self.digest);
-            }
+impl Default for ImageSettings {
+    fn default() -> Self {
+        Self {
+            unpack_limits: UnpackLimits::default(),
+            fuel_metering: false,
+            max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
         }
     }
 }
@@ -91,8 +85,7 @@ impl ImageService {
         runtime: Arc<Runtime>,
         engines: &'static Engines,
         cache: ComponentCache,
-        unpack_limits: UnpackLimits,
-        fuel_metering: bool,
+        settings: ImageSettings,
     ) -> Self {
         Self {
             blobs,
@@ -101,10 +94,22 @@ impl ImageService {
             engines,
             cache,
             loaded: Mutex::default(),
-            in_flight: PinTable::default(),
-            unpack_limits,
-            fuel_metering,
+            in_flight: pins::PinTable::default(),
+            uploads: slots::UploadSlots::new(settings.max_concurrent_uploads),
+            unpack_limits: settings.unpack_limits,
+            fuel_metering: settings.fuel_metering,
         }
+    }
+
+    /// A slot for one more upload, or `None` when the server already runs as many as it
+    /// allows; hold it until the upload has finished (published or failed).
+    pub fn try_begin_upload(&self) -> Option<UploadSlot> {
+        self.uploads.try_take()
+    }
+
+    /// Uploads that may run at once.
+    pub fn max_concurrent_uploads(&self) -> usize {
+        self.uploads.limit()
     }
 
     /// The blob store.
@@ -122,26 +127,6 @@ impl ImageService {
         self.cache.stats()
     }
 
-    /// Publishes `writer`'s blob and pins it, atomically with respect to garbage collection.
-    pub fn finish_pinned(&self, writer: BlobWriter) -> Result<BlobPin, BlobError> {
-        let mut pins = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let (digest, size) = writer.finish()?;
-        *pins.entry(digest.clone()).or_default() += 1;
-        Ok(BlobPin {
-            table: self.in_flight.clone(),
-            digest,
-            size,
-        })
-    }
-
-    /// Gives up an uploaded blob (for example on a digest mismatch), removing it unless an
-    /// image or another upload uses it.
-    pub fn discard(&self, blob: BlobPin) {
-        let digest = blob.digest.clone();
-        drop(blob);
-        self.collect_garbage(&[digest]);
-    }
-
     /// Publishes the uploaded package `archive` as the next version of `tenant/name`:
     /// unpacks it into blobs, validates the handler and graphs, records the image. On any
     /// failure nothing is left behind.
@@ -155,8 +140,8 @@ impl ImageService {
         let mut pins = Vec::new();
         let result = self.publish_pinned(tenant, name, created_by, &archive, &mut pins);
         if result.is_err() {
-            let mut written: Vec<Digest> = pins.iter().map(|p| p.digest.clone()).collect();
-            written.push(archive.digest.clone());
+            let mut written: Vec<Digest> = pins.iter().map(|p| p.digest().clone()).collect();
+            written.push(archive.digest().clone());
             drop(pins);
             drop(archive);
             self.collect_garbage(&written);
@@ -172,14 +157,14 @@ impl ImageService {
         archive: &BlobPin,
         pins: &mut Vec<BlobPin>,
     ) -> Result<ImageRecord, ImageError> {
-        let file = self.blobs.open_blob(&archive.digest)?;
+        let file = self.blobs.open_blob(archive.digest())?;
         let mut files: Vec<ImageFile> = Vec::new();
         let unpacked = {
             let mut sink =
                 |path: &str, reader: &mut dyn std::io::Read| -> Result<u64, PackageError> {
                     let mut writer = self
                         .blobs
-                        .writer(u64::MAX)
+                        .writer(self.unpack_limits.max_unpacked_bytes)
                         .map_err(|e| PackageError::Io(e.to_string()))?;
                     let copied = std::io::copy(reader, &mut writer)
                         .map_err(|e| PackageError::Io(e.to_string()))?;
@@ -188,8 +173,8 @@ impl ImageService {
                         .map_err(|e| PackageError::Io(e.to_string()))?;
                     files.push(ImageFile {
                         path: path.to_string(),
-                        digest: pin.digest.clone(),
-                        size_bytes: pin.size,
+                        digest: pin.digest().clone(),
+                        size_bytes: pin.size(),
                     });
                     pins.push(pin);
                     Ok(copied)
@@ -213,8 +198,8 @@ impl ImageService {
         let draft = ImageDraft {
             tenant: tenant.to_string(),
             name: name.to_string(),
-            digest: archive.digest.clone(),
-            size_bytes: archive.size,
+            digest: archive.digest().clone(),
+            size_bytes: archive.size(),
             manifest: unpacked.manifest_text,
             files,
             created_by: created_by.to_string(),
@@ -374,28 +359,5 @@ impl ImageService {
         let blobs: Vec<Digest> = record.blobs().cloned().collect();
         self.collect_garbage(&blobs);
         Ok(record)
-    }
-
-    /// Removes those of `candidates` that no image references and no upload is using.
-    fn collect_garbage(&self, candidates: &[Digest]) {
-        // Pins first, references second: an upload publishing an image that uses one of
-        // the candidates either still pins it here or is already in the references read
-        // below (it drops its pins only after publishing, and dropping needs this lock).
-        let pinned = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let referenced = match self.registry.referenced_blobs() {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!("skipping blob garbage collection: {e}");
-                return;
-            }
-        };
-        for digest in candidates {
-            if !referenced.contains(digest) && !pinned.contains_key(digest) {
-                if let Err(e) = self.blobs.remove(digest) {
-                    tracing::warn!(blob = %digest, "cannot remove unreferenced blob: {e}");
-                }
-                self.cache.remove(digest);
-            }
-        }
     }
 }

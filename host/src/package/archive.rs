@@ -2,13 +2,16 @@
 //! checks every entry before its bytes go anywhere, parses the manifest, and hands each
 //! named file to a sink. Memory stays bounded whatever the archive claims: only the
 //! manifest and small tar extension headers are buffered, and every byte read is charged
-//! to the unpacked-size budget.
+//! to the unpacked-size budget, which also refuses an absurd compression ratio as soon as
+//! it shows (a gzip bomb stops after [`RATIO_GRACE_BYTES`], not at the size limit).
 
-use super::budget::{Budget, Metered};
+use super::budget::{Budget, Counted, Metered, RatioBound};
 use super::paths::{entry_name, EntryName, MANIFEST_PATH};
 use super::{sniff, Manifest, PackageError};
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::io::{self, Read};
+use std::rc::Rc;
 use tar::EntryType;
 
 /// Largest `sandserve.toml`.
@@ -17,6 +20,17 @@ pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 const MAX_EXTENSION_BYTES: u64 = 64 << 10;
 /// Most bytes accepted after the end-of-archive marker (tar pads to 10 KiB records).
 const MAX_TRAILING_BYTES: u64 = 1 << 20;
+/// Largest handler component. The host reads the whole component into memory to compile
+/// it (and compiling takes several times that), so this bounds what one upload can make
+/// the server hold; real handlers are a few MiB.
+pub const MAX_HANDLER_BYTES: u64 = 256 << 20;
+/// Bytes a package may unpack to whatever its compression ratio: small packages (and
+/// manifests, padding, sparse test models) compress far better than real model weights.
+pub const RATIO_GRACE_BYTES: u64 = 64 << 20;
+/// Default for [`UnpackLimits::max_compression_ratio`]. Model weights deflate by a few
+/// times at most, and deflate itself cannot pass about 1032:1; 100:1 past the grace is
+/// what zip-bomb guards commonly use (Apache POI's `MIN_INFLATE_RATIO` of 0.01).
+pub const DEFAULT_MAX_COMPRESSION_RATIO: u64 = 100;
 
 /// Bounds on what one package may unpack to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +39,10 @@ pub struct UnpackLimits {
     pub max_unpacked_bytes: u64,
     /// Most entries (files and directories) the archive may have (default 10 000).
     pub max_entries: usize,
+    /// Once more than [`RATIO_GRACE_BYTES`] are unpacked, most unpacked bytes per byte of
+    /// the upload (default [`DEFAULT_MAX_COMPRESSION_RATIO`]; 0 turns the bound off). An
+    /// uncompressed tar never reaches it.
+    pub max_compression_ratio: u64,
 }
 
 impl Default for UnpackLimits {
@@ -32,6 +50,7 @@ impl Default for UnpackLimits {
         Self {
             max_unpacked_bytes: 4 << 30,
             max_entries: 10_000,
+            max_compression_ratio: DEFAULT_MAX_COMPRESSION_RATIO,
         }
     }
 }
@@ -56,14 +75,26 @@ pub type Sink<'s> = dyn FnMut(&str, &mut dyn Read) -> Result<u64, PackageError> 
 /// The first entry must be `sandserve.toml`; every later regular file must be named by it
 /// and is streamed to `sink` as it is read. Directories are skipped; links, devices and
 /// other special entries, absolute paths and `..` are refused. When `sink` fails, its
-/// error is returned as is (unless the size budget ran out, which is reported instead).
+/// error is returned as is, unless the budget ran out or the archive itself could not be
+/// read (damaged gzip, cut short), which is reported instead.
 pub fn unpack<R: Read>(
     reader: R,
     limits: &UnpackLimits,
     sink: &mut Sink<'_>,
 ) -> Result<Unpacked, PackageError> {
-    let mut archive = tar::Archive::new(sniff::open(reader)?);
-    let mut budget = Budget::new(limits.max_unpacked_bytes);
+    let read = Rc::new(Cell::new(0));
+    let mut archive = tar::Archive::new(sniff::open(Counted::new(reader, read.clone()))?);
+    let mut budget = match limits.max_compression_ratio {
+        0 => Budget::new(limits.max_unpacked_bytes),
+        max => Budget::with_ratio(
+            limits.max_unpacked_bytes,
+            RatioBound {
+                max,
+                grace: RATIO_GRACE_BYTES,
+                read,
+            },
+        ),
+    };
     let mut state = State::default();
     {
         let entries = archive.entries().map_err(|e| state.damaged(&e))?.raw(true);
@@ -221,10 +252,28 @@ impl State {
         if !self.seen.insert(name.name.clone()) {
             return Err(PackageError::DuplicateFile { path: name.name });
         }
+        // The header's size is exact (the entry reader stops there), so a handler too large
+        // is refused before any of it is read.
+        let is_handler = self
+            .manifest
+            .as_ref()
+            .is_some_and(|(m, _)| m.handler == name.name);
+        if is_handler && size > MAX_HANDLER_BYTES {
+            return Err(PackageError::HandlerTooLarge {
+                path: name.name,
+                limit_bytes: MAX_HANDLER_BYTES,
+            });
+        }
         let mut metered = Metered::new(entry, budget);
         let result = sink(&name.name, &mut metered);
         if let Some(too_large) = metered.overrun() {
             return Err(too_large);
+        }
+        if result.is_err() {
+            // The sink failed because the archive could not be read: the upload's fault.
+            if let Some(damage) = metered.damage() {
+                return Err(corrupt(format!("`{}`: {damage}", name.name)));
+            }
         }
         result?;
         let read = finish_entry(metered, size, &name.name)?;

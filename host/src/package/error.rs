@@ -6,7 +6,8 @@ use thiserror::Error;
 /// Why a package was refused, or could not be built.
 ///
 /// Every case except [`PackageError::Io`] and [`PackageError::BuildFailed`] is the
-/// uploader's mistake (HTTP 400, or 413 for [`PackageError::TooLarge`]).
+/// uploader's mistake (HTTP 400, or 413 for [`PackageError::TooLarge`],
+/// [`PackageError::CompressionRatio`] and [`PackageError::HandlerTooLarge`]).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PackageError {
@@ -112,6 +113,27 @@ pub enum PackageError {
         /// The limit on unpacked bytes.
         limit_bytes: u64,
     },
+    /// The gzip-compressed archive inflates far more than real packages do.
+    #[error(
+        "the package inflates to more than {max_ratio} times its compressed size (is it a \
+         decompression bomb?); if its files really compress that well, upload it as an \
+         uncompressed .tar"
+    )]
+    CompressionRatio {
+        /// The most unpacked bytes allowed per compressed byte.
+        max_ratio: u64,
+    },
+    /// The handler component is larger than the host compiles.
+    #[error(
+        "`{path}`, the handler component, is larger than {limit_bytes} bytes, the limit; \
+         load large models as graphs (`[[graphs]]` files) rather than inside the handler"
+    )]
+    HandlerTooLarge {
+        /// The handler's path.
+        path: String,
+        /// The limit.
+        limit_bytes: u64,
+    },
     /// The archive has more entries than allowed.
     #[error("the package has more than {limit} entries, the limit; remove files it does not need")]
     TooManyEntries {
@@ -145,6 +167,8 @@ impl PackageError {
             Self::DuplicateFile { .. } => "duplicate_file",
             Self::MissingFile { .. } => "missing_file",
             Self::TooLarge { .. } => "too_large",
+            Self::CompressionRatio { .. } => "compression_ratio",
+            Self::HandlerTooLarge { .. } => "handler_too_large",
             Self::TooManyEntries { .. } => "too_many_entries",
             Self::Io(_) => "io_error",
             Self::BuildFailed { .. } => "build_failed",
@@ -181,6 +205,10 @@ mod tests {
             ),
             (PackageError::Link { path: "x".into() }, "link_in_archive"),
             (PackageError::TooLarge { limit_bytes: 1 }, "too_large"),
+            (
+                PackageError::CompressionRatio { max_ratio: 100 },
+                "compression_ratio",
+            ),
             (PackageError::Io("x".into()), "io_error"),
         ];
         for (error, code) in cases {

@@ -14,7 +14,10 @@
 //! Anything else is refused, with an error that names the entry: files the manifest does
 //! not name, a file twice, a named file missing, symbolic or hard links, devices and
 //! fifos, absolute paths, and paths with `..`. A package may unpack to at most 4 GiB and
-//! hold at most 10 000 entries (the host may set lower limits).
+//! hold at most 10 000 entries (the host may set lower limits). A gzip-compressed package
+//! may inflate to at most 100 times its compressed size once past its first 64 MiB; a
+//! package whose files compress better than that is uploaded as an uncompressed `.tar`.
+//! The handler component may be at most 256 MiB.
 //!
 //! Build packages with `sandserve package DIR -o NAME.tar.gz`: it builds the handler when
 //! `DIR` has a `Cargo.toml`, puts `sandserve.toml` first, and writes the same bytes for the
@@ -66,7 +69,10 @@ mod paths;
 mod sniff;
 mod validate;
 
-pub use archive::{unpack, Sink, UnpackLimits, Unpacked, MAX_MANIFEST_BYTES};
+pub use archive::{
+    unpack, Sink, UnpackLimits, Unpacked, DEFAULT_MAX_COMPRESSION_RATIO, MAX_HANDLER_BYTES,
+    MAX_MANIFEST_BYTES, RATIO_GRACE_BYTES,
+};
 pub use build::build_handler;
 pub use error::PackageError;
 pub use manifest::{GraphEntry, GuestLoad, Limits, Manifest, Signature, TensorSignature};

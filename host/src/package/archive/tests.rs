@@ -553,3 +553,140 @@ fn what_the_sink_leaves_unread_is_still_counted() {
         }
     );
 }
+
+/// A writer that only counts what it is given.
+struct Counted<'a>(&'a mut u64);
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        *self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The manifest, `m.wasm`, then the header of a `model/g.onnx` of `mib` MiB of zeros, as a
+/// gzip member; then that data as one gzip member per MiB (a gzip stream may hold many
+/// members). A bomb of any size in a few milliseconds and about 1 KiB of upload per MiB.
+fn bomb_of_zeros(mib: u64) -> Vec<u8> {
+    let mut head = Tar::new()
+        .file("sandserve.toml", MANIFEST.as_bytes())
+        .file("m.wasm", b"wasm bytes")
+        .bytes();
+    head.truncate(head.len() - 1024); // the end-of-archive marker
+    let mut h = header(EntryType::Regular, mib << 20);
+    h.set_path("model/g.onnx").unwrap();
+    h.set_cksum();
+    head.extend_from_slice(h.as_bytes());
+    let mut bomb = gzip(&head);
+    let mut one_mib = GzEncoder::new(Vec::new(), Compression::best());
+    one_mib.write_all(&[0u8; 1 << 20]).unwrap();
+    let one_mib = one_mib.finish().unwrap();
+    for _ in 0..mib {
+        bomb.extend_from_slice(&one_mib);
+    }
+    bomb
+}
+
+#[test]
+fn a_bomb_is_refused_by_its_compression_ratio_far_below_the_size_limit() {
+    // 1 GiB in about 1 MiB: under the default 4 GiB limit, yet no real package.
+    let bomb = bomb_of_zeros(1024);
+    assert!(bomb.len() < 2 << 20, "the bomb is {} bytes", bomb.len());
+    let mut streamed = 0u64;
+    let result = unpack(
+        &bomb[..],
+        &UnpackLimits::default(),
+        &mut |path: &str, r: &mut dyn Read| {
+            io::copy(r, &mut Counted(&mut streamed)).map_err(|e| PackageError::io(path, e))
+        },
+    );
+    let err = result.unwrap_err();
+    assert_eq!(err.error_code(), "compression_ratio", "{err:?}");
+    assert!(err.to_string().contains("uncompressed"), "{err}");
+    // Refused once past the grace allowed to any package, long before 1 GiB.
+    assert!(
+        streamed <= 64 << 20,
+        "{} MiB reached the sink before the bomb was refused",
+        streamed >> 20
+    );
+}
+
+#[test]
+fn an_uncompressed_package_is_never_refused_for_its_ratio() {
+    // 96 MiB of zeros in a plain tar: large and highly compressible, but not compressed.
+    let size: u64 = 96 << 20;
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = header(EntryType::Regular, MANIFEST.len() as u64);
+    tar.append_data(&mut h, "sandserve.toml", MANIFEST.as_bytes())
+        .unwrap();
+    let mut head = tar.into_inner().unwrap();
+    head.truncate(head.len() - 1024);
+    let mut h = header(EntryType::Regular, size);
+    h.set_path("m.wasm").unwrap();
+    h.set_cksum();
+    head.extend_from_slice(h.as_bytes());
+    let tail = Tar::new().file("model/g.onnx", b"onnx bytes").bytes();
+    let reader = io::Cursor::new(head)
+        .chain(io::repeat(0).take(size))
+        .chain(io::Cursor::new(tail));
+    let result = unpack(
+        reader,
+        &UnpackLimits::default(),
+        &mut |path: &str, r: &mut dyn Read| {
+            io::copy(r, &mut io::sink()).map_err(|e| PackageError::io(path, e))
+        },
+    );
+    let unpacked = result.unwrap();
+    assert_eq!(unpacked.files[0], ("m.wasm".to_owned(), size));
+}
+
+#[test]
+fn a_gzip_stream_cut_inside_a_file_is_a_damaged_archive_not_an_io_error() {
+    // Incompressible handler bytes, so that a cut in the middle lands inside its data.
+    let wasm: Vec<u8> = (0..256u32 << 10)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let bytes = gzip(
+        &Tar::new()
+            .file("sandserve.toml", MANIFEST.as_bytes())
+            .file("m.wasm", &wasm)
+            .file("model/g.onnx", b"onnx bytes")
+            .bytes(),
+    );
+    for cut in [bytes.len() / 2, bytes.len() * 3 / 4] {
+        // The sink copies as the image service's does: a failure of its own is an I/O error.
+        let result = unpack(
+            &bytes[..cut],
+            &UnpackLimits::default(),
+            &mut |path: &str, r: &mut dyn Read| {
+                io::copy(r, &mut io::sink()).map_err(|e| PackageError::io(path, e))
+            },
+        );
+        let err = result.unwrap_err();
+        assert_eq!(err.error_code(), "corrupt_archive", "cut at {cut}: {err:?}");
+    }
+}
+
+#[test]
+fn a_handler_over_its_limit_is_refused_before_any_of_it_is_read() {
+    // Only the header: the refusal must come before the reader looks for the data.
+    let mut bytes = with_manifest().bytes();
+    bytes.truncate(bytes.len() - 1024);
+    let mut h = header(EntryType::Regular, MAX_HANDLER_BYTES + 1);
+    h.set_path("m.wasm").unwrap();
+    h.set_cksum();
+    bytes.extend_from_slice(h.as_bytes());
+    let (result, received) = run(&bytes);
+    assert_eq!(
+        result.unwrap_err(),
+        PackageError::HandlerTooLarge {
+            path: "m.wasm".into(),
+            limit_bytes: MAX_HANDLER_BYTES
+        }
+    );
+    assert!(received.is_empty());
+}
