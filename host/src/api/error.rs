@@ -5,7 +5,7 @@
 
 use crate::codec::CodecError;
 use crate::images::ImageError;
-use crate::inference::InferenceError;
+use crate::inference::{InferenceError, NotSelfContained};
 use crate::package::PackageError;
 use crate::registry::RegistryError;
 use crate::runtime::RuntimeError;
@@ -245,7 +245,10 @@ impl From<InferenceError> for ApiError {
             }
             InferenceError::TargetUnavailable { .. } => "target_unavailable",
             InferenceError::UnknownEncoding(_) => "unknown_encoding",
-            InferenceError::NotSelfContained { .. } => "graph_not_self_contained",
+            InferenceError::NotSelfContained {
+                reason: NotSelfContained::ExternalData { .. },
+                ..
+            } => "graph_not_self_contained",
             _ => "graph_rejected",
         };
         Self::bad_request(e.to_string()).with_reason(reason)

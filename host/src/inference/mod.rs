@@ -140,6 +140,11 @@ pub fn graph_loads() -> u64 {
 
 /// Loads one graph on its engine.
 pub fn load_graph(engines: &Engines, spec: &GraphSpec) -> Result<LoadedGraph, InferenceError> {
+    // The server's own setup first: a missing engine is not the model's fault.
+    match spec.encoding {
+        Encoding::Onnx => engines.require_onnx()?,
+        Encoding::Openvino => engines.require_openvino()?,
+    }
     // An OpenVINO graph of two files is IR (.xml, .bin); of one, ONNX like the onnx encoding.
     let encoding = match (spec.encoding, spec.files.len()) {
         (Encoding::Openvino, 1) => Encoding::Onnx,
@@ -155,7 +160,6 @@ pub fn load_graph(engines: &Engines, spec: &GraphSpec) -> Result<LoadedGraph, In
     let stats = Arc::new(GraphStats::default());
     let (graph, info): (Graph, LoadedGraphInfo) = match spec.encoding {
         Encoding::Onnx => {
-            engines.require_onnx()?;
             let [model] = spec.files.as_slice() else {
                 return Err(InferenceError::GraphRejected {
                     graph: spec.name.clone(),
@@ -173,7 +177,6 @@ pub fn load_graph(engines: &Engines, spec: &GraphSpec) -> Result<LoadedGraph, In
             (graph_from(graph), info)
         }
         Encoding::Openvino => {
-            engines.require_openvino()?;
             let (graph, info) =
                 openvino::load(&spec.name, &spec.files, &spec.options, stats.clone())?;
             (graph_from(graph), info)

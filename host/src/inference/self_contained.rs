@@ -185,6 +185,10 @@ impl<R: Read + Seek> Walker<R> {
         while self.pos < end {
             let key = self.varint(end)?;
             let (field, wire) = (key >> 3, key & 7);
+            if field == 0 {
+                // Not a protobuf at all (a file of zeros, say): stop at once.
+                return Err(NotSelfContained::MalformedOnnx("field number 0"));
+            }
             match wire {
                 0 => {
                     let value = self.varint(end)?;
