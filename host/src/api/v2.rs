@@ -3,7 +3,7 @@
 //! `/versions/{v}` picks the served entity of that image version), else a model image
 //! (`/versions/{v}` is the image version; without it, the latest).
 
-use super::query::{answer, with_fallback};
+use super::query::{answer, with_fallback, JsonText};
 use super::{codec_work, output_bytes, parse_version, ApiError, AppState, Caller, RawBody};
 use crate::codec::{signature, v2};
 use crate::images::LoadedImage;
@@ -22,7 +22,7 @@ use std::sync::Arc;
 fn parse_checked(
     body: &[u8],
     image: &LoadedImage,
-) -> Result<(v2::InferRequest, crate::runtime::Request), ApiError> {
+) -> Result<(v2::RequestMeta, crate::runtime::Request), ApiError> {
     let (parsed, mut request) = v2::parse_request(body)?;
     if let Some(sig) = &image.manifest.signature {
         signature::check_request(&request, sig)?;
@@ -37,7 +37,7 @@ async fn entity_call(
     endpoint: String,
     entity: Arc<EntityRuntime>,
     body: Bytes,
-) -> Result<Value, ApiError> {
+) -> Result<JsonText, ApiError> {
     let (parsed, request) = {
         let entity = entity.clone();
         codec_work(body.len(), move || parse_checked(&body, &entity.image)).await?
@@ -52,7 +52,7 @@ async fn entity_call(
             &invocation.response,
         )
         .map_err(|e| ApiError::internal(format!("handler output of `{}`: {e}", entity.name)))?;
-        serde_json::to_value(response).map_err(ApiError::internal)
+        JsonText::of(&response)
     })
     .await
 }
