@@ -855,6 +855,28 @@ fn a_large_query_costs_the_server_a_small_multiple_of_its_size() {
         mib(body.len() as u64),
         mib(rise)
     );
+
+    // The same zeros as Databricks `inputs`, refused at the last element: each zero is an
+    // INT64 (8 bytes for 2 of text) until a string shows the tensor is mixed.
+    let body = format!(r#"{{"inputs":{{"x":[{},"a"]}}}}"#, vec!["0"; n].join(","));
+    let rise = peak_rise(&s.server, || {
+        let (status, reply) = post_text(&s, "/serving-endpoints/echo/invocations", &body);
+        assert_eq!(status, 400, "{reply}");
+        let message = reply["message"].as_str().unwrap();
+        assert!(message.contains(&format!("inputs.x[{n}]")), "{message}");
+    });
+    println!(
+        "Databricks inputs body of {:.0} MiB: server peak rose {:.0} MiB ({:.1}x)",
+        mib(body.len() as u64),
+        mib(rise),
+        rise as f64 / body.len() as f64
+    );
+    assert!(
+        rise < 8 * body.len() as u64,
+        "parsing a {:.0} MiB Databricks body raised the server's peak memory by {:.0} MiB",
+        mib(body.len() as u64),
+        mib(rise)
+    );
 }
 
 #[test]

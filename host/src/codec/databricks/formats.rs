@@ -3,28 +3,33 @@
 //! of named columns), with the signature deciding between one tensor per column and one
 //! `[rows, columns]` tensor.
 
-use super::json::Json;
+use super::json::{describe_raw, first_element_start, tree, Json, RawObject};
+use super::stream::nested_tensor;
 use super::tensors::{
-    collect_leaves, declared, declared_type, encode_tensor, indexed, infer, nested_tensor,
-    probe_dims, single_input, unravel,
+    collect_leaves, declared, declared_type, encode_tensor, indexed, infer, probe_dims,
+    single_input, unravel,
 };
 use super::{CodecError, DEFAULT_INPUT};
 use crate::package::{Signature, TensorSignature};
 use crate::runtime::{ElementType, Tensor};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
-/// `inputs`: `{name: nested array | scalar, ...}`, or one bare nested array.
+/// `inputs`: `{name: nested array | scalar, ...}`, or one bare nested array. Each tensor
+/// is parsed straight from the body text.
 pub(super) fn from_inputs(
-    value: &Json,
+    raw: &RawValue,
     signature: Option<&Signature>,
 ) -> Result<Vec<Tensor>, CodecError> {
-    match value {
-        Json::Object(entries) if entries.is_empty() => Err(CodecError::field(
+    let object: RawObject<'_> =
+        serde_json::from_str(raw.get()).map_err(|e| CodecError::Json(e.to_string()))?;
+    match object.0 {
+        Some(entries) if entries.is_empty() => Err(CodecError::field(
             "inputs",
             "expected at least one input, got an empty object",
         )),
-        Json::Object(entries) => entries
+        Some(entries) => entries
             .iter()
             .map(|(name, v)| {
                 nested_tensor(
@@ -35,41 +40,41 @@ pub(super) fn from_inputs(
                 )
             })
             .collect(),
-        bare => {
+        None => {
             let name = single_input(signature, "inputs")?;
             let element_type = declared_type(signature, &name);
-            Ok(vec![nested_tensor(&name, bare, "inputs", element_type)?])
+            Ok(vec![nested_tensor(&name, raw, "inputs", element_type)?])
         }
     }
 }
 
 /// `instances`: a list of objects (one tensor per key, stacked along a new first axis), or
-/// a list of values (one tensor, the list itself).
+/// a list of values (one tensor, the list itself, parsed straight from the body text).
 pub(super) fn from_instances(
-    value: &Json,
+    raw: &RawValue,
     signature: Option<&Signature>,
 ) -> Result<Vec<Tensor>, CodecError> {
-    let Json::Array(items) = value else {
+    if !raw.get().trim_start().starts_with('[') {
         return Err(CodecError::field(
             "instances",
-            format!("expected a list, got {}", value.describe()),
+            format!("expected a list, got {}", describe_raw(raw)),
         ));
-    };
-    match items.first() {
+    }
+    match first_element_start(raw) {
         None => Err(CodecError::field(
             "instances",
             "expected at least one instance, got an empty list",
         )),
-        Some(Json::Object(_)) => per_column(&objects_table(items, Source::Instances)?, signature),
+        Some(b'{') => {
+            let Json::Array(items) = tree(raw)? else {
+                return Err(CodecError::field("instances", "expected a list"));
+            };
+            per_column(&objects_table(&items, Source::Instances)?, signature)
+        }
         Some(_) => {
             let name = single_input(signature, "instances")?;
             let element_type = declared_type(signature, &name);
-            Ok(vec![nested_tensor(
-                &name,
-                value,
-                "instances",
-                element_type,
-            )?])
+            Ok(vec![nested_tensor(&name, raw, "instances", element_type)?])
         }
     }
 }

@@ -1,11 +1,118 @@
-//! The JSON tree of a Databricks body: object keys kept in the order they were sent
-//! (column order matters) and duplicate keys rejected.
+//! The JSON structure of a Databricks body: object keys kept in the order they were sent
+//! (column order matters) and duplicate keys rejected. Objects whose values may be large
+//! (the body, `inputs`) are read as [`RawObject`]s, their values left as raw text for a
+//! streaming parse; small structure (tables, `params`) as a [`Json`] tree.
 
+use super::CodecError;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::fmt;
+
+/// A short description of a value for messages: the value itself (cut at 40 characters)
+/// when it is a scalar.
+pub(super) fn describe_value(v: &Value) -> String {
+    match v {
+        Value::Array(_) => "an array".to_owned(),
+        Value::Object(_) => "an object".to_owned(),
+        _ => {
+            let text = v.to_string();
+            if text.chars().count() > 40 {
+                format!("{}...", text.chars().take(40).collect::<String>())
+            } else {
+                text
+            }
+        }
+    }
+}
+
+/// What JSON text `raw` holds, in a few words (without reading an array or object).
+pub(super) fn describe_raw(raw: &RawValue) -> String {
+    match raw.get().trim_start().as_bytes().first() {
+        Some(b'[') => "an array".to_owned(),
+        Some(b'{') => "an object".to_owned(),
+        _ => serde_json::from_str::<Value>(raw.get())
+            .map(|v| describe_value(&v))
+            .unwrap_or_default(),
+    }
+}
+
+/// The first character of the first element of the array `raw`, if it is a non-empty array.
+pub(super) fn first_element_start(raw: &RawValue) -> Option<u8> {
+    let text = raw.get().trim_start().strip_prefix('[')?;
+    text.trim_start()
+        .as_bytes()
+        .first()
+        .copied()
+        .filter(|&c| c != b']')
+}
+
+/// Parses `raw` (already known to be valid JSON) as a tree; errors are the client's.
+pub(super) fn tree(raw: &RawValue) -> Result<Json, CodecError> {
+    serde_json::from_str(raw.get()).map_err(|e| CodecError::Json(e.to_string()))
+}
+
+/// An object's entries in the order they were sent, each value left as raw JSON text;
+/// duplicate keys are rejected. Not an object: `None`.
+pub(super) struct RawObject<'a>(pub Option<Vec<(String, &'a RawValue)>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(RawObjectVisitor(std::marker::PhantomData))
+    }
+}
+
+struct RawObjectVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for RawObjectVisitor<'a> {
+    type Value = RawObject<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject<'a>, A::Error> {
+        let mut entries: Vec<(String, &'a RawValue)> = Vec::new();
+        while let Some((key, value)) = map.next_entry::<String, &'a RawValue>()? {
+            entries.push((key, value));
+        }
+        if let Some(key) = duplicate(entries.iter().map(|(k, _)| k.as_str())) {
+            return Err(de::Error::custom(format!("duplicate key `{key}`")));
+        }
+        Ok(RawObject(Some(entries)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawObject<'a>, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(RawObject(None))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawObject<'a>, E> {
+        Ok(RawObject(None))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawObject<'a>, E> {
+        Ok(RawObject(None))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<RawObject<'a>, E> {
+        Ok(RawObject(None))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawObject<'a>, E> {
+        Ok(RawObject(None))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<RawObject<'a>, E> {
+        Ok(RawObject(None))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<RawObject<'a>, E> {
+        Ok(RawObject(None))
+    }
+}
 
 /// A JSON value that keeps object keys in the order they were sent (`serde_json::Value`
 /// sorts them) and rejects duplicate keys.
@@ -21,14 +128,7 @@ impl Json {
     /// A short description for messages: the value itself when it is a scalar.
     pub(super) fn describe(&self) -> String {
         match self {
-            Self::Scalar(v) => {
-                let text = v.to_string();
-                if text.chars().count() > 40 {
-                    format!("{}...", text.chars().take(40).collect::<String>())
-                } else {
-                    text
-                }
-            }
+            Self::Scalar(v) => describe_value(v),
             Self::Array(_) => "an array".to_owned(),
             Self::Object(_) => "an object".to_owned(),
         }
@@ -102,7 +202,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
             let value = map.next_value()?;
             entries.push((key, value));
         }
-        if let Some(key) = duplicate_key(&entries) {
+        if let Some(key) = duplicate(entries.iter().map(|(k, _)| k.as_str())) {
             return Err(de::Error::custom(format!("duplicate key `{key}`")));
         }
         Ok(Json::Object(entries))
@@ -110,15 +210,15 @@ impl<'de> Visitor<'de> for JsonVisitor {
 }
 
 /// The first key that appears twice, if any.
-fn duplicate_key(entries: &[(String, Json)]) -> Option<&str> {
-    if entries.len() <= 16 {
-        return entries
+fn duplicate<'k>(keys: impl Iterator<Item = &'k str>) -> Option<&'k str> {
+    let mut keys: Vec<&str> = keys.collect();
+    if keys.len() <= 16 {
+        return keys
             .iter()
             .enumerate()
-            .find(|(i, (k, _))| entries[..*i].iter().any(|(other, _)| other == k))
-            .map(|(_, (k, _))| k.as_str());
+            .find(|(i, k)| keys[..*i].contains(k))
+            .map(|(_, k)| *k);
     }
-    let mut keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
     keys.sort_unstable();
     keys.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
 }

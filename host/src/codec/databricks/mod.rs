@@ -8,12 +8,14 @@
 //! checked against that signature before the request goes anywhere.
 
 //!
-//! One file per job: [`json`] (the order-keeping JSON tree), [`tensors`] (nested arrays
-//! to tensors), [`formats`] (the four request formats), [`predictions`] (the answer).
+//! One file per job: [`json`] (order-keeping JSON structure), [`stream`] (large nested
+//! arrays parsed straight into tensors), [`tensors`] (tables' cells to tensors),
+//! [`formats`] (the four request formats), [`predictions`] (the answer).
 
 mod formats;
 mod json;
 mod predictions;
+mod stream;
 mod tensors;
 #[cfg(test)]
 mod tests;
@@ -23,7 +25,8 @@ use super::CodecError;
 use crate::package::Signature;
 use crate::runtime::Request;
 use formats::{from_dataframe, from_inputs, from_instances, records_table, split_table};
-use json::Json;
+use json::{describe_raw, tree, Json, RawObject};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 pub use predictions::{predictions, Predictions};
@@ -79,21 +82,22 @@ pub fn parse_query(
     body: &[u8],
     signature: Option<&Signature>,
 ) -> Result<(QueryFormat, Request), CodecError> {
-    let root: Json = serde_json::from_slice(body).map_err(|e| CodecError::Json(e.to_string()))?;
-    let Json::Object(fields) = root else {
+    let json_error = |e: serde_json::Error| CodecError::Json(e.to_string());
+    let root: &RawValue = serde_json::from_slice(body).map_err(json_error)?;
+    let RawObject(Some(fields)) = serde_json::from_str(root.get()).map_err(json_error)? else {
         return Err(CodecError::Json(format!(
             "expected a JSON object with one of {}, got {}",
             format_keys(&QueryFormat::ALL),
-            root.describe()
+            describe_raw(root)
         )));
     };
     let mut found = Vec::new();
     let mut params = None;
     for (key, value) in &fields {
         if let Some(format) = QueryFormat::from_key(key) {
-            found.push((format, value));
+            found.push((format, *value));
         } else if key == "params" {
-            params = Some(value);
+            params = Some(tree(value)?);
         } else {
             return Err(CodecError::field(
                 key.as_str(),
@@ -121,7 +125,7 @@ pub fn parse_query(
             )));
         }
     };
-    let parameters = match params {
+    let parameters = match &params {
         None | Some(Json::Scalar(Value::Null)) => None,
         Some(p @ Json::Object(_)) => {
             Some(serde_json::to_string(p).map_err(|e| CodecError::field("params", e.to_string()))?)
@@ -137,8 +141,8 @@ pub fn parse_query(
     let mut inputs = match format {
         QueryFormat::Inputs => from_inputs(value, signature)?,
         QueryFormat::Instances => from_instances(value, signature)?,
-        QueryFormat::DataframeSplit => from_dataframe(&split_table(value)?, signature)?,
-        QueryFormat::DataframeRecords => from_dataframe(&records_table(value)?, signature)?,
+        QueryFormat::DataframeSplit => from_dataframe(&split_table(&tree(value)?)?, signature)?,
+        QueryFormat::DataframeRecords => from_dataframe(&records_table(&tree(value)?)?, signature)?,
     };
     let request = match signature {
         Some(sig) => {

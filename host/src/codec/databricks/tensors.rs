@@ -187,22 +187,6 @@ fn element_size(t: ElementType) -> usize {
     }
 }
 
-/// One tensor from a nested array (or scalar) found at `base`.
-pub(super) fn nested_tensor(
-    name: &str,
-    value: &Json,
-    base: &str,
-    element_type: Option<ElementType>,
-) -> Result<Tensor, CodecError> {
-    let dims = probe_dims(value);
-    let mut leaves = Vec::new();
-    collect_leaves(value, &dims, &mut leaves, &mut Vec::new(), &|| {
-        base.to_owned()
-    })?;
-    let path = |i: usize| indexed(base, &unravel(i, &dims));
-    encode_tensor(name, dims.clone(), element_type, &leaves, &path)
-}
-
 /// The declaration of input `name`, if the signature has one.
 pub(super) fn declared<'s>(
     signature: Option<&'s Signature>,
