@@ -877,6 +877,32 @@ fn a_large_query_costs_the_server_a_small_multiple_of_its_size() {
         mib(body.len() as u64),
         mib(rise)
     );
+
+    // A `dataframe_split` table of zeros in two columns (six bytes a row), refused at
+    // its last cell.
+    let rows = n / 3;
+    let body = format!(
+        r#"{{"dataframe_split":{{"columns":["a","b"],"data":[{}[0,"a"]]}}}}"#,
+        "[0,0],".repeat(rows)
+    );
+    let rise = peak_rise(&s.server, || {
+        let (status, reply) = post_text(&s, "/serving-endpoints/echo/invocations", &body);
+        assert_eq!(status, 400, "{reply}");
+        let message = reply["message"].as_str().unwrap();
+        assert!(message.contains(&format!("data[{rows}][1]")), "{message}");
+    });
+    println!(
+        "Databricks dataframe_split body of {:.0} MiB: server peak rose {:.0} MiB ({:.1}x)",
+        mib(body.len() as u64),
+        mib(rise),
+        rise as f64 / body.len() as f64
+    );
+    assert!(
+        rise < 8 * body.len() as u64,
+        "parsing a {:.0} MiB dataframe_split body raised the server's peak memory by {:.0} MiB",
+        mib(body.len() as u64),
+        mib(rise)
+    );
 }
 
 #[test]

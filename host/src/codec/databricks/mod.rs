@@ -2,21 +2,27 @@
 //! `instances`, `inputs`, plus `params`) turned into the handler's typed request, and the
 //! handler's response turned into the `{"predictions": ...}` answer.
 //!
-//! The body is parsed into an order-preserving JSON tree (column order matters: 64 pixel
-//! columns become one `[n, 64]` tensor in the order the client sent them), mapped onto
-//! tensors with the help of the model signature when there is one, and every tensor is
-//! checked against that signature before the request goes anywhere.
-
+//! Every tensor payload is parsed straight from the body text into the tensor's bytes,
+//! never held as a JSON tree; object keys keep the order they were sent in (column order
+//! matters: 64 pixel columns become one `[n, 64]` tensor in the order the client sent
+//! them). Payloads are mapped onto tensors with the help of the model signature when
+//! there is one, and every tensor is checked against that signature before the request
+//! goes anywhere.
 //!
-//! One file per job: [`json`] (order-keeping JSON structure), [`stream`] (large nested
-//! arrays parsed straight into tensors), [`tensors`] (tables' cells to tensors),
-//! [`formats`] (the four request formats), [`predictions`] (the answer).
+//! One file per job: [`json`] (order-keeping JSON structure: the body's fields, `params`,
+//! column names), [`stream`] (nested arrays parsed straight into a tensor's bytes),
+//! [`formats`] (`inputs`, `instances`), [`split`] (`dataframe_split`), [`records`] (rows
+//! of objects), [`columns`] (columns to tensors), [`names`] (paths and declarations),
+//! [`predictions`] (the answer).
 
+mod columns;
 mod formats;
 mod json;
+mod names;
 mod predictions;
+mod records;
+mod split;
 mod stream;
-mod tensors;
 #[cfg(test)]
 mod tests;
 
@@ -24,8 +30,9 @@ use super::signature::check_request;
 use super::CodecError;
 use crate::package::Signature;
 use crate::runtime::Request;
-use formats::{from_dataframe, from_inputs, from_instances, records_table, split_table};
+use formats::{from_inputs, from_instances};
 use json::{describe_raw, tree, Json, RawObject};
+use records::Source;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -141,8 +148,8 @@ pub fn parse_query(
     let mut inputs = match format {
         QueryFormat::Inputs => from_inputs(value, signature)?,
         QueryFormat::Instances => from_instances(value, signature)?,
-        QueryFormat::DataframeSplit => from_dataframe(&split_table(&tree(value)?)?, signature)?,
-        QueryFormat::DataframeRecords => from_dataframe(&records_table(&tree(value)?)?, signature)?,
+        QueryFormat::DataframeSplit => split::from_split(value, signature)?,
+        QueryFormat::DataframeRecords => records::from_objects(value, Source::Records, signature)?,
     };
     let request = match signature {
         Some(sig) => {

@@ -9,7 +9,7 @@
 //! wrong in several ways, the first problem in reading order is the one reported.
 
 use super::json::describe_value;
-use super::tensors::indexed;
+use super::names::indexed;
 use super::CodecError;
 use crate::codec::elements::encode;
 use crate::codec::stream::MAX_DATA_DEPTH;
@@ -27,56 +27,99 @@ pub(super) fn nested_tensor(
     base: &str,
     element_type: Option<ElementType>,
 ) -> Result<Tensor, CodecError> {
-    let mut walk = Walk {
-        base,
-        dims: Vec::new(),
-        rank: None,
-        at: Vec::new(),
-        elements: match element_type {
-            Some(t) => Elements::Declared(t, Vec::new()),
-            None => Elements::Inferred(Inferred::Empty),
-        },
-        error: None,
-    };
+    let mut walk = Walk::new(move |at: &[usize]| indexed(base, at), element_type);
     let mut de = serde_json::Deserializer::from_str(raw.get());
-    let parsed = Node {
-        walk: &mut walk,
-        depth: 0,
-    }
-    .deserialize(&mut de)
-    .and_then(|()| de.end());
+    let parsed = walk.node(0).deserialize(&mut de).and_then(|()| de.end());
     if let Some(error) = walk.error.take() {
         return Err(error);
     }
     parsed.map_err(|e| CodecError::field(base, e.to_string()))?;
-    let rank = walk.rank.unwrap_or(0);
-    walk.dims.resize(rank, 0);
-    let (element_type, data) = walk.elements.finish()?;
+    let (shape, element_type, data) = walk.finish()?;
     Ok(Tensor {
         name: name.to_owned(),
-        shape: walk.dims,
+        shape,
         element_type,
         data,
     })
 }
 
-/// What the walk has learned so far.
-struct Walk<'b> {
-    base: &'b str,
+/// How a walk names the value at some indices, for messages.
+type PathOf<'b> = Box<dyn Fn(&[usize]) -> String + 'b>;
+
+/// One tensor being read: what the walk has learned so far.
+pub(super) struct Walk<'b> {
+    /// The path of the value at some indices, for messages.
+    path: PathOf<'b>,
     /// `dims[d]`: the length of the first array at depth `d`, once it has closed.
     dims: Vec<u64>,
     /// The depth at which single values sit, once the first one (or an empty array) is met.
     rank: Option<usize>,
     /// Indices of the value being read.
-    at: Vec<usize>,
+    pub(super) at: Vec<usize>,
     elements: Elements,
     /// Our error, when the walk stopped with one.
-    error: Option<CodecError>,
+    pub(super) error: Option<CodecError>,
 }
 
-impl Walk<'_> {
+impl<'b> Walk<'b> {
+    /// A walk whose elements have `element_type`, or an inferred one.
+    pub(super) fn new(
+        path: impl Fn(&[usize]) -> String + 'b,
+        element_type: Option<ElementType>,
+    ) -> Self {
+        Self {
+            path: Box::new(path),
+            dims: Vec::new(),
+            rank: None,
+            at: Vec::new(),
+            elements: match element_type {
+                Some(t) => Elements::Declared(t, Vec::new()),
+                None => Elements::Inferred(Inferred::Empty),
+            },
+            error: None,
+        }
+    }
+
+    /// A walk whose single values sit at depth `rank`, whatever the first one says (the
+    /// caller reads the arrays above it and checks their lengths).
+    pub(super) fn with_rank(
+        path: impl Fn(&[usize]) -> String + 'b,
+        element_type: Option<ElementType>,
+        rank: usize,
+    ) -> Self {
+        Self {
+            rank: Some(rank),
+            ..Self::new(path, element_type)
+        }
+    }
+
+    /// The visitor for a value at `depth` (its indices in [`Walk::at`]).
+    pub(super) fn node(&mut self, depth: usize) -> Node<'_, 'b> {
+        Node { walk: self, depth }
+    }
+
+    /// The dimensions below depth `from` of what was read (all of them for 0).
+    pub(super) fn dims_from(&self, from: usize) -> Vec<u64> {
+        let rank = self.rank.unwrap_or(from).max(from);
+        (from..rank)
+            .map(|d| self.dims.get(d).copied().unwrap_or(0))
+            .collect()
+    }
+
+    /// The element type it has so far (inferred ones may still change).
+    pub(super) fn element_type(&self) -> Option<ElementType> {
+        self.elements.element_type()
+    }
+
+    /// Shape, element type and bytes.
+    pub(super) fn finish(self) -> Result<(Vec<u64>, ElementType, Vec<u8>), CodecError> {
+        let shape = self.dims_from(0);
+        let (element_type, data) = self.elements.finish()?;
+        Ok((shape, element_type, data))
+    }
+
     fn here(&self) -> String {
-        indexed(self.base, &self.at)
+        (self.path)(&self.at)
     }
 
     fn fail<E: de::Error>(&mut self, error: CodecError) -> E {
@@ -104,11 +147,9 @@ impl Walk<'_> {
             }
             Some(_) => {}
         }
-        let at = &self.at;
-        let base = self.base;
-        self.elements
-            .push(value, &|| indexed(base, at))
-            .map_err(|e| self.fail(e))
+        let (at, path) = (&self.at, &self.path);
+        let pushed = self.elements.push(value, &|| path(at));
+        pushed.map_err(|e| self.fail(e))
     }
 }
 
@@ -128,7 +169,7 @@ fn count_rest<'de, A: SeqAccess<'de>>(seq: &mut A) -> Result<u64, A::Error> {
 }
 
 /// The visitor over one value at `depth`.
-struct Node<'w, 'b> {
+pub(super) struct Node<'w, 'b> {
     walk: &'w mut Walk<'b>,
     depth: usize,
 }
@@ -261,6 +302,17 @@ enum Inferred {
 }
 
 impl Elements {
+    fn element_type(&self) -> Option<ElementType> {
+        match self {
+            Self::Declared(t, _) => Some(*t),
+            Self::Inferred(Inferred::Bool(_)) => Some(ElementType::Bool),
+            Self::Inferred(Inferred::Int(..)) => Some(ElementType::I64),
+            Self::Inferred(Inferred::Float(_)) => Some(ElementType::F32),
+            Self::Inferred(Inferred::Bytes(_)) => Some(ElementType::Bytes),
+            Self::Inferred(Inferred::Empty) => None,
+        }
+    }
+
     fn push(&mut self, leaf: Leaf, path: &dyn Fn() -> String) -> Result<(), CodecError> {
         let value = match (leaf, &*self) {
             (Leaf::Value(v), _) => v,
