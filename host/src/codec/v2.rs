@@ -2,8 +2,8 @@
 //!
 //! Tensor data is never held as a JSON tree: a request's `data` stays borrowed raw text
 //! until its datatype and shape are known and is then parsed straight into the tensor's
-//! bytes ([`super::stream`]); a response serializes each output straight from the
-//! handler's bytes ([`super::view`]).
+//! bytes (`codec::stream`); a response serializes each output straight from the
+//! handler's bytes (`codec::view`).
 
 use super::elements::element_count;
 use super::stream::parse_elements;

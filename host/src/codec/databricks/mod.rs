@@ -9,11 +9,11 @@
 //! there is one, and every tensor is checked against that signature before the request
 //! goes anywhere.
 //!
-//! One file per job: [`json`] (order-keeping JSON structure: the body's fields, `params`,
-//! column names), [`stream`] (nested arrays parsed straight into a tensor's bytes),
-//! [`formats`] (`inputs`, `instances`), [`split`] (`dataframe_split`), [`records`] (rows
-//! of objects), [`columns`] (columns to tensors), [`names`] (paths and declarations),
-//! [`predictions`] (the answer).
+//! One file per job: `json` (order-keeping JSON structure: the body's fields, `params`,
+//! column names), `stream` (nested arrays parsed straight into a tensor's bytes),
+//! `formats` (`inputs`, `instances`), `split` (`dataframe_split`), `records` (rows
+//! of objects), `columns` (columns to tensors), `names` (paths and declarations),
+//! `predictions` (the answer).
 
 mod columns;
 mod formats;

@@ -22,7 +22,7 @@ use std::fmt;
 /// Which list of objects is being read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Source {
-    /// `dataframe_records`: mapped like a dataframe (see [`from_records`]).
+    /// `dataframe_records`: mapped like a dataframe (see [`from_objects`]).
     Records,
     /// `instances` as objects: always one tensor per key.
     Instances,
