@@ -181,7 +181,11 @@ fn bare_server(signatures: Vec<(String, Option<sandserve_host::package::Signatur
                                 outputs: request.inputs,
                                 parameters: None,
                             };
-                            axum::Json(databricks::predictions(&response).expect("encodes"))
+                            let predictions = databricks::predictions(&response).expect("encodes");
+                            (
+                                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                                serde_json::to_vec(&predictions).expect("encodes"),
+                            )
                         }
                     }),
                 );
@@ -244,7 +248,7 @@ fn bare_digits_with_model(
         outputs: native_digits(&pixels, pixels.len() / 64),
         parameters: None,
     };
-    databricks::predictions(&response).expect("encodes")
+    serde_json::to_value(databricks::predictions(&response).expect("encodes")).expect("encodes")
 }
 
 fn us(d: Duration) -> f64 {

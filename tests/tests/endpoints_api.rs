@@ -1,6 +1,7 @@
 //! Serving endpoints end to end over HTTP against the real binary: traffic split, the four
 //! Databricks query formats and KServe V2 agreeing, zero-downtime config updates under load,
-//! failed updates, restart, fallback, overload, and every error class's status and code.
+//! failed updates, restart, fallback, overload, every error class's status and code, and
+//! the memory a large query or answer costs the server (a small multiple of its size).
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 
@@ -793,4 +794,200 @@ fn gpu_graphs_are_refused_without_a_gpu_and_gpu_or_cpu_says_where_it_runs() {
         &s.token,
     );
     assert_eq!(status, 200);
+}
+
+/// How far the server's peak RSS rose above its RSS while `work` ran, in bytes.
+fn peak_rise(server: &TestServer, work: impl FnOnce()) -> u64 {
+    server.reset_peak_memory();
+    let before = server.memory_kib("VmRSS");
+    work();
+    server.memory_kib("VmHWM").saturating_sub(before) * 1024
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
+/// POSTs JSON text (too large to build as a `Value` cheaply).
+fn post_text(s: &Setup, path: &str, body: &str) -> Reply {
+    s.client
+        .post_bytes(path, "application/json", &[], body.as_bytes())
+}
+
+#[test]
+fn a_large_query_costs_the_server_a_small_multiple_of_its_size() {
+    let s = setup(&[]);
+    assert_eq!(s.client.upload("echo", &example_package("echo")).0, 201);
+    create(
+        &s.client,
+        json!({"name": "echo", "config": {"served_entities": [entity("echo", 1)]}}),
+    );
+    let v2 = |n: usize, shape: usize| {
+        let data = vec!["0"; n].join(",");
+        format!(
+            r#"{{"inputs":[{{"name":"x","shape":[{shape}],"datatype":"FP32","data":[{data}]}}]}}"#
+        )
+    };
+    // Warm up: the first query sets up what every later one shares.
+    let (status, reply) = post_text(&s, "/v2/models/echo/infer", &v2(4, 4));
+    assert_eq!(status, 200, "{reply}");
+
+    // 48 MiB of zeros, one element short of its shape: every element is read before the
+    // count is known to be wrong. (A tree of JSON values cost ~45 times the body.)
+    let n = 24 << 20;
+    let body = v2(n, n + 1);
+    let rise = peak_rise(&s.server, || {
+        let (status, reply) = post_text(&s, "/v2/models/echo/infer", &body);
+        assert_eq!(status, 400, "{reply}");
+        let message = reply["message"].as_str().unwrap();
+        assert!(message.contains("inputs[0].data"), "{message}");
+        assert!(message.contains(&format!("data has {n}")), "{message}");
+    });
+    println!(
+        "V2 wrong-shape body of {:.0} MiB: server peak rose {:.0} MiB ({:.1}x)",
+        mib(body.len() as u64),
+        mib(rise),
+        rise as f64 / body.len() as f64
+    );
+    assert!(
+        rise < 8 * body.len() as u64,
+        "parsing a {:.0} MiB V2 body raised the server's peak memory by {:.0} MiB",
+        mib(body.len() as u64),
+        mib(rise)
+    );
+
+    // The same zeros as Databricks `inputs`, refused at the last element: each zero is an
+    // INT64 (8 bytes for 2 of text) until a string shows the tensor is mixed.
+    let body = format!(r#"{{"inputs":{{"x":[{},"a"]}}}}"#, vec!["0"; n].join(","));
+    let rise = peak_rise(&s.server, || {
+        let (status, reply) = post_text(&s, "/serving-endpoints/echo/invocations", &body);
+        assert_eq!(status, 400, "{reply}");
+        let message = reply["message"].as_str().unwrap();
+        assert!(message.contains(&format!("inputs.x[{n}]")), "{message}");
+    });
+    println!(
+        "Databricks inputs body of {:.0} MiB: server peak rose {:.0} MiB ({:.1}x)",
+        mib(body.len() as u64),
+        mib(rise),
+        rise as f64 / body.len() as f64
+    );
+    assert!(
+        rise < 8 * body.len() as u64,
+        "parsing a {:.0} MiB Databricks body raised the server's peak memory by {:.0} MiB",
+        mib(body.len() as u64),
+        mib(rise)
+    );
+
+    // A `dataframe_split` table of zeros in two columns (six bytes a row), refused at
+    // its last cell.
+    let rows = n / 3;
+    let body = format!(
+        r#"{{"dataframe_split":{{"columns":["a","b"],"data":[{}[0,"a"]]}}}}"#,
+        "[0,0],".repeat(rows)
+    );
+    let rise = peak_rise(&s.server, || {
+        let (status, reply) = post_text(&s, "/serving-endpoints/echo/invocations", &body);
+        assert_eq!(status, 400, "{reply}");
+        let message = reply["message"].as_str().unwrap();
+        assert!(message.contains(&format!("data[{rows}][1]")), "{message}");
+    });
+    println!(
+        "Databricks dataframe_split body of {:.0} MiB: server peak rose {:.0} MiB ({:.1}x)",
+        mib(body.len() as u64),
+        mib(rise),
+        rise as f64 / body.len() as f64
+    );
+    assert!(
+        rise < 8 * body.len() as u64,
+        "parsing a {:.0} MiB dataframe_split body raised the server's peak memory by {:.0} MiB",
+        mib(body.len() as u64),
+        mib(rise)
+    );
+}
+
+#[test]
+fn a_large_answer_costs_the_server_a_small_multiple_of_its_size() {
+    let s = setup(&[]);
+    let huge = handler_package(
+        "huge",
+        "huge-output",
+        "[limits]\nmax_output_mib = 64\n",
+        &[],
+    );
+    assert_eq!(s.client.upload("huge", &huge).0, 201);
+    create(
+        &s.client,
+        json!({"name": "huge", "config": {"served_entities": [entity("huge", 1)]}}),
+    );
+    let ask = |bytes: u64| json!({"inputs": [{"name": "bytes", "shape": [], "datatype": "INT64", "data": bytes}]});
+    let (status, reply) = s.client.post("/v2/models/huge/infer", &ask(4));
+    assert_eq!(
+        (status, &reply["outputs"][0]["data"]),
+        (200, &json!([7, 7, 7, 7])),
+        "{reply}"
+    );
+
+    // 16 MiB of output: `7,` per element, so a 32 MiB answer. (JSON trees cost ~145x.)
+    let bytes: u64 = 16 << 20;
+    let answer = 2 * bytes;
+    let rise = peak_rise(&s.server, || {
+        let (status, reply) = s.client.post("/v2/models/huge/infer", &ask(bytes));
+        assert_eq!(status, 200, "{}", reply["message"]);
+        assert_eq!(
+            reply["outputs"][0]["data"].as_array().unwrap().len() as u64,
+            bytes
+        );
+    });
+    println!(
+        "V2 answer of {:.0} MiB: server peak rose {:.0} MiB ({:.1}x)",
+        mib(answer),
+        mib(rise),
+        rise as f64 / answer as f64
+    );
+    assert!(
+        rise < 8 * answer,
+        "a {:.0} MiB V2 answer raised the server's peak memory by {:.0} MiB",
+        mib(answer),
+        mib(rise)
+    );
+
+    let rise = peak_rise(&s.server, || {
+        let (status, reply) = s.client.post(
+            "/serving-endpoints/huge/invocations",
+            &json!({"inputs": {"bytes": bytes}}),
+        );
+        assert_eq!(status, 200, "{}", reply["message"]);
+        assert_eq!(reply["predictions"].as_array().unwrap().len() as u64, bytes);
+    });
+    println!(
+        "Databricks answer of {:.0} MiB: server peak rose {:.0} MiB ({:.1}x)",
+        mib(answer),
+        mib(rise),
+        rise as f64 / answer as f64
+    );
+    assert!(
+        rise < 8 * answer,
+        "a {:.0} MiB predictions answer raised the server's peak memory by {:.0} MiB",
+        mib(answer),
+        mib(rise)
+    );
+}
+
+#[test]
+fn a_query_of_many_empty_rows_is_answered_not_a_server_error() {
+    let s = setup(&[]);
+    assert_eq!(s.client.upload("echo", &example_package("echo")).0, 201);
+    create(
+        &s.client,
+        json!({"name": "echo", "config": {"served_entities": [entity("echo", 1)]}}),
+    );
+    // `{"inputs": {"x": [[]] * 100000}}`: a [100000, 0] tensor, echoed back.
+    let rows = vec!["[]"; 100_000].join(",");
+    let body = format!(r#"{{"inputs":{{"x":[{rows}]}}}}"#);
+    let (status, reply) = post_text(&s, "/serving-endpoints/echo/invocations", &body);
+    assert_eq!(status, 200, "{reply}");
+    let x = reply["predictions"]["x"].as_array().unwrap();
+    assert_eq!(x.len(), 100_000);
+    assert!(x.iter().all(|row| row == &json!([])), "{}", x[0]);
+    assert_eq!(reply["predictions"]["element_counts"], json!([0]));
 }

@@ -13,10 +13,9 @@ use crate::serving::{ActiveConfig, EntityRuntime, ServingError};
 use crate::tenancy::Permission;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::Value;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -25,9 +24,26 @@ pub const MAX_QUERY_BYTES: usize = 64 << 20;
 
 static SERVED_MODEL_NAME: HeaderName = HeaderName::from_static("served-model-name");
 
+/// A JSON answer already serialized (answers are written straight from the handler's
+/// output bytes, never held as a JSON tree).
+pub struct JsonText(pub Vec<u8>);
+
+impl JsonText {
+    /// Serializes `value`; failing is a server error (only a broken `Serialize` can fail).
+    pub fn of(value: &impl serde::Serialize) -> Result<Self, ApiError> {
+        serde_json::to_vec(value)
+            .map(Self)
+            .map_err(ApiError::internal)
+    }
+}
+
 /// A successful answer and the entity that gave it.
-pub fn answer(entity: &EntityRuntime, body: Value) -> Response {
-    let mut response = Json(body).into_response();
+pub fn answer(entity: &EntityRuntime, body: JsonText) -> Response {
+    let mut response = (
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body.0,
+    )
+        .into_response();
     if let Ok(value) = HeaderValue::from_str(&entity.name) {
         response
             .headers_mut()
@@ -45,7 +61,7 @@ pub async fn with_fallback<F, Fut>(
 ) -> Result<Response, ApiError>
 where
     F: Fn(Arc<EntityRuntime>) -> Fut,
-    Fut: Future<Output = Result<Value, ApiError>>,
+    Fut: Future<Output = Result<JsonText, ApiError>>,
 {
     let entity = active.entities[first].clone();
     match call(entity.clone()).await {
@@ -63,7 +79,7 @@ where
     }
 }
 
-async fn databricks_call(entity: Arc<EntityRuntime>, body: Bytes) -> Result<Value, ApiError> {
+async fn databricks_call(entity: Arc<EntityRuntime>, body: Bytes) -> Result<JsonText, ApiError> {
     let (_, request) = {
         let (entity, body) = (entity.clone(), body.clone());
         let budget = entity.image.handler.memory_budget().clone();
@@ -77,8 +93,9 @@ async fn databricks_call(entity: Arc<EntityRuntime>, body: Bytes) -> Result<Valu
     let budget = entity.image.handler.memory_budget().clone();
     let size = output_bytes(&invocation.response);
     codec_work(&budget, size, ENCODE_COST_PER_BYTE, move || {
-        databricks::predictions(&invocation.response)
-            .map_err(|e| ApiError::internal(format!("handler output of `{}`: {e}", entity.name)))
+        let predictions = databricks::predictions(&invocation.response)
+            .map_err(|e| ApiError::internal(format!("handler output of `{}`: {e}", entity.name)))?;
+        JsonText::of(&predictions)
     })
     .await
 }

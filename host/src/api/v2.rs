@@ -3,7 +3,7 @@
 //! `/versions/{v}` picks the served entity of that image version), else a model image
 //! (`/versions/{v}` is the image version; without it, the latest).
 
-use super::query::{answer, with_fallback};
+use super::query::{answer, with_fallback, JsonText};
 use super::{
     codec_work, output_bytes, parse_version, ApiError, AppState, Caller, RawBody,
     ENCODE_COST_PER_BYTE, PARSE_COST_PER_BYTE,
@@ -25,7 +25,7 @@ use std::sync::Arc;
 fn parse_checked(
     body: &[u8],
     image: &LoadedImage,
-) -> Result<(v2::InferRequest, crate::runtime::Request), ApiError> {
+) -> Result<(v2::RequestMeta, crate::runtime::Request), ApiError> {
     let (parsed, mut request) = v2::parse_request(body)?;
     if let Some(sig) = &image.manifest.signature {
         signature::check_request(&request, sig)?;
@@ -40,7 +40,7 @@ async fn entity_call(
     endpoint: String,
     entity: Arc<EntityRuntime>,
     body: Bytes,
-) -> Result<Value, ApiError> {
+) -> Result<JsonText, ApiError> {
     let (parsed, request) = {
         let entity = entity.clone();
         let budget = entity.image.handler.memory_budget().clone();
@@ -61,7 +61,7 @@ async fn entity_call(
             &invocation.response,
         )
         .map_err(|e| ApiError::internal(format!("handler output of `{}`: {e}", entity.name)))?;
-        serde_json::to_value(response).map_err(ApiError::internal)
+        JsonText::of(&response)
     })
     .await
 }

@@ -1,8 +1,10 @@
 //! Encoding JSON values into little-endian tensor elements and back, for every element
-//! type, including f16 / bf16 rounding and length-prefixed BYTES.
+//! type, including f16 / bf16 rounding and length-prefixed BYTES. Decoding is lazy
+//! ([`Elements`]): answers are serialized element by element, never held as JSON values.
 
 use super::CodecError;
 use crate::runtime::ElementType;
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 /// The KServe V2 datatype name of an element type.
@@ -114,60 +116,114 @@ pub(crate) fn encode(
     Ok(())
 }
 
-/// Decodes every element of `data` (of type `t`) into JSON values.
-/// `None` when the data length does not fit the type.
-pub(crate) fn decode(t: ElementType, data: &[u8]) -> Option<Vec<Value>> {
-    fn chunks<const N: usize, T>(data: &[u8], f: impl Fn([u8; N]) -> T) -> Option<Vec<T>> {
-        if !data.len().is_multiple_of(N) {
-            return None;
-        }
-        Some(
-            data.chunks_exact(N)
-                .map(|c| {
-                    let mut raw = [0u8; N];
-                    raw.copy_from_slice(c);
-                    f(raw)
-                })
-                .collect(),
-        )
-    }
-    let number = |v: f64| serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number);
+/// Bytes per element of a fixed-size type; `None` for BYTES (length-prefixed).
+pub(crate) fn fixed_size(t: ElementType) -> Option<usize> {
     Some(match t {
-        ElementType::Bool => data.iter().map(|&b| Value::Bool(b != 0)).collect(),
-        ElementType::U8 => data.iter().map(|&b| Value::from(b)).collect(),
-        ElementType::I8 => data.iter().map(|&b| Value::from(b as i8)).collect(),
-        ElementType::U16 => chunks(data, |r| Value::from(u16::from_le_bytes(r)))?,
-        ElementType::I16 => chunks(data, |r| Value::from(i16::from_le_bytes(r)))?,
-        ElementType::U32 => chunks(data, |r| Value::from(u32::from_le_bytes(r)))?,
-        ElementType::I32 => chunks(data, |r| Value::from(i32::from_le_bytes(r)))?,
-        ElementType::U64 => chunks(data, |r| Value::from(u64::from_le_bytes(r)))?,
-        ElementType::I64 => chunks(data, |r| Value::from(i64::from_le_bytes(r)))?,
-        ElementType::F16 => chunks(data, |r| {
-            number(f64::from(f16_to_f32(u16::from_le_bytes(r))))
-        })?,
-        ElementType::Bf16 => chunks(data, |r| {
-            number(f64::from(f32::from_bits(
-                u32::from(u16::from_le_bytes(r)) << 16,
-            )))
-        })?,
-        ElementType::F32 => chunks(data, |r| number(f64::from(f32::from_le_bytes(r))))?,
-        ElementType::F64 => chunks(data, |r| number(f64::from_le_bytes(r)))?,
-        ElementType::Bytes => {
-            let mut items = Vec::new();
-            let mut rest = data;
-            while !rest.is_empty() {
-                let (len, tail) = rest.split_first_chunk::<4>()?;
-                let len = u32::from_le_bytes(*len) as usize;
-                if tail.len() < len {
+        ElementType::Bool | ElementType::U8 | ElementType::I8 => 1,
+        ElementType::U16 | ElementType::I16 | ElementType::F16 | ElementType::Bf16 => 2,
+        ElementType::U32 | ElementType::I32 | ElementType::F32 => 4,
+        ElementType::U64 | ElementType::I64 | ElementType::F64 => 8,
+        ElementType::Bytes => return None,
+    })
+}
+
+/// How many elements of type `t` `data` holds; `None` when its length does not fit the
+/// type (or a BYTES length prefix runs past the end). Reads nothing into memory.
+pub(crate) fn element_count(t: ElementType, data: &[u8]) -> Option<u64> {
+    if let Some(size) = fixed_size(t) {
+        return data
+            .len()
+            .is_multiple_of(size)
+            .then_some((data.len() / size) as u64);
+    }
+    let mut count = 0u64;
+    let mut rest = data;
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let len = u32::from_le_bytes(*len) as usize;
+        rest = tail.get(len..)?;
+        count += 1;
+    }
+    Some(count)
+}
+
+/// One element of a tensor, decoded on demand, serialized as its JSON value: BYTES as a
+/// (lossy UTF-8) string, non-finite floats as `null`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Element<'a> {
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Bytes(&'a [u8]),
+}
+
+impl Serialize for Element<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            Self::Bool(b) => serializer.serialize_bool(b),
+            Self::Int(n) => serializer.serialize_i64(n),
+            Self::UInt(n) => serializer.serialize_u64(n),
+            Self::Float(v) if v.is_finite() => serializer.serialize_f64(v),
+            Self::Float(_) => serializer.serialize_unit(),
+            Self::Bytes(b) => serializer.serialize_str(&String::from_utf8_lossy(b)),
+        }
+    }
+}
+
+/// The elements of `data` (of type `t`) in order, decoded one at a time. Stops early at
+/// anything that does not fit the type: check with [`element_count`] first.
+#[derive(Debug, Clone)]
+pub(crate) struct Elements<'a> {
+    t: ElementType,
+    rest: &'a [u8],
+}
+
+impl<'a> Elements<'a> {
+    pub(crate) fn new(t: ElementType, data: &'a [u8]) -> Self {
+        Self { t, rest: data }
+    }
+
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (raw, tail) = self.rest.split_first_chunk::<N>()?;
+        self.rest = tail;
+        Some(*raw)
+    }
+}
+
+impl<'a> Iterator for Elements<'a> {
+    type Item = Element<'a>;
+
+    fn next(&mut self) -> Option<Element<'a>> {
+        let float = |v: f32| Element::Float(f64::from(v));
+        Some(match self.t {
+            ElementType::Bool => Element::Bool(self.take::<1>()?[0] != 0),
+            ElementType::U8 => Element::UInt(self.take::<1>()?[0].into()),
+            ElementType::I8 => Element::Int(i8::from_le_bytes(self.take()?).into()),
+            ElementType::U16 => Element::UInt(u16::from_le_bytes(self.take()?).into()),
+            ElementType::I16 => Element::Int(i16::from_le_bytes(self.take()?).into()),
+            ElementType::U32 => Element::UInt(u32::from_le_bytes(self.take()?).into()),
+            ElementType::I32 => Element::Int(i32::from_le_bytes(self.take()?).into()),
+            ElementType::U64 => Element::UInt(u64::from_le_bytes(self.take()?)),
+            ElementType::I64 => Element::Int(i64::from_le_bytes(self.take()?)),
+            ElementType::F16 => float(f16_to_f32(u16::from_le_bytes(self.take()?))),
+            ElementType::Bf16 => float(f32::from_bits(
+                u32::from(u16::from_le_bytes(self.take()?)) << 16,
+            )),
+            ElementType::F32 => float(f32::from_le_bytes(self.take()?)),
+            ElementType::F64 => Element::Float(f64::from_le_bytes(self.take()?)),
+            ElementType::Bytes => {
+                let len = u32::from_le_bytes(self.take()?) as usize;
+                if self.rest.len() < len {
+                    self.rest = &[];
                     return None;
                 }
-                let (item, tail) = tail.split_at(len);
-                items.push(Value::String(String::from_utf8_lossy(item).into_owned()));
-                rest = tail;
+                let (item, tail) = self.rest.split_at(len);
+                self.rest = tail;
+                Element::Bytes(item)
             }
-            items
-        }
-    })
+        })
+    }
 }
 
 /// Rounds an f32 to the nearest IEEE half (ties to even), saturating to infinity.
@@ -263,9 +319,16 @@ mod tests {
         assert!(encode(ElementType::U8, &Value::from(256), &field, &mut out).is_err());
         assert!(encode(ElementType::I64, &Value::from(1.5), &field, &mut out).is_err());
         encode(ElementType::I16, &Value::from(-3), &field, &mut out).unwrap();
+        assert_eq!(element_count(ElementType::I16, &out), Some(1));
         assert_eq!(
-            decode(ElementType::I16, &out).unwrap(),
-            vec![Value::from(-3)]
+            Elements::new(ElementType::I16, &out).collect::<Vec<_>>(),
+            [Element::Int(-3)]
         );
+        assert_eq!(element_count(ElementType::I16, &out[..1]), None);
+        assert_eq!(
+            element_count(ElementType::Bytes, b"\x02\0\0\0ab\0\0\0\0"),
+            Some(2)
+        );
+        assert_eq!(element_count(ElementType::Bytes, b"\x03\0\0\0ab"), None);
     }
 }

@@ -5,7 +5,9 @@ pub mod databricks;
 mod elements;
 mod error;
 pub mod signature;
+mod stream;
 pub mod v2;
+mod view;
 
 pub use elements::{element_type_from_v2, v2_datatype};
 pub use error::CodecError;

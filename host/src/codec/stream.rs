@@ -1,0 +1,210 @@
+//! Tensor data parsed straight from JSON text into a typed little-endian buffer.
+//!
+//! A KServe V2 tensor's `data` (flat or nested, any nesting counts as row-major order) is
+//! kept as borrowed raw JSON until its datatype and shape are known, then walked once with
+//! a streaming visitor that encodes each element as it is read. No JSON tree exists at
+//! any point: parsing costs the body plus the tensor it becomes. The shape's element
+//! count is checked as elements arrive, so data longer than its shape stops at the first
+//! element too many, and nesting is bounded.
+
+use super::elements::{encode, fixed_size};
+use super::CodecError;
+use crate::runtime::ElementType;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::fmt;
+
+/// Deepest nesting of arrays accepted in tensor data.
+pub(crate) const MAX_DATA_DEPTH: usize = 64;
+
+/// Parses `raw` (a JSON array, nested or flat, or a single value) into exactly
+/// `expected` elements of type `t`. `field` is the path of the data (`inputs[0].data`).
+pub(crate) fn parse_elements(
+    raw: &RawValue,
+    t: ElementType,
+    shape: &[u64],
+    expected: u64,
+    field: &str,
+) -> Result<Vec<u8>, CodecError> {
+    // Every element takes at least two characters of JSON text (a digit and a comma or
+    // bracket), so the text bounds the element count a lying shape could ask room for.
+    let most = (raw.get().len() as u64 / 2 + 1).min(expected);
+    let mut out = Vec::new();
+    if let Some(size) = fixed_size(t) {
+        out.reserve_exact(usize::try_from(most).unwrap_or(0).saturating_mul(size));
+    }
+    let mut sink = Sink {
+        t,
+        shape,
+        expected,
+        count: 0,
+        depth: 0,
+        out,
+        field,
+        error: None,
+    };
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let parsed = Data(&mut sink).deserialize(&mut de).and_then(|()| de.end());
+    if let Some(error) = sink.error.take() {
+        return Err(error);
+    }
+    parsed.map_err(|e| CodecError::field(field, e.to_string()))?;
+    if sink.count != expected {
+        return Err(sink.count_error(sink.count.to_string()));
+    }
+    Ok(sink.out)
+}
+
+struct Sink<'f> {
+    t: ElementType,
+    shape: &'f [u64],
+    expected: u64,
+    count: u64,
+    depth: usize,
+    out: Vec<u8>,
+    field: &'f str,
+    /// The error to report, when the visitor stopped with one of ours.
+    error: Option<CodecError>,
+}
+
+impl Sink<'_> {
+    fn count_error(&self, has: String) -> CodecError {
+        CodecError::field(
+            self.field,
+            format!(
+                "shape {:?} needs {} elements, data has {has}",
+                self.shape, self.expected
+            ),
+        )
+    }
+
+    /// Stops the walk with `error`.
+    fn fail<E: de::Error>(&mut self, error: CodecError) -> E {
+        let text = error.to_string();
+        self.error = Some(error);
+        E::custom(text)
+    }
+
+    fn leaf<E: de::Error>(&mut self, value: &Value) -> Result<(), E> {
+        let i = self.count;
+        if i >= self.expected {
+            let error = self.count_error(format!("more than {}", self.expected));
+            return Err(self.fail(error));
+        }
+        self.count += 1;
+        let field = self.field;
+        encode(self.t, value, &|| format!("{field}[{i}]"), &mut self.out).map_err(|e| self.fail(e))
+    }
+}
+
+/// The visitor over one value of the data.
+struct Data<'s, 'f>(&'s mut Sink<'f>);
+
+impl<'de> DeserializeSeed<'de> for Data<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Data<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tensor elements")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.0.leaf(&Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.0.leaf(&Value::from(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.0.leaf(&Value::from(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.0.leaf(&Value::from(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.0.leaf(&Value::String(v.to_owned()))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.0.leaf(&Value::Null)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        // Never a valid element: read it whole only to name it in the message.
+        let value = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        self.0.leaf(&value)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.0.depth >= MAX_DATA_DEPTH {
+            let error = CodecError::field(
+                self.0.field,
+                format!("arrays nested deeper than {MAX_DATA_DEPTH} levels"),
+            );
+            return Err(self.0.fail(error));
+        }
+        self.0.depth += 1;
+        while seq.next_element_seed(Data(&mut *self.0))?.is_some() {}
+        self.0.depth -= 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, t: ElementType, shape: &[u64]) -> Result<Vec<u8>, String> {
+        let raw: Box<RawValue> = serde_json::from_str(text).unwrap();
+        let expected = shape.iter().product();
+        parse_elements(&raw, t, shape, expected, "inputs[0].data").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn nested_and_flat_data_read_the_same() {
+        let nested = parse("[[1, 2], [3, 4]]", ElementType::I16, &[2, 2]).unwrap();
+        let flat = parse("[1, 2, 3, 4]", ElementType::I16, &[2, 2]).unwrap();
+        assert_eq!(nested, flat);
+        assert_eq!(nested, [1, 0, 2, 0, 3, 0, 4, 0]);
+        assert_eq!(parse("7", ElementType::U8, &[]).unwrap(), [7]);
+    }
+
+    #[test]
+    fn a_wrong_shape_stops_at_the_first_element_too_many() {
+        assert_eq!(
+            parse("[1, 2, 3]", ElementType::F32, &[2]).unwrap_err(),
+            "`inputs[0].data`: shape [2] needs 2 elements, data has more than 2"
+        );
+        assert_eq!(
+            parse("[1]", ElementType::F32, &[3]).unwrap_err(),
+            "`inputs[0].data`: shape [3] needs 3 elements, data has 1"
+        );
+    }
+
+    #[test]
+    fn bad_elements_and_deep_nesting_name_the_field() {
+        assert_eq!(
+            parse(r#"[1, {"a": 1}]"#, ElementType::F32, &[2]).unwrap_err(),
+            r#"`inputs[0].data[1]`: expected a number, got {"a":1}"#
+        );
+        let deep = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+        let e = parse(&deep, ElementType::F32, &[1]).unwrap_err();
+        assert!(e.contains("nested deeper than 64"), "{e}");
+        assert_eq!(
+            parse(r#"["é", ""]"#, ElementType::Bytes, &[2]).unwrap(),
+            b"\x02\0\0\0\xc3\xa9\0\0\0\0"
+        );
+    }
+}
