@@ -448,3 +448,43 @@ fn an_entity_whose_memory_limit_exceeds_the_budget_is_not_deployed() {
         "{body}"
     );
 }
+
+#[test]
+fn a_client_that_never_reads_its_answer_does_not_keep_its_connection() {
+    // One connection at most: while a stuck answer held it, nobody else could connect.
+    let s = TenantServer::start(&["--max-connections", "1", "--body-read-timeout-secs", "1"]);
+    let huge = handler_package(
+        "huge",
+        "huge-output",
+        "[limits]\nmax_output_mib = 64\ntimeout_ms = 30000\n",
+        &[],
+    );
+    assert_eq!(s.client.upload("huge", &huge).0, 201);
+    // 40 MiB of output is ~80 MiB of JSON: far more than the socket buffers hold.
+    let body = r#"{"inputs":[{"name":"bytes","shape":[1],"datatype":"INT64","data":[41943040]}]}"#;
+    let mut stuck = connect(&s.server);
+    write!(
+        stuck,
+        "POST /v2/models/huge/versions/1/infer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        s.token,
+        body.len()
+    )
+    .unwrap();
+    // Never read. The server gives up on the answer and closes; then a new client gets in.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // A fresh client each time: the cap closes idle connections a pooled one may hold.
+        let (status, _) = s.server.client(&s.token).get("/api/2.0/models");
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "only the connection cap may refuse");
+        assert!(
+            Instant::now() < deadline,
+            "the unread answer held the connection"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(stuck);
+}

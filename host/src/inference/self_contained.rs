@@ -97,7 +97,7 @@ pub fn check_onnx(source: impl Read + Seek) -> Result<(), NotSelfContained> {
 }
 
 /// Checks the first file of an OpenVINO IR pair: XML text (after an optional BOM and
-/// whitespace, it starts with `<`).
+/// whitespace, it starts with `<?xml`, `<net` or a comment).
 pub fn check_ir_xml(mut source: impl Read) -> Result<(), NotSelfContained> {
     let mut head = [0u8; 512];
     let mut filled = 0;
@@ -112,9 +112,16 @@ pub fn check_ir_xml(mut source: impl Read) -> Result<(), NotSelfContained> {
     let text = head[..filled]
         .strip_prefix(b"\xEF\xBB\xBF")
         .unwrap_or(&head[..filled]);
-    match text.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'<') => Ok(()),
-        _ => Err(NotSelfContained::NotIrXml),
+    let start = text
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(text.len());
+    let text = &text[start..];
+    // IR starts with the XML declaration or the `<net` element (comments aside).
+    if text.starts_with(b"<?xml") || text.starts_with(b"<net") || text.starts_with(b"<!--") {
+        Ok(())
+    } else {
+        Err(NotSelfContained::NotIrXml)
     }
 }
 

@@ -30,6 +30,10 @@ pub struct Connection {
     idle_since_ms: AtomicU64,
     /// Requests it has started.
     requests: AtomicU64,
+    /// Responses whose bodies are being sent.
+    sending: AtomicI64,
+    /// When a response body last moved, in ms since the table's start.
+    sent_ms: AtomicU64,
     /// When it was admitted, in ms since the table's start.
     admitted_ms: u64,
     /// Wakes the connection's task when it is evicted.
@@ -48,6 +52,32 @@ impl Connection {
                 self.requests.fetch_add(1, Ordering::AcqRel);
             })
             .is_ok()
+    }
+
+    /// Marks a response ready to send (its body starts moving).
+    pub fn sending_started(&self) {
+        self.sent_ms.store(self.now_ms(), Ordering::Release);
+        self.sending.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Marks bytes as written to the client.
+    pub fn sent_some(&self) {
+        self.sent_ms.store(self.now_ms(), Ordering::Release);
+    }
+
+    /// Marks a response body as done (sent or dropped).
+    pub fn sending_ended(&self) {
+        self.sending.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// How long a response has been ready without its body moving, while one is: a client
+    /// that does not read its answers (or an HTTP/2 peer that grants no window) would
+    /// otherwise keep the connection busy, and unevictable, for ever.
+    pub fn stalled_for(&self) -> Option<std::time::Duration> {
+        (self.sending.load(Ordering::Acquire) > 0).then(|| {
+            let since = self.sent_ms.load(Ordering::Acquire);
+            std::time::Duration::from_millis(self.now_ms().saturating_sub(since))
+        })
     }
 
     /// How long it has been open without starting a single request (`None` once it has).
@@ -151,6 +181,8 @@ impl ConnectionTable {
             in_flight: AtomicI64::new(0),
             idle_since_ms: AtomicU64::new(started_ms),
             requests: AtomicU64::new(0),
+            sending: AtomicI64::new(0),
+            sent_ms: AtomicU64::new(started_ms),
             admitted_ms: started_ms,
             evicted: Notify::new(),
             started: self.started,
@@ -191,6 +223,11 @@ mod tests {
         );
         drop(first);
         assert_eq!(table.open(), 2);
+        // A response that does not move is seen as stalled; one that moves is not.
+        third.connection.sending_started();
+        assert!(third.connection.stalled_for().is_some());
+        third.connection.sending_ended();
+        assert!(third.connection.stalled_for().is_none());
         // Now both are busy: the next newcomer is refused.
         assert!(third.connection.begin_request());
         assert!(table.admit().is_none());

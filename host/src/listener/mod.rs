@@ -9,6 +9,7 @@
 //! file descriptor the server has (slowloris).
 
 mod connections;
+mod progress;
 mod tls;
 
 pub use connections::ConnectionTable;
@@ -21,6 +22,7 @@ use connections::Connection;
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use progress::{Chunked, InFlight, Progress, Sending};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -106,7 +108,12 @@ pub async fn serve(
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
-                    match handshake.await {
+                    // A handshake in progress gives way at the cap like an idle connection.
+                    let handshake = tokio::select! {
+                        done = handshake => done,
+                        () = connection.evicted() => return,
+                    };
+                    match handshake {
                         Ok(Ok(stream)) => {
                             serve_connection(stream, app, &limits, &connection, stopping).await
                         }
@@ -177,8 +184,14 @@ async fn serve_connection<S>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_H2_STREAMS);
-    let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        .max_concurrent_streams(MAX_H2_STREAMS)
+        .keep_alive_interval(Some(limits.keep_alive_timeout / 2))
+        .keep_alive_timeout(limits.header_read_timeout);
+    let stream = Progress {
+        inner: stream,
+        connection: connection.clone(),
+    };
+    let served = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(served);
     // hyper's header timeout starts with the first byte of a request; a connection that
     // sends nothing at all is closed by this check instead.
@@ -207,6 +220,14 @@ async fn serve_connection<S>(
                 if idle_out && connection.close_if_idle() {
                     return;
                 }
+                // A client that stopped reading its answer: cut it (the body is dropped).
+                if connection
+                    .stalled_for()
+                    .is_some_and(|stalled| stalled >= limits.body_read_timeout)
+                {
+                    tracing::debug!("closing a connection whose client stopped reading its answer");
+                    return;
+                }
             }
         }
     }
@@ -233,27 +254,23 @@ async fn respond(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return refused;
     }
-    let in_flight = InFlight(connection);
+    let in_flight = InFlight(connection.clone());
     let response = match app.oneshot(request).await {
         Ok(response) => response,
         Err(never) => match never {},
     };
-    // The request stays in flight until the body is written out (or dropped).
+    // The request stays in flight until the body is written out (or dropped), and the
+    // body must keep moving (see `Connection::stalled_for`).
+    connection.sending_started();
+    let sending = Sending(connection);
+    // Sent in pieces, so that hyper asks for the next one only as the client reads: the
+    // request stays in flight while its answer is really being written.
     response.map(|body| {
-        Body::new(body.map_frame(move |frame| {
-            let _ = &in_flight;
+        Body::new(Chunked::new(body).map_frame(move |frame| {
+            let _ = (&in_flight, &sending);
             frame
         }))
     })
-}
-
-/// Ends its request when dropped.
-struct InFlight(Arc<Connection>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.end_request();
-    }
 }
 
 /// Raises the open-file limit to its hard limit (servers hold one descriptor per

@@ -132,7 +132,10 @@ impl EntityRuntime {
     ) -> Result<Invocation, ServingError> {
         // One deadline for the whole request: waiting for a slot or a guest thread counts.
         let arrived = Instant::now();
-        let _permit = self.admit(arrived + self.limits.timeout).await?;
+        // The slot travels with the work: a guest-thread job keeps it until the job ends,
+        // even when the caller went away meanwhile (the job still runs to its end), so the
+        // entity's concurrency limit holds whatever the clients do.
+        let permit = self.admit(arrived + self.limits.timeout).await?;
         if let (true, Some(raw)) = (self.image.manifest.raw_body, raw_body) {
             request.raw_body = Some(raw.to_vec());
         }
@@ -141,9 +144,9 @@ impl EntityRuntime {
             && self.history.inline_allowed(now_millis())
             && input_bytes(&request) <= MAX_INLINE_INPUT_BYTES;
         let (outcome, placement) = if inline {
-            self.run_inline_first(request).await
+            self.run_inline_first(request, arrived, permit).await
         } else {
-            let outcome = self.run_on_guest_thread(request, arrived).await;
+            let outcome = self.run_on_guest_thread(request, arrived, permit).await;
             (outcome, Placement::GuestThread)
         };
         drop(in_sandbox);
@@ -172,13 +175,14 @@ impl EntityRuntime {
     async fn run_inline_first(
         self: &Arc<Self>,
         request: Request,
+        arrived: Instant,
+        permit: OwnedSemaphorePermit,
     ) -> (Result<Invocation, ServingError>, Placement) {
-        let started = Instant::now();
-        let budgeted = self.limits.timeout > INLINE_BUDGET;
+        let started = arrived;
+        let left = (arrived + self.limits.timeout).saturating_duration_since(Instant::now());
+        let budgeted = left > INLINE_BUDGET;
         let mut limits = self.limits.clone();
-        if budgeted {
-            limits.timeout = INLINE_BUDGET;
-        }
+        limits.timeout = left.min(INLINE_BUDGET).max(MIN_RUN);
         let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.image
                 .handler
@@ -197,7 +201,9 @@ impl EntityRuntime {
                     "the handler makes blocking WASI calls (output, sleep or poll); \
                      its requests run on guest threads from now on"
                 );
-                return self.run_again_on_guest_thread(request, started).await;
+                return self
+                    .run_again_on_guest_thread(request, started, permit)
+                    .await;
             }
         };
         self.clean_up_after_answer(spent);
@@ -208,7 +214,8 @@ impl EntityRuntime {
                     entity = %self.name,
                     "inline run passed its budget; running it again on a guest thread"
                 );
-                self.run_again_on_guest_thread(request, started).await
+                self.run_again_on_guest_thread(request, started, permit)
+                    .await
             }
             other => (
                 other.map_err(self.reporting_full_timeout()),
@@ -223,8 +230,9 @@ impl EntityRuntime {
         self: &Arc<Self>,
         request: Request,
         started: Instant,
+        permit: OwnedSemaphorePermit,
     ) -> (Result<Invocation, ServingError>, Placement) {
-        let outcome = self.run_on_guest_thread(request, started).await;
+        let outcome = self.run_on_guest_thread(request, started, permit).await;
         (outcome, Placement::InlineThenGuestThread)
     }
 
@@ -234,12 +242,14 @@ impl EntityRuntime {
         self: &Arc<Self>,
         request: Request,
         started: Instant,
+        permit: OwnedSemaphorePermit,
     ) -> Result<Invocation, ServingError> {
         let entity = self.clone();
         let deadline = started + self.limits.timeout;
         let outcome = self
             .threads
             .run(&self.tenant, move || {
+                let _slot = permit;
                 let mut limits = entity.limits.clone();
                 limits.timeout = deadline.saturating_duration_since(Instant::now());
                 let (outcome, spent) = if limits.timeout < MIN_RUN {

@@ -66,6 +66,9 @@ struct Shared {
     state: Mutex<State>,
     per_tenant: usize,
     max_queued: usize,
+    /// Jobs one tenant may have waiting: a quarter of the queue, so one tenant cannot
+    /// fill it for everyone.
+    max_queued_per_tenant: usize,
 }
 
 impl Shared {
@@ -114,7 +117,8 @@ pub struct GuestThreads {
 }
 
 impl GuestThreads {
-    /// Starts the threads; at most `threads * 64` jobs wait when all are busy.
+    /// Starts the threads; at most `threads * 64` jobs wait when all are busy, at most a
+    /// quarter of them one tenant's.
     pub fn new(settings: GuestThreadSettings) -> std::io::Result<Self> {
         let threads = settings.threads.max(1);
         let shared = Arc::new(Shared {
@@ -126,6 +130,7 @@ impl GuestThreads {
             }),
             per_tenant: settings.per_tenant.clamp(1, threads),
             max_queued: threads * 64,
+            max_queued_per_tenant: threads * 16,
         });
         for i in 0..threads {
             let shared = shared.clone();
@@ -152,10 +157,16 @@ impl GuestThreads {
     {
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
+            if done.is_closed() {
+                // The caller went away while the job waited: nobody wants its answer.
+                return;
+            }
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
                 Ok((value, clean_up)) => {
                     let _ = done.send(value);
-                    clean_up();
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(clean_up)).is_err() {
+                        tracing::error!("a request's clean-up panicked on a guest thread");
+                    }
                 }
                 // `done` is dropped unsent: the caller sees `Failed`.
                 Err(_) => tracing::error!("a request's work panicked on a guest thread"),
@@ -196,7 +207,9 @@ impl GuestThreads {
                 return Ok(Some((thread, (tenant.clone(), job))));
             }
         }
-        if *queued >= self.shared.max_queued {
+        if *queued >= self.shared.max_queued
+            || queue.waiting.len() >= self.shared.max_queued_per_tenant
+        {
             if queue.running == 0 && queue.waiting.is_empty() {
                 tenants.remove(tenant);
             }

@@ -205,4 +205,9 @@ fn ir_xml_must_be_xml() {
     let onnx = model(&msg(5, &external_tensor("w", "metadata/db")));
     assert_eq!(check_ir_xml(&onnx[..]), Err(NotSelfContained::NotIrXml));
     assert_eq!(check_ir_xml(&b""[..]), Err(NotSelfContained::NotIrXml));
+    // A space then `<`: also a valid protobuf prefix (field 4, fixed32), not IR.
+    assert_eq!(
+        check_ir_xml(&b" <\x01\x02\x03"[..]),
+        Err(NotSelfContained::NotIrXml)
+    );
 }
