@@ -10,8 +10,15 @@
 //! therefore wait behind its own, not behind its neighbours'. The wait counts against each
 //! request's deadline (the caller passes a job that checks what is left of it).
 //!
-//! Idle threads wait on a stack: a job goes to the thread that went idle last (the one with
-//! the warmest caches) and wakes only that thread.
+//! Fair for the CPU too: the pool has two classes of threads. A tenant's first
+//! `foreground_per_tenant` jobs run on foreground threads (normal priority); its further
+//! jobs run on background threads, which run at the lowest priority (nice 19). On an idle
+//! machine that costs nothing (nice only matters under contention); when a tenant keeps
+//! many guests busy, the scheduler still gives another tenant's few guests nearly whole
+//! cores, instead of one share among dozens of spinning threads.
+//!
+//! Idle threads wait on a stack per class: a job goes to the thread that went idle last
+//! (the one with the warmest caches) and wakes only that thread.
 
 use crossbeam_channel::{bounded, Sender};
 use std::collections::{HashMap, VecDeque};
@@ -28,34 +35,49 @@ type Assigned = (FairKey, Job);
 /// How many guest threads, and how many of them one tenant may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestThreadSettings {
-    /// Threads in the pool.
+    /// Threads in each class (foreground and background).
     pub threads: usize,
     /// Jobs one tenant may run at once.
     pub per_tenant: usize,
+    /// Of those, how many run on foreground threads; the rest run at low priority.
+    pub foreground_per_tenant: usize,
 }
 
 impl GuestThreadSettings {
     /// 16 threads per CPU, at least 64 (slow guests, each bounded by its timeout and its
-    /// entity's `max_concurrency`, do not hold up the rest); a tenant may hold half.
+    /// entity's `max_concurrency`, do not hold up the rest); a tenant may hold half; half a
+    /// CPU's worth of them (at least one) at normal priority.
     pub fn for_this_machine() -> Self {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let threads = (cpus * 16).max(64);
         Self {
             threads,
             per_tenant: threads / 2,
+            foreground_per_tenant: (cpus / 2).max(1),
         }
     }
+}
+
+/// The two kinds of guest thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Normal priority: a tenant's first jobs.
+    Foreground = 0,
+    /// Lowest priority (nice 19): a tenant's jobs past its foreground share.
+    Background = 1,
 }
 
 #[derive(Default)]
 struct TenantQueue {
     running: usize,
+    /// Of `running`, on foreground threads.
+    foreground: usize,
     waiting: VecDeque<Job>,
 }
 
 struct State {
-    /// Idle threads' own job channels, most recently idle last.
-    idle: Vec<Sender<Assigned>>,
+    /// Idle threads' own job channels per class, most recently idle last.
+    idle: [Vec<Sender<Assigned>>; 2],
     tenants: HashMap<FairKey, TenantQueue>,
     /// Tenants with waiting jobs, in round-robin order.
     turn: VecDeque<FairKey>,
@@ -65,6 +87,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     per_tenant: usize,
+    foreground_per_tenant: usize,
     max_queued: usize,
     /// Jobs one tenant may have waiting: a quarter of the queue, so one tenant cannot
     /// fill it for everyone.
@@ -76,14 +99,24 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The next job for a free thread: round-robin over the tenants below their share.
-    fn next_job(&self, state: &mut State) -> Option<Assigned> {
+    /// The class a tenant's next job runs in.
+    fn class_for(&self, tenant: &TenantQueue) -> Class {
+        if tenant.foreground < self.foreground_per_tenant {
+            Class::Foreground
+        } else {
+            Class::Background
+        }
+    }
+
+    /// The next job for a free thread of `class`: round-robin over the tenants below their
+    /// share whose next job belongs in that class.
+    fn next_job(&self, state: &mut State, class: Class) -> Option<Assigned> {
         for _ in 0..state.turn.len() {
             let key = state.turn.pop_front()?;
             let Some(tenant) = state.tenants.get_mut(&key) else {
                 continue;
             };
-            if tenant.running >= self.per_tenant {
+            if tenant.running >= self.per_tenant || self.class_for(tenant) != class {
                 state.turn.push_back(key);
                 continue;
             }
@@ -91,6 +124,9 @@ impl Shared {
                 continue;
             };
             tenant.running += 1;
+            if class == Class::Foreground {
+                tenant.foreground += 1;
+            }
             state.queued -= 1;
             if !tenant.waiting.is_empty() {
                 state.turn.push_back(key.clone());
@@ -100,10 +136,13 @@ impl Shared {
         None
     }
 
-    /// Counts a tenant's job as finished.
-    fn finished(&self, state: &mut State, key: &FairKey) {
+    /// Counts a tenant's job, run in `class`, as finished.
+    fn finished(&self, state: &mut State, key: &FairKey, class: Class) {
         if let Some(tenant) = state.tenants.get_mut(key) {
             tenant.running = tenant.running.saturating_sub(1);
+            if class == Class::Foreground {
+                tenant.foreground = tenant.foreground.saturating_sub(1);
+            }
             if tenant.running == 0 && tenant.waiting.is_empty() {
                 state.tenants.remove(key);
             }
@@ -123,21 +162,27 @@ impl GuestThreads {
         let threads = settings.threads.max(1);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                idle: Vec::with_capacity(threads),
+                idle: [Vec::with_capacity(threads), Vec::with_capacity(threads)],
                 tenants: HashMap::new(),
                 turn: VecDeque::new(),
                 queued: 0,
             }),
             per_tenant: settings.per_tenant.clamp(1, threads),
+            foreground_per_tenant: settings.foreground_per_tenant.max(1),
             max_queued: threads * 64,
             max_queued_per_tenant: threads * 16,
         });
-        for i in 0..threads {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name(format!("sandserve-guest-{i}"))
-                .stack_size(crate::runtime::HOST_THREAD_STACK_BYTES)
-                .spawn(move || worker(&shared))?;
+        for (class, prefix) in [
+            (Class::Foreground, "sandserve-guest"),
+            (Class::Background, "sandserve-guest-bg"),
+        ] {
+            for i in 0..threads {
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("{prefix}-{i}"))
+                    .stack_size(crate::runtime::HOST_THREAD_STACK_BYTES)
+                    .spawn(move || worker(&shared, class))?;
+            }
         }
         Ok(Self { shared })
     }
@@ -202,8 +247,12 @@ impl GuestThreads {
         } = &mut *state;
         let queue = tenants.entry(tenant.clone()).or_default();
         if queue.running < self.shared.per_tenant && queue.waiting.is_empty() {
-            if let Some(thread) = idle.pop() {
+            let class = self.shared.class_for(queue);
+            if let Some(thread) = idle[class as usize].pop() {
                 queue.running += 1;
+                if class == Class::Foreground {
+                    queue.foreground += 1;
+                }
                 return Ok(Some((thread, (tenant.clone(), job))));
             }
         }
@@ -233,18 +282,21 @@ pub enum GuestThreadError {
     Failed,
 }
 
-fn worker(shared: &Shared) {
+fn worker(shared: &Shared, class: Class) {
+    if class == Class::Background {
+        lower_this_threads_priority();
+    }
     let (mine, jobs) = bounded::<Assigned>(1);
     let mut last: Option<FairKey> = None;
     loop {
         let next = {
             let mut state = shared.lock();
             if let Some(key) = last.take() {
-                shared.finished(&mut state, &key);
+                shared.finished(&mut state, &key, class);
             }
-            let next = shared.next_job(&mut state);
+            let next = shared.next_job(&mut state, class);
             if next.is_none() {
-                state.idle.push(mine.clone());
+                state.idle[class as usize].push(mine.clone());
             }
             next
         };
@@ -257,6 +309,18 @@ fn worker(shared: &Shared) {
         };
         job();
         last = Some(key);
+    }
+}
+
+/// Gives the calling thread the lowest scheduling priority (nice 19), where the platform
+/// allows it; a thread can always lower its own priority.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let me = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(me), 19) {
+            tracing::warn!("cannot lower a background guest thread's priority: {e}");
+        }
     }
 }
 
@@ -305,6 +369,7 @@ mod tests {
             GuestThreads::new(GuestThreadSettings {
                 threads: 4,
                 per_tenant: 2,
+                foreground_per_tenant: 1,
             })
             .expect("threads start"),
         );
@@ -331,10 +396,64 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tenants_jobs_past_its_foreground_share_run_in_the_background() {
+        let threads = Arc::new(
+            GuestThreads::new(GuestThreadSettings {
+                threads: 4,
+                per_tenant: 4,
+                foreground_per_tenant: 1,
+            })
+            .expect("threads start"),
+        );
+        let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let names = Arc::new(Mutex::new(Vec::new()));
+        let a: FairKey = "a".into();
+        let busy: Vec<_> = (0..3)
+            .map(|_| {
+                let (threads, a, release, names) =
+                    (threads.clone(), a.clone(), release.clone(), names.clone());
+                tokio::spawn(async move {
+                    threads
+                        .run(&a, move || {
+                            let name = std::thread::current().name().map(str::to_owned);
+                            names.lock().expect("names").push(name.unwrap_or_default());
+                            while !release.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                            ((), || {})
+                        })
+                        .await
+                })
+            })
+            .collect();
+        while names.lock().expect("names").len() < 3 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let background = |name: &String| name.starts_with("sandserve-guest-bg-");
+        let seen = names.lock().expect("names").clone();
+        assert_eq!(seen.iter().filter(|n| background(n)).count(), 2, "{seen:?}");
+        // Another tenant's job runs in the foreground, next to a's three.
+        let b: FairKey = "b".into();
+        let where_b = threads
+            .run(&b, || {
+                let name = std::thread::current().name().map(str::to_owned);
+                (name.unwrap_or_default(), || {})
+            })
+            .await
+            .expect("b runs");
+        assert!(!background(&where_b), "{where_b}");
+        release.store(true, Ordering::SeqCst);
+        for job in busy {
+            assert_eq!(job.await.expect("joined"), Ok(()));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_job_fails_alone() {
         let threads = GuestThreads::new(GuestThreadSettings {
             threads: 1,
             per_tenant: 1,
+            foreground_per_tenant: 1,
         })
         .expect("threads start");
         let key: FairKey = "t".into();
