@@ -136,6 +136,48 @@ impl Shared {
         None
     }
 
+    /// Gives waiting jobs to idle threads that may take them. A tenant's next job changes
+    /// class as its jobs start and end, so a thread finishing one job of one class can
+    /// make a queued job runnable only in the other class, whose threads are asleep:
+    /// this wakes them (called under the lock after every such change).
+    fn hand_out(&self, state: &mut State) {
+        for class in [Class::Foreground, Class::Background] {
+            while !state.idle[class as usize].is_empty() {
+                let Some(assigned) = self.next_job(state, class) else {
+                    break;
+                };
+                let Some(thread) = state.idle[class as usize].pop() else {
+                    break;
+                };
+                // An idle thread's channel is empty (it was sent nothing since it went
+                // idle), so this never blocks; a thread that has died drops the job and
+                // its caller sees `Failed`.
+                let _ = thread.try_send(assigned);
+            }
+        }
+    }
+
+    /// A thread of `class` between two jobs: counts the one it finished (for tenant
+    /// `last`), takes its next job or goes idle (as `mine`), and hands out what the change
+    /// made runnable for other threads.
+    fn between_jobs(
+        &self,
+        state: &mut State,
+        class: Class,
+        last: Option<FairKey>,
+        mine: &Sender<Assigned>,
+    ) -> Option<Assigned> {
+        if let Some(key) = last {
+            self.finished(state, &key, class);
+        }
+        let next = self.next_job(state, class);
+        if next.is_none() {
+            state.idle[class as usize].push(mine.clone());
+        }
+        self.hand_out(state);
+        next
+    }
+
     /// Counts a tenant's job, run in `class`, as finished.
     fn finished(&self, state: &mut State, key: &FairKey, class: Class) {
         if let Some(tenant) = state.tenants.get_mut(key) {
@@ -269,6 +311,8 @@ impl GuestThreads {
         }
         queue.waiting.push_back(job);
         *queued += 1;
+        // An idle thread of the other class may be the one this queue needs.
+        self.shared.hand_out(&mut state);
         Ok(None)
     }
 }
@@ -289,17 +333,7 @@ fn worker(shared: &Shared, class: Class) {
     let (mine, jobs) = bounded::<Assigned>(1);
     let mut last: Option<FairKey> = None;
     loop {
-        let next = {
-            let mut state = shared.lock();
-            if let Some(key) = last.take() {
-                shared.finished(&mut state, &key, class);
-            }
-            let next = shared.next_job(&mut state, class);
-            if next.is_none() {
-                state.idle[class as usize].push(mine.clone());
-            }
-            next
-        };
+        let next = shared.between_jobs(&mut shared.lock(), class, last.take(), &mine);
         let (key, job) = match next {
             Some(assigned) => assigned,
             None => match jobs.recv() {
@@ -446,6 +480,42 @@ mod tests {
         for job in busy {
             assert_eq!(job.await.expect("joined"), Ok(()));
         }
+    }
+
+    #[test]
+    fn a_job_that_becomes_the_other_classs_wakes_an_idle_thread_of_it() {
+        // A background thread went idle; then a tenant's jobs were queued (say, before the
+        // foreground threads were up). When a foreground thread takes the first, the next
+        // is a background job: the idle background thread must get it, or it waits for ever.
+        let shared = Shared {
+            state: Mutex::new(State {
+                idle: [Vec::new(), Vec::new()],
+                tenants: HashMap::new(),
+                turn: VecDeque::new(),
+                queued: 0,
+            }),
+            per_tenant: 2,
+            foreground_per_tenant: 1,
+            max_queued: 16,
+            max_queued_per_tenant: 16,
+        };
+        let (background, background_jobs) = bounded::<Assigned>(1);
+        let (foreground, _foreground_jobs) = bounded::<Assigned>(1);
+        let mut state = shared.lock();
+        state.idle[Class::Background as usize].push(background);
+        let key: FairKey = "a".into();
+        let queue = state.tenants.entry(key.clone()).or_default();
+        queue.waiting.push_back(Box::new(|| {}));
+        queue.waiting.push_back(Box::new(|| {}));
+        state.turn.push_back(key.clone());
+        state.queued = 2;
+        let first = shared.between_jobs(&mut state, Class::Foreground, None, &foreground);
+        assert!(first.is_some(), "the foreground thread takes the first job");
+        let (woken_for, _) = background_jobs
+            .try_recv()
+            .expect("the idle background thread was handed the second job");
+        assert_eq!(woken_for, key);
+        assert_eq!(state.queued, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
