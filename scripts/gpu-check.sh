@@ -78,15 +78,18 @@ case "$mode" in
     # shellcheck source=/dev/null
     source .engines/env.sh
     cargo build --locked -p sandserve-host
-    (cd examples && cargo build --release --locked --target wasm32-wasip2 -p digits)
-    (cd tests/fixtures && cargo build --release --locked --target wasm32-wasip2 -p nn-proxy --target-dir ../../examples/target)
+    # The guests go to examples/target whatever CARGO_TARGET_DIR says; the server binary
+    # is wherever cargo put it.
+    bin="${CARGO_TARGET_DIR:-target}/debug/sandserve"
+    (cd examples && cargo build --release --locked --target wasm32-wasip2 -p digits --target-dir "$root/examples/target")
+    (cd tests/fixtures && cargo build --release --locked --target wasm32-wasip2 -p nn-proxy --target-dir "$root/examples/target")
     out=$(mktemp -d)
     wasm=examples/target/wasm32-wasip2/release
     # No GPU here: the "gpu" side asks for gpu-or-cpu and so runs on the CPU too.
-    make_packages "$out" target/debug/sandserve $wasm/digits.wasm $wasm/nn_proxy.wasm \
+    make_packages "$out" "$bin" $wasm/digits.wasm $wasm/nn_proxy.wasm \
       examples/digits/model/digits.onnx models/bench_cnn.onnx gpu-or-cpu
     PYTHON=$SANDSERVE_ENGINES_PYTHON \
-    GPU_CHECK_REQUESTS=${GPU_CHECK_REQUESTS:-5} run_check target/debug/sandserve "$out"
+    GPU_CHECK_REQUESTS=${GPU_CHECK_REQUESTS:-5} run_check "$bin" "$out"
     ;;
   stage)
     root=$(cd "$here/.." && pwd); cd "$root"
