@@ -144,7 +144,7 @@ struct ServeArgs {
     keep_alive_timeout_secs: Option<u64>,
     /// Guest threads one tenant may hold at once (its share: the rest stay free for the
     /// other tenants; its further requests wait, within their timeout, behind its own)
-    /// [default: half of the guest threads, which are 16 per CPU and at least 64].
+    /// [default: two per CPU, at least 4; the guest threads are 16 per CPU, at least 64].
     #[arg(long, env = "SANDSERVE_TENANT_GUEST_THREADS")]
     tenant_guest_threads: Option<usize>,
     /// Server-wide memory budget, MiB, for guest memories (charged as they grow), request

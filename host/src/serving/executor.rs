@@ -45,14 +45,17 @@ pub struct GuestThreadSettings {
 
 impl GuestThreadSettings {
     /// 16 threads per CPU, at least 64 (slow guests, each bounded by its timeout and its
-    /// entity's `max_concurrency`, do not hold up the rest); a tenant may hold half; half a
-    /// CPU's worth of them (at least one) at normal priority.
+    /// entity's `max_concurrency`, do not hold up the rest). A tenant may run two per CPU
+    /// (at least 4) at once: more do not add throughput to CPU-bound guests, and every
+    /// runnable thread of one tenant, even at the lowest priority, costs the others
+    /// latency (docs/benchmarks.md: a share of 32 put a neighbour's p99 at 144x, a share
+    /// of 4 at 12x). Half a CPU's worth of them (at least one) run at normal priority.
     pub fn for_this_machine() -> Self {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let threads = (cpus * 16).max(64);
         Self {
             threads,
-            per_tenant: threads / 2,
+            per_tenant: (cpus * 2).max(4).min(threads),
             foreground_per_tenant: (cpus / 2).max(1),
         }
     }
