@@ -231,6 +231,42 @@ fn an_infinite_loop_is_stopped_at_its_deadline() {
     }
 }
 
+/// Short requests first: a guest that keeps the CPU past `priority::LONG_RUN`, on a thread
+/// that allows it, moves its thread to the idle scheduling class (and is still stopped at
+/// its deadline); a short request leaves its thread's priority alone, and so does a long
+/// one on a thread that does not allow it (the async workers).
+#[test]
+fn a_long_running_guest_demotes_a_thread_that_allows_it_and_a_short_one_does_not() {
+    use sandserve_host::runtime::priority;
+    let spin = load("infinite-loop");
+    let deadline = Duration::from_millis(400);
+    let (short, long, kept) = std::thread::spawn(move || {
+        priority::allow_demotion_of_this_thread();
+        let input = f32_tensor("x", &[1], &[1.0]);
+        echo()
+            .invoke(&request(vec![input]), &limits(), empty_nn())
+            .expect("echo answers");
+        let short = priority::this_thread_is_demoted();
+        timed_out_after(&spin, &request(vec![]), deadline);
+        let long = priority::this_thread_is_demoted();
+        // SAFETY: reads the calling thread's scheduling policy; no pointers involved.
+        let policy = unsafe { libc::sched_getscheduler(0) };
+        let kept = std::thread::spawn(move || {
+            timed_out_after(&spin, &request(vec![]), deadline);
+            priority::this_thread_is_demoted()
+        })
+        .join()
+        .expect("joined");
+        assert_eq!(policy, libc::SCHED_IDLE, "the demoted thread is SCHED_IDLE");
+        (short, long, kept)
+    })
+    .join()
+    .expect("joined");
+    assert!(!short, "a short request keeps its thread's priority");
+    assert!(long, "a long run demotes a thread that allows it");
+    assert!(!kept, "a thread that does not allow it is never demoted");
+}
+
 /// A guest asleep in a WASI wait is in host code, where the epoch deadline does not reach:
 /// its wait is cut at the request's deadline, so it still ends then and gives its thread
 /// back. A short sleep still sleeps.

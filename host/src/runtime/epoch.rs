@@ -1,9 +1,13 @@
 //! The epoch ticker: one thread per engine that advances the epoch every tick, which is
-//! what turns a request's wall-clock deadline into a trap inside a running guest.
+//! what turns a request's wall-clock deadline into a trap inside a running guest, and
+//! what a guest's epoch deadline does when it is reached (trap at the request's deadline;
+//! before it, tell a long run, see `priority`).
 
+use super::priority;
+use super::state::HostState;
 use std::thread;
-use std::time::Duration;
-use wasmtime::{Engine, EngineWeak};
+use std::time::{Duration, Instant};
+use wasmtime::{Engine, EngineWeak, Trap, UpdateDeadline};
 
 /// Starts a thread that increments `engine`'s epoch every `tick` until the engine is
 /// dropped.
@@ -19,6 +23,29 @@ pub fn spawn_ticker(engine: &Engine, tick: Duration) -> std::io::Result<()> {
             }
         })
         .map(|_| ())
+}
+
+/// A running guest reached its epoch deadline: past the request's deadline it traps
+/// (`Trap::Interrupt`, a timeout); before it, a thread that may be demoted is demoted once
+/// the run has used [`priority::LONG_RUN`] of its CPU, and checked again every tick until
+/// then; otherwise the guest runs on to the request's deadline.
+pub(super) fn at_deadline(state: &HostState, tick: Duration) -> wasmtime::Result<UpdateDeadline> {
+    let now = Instant::now();
+    if now >= state.deadline {
+        return Err(Trap::Interrupt.into());
+    }
+    if priority::this_thread_may_be_demoted() {
+        let used = priority::this_threads_cpu_time().saturating_sub(state.cpu_at_start);
+        if used >= priority::LONG_RUN {
+            priority::long_run_on_this_thread();
+        } else {
+            return Ok(UpdateDeadline::Continue(1));
+        }
+    }
+    Ok(UpdateDeadline::Continue(ticks_for(
+        state.deadline - now,
+        tick,
+    )))
 }
 
 /// Number of ticks that cover `timeout` (at least one).

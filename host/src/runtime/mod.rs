@@ -12,6 +12,7 @@ mod epoch;
 mod error;
 mod limits;
 mod output;
+pub mod priority;
 mod state;
 mod waits;
 
@@ -324,10 +325,16 @@ impl LoadedHandler {
         store: &mut Store<HostState>,
         limits: &RequestLimits,
     ) -> Result<(), RuntimeError> {
-        store.set_epoch_deadline(epoch::ticks_for(limits.timeout, self.config.epoch_tick));
+        let tick = self.config.epoch_tick;
+        let mut ticks = epoch::ticks_for(limits.timeout, tick);
+        if priority::this_thread_may_be_demoted() {
+            ticks = ticks.min(epoch::ticks_for(priority::LONG_RUN, tick));
+        }
+        store.set_epoch_deadline(ticks);
         let state = store.data_mut();
         state.deadline = std::time::Instant::now() + limits.timeout;
         state.wait_cut = false;
+        state.cpu_at_start = priority::this_threads_cpu_time();
         if self.config.fuel_metering {
             store
                 .set_fuel(limits.fuel.unwrap_or(u64::MAX))
@@ -380,7 +387,8 @@ impl LoadedHandler {
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_trap();
+        let tick = self.config.epoch_tick;
+        store.epoch_deadline_callback(move |store| epoch::at_deadline(store.data(), tick));
         self.arm(&mut store, limits)?;
         Ok(store)
     }

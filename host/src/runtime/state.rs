@@ -28,6 +28,8 @@ pub struct HostState {
     pub(super) deadline: Instant,
     /// Set when a wait was cut at the deadline: the request has timed out.
     pub(super) wait_cut: bool,
+    /// The running thread's CPU time when this request's run began (to tell a long run).
+    pub(super) cpu_at_start: std::time::Duration,
 }
 
 impl HostState {
@@ -59,6 +61,7 @@ impl HostState {
             clock,
             deadline: Instant::now() + limits.timeout,
             wait_cut: false,
+            cpu_at_start: std::time::Duration::ZERO,
         }
     }
 

@@ -12,19 +12,32 @@
 //!
 //! Fair for the CPU too: the pool has two classes of threads. A tenant's first
 //! `foreground_per_tenant` jobs run on foreground threads (normal priority); its further
-//! jobs run on background threads, which run at the lowest priority (nice 19). On an idle
-//! machine that costs nothing (nice only matters under contention); when a tenant keeps
-//! many guests busy, the scheduler still gives another tenant's few guests nearly whole
-//! cores, instead of one share among dozens of spinning threads.
+//! jobs run on background threads, which run in the kernel's idle class (`SCHED_IDLE`, or
+//! nice 19). On an idle machine that costs nothing (priority only matters under
+//! contention); when a tenant keeps many guests busy, the scheduler still gives another
+//! tenant's few guests nearly whole cores, instead of one share among dozens of spinning
+//! threads. And short requests first: a guest that uses more than
+//! `runtime::priority::LONG_RUN` of CPU on a foreground thread demotes that thread to the
+//! idle class; the thread leaves the pool after that job and a fresh foreground thread
+//! takes its place (an unprivileged thread cannot raise its priority back). A tenant whose
+//! job ran that long is a heavy tenant for [`HEAVY_FOR`]: its jobs start in the background
+//! meanwhile, so a tenant that keeps sending spinning handlers never holds a thread at
+//! normal priority for more than one such run.
 //!
 //! Idle threads wait on a stack per class: a job goes to the thread that went idle last
 //! (the one with the warmest caches) and wakes only that thread.
 
+use crate::runtime::priority;
 use crossbeam_channel::{bounded, Sender};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// How long a tenant whose job used more than `LONG_RUN` of CPU has its next jobs run in
+/// the background.
+pub const HEAVY_FOR: Duration = Duration::from_secs(2);
 
 /// Who a job is run for: its share is counted per key.
 pub type FairKey = Arc<str>;
@@ -76,6 +89,14 @@ struct TenantQueue {
     /// Of `running`, on foreground threads.
     foreground: usize,
     waiting: VecDeque<Job>,
+    /// Until when this tenant's jobs start in the background (one of them ran long).
+    heavy_until: Option<Instant>,
+}
+
+impl TenantQueue {
+    fn is_heavy(&self) -> bool {
+        self.heavy_until.is_some_and(|until| until > Instant::now())
+    }
 }
 
 struct State {
@@ -95,6 +116,9 @@ struct Shared {
     /// Jobs one tenant may have waiting: a quarter of the queue, so one tenant cannot
     /// fill it for everyone.
     max_queued_per_tenant: usize,
+    /// Asks the replacement thread (which keeps normal priority) to start a foreground
+    /// thread in place of a demoted one: threads inherit their creator's scheduling class.
+    replace: Sender<(Arc<Shared>, String)>,
 }
 
 impl Shared {
@@ -104,7 +128,7 @@ impl Shared {
 
     /// The class a tenant's next job runs in.
     fn class_for(&self, tenant: &TenantQueue) -> Class {
-        if tenant.foreground < self.foreground_per_tenant {
+        if tenant.foreground < self.foreground_per_tenant && !tenant.is_heavy() {
             Class::Foreground
         } else {
             Class::Background
@@ -167,11 +191,11 @@ impl Shared {
         &self,
         state: &mut State,
         class: Class,
-        last: Option<FairKey>,
+        last: Option<Ran>,
         mine: &Sender<Assigned>,
     ) -> Option<Assigned> {
-        if let Some(key) = last {
-            self.finished(state, &key, class);
+        if let Some(ran) = last {
+            self.finished(state, &ran, class);
         }
         let next = self.next_job(state, class);
         if next.is_none() {
@@ -181,15 +205,19 @@ impl Shared {
         next
     }
 
-    /// Counts a tenant's job, run in `class`, as finished.
-    fn finished(&self, state: &mut State, key: &FairKey, class: Class) {
-        if let Some(tenant) = state.tenants.get_mut(key) {
+    /// Counts a tenant's job, run in `class`, as finished; one that ran long makes its
+    /// tenant heavy for [`HEAVY_FOR`].
+    fn finished(&self, state: &mut State, ran: &Ran, class: Class) {
+        if let Some(tenant) = state.tenants.get_mut(&ran.tenant) {
             tenant.running = tenant.running.saturating_sub(1);
             if class == Class::Foreground {
                 tenant.foreground = tenant.foreground.saturating_sub(1);
             }
-            if tenant.running == 0 && tenant.waiting.is_empty() {
-                state.tenants.remove(key);
+            if ran.long {
+                tenant.heavy_until = Some(Instant::now() + HEAVY_FOR);
+            }
+            if tenant.running == 0 && tenant.waiting.is_empty() && !tenant.is_heavy() {
+                state.tenants.remove(&ran.tenant);
             }
         }
     }
@@ -205,6 +233,16 @@ impl GuestThreads {
     /// quarter of them one tenant's.
     pub fn new(settings: GuestThreadSettings) -> std::io::Result<Self> {
         let threads = settings.threads.max(1);
+        let (replace, replacements) = crossbeam_channel::unbounded::<(Arc<Shared>, String)>();
+        std::thread::Builder::new()
+            .name("sandserve-guest-replacer".into())
+            .spawn(move || {
+                for (shared, name) in replacements {
+                    if let Err(e) = spawn_worker(&shared, Class::Foreground, name) {
+                        tracing::error!("cannot replace a demoted guest thread: {e}");
+                    }
+                }
+            })?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 idle: [Vec::with_capacity(threads), Vec::with_capacity(threads)],
@@ -216,17 +254,14 @@ impl GuestThreads {
             foreground_per_tenant: settings.foreground_per_tenant.max(1),
             max_queued: threads * 64,
             max_queued_per_tenant: threads * 16,
+            replace,
         });
         for (class, prefix) in [
             (Class::Foreground, "sandserve-guest"),
             (Class::Background, "sandserve-guest-bg"),
         ] {
             for i in 0..threads {
-                let shared = shared.clone();
-                std::thread::Builder::new()
-                    .name(format!("{prefix}-{i}"))
-                    .stack_size(crate::runtime::HOST_THREAD_STACK_BYTES)
-                    .spawn(move || worker(&shared, class))?;
+                spawn_worker(&shared, class, format!("{prefix}-{i}"))?;
             }
         }
         Ok(Self { shared })
@@ -320,6 +355,12 @@ impl GuestThreads {
     }
 }
 
+/// A job a thread has finished: whose, and whether it used more than `LONG_RUN` of CPU.
+struct Ran {
+    tenant: FairKey,
+    long: bool,
+}
+
 /// Why [`GuestThreads::run`] gave no result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GuestThreadError {
@@ -329,13 +370,32 @@ pub enum GuestThreadError {
     Failed,
 }
 
-fn worker(shared: &Shared, class: Class) {
-    if class == Class::Background {
-        lower_this_threads_priority();
+/// Starts one guest thread of `class`.
+fn spawn_worker(shared: &Arc<Shared>, class: Class, name: String) -> std::io::Result<()> {
+    let shared = shared.clone();
+    std::thread::Builder::new()
+        .name(name)
+        .stack_size(crate::runtime::HOST_THREAD_STACK_BYTES)
+        .spawn(move || worker(&shared, class))
+        .map(|_| ())
+}
+
+fn worker(shared: &Arc<Shared>, class: Class) {
+    match class {
+        Class::Background => priority::lower_this_thread_to_idle(),
+        Class::Foreground => priority::allow_demotion_of_this_thread(),
     }
     let (mine, jobs) = bounded::<Assigned>(1);
-    let mut last: Option<FairKey> = None;
+    let mut last: Option<Ran> = None;
     loop {
+        if class == Class::Foreground && priority::this_thread_is_demoted() {
+            if let Some(ran) = last.take() {
+                if retire_demoted(shared, &ran) {
+                    return;
+                }
+                // No replacement could start: this thread carries on, demoted.
+            }
+        }
         let next = shared.between_jobs(&mut shared.lock(), class, last.take(), &mine);
         let (key, job) = match next {
             Some(assigned) => assigned,
@@ -344,21 +404,30 @@ fn worker(shared: &Shared, class: Class) {
                 Err(_) => return,
             },
         };
+        let cpu_before = priority::this_threads_cpu_time();
         job();
-        last = Some(key);
+        let used = priority::this_threads_cpu_time().saturating_sub(cpu_before);
+        last = Some(Ran {
+            tenant: key,
+            long: used >= priority::LONG_RUN,
+        });
     }
 }
 
-/// Gives the calling thread the lowest scheduling priority (nice 19), where the platform
-/// allows it; a thread can always lower its own priority.
-fn lower_this_threads_priority() {
-    #[cfg(target_os = "linux")]
+/// A foreground thread whose job ran long and demoted it: counts the job as finished and
+/// asks for a fresh foreground thread (at normal priority) to take its place. False when
+/// none can be asked for.
+fn retire_demoted(shared: &Arc<Shared>, last: &Ran) -> bool {
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("sandserve-guest")
+        .to_owned();
     {
-        let me = rustix::thread::gettid();
-        if let Err(e) = rustix::process::setpriority_process(Some(me), 19) {
-            tracing::warn!("cannot lower a background guest thread's priority: {e}");
-        }
+        let mut state = shared.lock();
+        shared.finished(&mut state, last, Class::Foreground);
+        shared.hand_out(&mut state);
     }
+    shared.replace.send((shared.clone(), name)).is_ok()
 }
 
 #[cfg(test)]
@@ -501,6 +570,7 @@ mod tests {
             foreground_per_tenant: 1,
             max_queued: 16,
             max_queued_per_tenant: 16,
+            replace: crossbeam_channel::unbounded().0,
         };
         let (background, background_jobs) = bounded::<Assigned>(1);
         let (foreground, _foreground_jobs) = bounded::<Assigned>(1);
@@ -519,6 +589,79 @@ mod tests {
             .expect("the idle background thread was handed the second job");
         assert_eq!(woken_for, key);
         assert_eq!(state.queued, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_demoted_foreground_thread_is_replaced_by_a_fresh_one() {
+        let threads = GuestThreads::new(GuestThreadSettings {
+            threads: 1,
+            per_tenant: 1,
+            foreground_per_tenant: 1,
+        })
+        .expect("threads start");
+        let key: FairKey = "t".into();
+        let current = || {
+            let id = std::thread::current().id();
+            let demoted = priority::this_thread_is_demoted();
+            #[cfg(target_os = "linux")]
+            // SAFETY: reads the calling thread's scheduling policy; no pointers involved.
+            let idle = unsafe { libc::sched_getscheduler(0) } == libc::SCHED_IDLE;
+            #[cfg(not(target_os = "linux"))]
+            let idle = demoted;
+            (id, demoted, idle)
+        };
+        // A job that ran long: its thread drops to the idle class.
+        let (first, _, _) = threads
+            .run(&key, move || {
+                priority::lower_this_thread_to_idle();
+                (current(), || {})
+            })
+            .await
+            .expect("runs");
+        // The tenant's next job runs on a foreground thread at normal priority again.
+        let (second, demoted, idle) = threads
+            .run(&key, move || (current(), || {}))
+            .await
+            .expect("runs");
+        assert_ne!(first, second, "the demoted thread was retired");
+        assert!(!demoted && !idle, "the fresh thread has normal priority");
+        // And the pool still has its one foreground thread: another job runs.
+        assert_eq!(threads.run(&key, || (7, || {})).await, Ok(7));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tenant_whose_job_ran_long_starts_its_next_jobs_in_the_background() {
+        let threads = GuestThreads::new(GuestThreadSettings {
+            threads: 2,
+            per_tenant: 2,
+            foreground_per_tenant: 1,
+        })
+        .expect("threads start");
+        let thread_name = || std::thread::current().name().unwrap_or_default().to_owned();
+        let heavy: FairKey = "heavy".into();
+        let light: FairKey = "light".into();
+        // Short jobs stay in the foreground.
+        let short = threads.run(&light, move || (thread_name(), || {})).await;
+        assert!(!short.expect("runs").contains("-bg-"));
+        // A job that burns more than LONG_RUN of CPU (spinning, as a hostile guest would).
+        threads
+            .run(&heavy, move || {
+                let start = priority::this_threads_cpu_time();
+                while priority::this_threads_cpu_time() - start < priority::LONG_RUN {
+                    std::hint::spin_loop();
+                }
+                ((), || {})
+            })
+            .await
+            .expect("runs");
+        let next = threads.run(&heavy, move || (thread_name(), || {})).await;
+        assert!(
+            next.expect("runs").contains("-bg-"),
+            "a heavy tenant runs in the background"
+        );
+        // Other tenants are not affected.
+        let other = threads.run(&light, move || (thread_name(), || {})).await;
+        assert!(!other.expect("runs").contains("-bg-"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
