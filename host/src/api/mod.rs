@@ -11,8 +11,9 @@
 //! | `POST/GET /api/2.0/serving-endpoints`, `GET/DELETE .../{name}` | CAN_MANAGE / CAN_VIEW |
 //! | `PUT /api/2.0/serving-endpoints/{name}/config`, `.../ai-gateway` | CAN_MANAGE |
 //! | `POST /serving-endpoints/{name}/invocations`, `.../served-models/{e}/invocations` | CAN_QUERY |
-//! | `GET /v2/models/{name}[/versions/{v}][/ready]` | CAN_VIEW |
+//! | `GET /v2/models/{name}[/versions/{v}][/ready\|/config\|/stats]`, `GET /v2/models/stats`, `POST /v2/repository/index` | CAN_VIEW |
 //! | `POST /v2/models/{name}[/versions/{v}]/infer` | CAN_QUERY |
+//! | V2 extensions not implemented (repository load/unload, shared memory, trace, logging) | any token: 400 saying why |
 
 mod auth;
 mod endpoints;
@@ -25,6 +26,8 @@ mod query;
 mod tenants;
 mod tokens;
 mod v2;
+mod v2_extensions;
+mod v2_models;
 
 pub use auth::Caller;
 pub use error::ApiError;
@@ -36,7 +39,7 @@ use crate::registry::ModelRegistry;
 use crate::serving::EndpointManager;
 use crate::tenancy::TokenCache;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use axum::Router;
 use std::sync::Arc;
 
@@ -179,24 +182,61 @@ pub fn router(state: AppState) -> Router {
             post(query::served_model_invocations)
                 .layer(DefaultBodyLimit::max(query::MAX_QUERY_BYTES)),
         )
-        .route("/v2/models/{name}", get(v2::model_metadata))
-        .route("/v2/models/{name}/ready", get(v2::model_ready))
+        .route("/v2/models/stats", get(v2_extensions::all_stats))
+        .route(
+            "/v2/repository/index",
+            post(v2_extensions::repository_index),
+        )
+        .route("/v2/models/{name}", get(v2_models::model_metadata))
+        .route("/v2/models/{name}/ready", get(v2_models::model_ready))
+        .route("/v2/models/{name}/config", get(v2_models::model_config))
+        .route("/v2/models/{name}/stats", get(v2_extensions::stats))
         .route(
             "/v2/models/{name}/infer",
             post(v2::infer_model).layer(DefaultBodyLimit::max(query::MAX_QUERY_BYTES)),
         )
         .route(
             "/v2/models/{name}/versions/{version}",
-            get(v2::model_metadata),
+            get(v2_models::model_metadata),
         )
         .route(
             "/v2/models/{name}/versions/{version}/ready",
-            get(v2::model_ready),
+            get(v2_models::model_ready),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/config",
+            get(v2_models::model_config),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/stats",
+            get(v2_extensions::stats),
         )
         .route(
             "/v2/models/{name}/versions/{version}/infer",
             post(v2::infer_version).layer(DefaultBodyLimit::max(query::MAX_QUERY_BYTES)),
         )
+        .route(
+            "/v2/repository/models/{name}/load",
+            any(v2_extensions::not_supported),
+        )
+        .route(
+            "/v2/repository/models/{name}/unload",
+            any(v2_extensions::not_supported),
+        )
+        .route(
+            "/v2/systemsharedmemory/{*rest}",
+            any(v2_extensions::not_supported),
+        )
+        .route(
+            "/v2/cudasharedmemory/{*rest}",
+            any(v2_extensions::not_supported),
+        )
+        .route("/v2/trace/setting", any(v2_extensions::not_supported))
+        .route(
+            "/v2/models/{name}/trace/setting",
+            any(v2_extensions::not_supported),
+        )
+        .route("/v2/logging", any(v2_extensions::not_supported))
         .fallback(|| async {
             ApiError::not_found("no such route; see the API reference in docs/api.md")
         })
