@@ -74,3 +74,16 @@ pub async fn server_metadata(State(state): State<AppState>) -> Json<Value> {
         "engines": public_engines(&state),
     }))
 }
+
+/// `GET /.well-known/databricks-config`: the host metadata databricks-sdk reads when it
+/// configures itself. sandserve is one workspace on no cloud, with no OIDC (tokens are
+/// bearer tokens issued by `/api/2.0/tokens`): every field is empty, so the SDK keeps the
+/// host and token it was given.
+pub async fn databricks_config() -> Json<Value> {
+    Json(json!({
+        "oidc_endpoint": "",
+        "account_id": null,
+        "workspace_id": null,
+        "cloud": null,
+    }))
+}
