@@ -35,7 +35,7 @@ cargo build --workspace --locked
 step "tests"
 cargo test --workspace --locked
 
-step "client compatibility suite (databricks-sdk, MLflow deployments; pinned PyPI releases, real binary)"
+step "client compatibility suite (databricks-sdk, MLflow deployments, tritonclient; pinned PyPI releases, real binary)"
 tests/compat/run.sh
 
 step "GPU check, CPU half (both sides on the CPU; the real check needs a GPU host)"
