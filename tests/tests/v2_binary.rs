@@ -4,6 +4,8 @@
 //! length past the body, negative or overflowing sizes, wrong element counts) is refused
 //! with a 400 that names what is wrong, at a memory cost no higher than the JSON form's.
 
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
+
 use sandserve_tests::packages::example_package;
 use sandserve_tests::server::{RawReply, TenantServer, TestServer};
 use serde_json::{json, Value};
