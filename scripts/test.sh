@@ -35,5 +35,8 @@ cargo build --workspace --locked
 step "tests"
 cargo test --workspace --locked
 
+step "client compatibility suite (databricks-sdk, MLflow deployments, tritonclient; pinned PyPI releases, real binary)"
+tests/compat/run.sh
+
 step "GPU check, CPU half (both sides on the CPU; the real check needs a GPU host)"
 GPU_CHECK_REQUESTS=3 scripts/gpu-check.sh --cpu-only

@@ -259,7 +259,7 @@ fn invoke(
     } else {
         std::fs::read(&input).with_context(|| format!("cannot read {}", input.display()))?
     };
-    let (parsed, request) = v2::parse_request(&body).context("bad request")?;
+    let (parsed, request) = v2::parse_request(&body, None).context("bad request")?;
     let runtime = Runtime::new(RuntimeConfig {
         fuel_metering: fuel.is_some(),
         max_concurrent_instances: 4,
@@ -277,6 +277,7 @@ fn invoke(
         ..RequestLimits::default()
     };
     let invocation = handler.invoke(&request, &limits, empty_nn())?;
+    let parsed = parsed.all_json();
     let response = v2::build_response(&name, None, &parsed, &invocation.response)?;
     println!("{}", serde_json::to_string_pretty(&response)?);
     if let Some(fuel) = invocation.fuel_consumed {

@@ -249,6 +249,31 @@ pub struct Client {
 /// Status and JSON body of a response (`Null` when the body is not JSON).
 pub type Reply = (u16, Value);
 
+/// A response as it came: status, headers, body bytes.
+pub struct RawReply {
+    /// HTTP status.
+    pub status: u16,
+    /// Header names (lower case) and values.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl RawReply {
+    /// The value of header `name` (lower case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
 impl Client {
     /// A client for `base` with `token` (empty = no Authorization header).
     pub fn new(base: &str, token: &str) -> Self {
@@ -334,6 +359,32 @@ impl Client {
             request = request.header(*k, *v);
         }
         Self::finish(request.send(body))
+    }
+
+    /// POST raw bytes with extra headers; the status, the response headers (names in
+    /// lower case) and the raw body.
+    pub fn post_raw(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> RawReply {
+        let mut request = self.auth(self.agent.post(format!("{}{path}", self.base)));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let mut response = request.send(body).expect("HTTP exchange");
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_vec()
+            .expect("response body");
+        RawReply {
+            status: response.status().as_u16(),
+            headers,
+            body,
+        }
     }
 
     /// POST raw bytes with a content type; the reply and the value of its `Retry-After`

@@ -1,10 +1,12 @@
 //! `/api/2.0/serving-endpoints`: Databricks' serving-endpoints API. Create, list, get and
 //! delete endpoints; `PUT .../config` starts a zero-downtime update; `PUT .../ai-gateway`
-//! turns fallback on or off.
+//! turns fallback on or off; `PATCH .../tags` edits tags. Every Databricks field sandserve
+//! does not implement is refused by name ([`super::databricks`]).
 
-use super::{blocking, ApiError, AppState, Caller, JsonBody};
-use crate::registry::{EndpointConfig, EndpointRecord};
-use crate::serving::{ActiveConfig, ServingError};
+use super::databricks::{vet_config, vet_create, vet_gateway};
+use super::{blocking, parse_value, ApiError, AppState, Caller, JsonBody};
+use crate::registry::{EndpointConfig, EndpointRecord, EndpointTag};
+use crate::serving::{ActiveConfig, EndpointMeta, ServingError};
 use crate::tenancy::{validate_name, Permission, TenantGrant};
 use axum::extract::{Path, State};
 use axum::Json;
@@ -29,16 +31,13 @@ impl From<ServingError> for ApiError {
     }
 }
 
-/// `{"fallback_config": {"enabled": bool}}`.
+/// `{"fallback_config": {"enabled": bool}}` (the other AI gateway fields are vetted away
+/// or refused before this is read).
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AiGateway {
     #[serde(default)]
     fallback_config: Option<FallbackConfig>,
-    /// Accepted for Databricks compatibility; not enforced by sandserve.
-    #[serde(default)]
-    #[allow(dead_code)]
-    usage_tracking_config: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -55,14 +54,20 @@ pub struct CreateEndpoint {
     config: EndpointConfig,
     #[serde(default)]
     ai_gateway: Option<AiGateway>,
-    /// Accepted for Databricks compatibility.
     #[serde(default)]
-    #[allow(dead_code)]
-    tags: Option<Value>,
-    /// Accepted for Databricks compatibility.
+    tags: Option<Vec<EndpointTag>>,
     #[serde(default)]
-    #[allow(dead_code)]
-    route_optimized: Option<bool>,
+    description: Option<String>,
+}
+
+/// `PATCH /api/2.0/serving-endpoints/{name}/tags` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchTags {
+    #[serde(default)]
+    add_tags: Vec<EndpointTag>,
+    #[serde(default)]
+    delete_tags: Vec<String>,
 }
 
 /// The endpoint as Databricks shows it, with the live entities' deployment state.
@@ -95,14 +100,18 @@ pub fn endpoint_json(record: &EndpointRecord, active: Option<&ActiveConfig>) -> 
     }
     let mut body = json!({
         "name": record.name,
-        "id": format!("{}/{}", record.tenant, record.name),
+        "id": record.id(),
         "creator": record.creator,
         "creation_timestamp": record.creation_timestamp,
         "last_updated_timestamp": record.last_updated_timestamp,
         "state": record.state,
         "config": config,
         "ai_gateway": { "fallback_config": { "enabled": record.fallback_enabled } },
+        "tags": record.tags,
     });
+    if let Some(description) = &record.description {
+        body["description"] = json!(description);
+    }
     if let Some(pending) = &record.pending_config {
         body["pending_config"] = json!(pending);
     }
@@ -139,14 +148,20 @@ fn require_models_covered(grant: &TenantGrant, config: &EndpointConfig) -> Resul
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    JsonBody(body): JsonBody<CreateEndpoint>,
+    JsonBody(mut body): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
+    vet_create(&mut body)?;
+    let body: CreateEndpoint = parse_value(body)?;
     validate_name("name", &body.name)?;
     let grant = caller
         .require(Permission::CanManage, "serving endpoint", &body.name)?
         .clone();
     require_models_covered(&grant, &body.config)?;
-    let fallback = fallback_of(body.ai_gateway.as_ref()).unwrap_or(false);
+    let meta = EndpointMeta {
+        fallback_enabled: fallback_of(body.ai_gateway.as_ref()).unwrap_or(false),
+        tags: body.tags.unwrap_or_default(),
+        description: body.description,
+    };
     let endpoints = state.endpoints.clone();
     let record = blocking(move || {
         Ok(endpoints.create(
@@ -154,7 +169,7 @@ pub async fn create(
             &grant.token_id,
             &body.name,
             body.config,
-            fallback,
+            meta,
         )?)
     })
     .await?;
@@ -211,11 +226,13 @@ pub async fn update_config(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    JsonBody(config): JsonBody<EndpointConfig>,
+    JsonBody(mut config): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let grant = caller
         .require(Permission::CanManage, "serving endpoint", &name)?
         .clone();
+    vet_config(&mut config, Some(&name), "")?;
+    let config: EndpointConfig = parse_value(config)?;
     require_models_covered(&grant, &config)?;
     let endpoints = state.endpoints.clone();
     let record = blocking(move || Ok(endpoints.update(&grant.tenant, &name, config)?)).await?;
@@ -228,11 +245,13 @@ pub async fn update_ai_gateway(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    JsonBody(gateway): JsonBody<AiGateway>,
+    JsonBody(mut gateway): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let grant = caller
         .require(Permission::CanManage, "serving endpoint", &name)?
         .clone();
+    vet_gateway(&mut gateway, "")?;
+    let gateway: AiGateway = parse_value(gateway)?;
     let enabled = fallback_of(Some(&gateway)).unwrap_or(false);
     let endpoints = state.endpoints.clone();
     let record =
@@ -240,4 +259,23 @@ pub async fn update_ai_gateway(
     Ok(Json(
         json!({ "fallback_config": { "enabled": record.fallback_enabled } }),
     ))
+}
+
+/// `PATCH /api/2.0/serving-endpoints/{name}/tags`: deletes `delete_tags`, then adds (or
+/// overwrites) `add_tags`; answers the tags after the change.
+pub async fn patch_tags(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<PatchTags>,
+) -> Result<Json<Value>, ApiError> {
+    let grant = caller
+        .require(Permission::CanManage, "serving endpoint", &name)?
+        .clone();
+    let endpoints = state.endpoints.clone();
+    let tags = blocking(move || {
+        Ok(endpoints.patch_tags(&grant.tenant, &name, body.add_tags, &body.delete_tags)?)
+    })
+    .await?;
+    Ok(Json(json!({ "tags": tags })))
 }

@@ -65,6 +65,11 @@ impl ApiError {
         Self::new(status, "INVALID_PARAMETER_VALUE", message)
     }
 
+    /// 501: a Databricks route sandserve does not implement (yet).
+    pub fn not_implemented(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, "NOT_IMPLEMENTED", message)
+    }
+
     /// 401: missing, unknown, revoked or expired token.
     pub fn unauthenticated(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)

@@ -6,7 +6,7 @@
 use super::auth::is_admin;
 use super::AppState;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -41,22 +41,49 @@ pub async fn health(State(state): State<AppState>, headers: HeaderMap) -> Json<V
     }))
 }
 
-/// `GET /v2/health/live`.
-pub async fn live() -> Json<Value> {
-    Json(json!({ "live": true }))
+/// `GET /v2/health/live`: 200 with an empty body (the protocol's "true").
+pub async fn live() -> StatusCode {
+    StatusCode::OK
 }
 
-/// `GET /v2/health/ready`.
-pub async fn ready() -> Json<Value> {
-    Json(json!({ "ready": true }))
+/// `GET /v2/health/ready`: 200 with an empty body. The server listens only once start-up
+/// has finished (registry open, engines loaded or refused), and models load on their
+/// first request, so a server that answers is ready; an endpoint that is not is told by
+/// `GET /v2/models/{name}/ready`.
+pub async fn ready() -> StatusCode {
+    StatusCode::OK
 }
+
+/// The V2 extensions sandserve implements, as `GET /v2` lists them: the binary tensor
+/// data extension, request and response parameters (passed to and from the handler),
+/// Triton's model configuration and statistics extensions. The repository index works
+/// but loading and unloading do not, so `model_repository` is not claimed.
+pub const EXTENSIONS: [&str; 4] = [
+    "binary_tensor_data",
+    "parameters",
+    "model_configuration",
+    "statistics",
+];
 
 /// `GET /v2`: KServe V2 server metadata, plus which engines loaded.
 pub async fn server_metadata(State(state): State<AppState>) -> Json<Value> {
     Json(json!({
         "name": "sandserve",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": [],
+        "extensions": EXTENSIONS,
         "engines": public_engines(&state),
+    }))
+}
+
+/// `GET /.well-known/databricks-config`: the host metadata databricks-sdk reads when it
+/// configures itself. sandserve is one workspace on no cloud, with no OIDC (tokens are
+/// bearer tokens issued by `/api/2.0/tokens`): every field is empty, so the SDK keeps the
+/// host and token it was given.
+pub async fn databricks_config() -> Json<Value> {
+    Json(json!({
+        "oidc_endpoint": "",
+        "account_id": null,
+        "workspace_id": null,
+        "cloud": null,
     }))
 }

@@ -9,26 +9,37 @@
 //! | `GET /api/2.0/models`, `GET /api/2.0/models/{name}/versions[/{v}]` | CAN_VIEW |
 //! | `POST /api/2.0/models/{name}/versions`, `DELETE .../versions/{v}` | CAN_MANAGE |
 //! | `POST/GET /api/2.0/serving-endpoints`, `GET/DELETE .../{name}` | CAN_MANAGE / CAN_VIEW |
-//! | `PUT /api/2.0/serving-endpoints/{name}/config`, `.../ai-gateway` | CAN_MANAGE |
+//! | `PUT /api/2.0/serving-endpoints/{name}/config`, `.../ai-gateway`, `PATCH .../tags` | CAN_MANAGE |
+//! | `GET /api/2.0/serving-endpoints/{name}/openapi` | CAN_QUERY |
+//! | `GET/PUT/PATCH /api/2.0/permissions/serving-endpoints/{id}` | CAN_MANAGE |
+//! | `GET /api/2.0/permissions/serving-endpoints/{id}/permissionLevels` | CAN_VIEW |
+//! | `GET /.well-known/databricks-config` | anyone |
 //! | `POST /serving-endpoints/{name}/invocations`, `.../served-models/{e}/invocations` | CAN_QUERY |
-//! | `GET /v2/models/{name}[/versions/{v}][/ready]` | CAN_VIEW |
+//! | `GET /v2/models/{name}[/versions/{v}][/ready\|/config\|/stats]`, `GET /v2/models/stats`, `POST /v2/repository/index` | CAN_VIEW |
 //! | `POST /v2/models/{name}[/versions/{v}]/infer` | CAN_QUERY |
+//! | V2 extensions not implemented (repository load/unload, shared memory, trace, logging) | any token: 400 saying why |
 
 mod auth;
+mod databricks;
 mod endpoints;
 mod error;
 mod health;
 mod json;
 mod models;
+mod not_yet;
+mod openapi;
+mod permissions;
 mod plain_errors;
 mod query;
 mod tenants;
 mod tokens;
 mod v2;
+mod v2_extensions;
+mod v2_models;
 
 pub use auth::Caller;
 pub use error::ApiError;
-pub use json::{parse_json, JsonBody, RawBody};
+pub use json::{parse_json, parse_value, JsonBody, RawBody};
 
 use crate::images::ImageService;
 use crate::inference::Engines;
@@ -36,9 +47,11 @@ use crate::registry::ModelRegistry;
 use crate::serving::EndpointManager;
 use crate::tenancy::TokenCache;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, patch, post, put};
 use axum::Router;
 use std::sync::Arc;
+use tower::Layer;
+use tower_http::normalize_path::NormalizePathLayer;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -126,10 +139,20 @@ pub fn output_bytes(response: &crate::runtime::Response) -> usize {
     response.outputs.iter().map(|t| t.data.len()).sum()
 }
 
-/// The full routing table.
+/// The full routing table. A trailing slash is trimmed before routing, so every route
+/// answers with or without one (MLflow calls `/api/2.0/serving-endpoints/`).
 pub fn router(state: AppState) -> Router {
+    let routes = routes(state);
+    Router::new().fallback_service(NormalizePathLayer::trim_trailing_slash().layer(routes))
+}
+
+fn routes(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::health))
+        .route(
+            "/.well-known/databricks-config",
+            get(health::databricks_config),
+        )
         .route("/v2/health/live", get(health::live))
         .route("/v2/health/ready", get(health::ready))
         .route("/v2", get(health::server_metadata))
@@ -171,6 +194,48 @@ pub fn router(state: AppState) -> Router {
             put(endpoints::update_ai_gateway),
         )
         .route(
+            "/api/2.0/serving-endpoints/{name}/tags",
+            patch(endpoints::patch_tags),
+        )
+        .route(
+            "/api/2.0/serving-endpoints/{name}/openapi",
+            get(openapi::get),
+        )
+        .route(
+            "/api/2.0/serving-endpoints/{name}/served-models/{entity}/logs",
+            get(not_yet::logs),
+        )
+        .route(
+            "/api/2.0/serving-endpoints/{name}/served-models/{entity}/build-logs",
+            get(not_yet::build_logs),
+        )
+        .route(
+            "/api/2.0/serving-endpoints/{name}/metrics",
+            get(not_yet::metrics),
+        )
+        .route(
+            "/api/2.0/serving-endpoints/{name}/rate-limits",
+            put(not_yet::rate_limits),
+        )
+        .route(
+            "/api/2.0/serving-endpoints/{name}/notifications",
+            patch(not_yet::notifications),
+        )
+        .route(
+            "/api/2.0/serving-endpoints/{name}/telemetry-config",
+            patch(not_yet::telemetry),
+        )
+        .route(
+            "/api/2.0/permissions/serving-endpoints/{id}",
+            get(permissions::get)
+                .put(permissions::set)
+                .patch(permissions::update),
+        )
+        .route(
+            "/api/2.0/permissions/serving-endpoints/{id}/permissionLevels",
+            get(permissions::levels),
+        )
+        .route(
             "/serving-endpoints/{name}/invocations",
             post(query::invocations).layer(DefaultBodyLimit::max(query::MAX_QUERY_BYTES)),
         )
@@ -179,24 +244,61 @@ pub fn router(state: AppState) -> Router {
             post(query::served_model_invocations)
                 .layer(DefaultBodyLimit::max(query::MAX_QUERY_BYTES)),
         )
-        .route("/v2/models/{name}", get(v2::model_metadata))
-        .route("/v2/models/{name}/ready", get(v2::model_ready))
+        .route("/v2/models/stats", get(v2_extensions::all_stats))
+        .route(
+            "/v2/repository/index",
+            post(v2_extensions::repository_index),
+        )
+        .route("/v2/models/{name}", get(v2_models::model_metadata))
+        .route("/v2/models/{name}/ready", get(v2_models::model_ready))
+        .route("/v2/models/{name}/config", get(v2_models::model_config))
+        .route("/v2/models/{name}/stats", get(v2_extensions::stats))
         .route(
             "/v2/models/{name}/infer",
             post(v2::infer_model).layer(DefaultBodyLimit::max(query::MAX_QUERY_BYTES)),
         )
         .route(
             "/v2/models/{name}/versions/{version}",
-            get(v2::model_metadata),
+            get(v2_models::model_metadata),
         )
         .route(
             "/v2/models/{name}/versions/{version}/ready",
-            get(v2::model_ready),
+            get(v2_models::model_ready),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/config",
+            get(v2_models::model_config),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/stats",
+            get(v2_extensions::stats),
         )
         .route(
             "/v2/models/{name}/versions/{version}/infer",
             post(v2::infer_version).layer(DefaultBodyLimit::max(query::MAX_QUERY_BYTES)),
         )
+        .route(
+            "/v2/repository/models/{name}/load",
+            any(v2_extensions::not_supported),
+        )
+        .route(
+            "/v2/repository/models/{name}/unload",
+            any(v2_extensions::not_supported),
+        )
+        .route(
+            "/v2/systemsharedmemory/{*rest}",
+            any(v2_extensions::not_supported),
+        )
+        .route(
+            "/v2/cudasharedmemory/{*rest}",
+            any(v2_extensions::not_supported),
+        )
+        .route("/v2/trace/setting", any(v2_extensions::not_supported))
+        .route(
+            "/v2/models/{name}/trace/setting",
+            any(v2_extensions::not_supported),
+        )
+        .route("/v2/logging", any(v2_extensions::not_supported))
         .fallback(|| async {
             ApiError::not_found("no such route; see the API reference in docs/api.md")
         })

@@ -37,13 +37,19 @@ impl JsonText {
     }
 }
 
+impl IntoResponse for JsonText {
+    fn into_response(self) -> Response {
+        (
+            [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            self.0,
+        )
+            .into_response()
+    }
+}
+
 /// A successful answer and the entity that gave it.
-pub fn answer(entity: &EntityRuntime, body: JsonText) -> Response {
-    let mut response = (
-        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        body.0,
-    )
-        .into_response();
+pub fn answer(entity: &EntityRuntime, body: impl IntoResponse) -> Response {
+    let mut response = body.into_response();
     if let Ok(value) = HeaderValue::from_str(&entity.name) {
         response
             .headers_mut()
@@ -54,14 +60,15 @@ pub fn answer(entity: &EntityRuntime, body: JsonText) -> Response {
 
 /// Runs `call` on the routed entity; when the endpoint has fallback on and the call fails
 /// with a 5xx, runs it once more on another entity.
-pub async fn with_fallback<F, Fut>(
+pub async fn with_fallback<F, Fut, B>(
     active: &ActiveConfig,
     first: usize,
     call: F,
 ) -> Result<Response, ApiError>
 where
     F: Fn(Arc<EntityRuntime>) -> Fut,
-    Fut: Future<Output = Result<JsonText, ApiError>>,
+    Fut: Future<Output = Result<B, ApiError>>,
+    B: IntoResponse,
 {
     let entity = active.entities[first].clone();
     match call(entity.clone()).await {
@@ -79,13 +86,28 @@ where
     }
 }
 
+/// One query on one entity, counted in its model version's statistics.
 async fn databricks_call(entity: Arc<EntityRuntime>, body: Bytes) -> Result<JsonText, ApiError> {
+    let started = std::time::Instant::now();
+    let stats = entity.image.stats.clone();
+    let result = databricks_call_counted(entity, body).await;
+    stats.request(result.is_ok(), started.elapsed());
+    result
+}
+
+async fn databricks_call_counted(
+    entity: Arc<EntityRuntime>,
+    body: Bytes,
+) -> Result<JsonText, ApiError> {
     let (_, request) = {
         let (entity, body) = (entity.clone(), body.clone());
         let budget = entity.image.handler.memory_budget().clone();
         codec_work(&budget, body.len(), PARSE_COST_PER_BYTE, move || {
+            let started = std::time::Instant::now();
             let signature = entity.image.manifest.signature.as_ref();
-            Ok(databricks::parse_query(&body, signature)?)
+            let parsed = databricks::parse_query(&body, signature);
+            entity.image.stats.decoded(started.elapsed());
+            Ok(parsed?)
         })
         .await?
     };
@@ -93,9 +115,12 @@ async fn databricks_call(entity: Arc<EntityRuntime>, body: Bytes) -> Result<Json
     let budget = entity.image.handler.memory_budget().clone();
     let size = output_bytes(&invocation.response);
     codec_work(&budget, size, ENCODE_COST_PER_BYTE, move || {
-        let predictions = databricks::predictions(&invocation.response)
-            .map_err(|e| ApiError::internal(format!("handler output of `{}`: {e}", entity.name)))?;
-        JsonText::of(&predictions)
+        let started = std::time::Instant::now();
+        let encoded = databricks::predictions(&invocation.response)
+            .map_err(|e| ApiError::internal(format!("handler output of `{}`: {e}", entity.name)))
+            .and_then(|predictions| JsonText::of(&predictions));
+        entity.image.stats.encoded(started.elapsed());
+        encoded
     })
     .await
 }

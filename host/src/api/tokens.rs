@@ -156,7 +156,7 @@ pub async fn list(
 /// Whether a tenant's manager token may see and revoke `token`: its own, or one no wider
 /// than itself (so a token scoped to some endpoints neither learns the names outside its
 /// scope from other tokens nor revokes the tenant's wider tokens).
-fn within_reach(grant: &TenantGrant, token: &TokenRecord) -> bool {
+pub(super) fn within_reach(grant: &TenantGrant, token: &TokenRecord) -> bool {
     token.token_id == grant.token_id
         || grant.may_delegate(token.permission, &token.resources, token.expires_at_ms)
 }

@@ -1,32 +1,37 @@
-//! KServe Open Inference Protocol V2 for models and endpoints. `{name}` is a serving
-//! endpoint of the caller's tenant when one has that name (routed by its traffic split;
-//! `/versions/{v}` picks the served entity of that image version), else a model image
-//! (`/versions/{v}` is the image version; without it, the latest).
+//! KServe Open Inference Protocol V2 inference for models and endpoints, in JSON or with
+//! the binary tensor data extension. `{name}` is a serving endpoint of the caller's tenant
+//! when one has that name (routed by its traffic split; `/versions/{v}` picks the served
+//! entity of that image version), else a model image (`/versions/{v}` is the image
+//! version; without it, the latest). Metadata, readiness and configuration are in
+//! `v2_models`, the repository index and statistics in `v2_extensions`.
 
-use super::query::{answer, with_fallback, JsonText};
+use super::query::{answer, with_fallback};
 use super::{
     codec_work, output_bytes, parse_version, ApiError, AppState, Caller, RawBody,
     ENCODE_COST_PER_BYTE, PARSE_COST_PER_BYTE,
 };
+use crate::codec::binary::HEADER_LENGTH;
 use crate::codec::{signature, v2};
 use crate::images::LoadedImage;
-use crate::package::{Manifest, Signature};
 use crate::registry::RegistryError;
 use crate::serving::{EntityRuntime, ServingError};
 use crate::tenancy::{Permission, TenantGrant};
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::response::Response;
-use axum::Json;
-use serde_json::{json, Value};
+use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
+use std::time::Instant;
 
-/// Parses a V2 body and checks it against the image's signature.
+/// Parses a V2 body (JSON, or JSON and binary tensor data) and checks it against the
+/// image's signature.
 fn parse_checked(
     body: &[u8],
+    header_length: Option<&str>,
     image: &LoadedImage,
 ) -> Result<(v2::RequestMeta, crate::runtime::Request), ApiError> {
-    let (parsed, mut request) = v2::parse_request(body)?;
+    let (parsed, mut request) = v2::parse_request(body, header_length)?;
     if let Some(sig) = &image.manifest.signature {
         signature::check_request(&request, sig)?;
     }
@@ -36,16 +41,97 @@ fn parse_checked(
     Ok((parsed, request))
 }
 
+/// A V2 answer: JSON, or a JSON header and binary outputs after it.
+pub struct V2Answer(v2::EncodedResponse);
+
+impl IntoResponse for V2Answer {
+    fn into_response(self) -> Response {
+        let v2::EncodedResponse {
+            header_length,
+            chunks,
+        } = self.0;
+        let Some(length) = header_length else {
+            let body = chunks.into_iter().next().unwrap_or_default();
+            return (
+                [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                body,
+            )
+                .into_response();
+        };
+        // The chunks are the handler's own buffers, written out as they are.
+        let stream = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+        (
+            [
+                (
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                ),
+                (
+                    HeaderName::from_static("inference-header-content-length"),
+                    length.into(),
+                ),
+            ],
+            Body::from_stream(stream),
+        )
+            .into_response()
+    }
+}
+
+/// What a V2 request carries besides its body: the binary data extension's header.
+#[derive(Debug, Clone, Default)]
+struct Framing {
+    header_length: Option<String>,
+}
+
+impl Framing {
+    fn of(headers: &HeaderMap) -> Result<Self, ApiError> {
+        if let Some(encoding) = headers.get(CONTENT_ENCODING) {
+            if !encoding.as_bytes().eq_ignore_ascii_case(b"identity") {
+                return Err(ApiError::bad_request(format!(
+                    "header `Content-Encoding`: {encoding:?} is not supported; send the body \
+                     uncompressed"
+                )));
+            }
+        }
+        let header_length = headers
+            .get(HEADER_LENGTH)
+            .map(|v| {
+                v.to_str().map(str::to_string).map_err(|_| {
+                    ApiError::bad_request(format!("header `{HEADER_LENGTH}`: not a byte count"))
+                })
+            })
+            .transpose()?;
+        Ok(Self { header_length })
+    }
+}
+
 async fn entity_call(
     endpoint: String,
     entity: Arc<EntityRuntime>,
     body: Bytes,
-) -> Result<JsonText, ApiError> {
+    framing: Framing,
+) -> Result<V2Answer, ApiError> {
+    let started = Instant::now();
+    let stats = entity.image.stats.clone();
+    let result = entity_call_counted(endpoint, entity, body, framing).await;
+    stats.request(result.is_ok(), started.elapsed());
+    result
+}
+
+async fn entity_call_counted(
+    endpoint: String,
+    entity: Arc<EntityRuntime>,
+    body: Bytes,
+    framing: Framing,
+) -> Result<V2Answer, ApiError> {
     let (parsed, request) = {
         let entity = entity.clone();
         let budget = entity.image.handler.memory_budget().clone();
         codec_work(&budget, body.len(), PARSE_COST_PER_BYTE, move || {
-            parse_checked(&body, &entity.image)
+            let started = Instant::now();
+            let parsed = parse_checked(&body, framing.header_length.as_deref(), &entity.image);
+            entity.image.stats.decoded(started.elapsed());
+            parsed
         })
         .await?
     };
@@ -54,24 +140,18 @@ async fn entity_call(
     let budget = entity.image.handler.memory_budget().clone();
     let size = output_bytes(&invocation.response);
     codec_work(&budget, size, ENCODE_COST_PER_BYTE, move || {
-        let response = v2::build_response(
+        let started = Instant::now();
+        let encoded = v2::encode_response(
             &endpoint,
             Some(entity.version.to_string()),
             &parsed,
-            &invocation.response,
+            invocation.response,
         )
-        .map_err(|e| ApiError::internal(format!("handler output of `{}`: {e}", entity.name)))?;
-        JsonText::of(&response)
+        .map_err(|e| ApiError::internal(format!("handler output of `{}`: {e}", entity.name)));
+        entity.image.stats.encoded(started.elapsed());
+        Ok(V2Answer(encoded?))
     })
     .await
-}
-
-fn endpoint_exists(state: &AppState, grant: &TenantGrant, name: &str) -> Result<bool, ApiError> {
-    match state.registry.endpoint(&grant.tenant, name) {
-        Ok(_) => Ok(true),
-        Err(RegistryError::NotFound { .. }) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
 }
 
 fn latest_version(state: &AppState, tenant: &str, name: &str) -> Result<u64, ApiError> {
@@ -89,6 +169,7 @@ async fn infer(
     name: String,
     version: Option<u64>,
     body: Bytes,
+    framing: Framing,
 ) -> Result<Response, ApiError> {
     // The live map answers for ready endpoints without touching the database.
     let active = match state.endpoints.active(&grant.tenant, &name) {
@@ -108,7 +189,7 @@ async fn infer(
                         endpoint: name.clone(),
                         entity: format!("version {v}"),
                     })?;
-                let result = entity_call(name, entity.clone(), body).await?;
+                let result = entity_call(name, entity.clone(), body, framing).await?;
                 Ok(answer(&entity, result))
             }
             None => {
@@ -117,7 +198,7 @@ async fn infer(
                     .pick()
                     .ok_or_else(|| ServingError::NotReady(name.clone()))?;
                 with_fallback(&active, first, |entity| {
-                    entity_call(name.clone(), entity, body.clone())
+                    entity_call(name.clone(), entity, body.clone(), framing.clone())
                 })
                 .await
             }
@@ -131,7 +212,7 @@ async fn infer(
         .endpoints
         .direct_entity(&grant.tenant, &name, version)
         .await?;
-    let result = entity_call(name, entity.clone(), body).await?;
+    let result = entity_call(name, entity.clone(), body, framing).await?;
     Ok(answer(&entity, result))
 }
 
@@ -140,12 +221,14 @@ pub async fn infer_model(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
+    headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let grant = caller
         .require(Permission::CanQuery, "model", &name)?
         .clone();
-    infer(state, grant, name, None, body).await
+    let framing = Framing::of(&headers)?;
+    infer(state, grant, name, None, body, framing).await
 }
 
 /// `POST /v2/models/{name}/versions/{version}/infer`.
@@ -153,115 +236,13 @@ pub async fn infer_version(
     State(state): State<AppState>,
     caller: Caller,
     Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let grant = caller
         .require(Permission::CanQuery, "model", &name)?
         .clone();
     let version = parse_version(&version)?;
-    infer(state, grant, name, Some(version), body).await
-}
-
-fn tensors(list: &[crate::package::TensorSignature]) -> Value {
-    json!(list
-        .iter()
-        .map(|t| json!({"name": t.name, "datatype": t.datatype, "shape": t.shape}))
-        .collect::<Vec<_>>())
-}
-
-fn metadata(name: &str, versions: Vec<String>, signature: Option<&Signature>) -> Value {
-    json!({
-        "name": name,
-        "versions": versions,
-        "platform": "sandserve_wasm",
-        "inputs": signature.map_or(json!([]), |s| tensors(&s.inputs)),
-        "outputs": signature.map_or(json!([]), |s| tensors(&s.outputs)),
-    })
-}
-
-/// Metadata and readiness of `{name}` (at `version`, when given).
-async fn describe(
-    state: &AppState,
-    grant: &TenantGrant,
-    name: &str,
-    version: Option<u64>,
-) -> Result<(Value, bool), ApiError> {
-    if endpoint_exists(state, grant, name)? {
-        let record = state.endpoints.record(&grant.tenant, name)?;
-        let active = state.endpoints.active(&grant.tenant, name).ok();
-        let ready = record.state.ready == "READY" && active.is_some();
-        // Parsed, so that a version stored as "01" by an older release still matches 1.
-        let numbers: Vec<u64> = record
-            .config
-            .iter()
-            .flat_map(|c| c.served_entities.iter())
-            .filter_map(|e| e.entity_version.trim().parse().ok())
-            .collect();
-        let versions: Vec<String> = numbers.iter().map(u64::to_string).collect();
-        if let Some(v) = version {
-            if !numbers.contains(&v) {
-                return Err(ApiError::not_found(format!(
-                    "endpoint `{name}` serves no version {v}"
-                )));
-            }
-        }
-        let signature = active.as_ref().and_then(|a| {
-            a.entities
-                .iter()
-                .find(|e| version.is_none_or(|v| e.version == v))
-                .and_then(|e| e.image.manifest.signature.clone())
-        });
-        return Ok((metadata(name, versions, signature.as_ref()), ready));
-    }
-    let images = state.registry.images(&grant.tenant, name)?;
-    let image = match version {
-        Some(v) => images.iter().find(|i| i.version == v),
-        None => images.last(),
-    }
-    .ok_or_else(|| ApiError::not_found(format!("model `{name}` does not exist")))?;
-    let manifest = Manifest::parse(&image.manifest).map_err(ApiError::internal)?;
-    let versions = images.iter().map(|i| i.version.to_string()).collect();
-    Ok((metadata(name, versions, manifest.signature.as_ref()), true))
-}
-
-/// `GET /v2/models/{name}` and `/versions/{v}`: V2 model metadata.
-pub async fn model_metadata(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(params): Path<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
-    let (name, version) = name_and_version(&params)?;
-    let grant = caller.require(Permission::CanView, "model", &name)?;
-    Ok(Json(describe(&state, grant, &name, version).await?.0))
-}
-
-/// `GET /v2/models/{name}/ready` and `/versions/{v}/ready`: 200 when ready, 503 otherwise.
-pub async fn model_ready(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(params): Path<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
-    let (name, version) = name_and_version(&params)?;
-    let grant = caller.require(Permission::CanView, "model", &name)?;
-    let (_, ready) = describe(&state, grant, &name, version).await?;
-    if ready {
-        Ok(Json(json!({ "name": name, "ready": true })))
-    } else {
-        Err(ApiError::unavailable(
-            format!("`{name}` is not ready yet"),
-            Some(1),
-        ))
-    }
-}
-
-fn name_and_version(params: &[(String, String)]) -> Result<(String, Option<u64>), ApiError> {
-    let get = |key: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-    };
-    let name = get("name").ok_or_else(|| ApiError::bad_request("missing model name"))?;
-    let version = get("version").map(|v| parse_version(&v)).transpose()?;
-    Ok((name, version))
+    let framing = Framing::of(&headers)?;
+    infer(state, grant, name, Some(version), body, framing).await
 }

@@ -1,6 +1,7 @@
 //! Request and response codecs: turning the JSON formats clients speak into the typed
 //! tensors handlers see, and back. Handlers never parse JSON themselves.
 
+pub mod binary;
 pub mod databricks;
 mod elements;
 mod error;

@@ -22,6 +22,7 @@ use crate::inference::{Engines, GraphFile, GraphSet, GraphSpec, InferenceError};
 use crate::package::{unpack, Manifest, PackageError, UnpackLimits};
 use crate::registry::{ImageDraft, ImageFile, ImageRecord, ModelRegistry};
 use crate::runtime::{LoadedHandler, RequestLimits, Runtime};
+use crate::telemetry::{ModelStats, StatsTable};
 use std::collections::HashMap;
 use std::io::BufReader;
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,8 @@ pub struct LoadedImage {
     pub graphs: GraphSet,
     /// Limits of each request.
     pub limits: RequestLimits,
+    /// Its inference counters (they outlive this loaded copy).
+    pub stats: Arc<ModelStats>,
 }
 
 type ImageKey = (String, String, u64);
@@ -54,6 +57,7 @@ pub struct ImageService {
     uploads: slots::UploadSlots,
     unpack_limits: UnpackLimits,
     fuel_metering: bool,
+    stats: StatsTable,
 }
 
 /// What an [`ImageService`] allows.
@@ -98,6 +102,7 @@ impl ImageService {
             uploads: slots::UploadSlots::new(settings.max_concurrent_uploads),
             unpack_limits: settings.unpack_limits,
             fuel_metering: settings.fuel_metering,
+            stats: StatsTable::default(),
         }
     }
 
@@ -120,6 +125,11 @@ impl ImageService {
     /// The runtime.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
+    }
+
+    /// Every model version's inference counters.
+    pub fn stats(&self) -> &StatsTable {
+        &self.stats
     }
 
     /// Compile-cache counters.
@@ -321,6 +331,7 @@ impl ImageService {
             handler,
             graphs,
             limits,
+            stats: self.stats.model(tenant, name, version),
         });
         self.loaded
             .lock()
@@ -356,6 +367,7 @@ impl ImageService {
     ) -> Result<ImageRecord, ImageError> {
         let record = self.registry.delete_image(tenant, name, version)?;
         self.unload(tenant, name, version);
+        self.stats.remove(tenant, name, version);
         let blobs: Vec<Digest> = record.blobs().cloned().collect();
         self.collect_garbage(&blobs);
         Ok(record)

@@ -101,11 +101,32 @@ pub struct EndpointState {
     pub config_update: String,
 }
 
+/// A tag on an endpoint (Databricks' `EndpointTag`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointTag {
+    /// Key, unique per endpoint.
+    pub key: String,
+    /// Value, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
 /// A serving endpoint of one tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointRecord {
     /// Endpoint name, unique per tenant.
     pub name: String,
+    /// Opaque id (32 hex digits), fixed at creation; empty in records written before ids
+    /// existed (see [`EndpointRecord::id`]).
+    #[serde(default)]
+    pub id: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<EndpointTag>,
+    /// Free-text description.
+    #[serde(default)]
+    pub description: Option<String>,
     /// Owning tenant.
     pub tenant: String,
     /// Who created it (token id).
@@ -127,6 +148,17 @@ pub struct EndpointRecord {
 }
 
 impl EndpointRecord {
+    /// The opaque id: the stored one, or for a record written before ids existed, one
+    /// derived from its tenant and name (stable, and as opaque).
+    pub fn id(&self) -> String {
+        if !self.id.is_empty() {
+            return self.id.clone();
+        }
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(format!("{}\0{}", self.tenant, self.name).as_bytes());
+        hex::encode(&digest[..16])
+    }
+
     /// Whether any config (active or pending) serves `model` version `version`.
     pub fn serves(&self, model: &str, version: u64) -> bool {
         self.config
@@ -172,6 +204,9 @@ mod tests {
     fn any_spelling_of_a_stored_version_counts_as_served() {
         let record = EndpointRecord {
             name: "ep".into(),
+            id: String::new(),
+            tags: Vec::new(),
+            description: None,
             tenant: "acme".into(),
             creator: "admin".into(),
             creation_timestamp: 0,

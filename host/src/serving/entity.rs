@@ -136,6 +136,7 @@ impl EntityRuntime {
         // even when the caller went away meanwhile (the job still runs to its end), so the
         // entity's concurrency limit holds whatever the clients do.
         let permit = self.admit(arrived + self.limits.timeout).await?;
+        self.image.stats.queued(arrived.elapsed());
         if let (true, Some(raw)) = (self.image.manifest.raw_body, raw_body) {
             request.raw_body = Some(raw.to_vec());
         }
@@ -151,9 +152,11 @@ impl EntityRuntime {
         };
         drop(in_sandbox);
         match &outcome {
-            Ok(invocation) => self
-                .history
-                .record(invocation.instantiate_time + invocation.predict_time),
+            Ok(invocation) => {
+                let ran = invocation.instantiate_time + invocation.predict_time;
+                self.history.record(ran);
+                self.image.stats.ran(ran);
+            }
             Err(ServingError::Runtime(RuntimeError::Timeout { .. })) => {
                 self.history.demote(now_millis());
             }

@@ -10,6 +10,7 @@ mod entity;
 mod error;
 mod executor;
 mod placement;
+mod records;
 mod routing;
 mod spare;
 
@@ -17,6 +18,7 @@ pub use entity::EntityRuntime;
 pub use error::ServingError;
 pub use executor::{GuestThreadSettings, GuestThreads};
 pub use placement::InlinePolicy;
+pub use records::EndpointMeta;
 pub use routing::Split;
 
 use crate::images::ImageService;
@@ -133,14 +135,18 @@ impl EndpointManager {
         creator: &str,
         name: &str,
         config: EndpointConfig,
-        fallback_enabled: bool,
+        meta: EndpointMeta,
     ) -> Result<EndpointRecord, ServingError> {
         let mut config = config::normalise(config)?;
         config.config_version = 1;
+        let tags = records::checked_tags(meta.tags)?;
         let _records = self.lock_records();
         let now = now_millis();
         let record = EndpointRecord {
             name: name.to_string(),
+            id: records::new_id(),
+            tags,
+            description: meta.description,
             tenant: tenant.to_string(),
             creator: creator.to_string(),
             creation_timestamp: now,
@@ -152,7 +158,7 @@ impl EndpointManager {
                 config_update: IN_PROGRESS.into(),
             },
             update_error: None,
-            fallback_enabled,
+            fallback_enabled: meta.fallback_enabled,
         };
         self.registry.create_endpoint(&record)?;
         self.spawn_prepare(tenant, name, config);

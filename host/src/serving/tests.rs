@@ -14,6 +14,9 @@ fn config(version: u64, model_version: &str) -> EndpointConfig {
 fn record(active: Option<EndpointConfig>, pending: Option<EndpointConfig>) -> EndpointRecord {
     EndpointRecord {
         name: "ep".into(),
+        id: String::new(),
+        tags: Vec::new(),
+        description: None,
         tenant: "acme".into(),
         creator: "admin".into(),
         creation_timestamp: 0,

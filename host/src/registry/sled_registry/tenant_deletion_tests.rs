@@ -23,6 +23,9 @@ fn token(tenant: &str, id: &str) -> TokenRecord {
 fn endpoint(tenant: &str, name: &str) -> EndpointRecord {
     EndpointRecord {
         name: name.into(),
+        id: String::new(),
+        tags: Vec::new(),
+        description: None,
         tenant: tenant.into(),
         creator: "t1".into(),
         creation_timestamp: 1,
