@@ -344,6 +344,14 @@ impl Client {
         )
     }
 
+    /// PATCH a JSON body.
+    pub fn patch(&self, path: &str, body: &Value) -> Reply {
+        Self::finish(
+            self.auth(self.agent.patch(format!("{}{path}", self.base)))
+                .send_json(body),
+        )
+    }
+
     /// POST raw bytes with a content type and extra headers.
     pub fn post_bytes(
         &self,

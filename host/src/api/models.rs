@@ -49,7 +49,8 @@ fn version_summary(image: &ImageRecord) -> Value {
         "version": image.version,
         "digest": image.digest,
         "size_bytes": image.size_bytes,
-        "created_at": image.created_at,
+        // Stored in seconds; answered in epoch milliseconds, as Databricks answers.
+        "creation_timestamp": image.created_at.saturating_mul(1000),
         "created_by": image.created_by,
     })
 }

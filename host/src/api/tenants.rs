@@ -1,6 +1,7 @@
 //! `/api/2.0/tenants`: the admin creates, lists and deletes tenants.
 
 use super::{blocking, ApiError, AppState, Caller, JsonBody};
+use crate::registry::TenantRecord;
 use crate::tenancy::validate_name;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -15,6 +16,11 @@ pub struct CreateTenant {
     name: String,
 }
 
+/// A tenant as answered: its creation time in epoch milliseconds (stored in seconds).
+fn tenant_json(record: &TenantRecord) -> Value {
+    json!({"name": record.name, "creation_timestamp": record.created_at.saturating_mul(1000)})
+}
+
 /// Creates a tenant.
 pub async fn create(
     State(state): State<AppState>,
@@ -25,13 +31,14 @@ pub async fn create(
     validate_name("name", &body.name)?;
     let record = blocking(move || Ok(state.registry.create_tenant(&body.name)?)).await?;
     tracing::info!(tenant = %record.name, "tenant created");
-    Ok((StatusCode::CREATED, Json(json!(record))))
+    Ok((StatusCode::CREATED, Json(tenant_json(&record))))
 }
 
 /// Lists tenants.
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    Ok(Json(json!({ "tenants": state.registry.tenants()? })))
+    let tenants: Vec<Value> = state.registry.tenants()?.iter().map(tenant_json).collect();
+    Ok(Json(json!({ "tenants": tenants })))
 }
 
 /// One tenant.
@@ -41,7 +48,7 @@ pub async fn get(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    Ok(Json(json!(state.registry.tenant(&name)?)))
+    Ok(Json(tenant_json(&state.registry.tenant(&name)?)))
 }
 
 /// Deletes a tenant and its tokens (refused, 409, while it has models or endpoints).

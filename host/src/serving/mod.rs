@@ -194,33 +194,6 @@ impl EndpointManager {
         Ok(record)
     }
 
-    /// Turns fallback on or off.
-    pub fn set_fallback(
-        &self,
-        tenant: &str,
-        name: &str,
-        enabled: bool,
-    ) -> Result<EndpointRecord, ServingError> {
-        let _records = self.lock_records();
-        let mut record = self.registry.endpoint(tenant, name)?;
-        record.fallback_enabled = enabled;
-        record.last_updated_timestamp = now_millis();
-        self.registry.put_endpoint(&record)?;
-        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(active) = live.get(&key(tenant, name)).cloned() {
-            live.insert(
-                key(tenant, name),
-                Arc::new(ActiveConfig {
-                    config_version: active.config_version,
-                    entities: active.entities.clone(),
-                    split: active.split.clone(),
-                    fallback: enabled,
-                }),
-            );
-        }
-        Ok(record)
-    }
-
     fn spawn_prepare(self: &Arc<Self>, tenant: &str, name: &str, config: EndpointConfig) {
         let manager = self.clone();
         let (tenant, name) = (tenant.to_string(), name.to_string());

@@ -1,5 +1,6 @@
 //! What an endpoint record carries besides its configs: the opaque id, tags and
-//! description given at creation, and edits of the tags (Databricks' `PATCH .../tags`).
+//! description given at creation, and edits of the record outside config updates: tags
+//! (Databricks' `PATCH .../tags`) and fallback.
 
 use super::{EndpointManager, ServingError};
 use crate::registry::{now_millis, EndpointRecord, EndpointTag};
@@ -85,6 +86,33 @@ pub fn patched_tags(
 }
 
 impl EndpointManager {
+    /// Turns fallback on or off.
+    pub fn set_fallback(
+        &self,
+        tenant: &str,
+        name: &str,
+        enabled: bool,
+    ) -> Result<EndpointRecord, ServingError> {
+        let _records = self.lock_records();
+        let mut record = self.registry.endpoint(tenant, name)?;
+        record.fallback_enabled = enabled;
+        record.last_updated_timestamp = now_millis();
+        self.registry.put_endpoint(&record)?;
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(active) = live.get(&super::key(tenant, name)).cloned() {
+            live.insert(
+                super::key(tenant, name),
+                std::sync::Arc::new(super::ActiveConfig {
+                    config_version: active.config_version,
+                    entities: active.entities.clone(),
+                    split: active.split.clone(),
+                    fallback: enabled,
+                }),
+            );
+        }
+        Ok(record)
+    }
+
     /// Adds and deletes tags in one change; returns the endpoint's tags after it.
     pub fn patch_tags(
         &self,
