@@ -101,8 +101,8 @@ async fn databricks_call_counted(
 ) -> Result<JsonText, ApiError> {
     let (_, request) = {
         let (entity, body) = (entity.clone(), body.clone());
-        let budget = entity.image.handler.memory_budget().clone();
-        codec_work(&budget, body.len(), PARSE_COST_PER_BYTE, move || {
+        let worker = entity.clone();
+        codec_work(&worker, body.len(), PARSE_COST_PER_BYTE, move || {
             let started = std::time::Instant::now();
             let signature = entity.image.manifest.signature.as_ref();
             let parsed = databricks::parse_query(&body, signature);
@@ -112,9 +112,9 @@ async fn databricks_call_counted(
         .await?
     };
     let invocation = entity.invoke(request, Some(&body)).await?;
-    let budget = entity.image.handler.memory_budget().clone();
     let size = output_bytes(&invocation.response);
-    codec_work(&budget, size, ENCODE_COST_PER_BYTE, move || {
+    let worker = entity.clone();
+    codec_work(&worker, size, ENCODE_COST_PER_BYTE, move || {
         let started = std::time::Instant::now();
         let encoded = databricks::predictions(&invocation.response)
             .map_err(|e| ApiError::internal(format!("handler output of `{}`: {e}", entity.name)))

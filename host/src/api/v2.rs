@@ -126,8 +126,8 @@ async fn entity_call_counted(
 ) -> Result<V2Answer, ApiError> {
     let (parsed, request) = {
         let entity = entity.clone();
-        let budget = entity.image.handler.memory_budget().clone();
-        codec_work(&budget, body.len(), PARSE_COST_PER_BYTE, move || {
+        let worker = entity.clone();
+        codec_work(&worker, body.len(), PARSE_COST_PER_BYTE, move || {
             let started = Instant::now();
             let parsed = parse_checked(&body, framing.header_length.as_deref(), &entity.image);
             entity.image.stats.decoded(started.elapsed());
@@ -137,9 +137,9 @@ async fn entity_call_counted(
     };
     // `parse_checked` already attached the raw body when the manifest asks for it.
     let invocation = entity.invoke(request, None).await?;
-    let budget = entity.image.handler.memory_budget().clone();
     let size = output_bytes(&invocation.response);
-    codec_work(&budget, size, ENCODE_COST_PER_BYTE, move || {
+    let worker = entity.clone();
+    codec_work(&worker, size, ENCODE_COST_PER_BYTE, move || {
         let started = Instant::now();
         let encoded = v2::encode_response(
             &endpoint,

@@ -249,47 +249,54 @@ impl EntityRuntime {
     ) -> Result<Invocation, ServingError> {
         let entity = self.clone();
         let deadline = started + self.limits.timeout;
-        let outcome = self
-            .threads
-            .run(&self.tenant, move || {
-                let _slot = permit;
-                let mut limits = entity.limits.clone();
-                limits.timeout = deadline.saturating_duration_since(Instant::now());
-                let (outcome, spent) = if limits.timeout < MIN_RUN {
-                    // Its time went by waiting for a thread: never started.
-                    let timeout = RuntimeError::Timeout {
-                        timeout: entity.limits.timeout,
+        let outcome =
+            self.threads
+                .run(&self.tenant, move || {
+                    let _slot = permit;
+                    let mut limits = entity.limits.clone();
+                    limits.timeout = deadline.saturating_duration_since(Instant::now());
+                    let (outcome, spent) = if limits.timeout < MIN_RUN {
+                        // Its time went by waiting for a thread: never started.
+                        let timeout = RuntimeError::Timeout {
+                            timeout: entity.limits.timeout,
+                        };
+                        (Err(timeout), None)
+                    } else {
+                        let Finished { outcome, spent } = entity.image.handler.run(
+                            entity.spare.take(),
+                            &request,
+                            &limits,
+                            || entity.image.graphs.nn_ctx(),
+                        );
+                        (outcome, Some(spent))
                     };
-                    (Err(timeout), None)
-                } else {
-                    let Finished { outcome, spent } =
-                        entity
-                            .image
-                            .handler
-                            .run(entity.spare.take(), &request, &limits, || {
-                                entity.image.graphs.nn_ctx()
-                            });
-                    (outcome, Some(spent))
-                };
-                // After the answer is sent, on this thread: release and prepare.
-                let clean_up = move || {
-                    if let Some(spent) = spent {
-                        drop(spent);
-                        entity.refill_spare(&entity.limits);
-                    }
-                };
-                (outcome, clean_up)
-            })
-            .await
-            .map_err(|e| match e {
-                GuestThreadError::Busy => ServingError::Runtime(RuntimeError::Exhausted(
-                    "every guest thread is busy".into(),
-                )),
-                GuestThreadError::Failed => ServingError::Runtime(RuntimeError::Engine(
-                    "the host failed while running this request; the server log says why".into(),
-                )),
-            })?;
+                    // After the answer is sent, on this thread: release and prepare.
+                    let clean_up = move || {
+                        if let Some(spent) = spent {
+                            drop(spent);
+                            entity.refill_spare(&entity.limits);
+                        }
+                    };
+                    (outcome, clean_up)
+                })
+                .await
+                .map_err(thread_error)?;
         outcome.map_err(self.reporting_full_timeout())
+    }
+
+    /// Runs host work done for this entity's tenant that grows with what the tenant sends
+    /// (parsing a large body, encoding a large answer) on the tenant's share of the guest
+    /// threads, so that it is shared out and prioritized like the tenant's guests: a tenant
+    /// whose bodies take long to parse waits behind its own work and runs in the
+    /// background, not on its neighbours' CPU.
+    pub async fn run_bulk<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ServingError> {
+        self.threads
+            .run(&self.tenant, move || (work(), || {}))
+            .await
+            .map_err(thread_error)
     }
 
     /// Releases an inline run's sandbox and prepares the next one once this worker is done
@@ -384,5 +391,17 @@ mod tests {
         assert_eq!(input_bytes(&request), 120);
         request.raw_body = Some(vec![0; 1000]);
         assert_eq!(input_bytes(&request), 1120);
+    }
+}
+
+/// Why a guest thread gave no result, as a serving error.
+fn thread_error(error: GuestThreadError) -> ServingError {
+    match error {
+        GuestThreadError::Busy => {
+            ServingError::Runtime(RuntimeError::Exhausted("every guest thread is busy".into()))
+        }
+        GuestThreadError::Failed => ServingError::Runtime(RuntimeError::Engine(
+            "the host failed while running this request; the server log says why".into(),
+        )),
     }
 }

@@ -1,0 +1,248 @@
+//! The guest-thread pool: shares, classes, demotion, failures.
+use super::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Runs `n` jobs for `tenant` that each hold their thread until `release` is set.
+fn hold(
+    threads: &Arc<GuestThreads>,
+    tenant: &str,
+    n: usize,
+    running: &Arc<AtomicUsize>,
+    release: &Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Result<(), GuestThreadError>>> {
+    let key: FairKey = tenant.into();
+    (0..n)
+        .map(|_| {
+            let (threads, key, running, release) = (
+                threads.clone(),
+                key.clone(),
+                running.clone(),
+                release.clone(),
+            );
+            tokio::spawn(async move {
+                threads
+                    .run(&key, move || {
+                        running.fetch_add(1, Ordering::SeqCst);
+                        while !release.load(Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        ((), || {})
+                    })
+                    .await
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_tenant_holds_at_most_its_share_and_others_run_past_its_queue() {
+    let threads = Arc::new(
+        GuestThreads::new(GuestThreadSettings {
+            threads: 4,
+            per_tenant: 2,
+            foreground_per_tenant: 1,
+        })
+        .expect("threads start"),
+    );
+    let running = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hogs = hold(&threads, "a", 10, &running, &release);
+    while running.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        running.load(Ordering::SeqCst),
+        2,
+        "tenant a holds its share only"
+    );
+    // Tenant b runs at once, on a thread a cannot take, ahead of a's eight waiting jobs.
+    let b: FairKey = "b".into();
+    let answer = threads.run(&b, || (42, || {})).await;
+    assert_eq!(answer, Ok(42));
+    release.store(true, Ordering::SeqCst);
+    for hog in hogs {
+        assert_eq!(hog.await.expect("joined"), Ok(()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_jobs_past_its_foreground_share_run_in_the_background() {
+    let threads = Arc::new(
+        GuestThreads::new(GuestThreadSettings {
+            threads: 4,
+            per_tenant: 4,
+            foreground_per_tenant: 1,
+        })
+        .expect("threads start"),
+    );
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let names = Arc::new(Mutex::new(Vec::new()));
+    let a: FairKey = "a".into();
+    let busy: Vec<_> = (0..3)
+        .map(|_| {
+            let (threads, a, release, names) =
+                (threads.clone(), a.clone(), release.clone(), names.clone());
+            tokio::spawn(async move {
+                threads
+                    .run(&a, move || {
+                        let name = std::thread::current().name().map(str::to_owned);
+                        names.lock().expect("names").push(name.unwrap_or_default());
+                        while !release.load(Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        ((), || {})
+                    })
+                    .await
+            })
+        })
+        .collect();
+    while names.lock().expect("names").len() < 3 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let background = |name: &String| name.starts_with("sandserve-guest-bg-");
+    let seen = names.lock().expect("names").clone();
+    assert_eq!(seen.iter().filter(|n| background(n)).count(), 2, "{seen:?}");
+    // Another tenant's job runs in the foreground, next to a's three.
+    let b: FairKey = "b".into();
+    let where_b = threads
+        .run(&b, || {
+            let name = std::thread::current().name().map(str::to_owned);
+            (name.unwrap_or_default(), || {})
+        })
+        .await
+        .expect("b runs");
+    assert!(!background(&where_b), "{where_b}");
+    release.store(true, Ordering::SeqCst);
+    for job in busy {
+        assert_eq!(job.await.expect("joined"), Ok(()));
+    }
+}
+
+#[test]
+fn a_job_that_becomes_the_other_classs_wakes_an_idle_thread_of_it() {
+    // A background thread went idle; then a tenant's jobs were queued (say, before the
+    // foreground threads were up). When a foreground thread takes the first, the next
+    // is a background job: the idle background thread must get it, or it waits for ever.
+    let shared = Shared {
+        state: Mutex::new(State {
+            idle: [Vec::new(), Vec::new()],
+            tenants: HashMap::new(),
+            turn: VecDeque::new(),
+            queued: 0,
+        }),
+        per_tenant: 2,
+        foreground_per_tenant: 1,
+        max_queued: 16,
+        max_queued_per_tenant: 16,
+        replace: crossbeam_channel::unbounded().0,
+    };
+    let (background, background_jobs) = bounded::<Assigned>(1);
+    let (foreground, _foreground_jobs) = bounded::<Assigned>(1);
+    let mut state = shared.lock();
+    state.idle[Class::Background as usize].push(background);
+    let key: FairKey = "a".into();
+    let queue = state.tenants.entry(key.clone()).or_default();
+    queue.waiting.push_back(Box::new(|| {}));
+    queue.waiting.push_back(Box::new(|| {}));
+    state.turn.push_back(key.clone());
+    state.queued = 2;
+    let first = shared.between_jobs(&mut state, Class::Foreground, None, &foreground);
+    assert!(first.is_some(), "the foreground thread takes the first job");
+    let (woken_for, _) = background_jobs
+        .try_recv()
+        .expect("the idle background thread was handed the second job");
+    assert_eq!(woken_for, key);
+    assert_eq!(state.queued, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_foreground_thread_is_replaced_by_a_fresh_one() {
+    let threads = GuestThreads::new(GuestThreadSettings {
+        threads: 1,
+        per_tenant: 1,
+        foreground_per_tenant: 1,
+    })
+    .expect("threads start");
+    let key: FairKey = "t".into();
+    let current = || {
+        let id = std::thread::current().id();
+        let demoted = priority::this_thread_is_demoted();
+        #[cfg(target_os = "linux")]
+        // SAFETY: reads the calling thread's scheduling policy; no pointers involved.
+        let idle = unsafe { libc::sched_getscheduler(0) } == libc::SCHED_IDLE;
+        #[cfg(not(target_os = "linux"))]
+        let idle = demoted;
+        (id, demoted, idle)
+    };
+    // A job that ran long: its thread drops to the idle class.
+    let (first, _, _) = threads
+        .run(&key, move || {
+            priority::lower_this_thread_to_idle();
+            (current(), || {})
+        })
+        .await
+        .expect("runs");
+    // The tenant's next job runs on a foreground thread at normal priority again.
+    let (second, demoted, idle) = threads
+        .run(&key, move || (current(), || {}))
+        .await
+        .expect("runs");
+    assert_ne!(first, second, "the demoted thread was retired");
+    assert!(!demoted && !idle, "the fresh thread has normal priority");
+    // And the pool still has its one foreground thread: another job runs.
+    assert_eq!(threads.run(&key, || (7, || {})).await, Ok(7));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_whose_job_ran_long_starts_its_next_jobs_in_the_background() {
+    let threads = GuestThreads::new(GuestThreadSettings {
+        threads: 2,
+        per_tenant: 2,
+        foreground_per_tenant: 1,
+    })
+    .expect("threads start");
+    let thread_name = || std::thread::current().name().unwrap_or_default().to_owned();
+    let heavy: FairKey = "heavy".into();
+    let light: FairKey = "light".into();
+    // Short jobs stay in the foreground.
+    let short = threads.run(&light, move || (thread_name(), || {})).await;
+    assert!(!short.expect("runs").contains("-bg-"));
+    // A job that burns more than LONG_RUN of CPU (spinning, as a hostile guest would).
+    threads
+        .run(&heavy, move || {
+            let start = priority::this_threads_cpu_time();
+            while priority::this_threads_cpu_time() - start < priority::LONG_RUN {
+                std::hint::spin_loop();
+            }
+            ((), || {})
+        })
+        .await
+        .expect("runs");
+    let next = threads.run(&heavy, move || (thread_name(), || {})).await;
+    assert!(
+        next.expect("runs").contains("-bg-"),
+        "a heavy tenant runs in the background"
+    );
+    // Other tenants are not affected.
+    let other = threads.run(&light, move || (thread_name(), || {})).await;
+    assert!(!other.expect("runs").contains("-bg-"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_job_fails_alone() {
+    let threads = GuestThreads::new(GuestThreadSettings {
+        threads: 1,
+        per_tenant: 1,
+        foreground_per_tenant: 1,
+    })
+    .expect("threads start");
+    let key: FairKey = "t".into();
+    let failed = threads
+        .run(&key, || -> (u8, fn()) { panic!("handler bug") })
+        .await;
+    assert_eq!(failed, Err(GuestThreadError::Failed));
+    assert_eq!(threads.run(&key, || (1, || {})).await, Ok(1));
+}
