@@ -370,6 +370,18 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
     Guard(Some(f))
 }
 
+/// Why a guest thread gave no result, as a serving error.
+fn thread_error(error: GuestThreadError) -> ServingError {
+    match error {
+        GuestThreadError::Busy => {
+            ServingError::Runtime(RuntimeError::Exhausted("every guest thread is busy".into()))
+        }
+        GuestThreadError::Failed => ServingError::Runtime(RuntimeError::Engine(
+            "the host failed while running this request; the server log says why".into(),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,17 +403,5 @@ mod tests {
         assert_eq!(input_bytes(&request), 120);
         request.raw_body = Some(vec![0; 1000]);
         assert_eq!(input_bytes(&request), 1120);
-    }
-}
-
-/// Why a guest thread gave no result, as a serving error.
-fn thread_error(error: GuestThreadError) -> ServingError {
-    match error {
-        GuestThreadError::Busy => {
-            ServingError::Runtime(RuntimeError::Exhausted("every guest thread is busy".into()))
-        }
-        GuestThreadError::Failed => ServingError::Runtime(RuntimeError::Engine(
-            "the host failed while running this request; the server log says why".into(),
-        )),
     }
 }
