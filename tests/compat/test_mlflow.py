@@ -65,6 +65,17 @@ def test_create_list_get_predict_update_delete(mlflow_client):
     assert [e["name"] for e in after["config"]["served_entities"]] == ["echo-1"]
     assert after["config"]["config_version"] == 2
 
+    # The call MLflow recommends instead of `update_endpoint`.
+    config = client.update_endpoint_config(
+        endpoint="mlf",
+        config={"served_entities": [{"entity_name": "digits", "entity_version": "1"}]},
+    )
+    assert config["state"]["config_update"] == "IN_PROGRESS"
+    again = ready(client, "mlf")
+    assert [e["name"] for e in again["config"]["served_entities"]] == ["digits-1"]
+    assert again["config"]["config_version"] == 3
+    assert client.predict(endpoint="mlf", inputs={"instances": rows})["predictions"] == predictions
+
     tags = client.update_endpoint_tags(
         endpoint="mlf", config={"add_tags": [{"key": "stage", "value": "prod"}], "delete_tags": ["via"]}
     )
