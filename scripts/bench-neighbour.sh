@@ -4,6 +4,7 @@
 # and the server's peak memory against its budget. Builds the release binary first.
 #   SANDSERVE_BENCH_SECS=N     seconds each phase measures (default 5)
 #   SANDSERVE_BENCH_ONLY=spin  the quiet phase and one attack (spin, memory, json, slowloris, stalled)
+#   SANDSERVE_BENCH_A_ELSEWHERE=1  tenant A on a second server process (a diagnostic)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-engines.sh >/dev/null

@@ -5,7 +5,9 @@
 //!
 //! Run: `scripts/bench-neighbour.sh` (builds the release binary first). Results go in
 //! docs/benchmarks.md and docs/security.md. `SANDSERVE_BENCH_SECS` (default 5) sets how
-//! long each phase measures; `SANDSERVE_BENCH_ONLY=spin` runs the quiet phase and one attack.
+//! long each phase measures; `SANDSERVE_BENCH_ONLY=spin` runs the quiet phase and one attack;
+//! `SANDSERVE_BENCH_A_ELSEWHERE=1` gives tenant A a second server process of its own (a
+//! diagnostic: what A's work costs B through the machine alone, not through the process).
 //!
 //! B runs `examples/echo` from two client threads, one request after the other. The attacks:
 //! - `spin`: 80 concurrent infinite-loop requests (2 s timeout), resent as they end;
@@ -117,9 +119,13 @@ fn main() {
     let budget = BUDGET_MIB.to_string();
     let server = TestServer::start(data.path(), &["--memory-budget-mib", &budget]);
     let admin = server.admin();
-    let a_token = admin.tenant_with_token("attacker", "CAN_MANAGE");
+    let elsewhere_data = tempfile::tempdir().expect("temp dir");
+    let elsewhere = std::env::var_os("SANDSERVE_BENCH_A_ELSEWHERE")
+        .map(|_| TestServer::start(elsewhere_data.path(), &["--memory-budget-mib", &budget]));
+    let a_server = elsewhere.as_ref().unwrap_or(&server);
+    let a_token = a_server.admin().tenant_with_token("attacker", "CAN_MANAGE");
     let b_token = admin.tenant_with_token("quiet", "CAN_MANAGE");
-    let a = server.client(&a_token);
+    let a = a_server.client(&a_token);
     let b = server.client(&b_token);
     assert_eq!(b.upload("echo", &example_package("echo")).0, 201);
     let spin = handler_package(
@@ -163,7 +169,7 @@ fn main() {
     let url = server.url.clone();
     type Attack = (&'static str, usize, Arc<dyn Fn(&AtomicBool) + Send + Sync>);
     let client_for_a = {
-        let (url, token) = (url.clone(), a_token.clone());
+        let (url, token) = (a_server.url.clone(), a_token.clone());
         move || Client::new(&url, &token)
     };
     let (spin_client, holder_client, json_client) =
