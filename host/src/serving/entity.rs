@@ -12,6 +12,7 @@ use super::spare::{Spare, SpareBudget};
 use super::ServingError;
 use crate::images::LoadedImage;
 use crate::registry::ServedEntity;
+use crate::runtime::priority;
 use crate::runtime::{Finished, Invocation, Request, RequestLimits, RuntimeError, SpentSandbox};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -145,12 +146,15 @@ impl EntityRuntime {
             && self.history.inline_allowed(now_millis())
             && input_bytes(&request) <= MAX_INLINE_INPUT_BYTES;
         let (outcome, placement) = if inline {
-            self.run_inline_first(request, arrived, permit).await
+            let ran = self.run_inline_first(request, arrived, permit).await;
+            drop(in_sandbox);
+            ran
         } else {
+            // Counted again only while its guest runs at normal priority (below).
+            drop(in_sandbox);
             let outcome = self.run_on_guest_thread(request, arrived, permit).await;
             (outcome, Placement::GuestThread)
         };
-        drop(in_sandbox);
         match &outcome {
             Ok(invocation) => {
                 let ran = invocation.instantiate_time + invocation.predict_time;
@@ -249,38 +253,49 @@ impl EntityRuntime {
     ) -> Result<Invocation, ServingError> {
         let entity = self.clone();
         let deadline = started + self.limits.timeout;
-        let outcome =
-            self.threads
-                .run(&self.tenant, move || {
-                    let _slot = permit;
-                    let mut limits = entity.limits.clone();
-                    limits.timeout = deadline.saturating_duration_since(Instant::now());
-                    let (outcome, spent) = if limits.timeout < MIN_RUN {
-                        // Its time went by waiting for a thread: never started.
-                        let timeout = RuntimeError::Timeout {
-                            timeout: entity.limits.timeout,
-                        };
-                        (Err(timeout), None)
-                    } else {
-                        let Finished { outcome, spent } = entity.image.handler.run(
-                            entity.spare.take(),
-                            &request,
-                            &limits,
-                            || entity.image.graphs.nn_ctx(),
-                        );
-                        (outcome, Some(spent))
-                    };
-                    // After the answer is sent, on this thread: release and prepare.
-                    let clean_up = move || {
-                        if let Some(spent) = spent {
-                            drop(spent);
-                            entity.refill_spare(&entity.limits);
-                        }
-                    };
-                    (outcome, clean_up)
-                })
-                .await
-                .map_err(thread_error)?;
+        let job = self.threads.run(&self.tenant, move || {
+            let _slot = permit;
+            // A guest in the idle scheduling class does not compete with a short
+            // request run inline, so only one at normal priority counts.
+            let _presence = (!priority::this_thread_is_demoted()).then(InSandbox::enter);
+            let mut limits = entity.limits.clone();
+            limits.timeout = deadline.saturating_duration_since(Instant::now());
+            let (outcome, spent) = if limits.timeout < MIN_RUN {
+                // Its time went by waiting for a thread: never started.
+                let timeout = RuntimeError::Timeout {
+                    timeout: entity.limits.timeout,
+                };
+                (Err(timeout), None)
+            } else {
+                let Finished { outcome, spent } =
+                    entity
+                        .image
+                        .handler
+                        .run(entity.spare.take(), &request, &limits, || {
+                            entity.image.graphs.nn_ctx()
+                        });
+                (outcome, Some(spent))
+            };
+            // After the answer is sent, on this thread: release and prepare.
+            let clean_up = move || {
+                if let Some(spent) = spent {
+                    drop(spent);
+                    entity.refill_spare(&entity.limits);
+                }
+            };
+            (outcome, clean_up)
+        });
+        // The guest traps at its deadline, but only when it runs: one in the idle scheduling
+        // class on a machine saturated by other work, or inside a long engine call, may get
+        // there late. The caller answers on time regardless (the job still ends by itself
+        // and keeps its slot until then).
+        let late = tokio::time::Instant::from_std(deadline + LATE_TRAP_GRACE);
+        let outcome = match tokio::time::timeout_at(late, job).await {
+            Ok(finished) => finished.map_err(thread_error)?,
+            Err(_) => Err(RuntimeError::Timeout {
+                timeout: self.limits.timeout,
+            }),
+        };
         outcome.map_err(self.reporting_full_timeout())
     }
 
@@ -350,6 +365,10 @@ impl EntityRuntime {
 /// Least time worth starting a sandbox for: a request with less left has waited its
 /// deadline away and is answered 504 without running.
 const MIN_RUN: Duration = Duration::from_millis(1);
+
+/// How long past its deadline a caller waits for a guest-thread job before answering that
+/// the request timed out (a guest normally traps within an epoch tick of its deadline).
+const LATE_TRAP_GRACE: Duration = Duration::from_millis(100);
 
 /// Total bytes the request hands the guest: its input tensors and its raw body, if any.
 fn input_bytes(request: &Request) -> usize {

@@ -9,7 +9,9 @@
 //! win on throughput, and a blocked worker would delay other connections. So a request
 //! runs inline only when all of these hold:
 //!
-//! - no other request is in a sandbox right now (process-wide);
+//! - no other request's guest is running at normal priority right now (process-wide;
+//!   guests of heavy tenants run in the idle scheduling class and yield the CPU to an
+//!   inline run at once, and requests waiting for a guest thread use no CPU);
 //! - its entity has proven fast: its last run took less than [`InlinePolicy::max_run`]
 //!   (1 ms unless configured; zero turns inline runs off), and it has not
 //!   been demoted (a run of it passed the inline budget or its timeout) in the last
@@ -78,7 +80,10 @@ impl Placement {
     }
 }
 
-/// Requests in a sandbox right now (inline, running on a guest thread or waiting for one).
+/// Requests whose guest runs at normal priority right now: inline, or on a guest thread
+/// that is not in the idle scheduling class. Guests waiting for a thread, and guests of
+/// heavy tenants (in the idle class, `runtime::priority`), do not compete for the CPU with
+/// a short request run inline, so they do not count.
 static IN_SANDBOX: AtomicUsize = AtomicUsize::new(0);
 
 /// One request's presence in a sandbox; leaves on drop.
@@ -93,7 +98,8 @@ impl InSandbox {
         Self { alone: before == 0 }
     }
 
-    /// True when no other request was in a sandbox as this one entered.
+    /// True when no other request's guest was running at normal priority as this one
+    /// entered.
     pub fn alone(&self) -> bool {
         self.alone
     }
