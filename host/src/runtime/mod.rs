@@ -27,7 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError,
+    PoolingAllocationConfig, Store, Trap,
 };
 use wasmtime_wasi_nn::wit::WasiNnCtx;
 
@@ -443,14 +444,14 @@ impl LoadedHandler {
                     trap: trap.to_string(),
                 },
             },
-            None => {
-                let text = format!("{error:#}");
-                if text.contains("maximum concurrent") || text.contains("pooling") {
-                    RuntimeError::Exhausted(text)
-                } else {
-                    RuntimeError::Trap { trap: text }
-                }
+            // The pooling allocator's slots (instances, memories, tables, stacks) are all
+            // in use: wasmtime says so with a type of its own.
+            None if error.is::<PoolConcurrencyLimitError>() => {
+                RuntimeError::Exhausted(format!("{error:#}"))
             }
+            None => RuntimeError::Trap {
+                trap: format!("{error:#}"),
+            },
         }
     }
 }
