@@ -511,7 +511,11 @@ fn a_full_sandbox_pool_is_exhausted_not_a_trap() {
         .instantiate_ahead(&limits(), empty_nn())
         .expect("the one slot is free");
     let error = echo
-        .invoke(&request(vec![f32_tensor("x", &[1], &[1.0])]), &limits(), empty_nn())
+        .invoke(
+            &request(vec![f32_tensor("x", &[1], &[1.0])]),
+            &limits(),
+            empty_nn(),
+        )
         .expect_err("the pool is full");
     assert!(
         matches!(&error, RuntimeError::Exhausted(why) if why.contains("maximum concurrent limit")),

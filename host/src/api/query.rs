@@ -51,8 +51,9 @@ impl From<QueryError> for ApiError {
             QueryError::NotAllowed(_) => ApiError::forbidden(e.to_string()),
             QueryError::Serving(e) => e.into(),
             QueryError::Codec(e) => e.into(),
-            QueryError::CodecBudget { .. } => ApiError::unavailable(e.to_string(), Some(1))
-                .with_reason("memory_budget_exhausted"),
+            QueryError::CodecBudget { .. } => {
+                ApiError::unavailable(e.to_string(), Some(1)).with_reason("memory_budget_exhausted")
+            }
             QueryError::Output { .. } => ApiError::internal(e),
         }
     }

@@ -3,23 +3,23 @@
 //! 1. **authorize**: the caller's grant must allow `CAN_QUERY` on the name (handlers
 //!    check it first to answer 401/403/404 in their words; a query that skipped it is
 //!    refused here);
-//! 2. [`events::received`]: the hook for request ids and rate limits;
-//! 3. **pick the entity** ([`select`]): an endpoint's by its traffic split, by name or by
+//! 2. `events::received`: the hook for request ids and rate limits;
+//! 3. **pick the entity** (`select.rs`): an endpoint's by its traffic split, by name or by
 //!    image version, or a bare model version;
 //! 4. **decode** with the protocol's [`QueryCodec`], **check the signature**, attach the
 //!    raw body when the manifest asks for it; large bodies on the tenant's share of the
-//!    guest threads ([`stages`]);
+//!    guest threads (`stages.rs`);
 //! 5. **invoke** the handler ([`EntityRuntime::invoke`]: admission, sandbox, placement);
 //! 6. **encode** the answer, large ones off the async worker too;
 //! 7. **fall back** once to another entity of the split after a server-side failure,
 //!    when the endpoint has fallback on;
 //!
 //! with each try on an entity counted in its model version's statistics
-//! ([`events::Attempt`]). A protocol is a codec; an HTTP route extracts its path,
+//! (`events::Attempt`). A protocol is a codec; an HTTP route extracts its path,
 //! headers and body, authorizes, and calls [`EndpointManager::query`].
 
 mod error;
-pub mod events;
+mod events;
 mod select;
 mod stages;
 #[cfg(test)]

@@ -130,9 +130,7 @@ pub(super) async fn choose(
                     active,
                     first: index,
                 },
-                Pick::Entity(_) | Pick::Version(_) => {
-                    Chosen::One(active.entities[index].clone())
-                }
+                Pick::Entity(_) | Pick::Version(_) => Chosen::One(active.entities[index].clone()),
             });
         }
         Err(e @ ServingError::Registry(RegistryError::NotFound { .. }))

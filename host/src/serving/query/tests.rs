@@ -40,9 +40,14 @@ fn the_split_picks_by_its_draw() {
     assert_eq!(pick(Pick::Split, 79).unwrap(), 1);
     assert_eq!(pick(Pick::Split, 80).unwrap(), 0);
     // A split with no route (nothing to draw) is an endpoint not ready to serve.
-    let e = on_endpoint("ep", &entities(), &Split::new(&[]), Pick::Split, |s| s.pick())
-        .unwrap_err();
-    assert!(matches!(e, ServingError::NotReady(ref n) if n == "ep"), "{e}");
+    let e = on_endpoint("ep", &entities(), &Split::new(&[]), Pick::Split, |s| {
+        s.pick()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(e, ServingError::NotReady(ref n) if n == "ep"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -54,7 +59,10 @@ fn a_named_entity_or_version_bypasses_the_split() {
     let e = pick(Pick::Entity("nope"), 0).unwrap_err();
     assert_eq!(e.to_string(), "endpoint `ep` has no served entity `nope`");
     let e = pick(Pick::Version(3), 0).unwrap_err();
-    assert_eq!(e.to_string(), "endpoint `ep` has no served entity `version 3`");
+    assert_eq!(
+        e.to_string(),
+        "endpoint `ep` has no served entity `version 3`"
+    );
 }
 
 #[test]
@@ -86,7 +94,9 @@ fn only_a_server_side_failure_falls_back_and_only_when_enabled() {
         timeout: Duration::from_secs(1),
     }));
     assert_eq!(fallback(true, &split, 1, &timeout), Some(0));
-    let budget = QueryError::CodecBudget { cost_bytes: 1 << 30 };
+    let budget = QueryError::CodecBudget {
+        cost_bytes: 1 << 30,
+    };
     assert_eq!(fallback(true, &split, 1, &budget), Some(0));
     // The caller's mistakes and a full queue (429) stay with the entity that saw them.
     let bad_body = QueryError::Codec(CodecError::Json("expected a JSON object".into()));
@@ -102,5 +112,8 @@ fn only_a_server_side_failure_falls_back_and_only_when_enabled() {
     });
     assert_eq!(fallback(true, &split, 1, &overloaded), None);
     // With one route there is nowhere to go.
-    assert_eq!(fallback(true, &Split::new(&[(100, 0)]), 0, &server_side()), None);
+    assert_eq!(
+        fallback(true, &Split::new(&[(100, 0)]), 0, &server_side()),
+        None
+    );
 }
