@@ -60,6 +60,15 @@ pub struct Served<A> {
     pub answer: A,
 }
 
+/// The pipeline's first stage: `grant` must allow `CAN_QUERY` on `name`.
+fn authorize(grant: &TenantGrant, name: &str) -> Result<(), QueryError> {
+    if grant.allows(Permission::CanQuery, name) {
+        Ok(())
+    } else {
+        Err(QueryError::NotAllowed(name.to_string()))
+    }
+}
+
 impl EndpointManager {
     /// Serves one query: the whole pipeline of this module.
     pub async fn query<C: QueryCodec>(
@@ -74,9 +83,7 @@ impl EndpointManager {
             codec,
             body,
         } = query;
-        if !grant.allows(Permission::CanQuery, name) {
-            return Err(QueryError::NotAllowed(name.to_string()));
-        }
+        authorize(grant, name)?;
         events::received(&grant.tenant, name);
         match select::choose(self, &grant.tenant, name, pick, names).await? {
             Chosen::One(entity) => {

@@ -3,11 +3,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+use super::authorize;
 use super::error::QueryError;
 use super::select::{fallback, model_version, on_endpoint, Candidate, Pick};
 use crate::codec::CodecError;
 use crate::runtime::RuntimeError;
 use crate::serving::{ServingError, Split};
+use crate::tenancy::{Permission, TenantGrant};
 use std::time::Duration;
 
 struct Fake(&'static str, u64);
@@ -116,4 +118,23 @@ fn only_a_server_side_failure_falls_back_and_only_when_enabled() {
         fallback(true, &Split::new(&[(100, 0)]), 0, &server_side()),
         None
     );
+}
+
+fn grant(permission: Permission, resources: &[&str]) -> TenantGrant {
+    TenantGrant {
+        tenant: "acme".into(),
+        token_id: "t".into(),
+        permission,
+        resources: resources.iter().map(|r| r.to_string()).collect(),
+        expires_at_ms: None,
+    }
+}
+
+#[test]
+fn a_query_needs_can_query_on_its_name() {
+    assert!(authorize(&grant(Permission::CanQuery, &["ep"]), "ep").is_ok());
+    assert!(authorize(&grant(Permission::CanManage, &["*"]), "ep").is_ok());
+    let e = authorize(&grant(Permission::CanView, &["ep"]), "ep").unwrap_err();
+    assert_eq!(e.to_string(), "this token may not query `ep`");
+    assert!(authorize(&grant(Permission::CanQuery, &["other"]), "ep").is_err());
 }
