@@ -12,6 +12,6 @@ mod stream;
 pub mod v2;
 mod view;
 
-pub use elements::{element_type_from_v2, v2_datatype};
+pub use crate::runtime::{element_type_from_v2, v2_datatype};
 pub use error::CodecError;
 pub use query::{DatabricksCodec, QueryCodec, V2Codec};

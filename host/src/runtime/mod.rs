@@ -8,6 +8,7 @@
 
 mod bindings;
 mod budget;
+mod datatype;
 mod epoch;
 mod error;
 mod limits;
@@ -18,6 +19,7 @@ mod waits;
 
 pub use bindings::{ElementType, HandlerError, Request, Response, Tensor};
 pub use budget::{default_budget_bytes, MemoryBudget, Reservation};
+pub use datatype::{element_type_from_v2, v2_datatype};
 pub use error::RuntimeError;
 pub use limits::{LimitHit, RequestLimits};
 
