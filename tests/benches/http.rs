@@ -23,6 +23,7 @@
 use axum::body::Bytes;
 use axum::routing::post;
 use sandserve_host::codec::databricks;
+use sandserve_host::codec::signature::check_request;
 use sandserve_host::package::Manifest;
 use sandserve_host::runtime::{ElementType, Response, Tensor};
 use sandserve_tests::native;
@@ -174,9 +175,7 @@ fn bare_server(signatures: Vec<(String, Option<sandserve_host::package::Signatur
                     post(move |body: Bytes| {
                         let signature = signature.clone();
                         async move {
-                            let (_, request) =
-                                databricks::parse_query(&body, signature.as_ref().as_ref())
-                                    .expect("bench bodies are valid");
+                            let request = parse_checked(&body, signature.as_ref().as_ref());
                             let response = Response {
                                 outputs: request.inputs,
                                 parameters: None,
@@ -233,11 +232,24 @@ fn native_digits(pixels: &[f32], n: usize) -> Vec<Tensor> {
 }
 
 /// The `digits+model` bare route: parse, the model natively, encode.
+/// What the server does to a Databricks body before a handler runs: parse it, then check
+/// it against the signature.
+fn parse_checked(
+    body: &[u8],
+    signature: Option<&sandserve_host::package::Signature>,
+) -> sandserve_host::runtime::Request {
+    let (_, request) = databricks::parse_query(body, signature).expect("bench bodies are valid");
+    if let Some(signature) = signature {
+        check_request(&request, signature).expect("bench bodies fit the signature");
+    }
+    request
+}
+
 fn bare_digits_with_model(
     body: &[u8],
     signature: Option<&sandserve_host::package::Signature>,
 ) -> serde_json::Value {
-    let (_, request) = databricks::parse_query(body, signature).expect("bench bodies are valid");
+    let request = parse_checked(body, signature);
     let input = &request.inputs[0];
     let pixels: Vec<f32> = input
         .data

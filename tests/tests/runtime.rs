@@ -494,3 +494,37 @@ fn concurrent_requests_each_get_their_own_sandbox() {
         t.join().expect("thread finishes");
     }
 }
+
+#[test]
+fn a_full_sandbox_pool_is_exhausted_not_a_trap() {
+    // A runtime of its own with a single slot: the second sandbox finds the pool full.
+    let runtime = Runtime::new(RuntimeConfig {
+        max_concurrent_instances: 1,
+        max_memory_bytes: 64 << 20,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime starts");
+    let echo = runtime
+        .load("test/echo@1", &guest_wasm("echo"))
+        .expect("echo loads");
+    let held = echo
+        .instantiate_ahead(&limits(), empty_nn())
+        .expect("the one slot is free");
+    let error = echo
+        .invoke(
+            &request(vec![f32_tensor("x", &[1], &[1.0])]),
+            &limits(),
+            empty_nn(),
+        )
+        .expect_err("the pool is full");
+    assert!(
+        matches!(&error, RuntimeError::Exhausted(why) if why.contains("maximum concurrent limit")),
+        "{error:?}"
+    );
+    drop(held);
+    let input = f32_tensor("x", &[1], &[2.0]);
+    let out = echo
+        .invoke(&request(vec![input.clone()]), &limits(), empty_nn())
+        .expect("the slot is free again");
+    assert_eq!(out.response.outputs[0], input);
+}

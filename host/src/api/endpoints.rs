@@ -21,9 +21,12 @@ impl From<ServingError> for ApiError {
             }
             ServingError::UpdateInProgress(_) => ApiError::conflict(e.to_string()),
             ServingError::NotReady(_) => ApiError::unavailable(e.to_string(), Some(1)),
-            ServingError::NoSuchEntity { .. } => ApiError::not_found(e.to_string()),
+            ServingError::NoSuchEntity { .. } | ServingError::NoSuchModel(_) => {
+                ApiError::not_found(e.to_string())
+            }
             ServingError::Overloaded { .. } => ApiError::rate_limited(e.to_string(), 1),
             ServingError::QueueTimeout(_) => ApiError::unavailable(e.to_string(), Some(1)),
+            ServingError::Internal(_) => ApiError::internal(e),
             ServingError::Runtime(r) => r.into(),
             ServingError::Image(i) => i.into(),
             ServingError::Registry(r) => r.into(),

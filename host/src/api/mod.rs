@@ -87,61 +87,6 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("blocking task failed: {e}")))?
 }
 
-/// Query bodies and handler outputs larger than this are parsed and encoded off the async
-/// workers, so that one big request cannot hold up the other connections of the async
-/// worker it arrived on.
-pub const INLINE_CODEC_BYTES: usize = 256 * 1024;
-
-/// Bytes of memory a request body may cost while it is parsed, per byte of body.
-pub const PARSE_COST_PER_BYTE: usize = 8;
-
-/// Bytes of memory an answer may cost while it is encoded, per byte of tensor data (a
-/// 4-byte float becomes up to ~16 bytes of JSON text, and the text is buffered once).
-pub const ENCODE_COST_PER_BYTE: usize = 16;
-
-/// Runs codec work over `size` bytes for `entity`'s tenant: on this worker when small,
-/// else on the tenant's share of the guest threads (`EntityRuntime::run_bulk`: shared out
-/// between tenants and run in the background for a tenant whose work runs long), holding
-/// `size * cost_per_byte` bytes of the server's memory budget while it runs (503 at once
-/// when the budget cannot hold them).
-pub async fn codec_work<T: Send + 'static>(
-    entity: &crate::serving::EntityRuntime,
-    size: usize,
-    cost_per_byte: usize,
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let cost = size.saturating_mul(cost_per_byte);
-    let Some(reservation) = entity.image.handler.memory_budget().reserve(cost) else {
-        return Err(ApiError::unavailable(
-            format!(
-                "the server's memory budget cannot hold this request's {} MiB of JSON work \
-                 now; retry shortly",
-                cost >> 20
-            ),
-            Some(1),
-        )
-        .with_reason("memory_budget_exhausted"));
-    };
-    if size <= INLINE_CODEC_BYTES {
-        let result = work();
-        drop(reservation);
-        result
-    } else {
-        entity
-            .run_bulk(move || {
-                let result = work();
-                drop(reservation);
-                result
-            })
-            .await?
-    }
-}
-
-/// Bytes of tensor data in a handler's answer.
-pub fn output_bytes(response: &crate::runtime::Response) -> usize {
-    response.outputs.iter().map(|t| t.data.len()).sum()
-}
-
 /// The full routing table. A trailing slash is trimmed before routing, so every route
 /// answers with or without one (MLflow calls `/api/2.0/serving-endpoints/`).
 pub fn router(state: AppState) -> Router {

@@ -168,7 +168,7 @@ pub async fn get(
         .ok_or_else(|| ApiError::not_found(format!("endpoint `{name}` has no config")))?;
     let mut signatures = Vec::new();
     for entity in &config.served_entities {
-        let version = entity.entity_version.parse().unwrap_or(0);
+        let version = entity.version().unwrap_or(0);
         let image = state
             .registry
             .image(&grant.tenant, &entity.entity_name, version)?;

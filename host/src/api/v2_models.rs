@@ -59,11 +59,11 @@ pub(super) fn describe(
             })
         };
         let config = record.config.as_ref().or(record.pending_config.as_ref());
-        // Parsed, so that a version stored as "01" by an older release still matches 1.
+        // Read as a number, so that a version stored as "01" by an older release matches 1.
         let entities: Vec<(String, u64)> = config
             .iter()
             .flat_map(|c| c.served_entities.iter())
-            .filter_map(|e| Some((e.entity_name.clone(), e.entity_version.trim().parse().ok()?)))
+            .filter_map(|e| Some((e.entity_name.clone(), e.version()?)))
             .collect();
         let served: Vec<(String, u64)> = entities
             .iter()

@@ -3,50 +3,9 @@
 //! ([`Elements`]): answers are serialized element by element, never held as JSON values.
 
 use super::CodecError;
-use crate::runtime::ElementType;
+use crate::runtime::{v2_datatype, ElementType};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
-
-/// The KServe V2 datatype name of an element type.
-pub fn v2_datatype(t: ElementType) -> &'static str {
-    match t {
-        ElementType::Bool => "BOOL",
-        ElementType::U8 => "UINT8",
-        ElementType::U16 => "UINT16",
-        ElementType::U32 => "UINT32",
-        ElementType::U64 => "UINT64",
-        ElementType::I8 => "INT8",
-        ElementType::I16 => "INT16",
-        ElementType::I32 => "INT32",
-        ElementType::I64 => "INT64",
-        ElementType::F16 => "FP16",
-        ElementType::Bf16 => "BF16",
-        ElementType::F32 => "FP32",
-        ElementType::F64 => "FP64",
-        ElementType::Bytes => "BYTES",
-    }
-}
-
-/// The element type a KServe V2 datatype name stands for.
-pub fn element_type_from_v2(name: &str) -> Option<ElementType> {
-    Some(match name {
-        "BOOL" => ElementType::Bool,
-        "UINT8" => ElementType::U8,
-        "UINT16" => ElementType::U16,
-        "UINT32" => ElementType::U32,
-        "UINT64" => ElementType::U64,
-        "INT8" => ElementType::I8,
-        "INT16" => ElementType::I16,
-        "INT32" => ElementType::I32,
-        "INT64" => ElementType::I64,
-        "FP16" => ElementType::F16,
-        "BF16" => ElementType::Bf16,
-        "FP32" => ElementType::F32,
-        "FP64" => ElementType::F64,
-        "BYTES" => ElementType::Bytes,
-        _ => return None,
-    })
-}
 
 /// Appends `value` as one element of type `t` to `out`; `field` names it in errors.
 pub(crate) fn encode(

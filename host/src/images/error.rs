@@ -39,3 +39,20 @@ pub enum ImageError {
     #[error(transparent)]
     Blob(#[from] BlobError),
 }
+
+impl ImageError {
+    /// True when the server failed (storage, an engine it cannot load), false when the
+    /// package or the request is at fault (what the API answers with a 4xx).
+    pub fn is_server_side(&self) -> bool {
+        match self {
+            Self::Package(p) => matches!(p, PackageError::Io(_)),
+            Self::NameMismatch { .. } | Self::Component(_) | Self::Unsupported(_) => false,
+            Self::Graph(g) => matches!(
+                g,
+                InferenceError::EngineUnavailable { .. } | InferenceError::EngineLoad { .. }
+            ),
+            Self::Registry(r) => r.is_server_side(),
+            Self::Blob(_) => true,
+        }
+    }
+}

@@ -156,7 +156,7 @@ pub struct TensorSignature {
 impl TensorSignature {
     /// The element type; always `Some` in a manifest from [`Manifest::parse`].
     pub fn element_type(&self) -> Option<ElementType> {
-        crate::codec::element_type_from_v2(&self.datatype)
+        crate::runtime::element_type_from_v2(&self.datatype)
     }
 }
 

@@ -41,6 +41,17 @@ pub struct ServedEntity {
 }
 
 impl ServedEntity {
+    /// The image version: the one reading of `entity_version` (a positive integer; "01"
+    /// and " 1" from older releases are version 1). `None` for anything else; a config is
+    /// refused with such a version before it is stored.
+    pub fn version(&self) -> Option<u64> {
+        self.entity_version
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|v| *v > 0)
+    }
+
     /// `model` version `version` under `name`, with every limit left to the manifest.
     pub fn with_manifest_limits(name: String, model: &str, version: &str) -> Self {
         Self {
@@ -165,9 +176,7 @@ impl EndpointRecord {
             .iter()
             .chain(self.pending_config.iter())
             .flat_map(|c| c.served_entities.iter())
-            .any(|e| {
-                e.entity_name == model && e.entity_version.trim().parse::<u64>() == Ok(version)
-            })
+            .any(|e| e.entity_name == model && e.version() == Some(version))
     }
 }
 

@@ -47,6 +47,17 @@ pub enum RegistryError {
     Storage(String),
 }
 
+impl RegistryError {
+    /// True when the store failed, false when the request asked for something absent,
+    /// present or conflicting (what the API answers with a 4xx).
+    pub fn is_server_side(&self) -> bool {
+        match self {
+            Self::NotFound { .. } | Self::AlreadyExists { .. } | Self::Conflict(_) => false,
+            Self::Storage(_) => true,
+        }
+    }
+}
+
 /// The metadata store.
 pub trait ModelRegistry: Send + Sync {
     /// Creates a tenant.

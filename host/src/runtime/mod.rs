@@ -8,6 +8,7 @@
 
 mod bindings;
 mod budget;
+mod datatype;
 mod epoch;
 mod error;
 mod limits;
@@ -18,6 +19,7 @@ mod waits;
 
 pub use bindings::{ElementType, HandlerError, Request, Response, Tensor};
 pub use budget::{default_budget_bytes, MemoryBudget, Reservation};
+pub use datatype::{element_type_from_v2, v2_datatype};
 pub use error::RuntimeError;
 pub use limits::{LimitHit, RequestLimits};
 
@@ -27,7 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError,
+    PoolingAllocationConfig, Store, Trap,
 };
 use wasmtime_wasi_nn::wit::WasiNnCtx;
 
@@ -443,14 +446,14 @@ impl LoadedHandler {
                     trap: trap.to_string(),
                 },
             },
-            None => {
-                let text = format!("{error:#}");
-                if text.contains("maximum concurrent") || text.contains("pooling") {
-                    RuntimeError::Exhausted(text)
-                } else {
-                    RuntimeError::Trap { trap: text }
-                }
+            // The pooling allocator's slots (instances, memories, tables, stacks) are all
+            // in use: wasmtime says so with a type of its own.
+            None if error.is::<PoolConcurrencyLimitError>() => {
+                RuntimeError::Exhausted(format!("{error:#}"))
             }
+            None => RuntimeError::Trap {
+                trap: format!("{error:#}"),
+            },
         }
     }
 }

@@ -27,13 +27,7 @@ pub fn normalise(mut config: EndpointConfig) -> Result<EndpointConfig, ServingEr
         let field = format!("config.served_entities[{i}]");
         validate_name("entity_name", &entity.entity_name)
             .map_err(|e| invalid(format!("{field}.{e}")))?;
-        let Some(version) = entity
-            .entity_version
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|v| *v > 0)
-        else {
+        let Some(version) = entity.version() else {
             return Err(invalid(format!(
                 "{field}.entity_version: `{}` is not a version number",
                 entity.entity_version

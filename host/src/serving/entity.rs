@@ -9,7 +9,7 @@ use super::placement::{
     MAX_INLINE_INPUT_BYTES,
 };
 use super::spare::{Spare, SpareBudget};
-use super::ServingError;
+use super::{PrepareError, ServingError};
 use crate::images::LoadedImage;
 use crate::registry::ServedEntity;
 use crate::runtime::priority;
@@ -86,17 +86,14 @@ impl EntityRuntime {
 
     /// Refuses an entity whose one sandbox could never fit the server's memory budget (it
     /// would answer every request 503): a deploy that cannot fit is refused, with why.
-    pub fn fits_memory_budget(&self) -> Result<(), String> {
+    pub fn fits_memory_budget(&self) -> Result<(), PrepareError> {
         let budget = self.image.handler.memory_budget().limit();
         if self.limits.max_memory_bytes > budget {
-            return Err(format!(
-                "served entity `{}` may use {} MiB of memory, more than this server's whole \
-                 memory budget of {} MiB; lower its memory_mib or ask the operator to raise \
-                 memory_budget_mib",
-                self.name,
-                self.limits.max_memory_bytes >> 20,
-                budget >> 20
-            ));
+            return Err(PrepareError::OverMemoryBudget {
+                entity: self.name.clone(),
+                needs_mib: self.limits.max_memory_bytes >> 20,
+                budget_mib: budget >> 20,
+            });
         }
         Ok(())
     }
@@ -124,13 +121,10 @@ impl EntityRuntime {
         }
     }
 
-    /// Runs one request: admission, then a fresh sandbox, inline or on a guest thread
+    /// Runs one request (decoded, checked, and with its raw body attached when the
+    /// manifest asks for it): admission, then a fresh sandbox, inline or on a guest thread
     /// (see [`super::placement`]).
-    pub async fn invoke(
-        self: &Arc<Self>,
-        mut request: Request,
-        raw_body: Option<&[u8]>,
-    ) -> Result<Invocation, ServingError> {
+    pub async fn invoke(self: &Arc<Self>, request: Request) -> Result<Invocation, ServingError> {
         // One deadline for the whole request: waiting for a slot or a guest thread counts.
         let arrived = Instant::now();
         // The slot travels with the work: a guest-thread job keeps it until the job ends,
@@ -138,9 +132,6 @@ impl EntityRuntime {
         // entity's concurrency limit holds whatever the clients do.
         let permit = self.admit(arrived + self.limits.timeout).await?;
         self.image.stats.queued(arrived.elapsed());
-        if let (true, Some(raw)) = (self.image.manifest.raw_body, raw_body) {
-            request.raw_body = Some(raw.to_vec());
-        }
         let in_sandbox = InSandbox::enter();
         let inline = in_sandbox.alone()
             && self.history.inline_allowed(now_millis())

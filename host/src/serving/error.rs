@@ -1,4 +1,5 @@
-//! Why an endpoint operation or query failed.
+//! Why an endpoint operation or query failed ([`ServingError`]), and why a config could
+//! not be prepared ([`PrepareError`], recorded as the endpoint's `update_error`).
 
 use crate::images::ImageError;
 use crate::registry::RegistryError;
@@ -26,6 +27,9 @@ pub enum ServingError {
         /// Entity asked for.
         entity: String,
     },
+    /// A model name with no version (a query of a bare model name).
+    #[error("model `{0}` does not exist")]
+    NoSuchModel(String),
     /// The entity is at its concurrency limit and its queue is full.
     #[error("served entity `{entity}` is at capacity ({running} running, {queued} queued); retry after a moment")]
     Overloaded {
@@ -39,6 +43,9 @@ pub enum ServingError {
     /// A queued request waited for a slot until its deadline.
     #[error("served entity `{0}` stayed busy until the request's deadline; retry after a moment")]
     QueueTimeout(String),
+    /// Host work for the request failed (a task panicked); the server log says more.
+    #[error("{0}")]
+    Internal(String),
     /// The handler failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -51,12 +58,56 @@ pub enum ServingError {
 }
 
 impl ServingError {
-    /// Whether a retry on another served entity may help (a 5xx of the handler or host).
+    /// Whether the server or the handler failed (what the API answers with a 5xx), as
+    /// opposed to the request or the caller: a query falls back to another served entity
+    /// only after such a failure. A full queue (429) is the caller's to retry later.
     pub fn is_server_side(&self) -> bool {
         match self {
+            Self::InvalidConfig(_)
+            | Self::UpdateInProgress(_)
+            | Self::NoSuchEntity { .. }
+            | Self::NoSuchModel(_)
+            | Self::Overloaded { .. } => false,
+            Self::NotReady(_) | Self::QueueTimeout(_) | Self::Internal(_) => true,
             Self::Runtime(e) => !e.is_client_error(),
-            Self::Overloaded { .. } | Self::QueueTimeout(_) => true,
-            _ => false,
+            Self::Image(e) => e.is_server_side(),
+            Self::Registry(e) => e.is_server_side(),
         }
     }
+}
+
+/// Why a config could not be prepared; its text is what the endpoint's `update_error`
+/// says.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum PrepareError {
+    /// A served entity names no valid version (configs are checked before they are
+    /// stored, so only a record written by hand gets here).
+    #[error("entity_version `{0}` is not a number")]
+    BadVersion(String),
+    /// A served entity's image could not be loaded.
+    #[error("served entity `{entity}`: {source}")]
+    Load {
+        /// The served entity.
+        entity: String,
+        /// Why.
+        source: ImageError,
+    },
+    /// One sandbox of the entity could never fit the server's memory budget.
+    #[error(
+        "served entity `{entity}` may use {needs_mib} MiB of memory, more than this server's \
+         whole memory budget of {budget_mib} MiB; lower its memory_mib or ask the operator to \
+         raise memory_budget_mib"
+    )]
+    OverMemoryBudget {
+        /// The served entity.
+        entity: String,
+        /// What one of its sandboxes may use.
+        needs_mib: usize,
+        /// The server's whole budget.
+        budget_mib: usize,
+    },
+    /// The preparing task itself failed (it panicked); the server log says why.
+    #[error("preparing the config failed: {0}")]
+    Crashed(String),
 }

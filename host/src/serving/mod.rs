@@ -10,12 +10,13 @@ mod entity;
 mod error;
 mod executor;
 mod placement;
+pub mod query;
 mod records;
 mod routing;
 mod spare;
 
 pub use entity::EntityRuntime;
-pub use error::ServingError;
+pub use error::{PrepareError, ServingError};
 pub use executor::{GuestThreadSettings, GuestThreads};
 pub use placement::InlinePolicy;
 pub use records::EndpointMeta;
@@ -215,7 +216,7 @@ impl EndpointManager {
             load_entities(&images, &t, &c, inline, spares, threads)
         })
         .await
-        .unwrap_or_else(|e| Err(format!("preparing the config failed: {e}")));
+        .unwrap_or_else(|e| Err(PrepareError::Crashed(e.to_string())));
         let outcome = match loaded {
             Ok(entities) => self.activate(&tenant, &name, &config, entities, restoring),
             Err(reason) => self.fail(&tenant, &name, &config, restoring, reason),
@@ -318,7 +319,7 @@ impl EndpointManager {
         name: &str,
         config: &EndpointConfig,
         restoring: bool,
-        reason: String,
+        reason: PrepareError,
     ) -> Result<(), RegistryError> {
         let _records = self.lock_records();
         let mut record = match self.registry.endpoint(tenant, name) {
@@ -338,7 +339,7 @@ impl EndpointManager {
         } else {
             record.pending_config = None;
             record.state.config_update = UPDATE_FAILED.into();
-            record.update_error = Some(reason);
+            record.update_error = Some(reason.to_string());
         }
         record.last_updated_timestamp = now_millis();
         self.registry.put_endpoint(&record)
@@ -414,9 +415,7 @@ impl EndpointManager {
         let image = tokio::task::spawn_blocking(move || images.load(&t, &m, version))
             .await
             .map_err(|e| {
-                ServingError::Runtime(crate::runtime::RuntimeError::Exhausted(format!(
-                    "loading the model version failed: {e}"
-                )))
+                ServingError::Internal(format!("loading the model version failed: {e}"))
             })??;
         let config = crate::registry::ServedEntity::with_manifest_limits(
             format!("{model}-{version}"),
@@ -433,7 +432,7 @@ impl EndpointManager {
         );
         entity
             .fits_memory_budget()
-            .map_err(ServingError::InvalidConfig)?;
+            .map_err(|e| ServingError::InvalidConfig(e.to_string()))?;
         let entity = Arc::new(entity);
         let held = self.direct.insert(key.clone(), entity);
         // A delete of this version that ran while it loaded has already released what was
@@ -446,6 +445,15 @@ impl EndpointManager {
         // Inserting may have pushed the least recently used version out.
         self.release_unserved();
         Ok(held)
+    }
+
+    /// The latest version of `model` (what a query of the bare model name serves).
+    pub fn latest_version(&self, tenant: &str, model: &str) -> Result<u64, ServingError> {
+        self.registry
+            .images(tenant, model)?
+            .last()
+            .map(|i| i.version)
+            .ok_or_else(|| ServingError::NoSuchModel(model.to_string()))
     }
 
     /// Releases a directly queried version at once (it is being deleted).
@@ -547,17 +555,20 @@ fn load_entities(
     inline: InlinePolicy,
     spares: Arc<spare::SpareBudget>,
     threads: Arc<GuestThreads>,
-) -> Result<Vec<Arc<EntityRuntime>>, String> {
+) -> Result<Vec<Arc<EntityRuntime>>, PrepareError> {
     config
         .served_entities
         .iter()
         .map(|entity| {
-            let version: u64 = entity.entity_version.parse().map_err(|_| {
-                format!("entity_version `{}` is not a number", entity.entity_version)
-            })?;
+            let version = entity
+                .version()
+                .ok_or_else(|| PrepareError::BadVersion(entity.entity_version.clone()))?;
             let image = images
                 .load(tenant, &entity.entity_name, version)
-                .map_err(|e| format!("served entity `{}`: {e}", entity.name))?;
+                .map_err(|source| PrepareError::Load {
+                    entity: entity.name.clone(),
+                    source,
+                })?;
             let entity = EntityRuntime::new(
                 entity,
                 version,

@@ -26,7 +26,6 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-use super::signature::check_request;
 use super::CodecError;
 use crate::package::Signature;
 use crate::runtime::Request;
@@ -82,9 +81,10 @@ const DEFAULT_INPUT: &str = "input";
 ///
 /// The body holds exactly one of `dataframe_split`, `dataframe_records`, `instances` and
 /// `inputs`, and optionally `params` (a JSON object, passed on as compact JSON text in
-/// [`Request::parameters`]). With a signature, element types come from it, inputs are
-/// ordered as it lists them, and the result is checked against it. `raw_body` is left
-/// `None` for the caller to fill in.
+/// [`Request::parameters`]). With a signature, element types come from it and inputs are
+/// ordered as it lists them; checking the result against it is the query pipeline's
+/// stage after this one (`codec::signature::check_request`). `raw_body` is left `None`
+/// for the caller to fill in.
 pub fn parse_query(
     body: &[u8],
     signature: Option<&Signature>,
@@ -151,27 +151,19 @@ pub fn parse_query(
         QueryFormat::DataframeSplit => split::from_split(value, signature)?,
         QueryFormat::DataframeRecords => records::from_objects(value, Source::Records, signature)?,
     };
-    let request = match signature {
-        Some(sig) => {
-            inputs.sort_by_key(|t| {
-                sig.inputs
-                    .iter()
-                    .position(|s| s.name == t.name)
-                    .unwrap_or(usize::MAX)
-            });
-            let request = Request {
-                inputs,
-                parameters,
-                raw_body: None,
-            };
-            check_request(&request, sig)?;
-            request
-        }
-        None => Request {
-            inputs,
-            parameters,
-            raw_body: None,
-        },
+    if let Some(sig) = signature {
+        // Declared order, so that the handler sees its inputs as the signature lists them.
+        inputs.sort_by_key(|t| {
+            sig.inputs
+                .iter()
+                .position(|s| s.name == t.name)
+                .unwrap_or(usize::MAX)
+        });
+    }
+    let request = Request {
+        inputs,
+        parameters,
+        raw_body: None,
     };
     Ok((format, request))
 }

@@ -31,8 +31,13 @@ fn digits_sig() -> Signature {
     sig(vec![tensor_sig("images", "FP32", &[-1, 64])])
 }
 
+/// Parses and checks against the signature, as the query pipeline does.
 fn parse(body: &Value, signature: Option<&Signature>) -> Result<Request, CodecError> {
-    parse_query(body.to_string().as_bytes(), signature).map(|(_, r)| r)
+    let (_, request) = parse_query(body.to_string().as_bytes(), signature)?;
+    if let Some(signature) = signature {
+        crate::codec::signature::check_request(&request, signature)?;
+    }
+    Ok(request)
 }
 
 fn err(body: &Value, signature: Option<&Signature>) -> String {
