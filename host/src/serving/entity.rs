@@ -5,8 +5,7 @@
 
 use super::executor::{FairKey, GuestThreadError, GuestThreads};
 use super::placement::{
-    now_millis, InSandbox, InlinePolicy, Placement, RunHistory, INLINE_BUDGET,
-    MAX_INLINE_INPUT_BYTES,
+    now_millis, InlinePolicy, Placement, RunHistory, INLINE_BUDGET, MAX_INLINE_INPUT_BYTES,
 };
 use super::spare::{Spare, SpareBudget};
 use super::ServingError;
@@ -140,7 +139,7 @@ impl EntityRuntime {
         if let (true, Some(raw)) = (self.image.manifest.raw_body, raw_body) {
             request.raw_body = Some(raw.to_vec());
         }
-        let in_sandbox = InSandbox::enter();
+        let in_sandbox = self.threads.occupancy().enter();
         let inline = in_sandbox.alone()
             && self.history.inline_allowed(now_millis())
             && input_bytes(&request) <= MAX_INLINE_INPUT_BYTES;
