@@ -39,7 +39,10 @@ fn build_sandserve() -> PathBuf {
     let mut target_dir = profile_dir.parent().expect("target folder");
     let mut triple = None;
     if !target_dir.join("CACHEDIR.TAG").is_file() {
-        if let Some(up) = target_dir.parent().filter(|up| up.join("CACHEDIR.TAG").is_file()) {
+        if let Some(up) = target_dir
+            .parent()
+            .filter(|up| up.join("CACHEDIR.TAG").is_file())
+        {
             triple = target_dir.file_name();
             target_dir = up;
         }
@@ -47,7 +50,14 @@ fn build_sandserve() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build
-        .args(["build", "--quiet", "-p", "sandserve-host", "--bin", "sandserve"])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "sandserve-host",
+            "--bin",
+            "sandserve",
+        ])
         .args(["--profile", profile])
         .arg("--manifest-path")
         .arg(crate::repo_root().join("Cargo.toml"))
@@ -61,7 +71,11 @@ fn build_sandserve() -> PathBuf {
         "`cargo build -p sandserve-host --bin sandserve --profile {profile}` failed: {status}"
     );
     let bin = profile_dir.join("sandserve");
-    assert!(bin.is_file(), "{} is missing after the build", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} is missing after the build",
+        bin.display()
+    );
     bin
 }
 
