@@ -23,6 +23,17 @@ pub fn sandserve_bin() -> PathBuf {
     BIN.get_or_init(build_sandserve).clone()
 }
 
+/// Variables cargo sets for a test process besides `CARGO_PKG_*` and `CARGO_BIN_*`.
+const SET_FOR_TESTS: [&str; 7] = [
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_CRATE_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+];
+
 fn build_sandserve() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
@@ -64,6 +75,18 @@ fn build_sandserve() -> PathBuf {
         .env("CARGO_TARGET_DIR", target_dir);
     if let Some(triple) = triple {
         build.arg("--target").arg(triple);
+    }
+    // What cargo sets for this test process describes the test crate, not a build: a build
+    // script that watches one of them (ring's watches CARGO_MANIFEST_DIR) would see it
+    // change between this build and a plain `cargo build`, and each would rebuild.
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || SET_FOR_TESTS.contains(&name)
+        {
+            build.env_remove(name);
+        }
     }
     let status = build.status().expect("cargo runs");
     assert!(
