@@ -29,10 +29,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "the cuda feature builds (and is lint-clean)"
 cargo clippy -p sandserve-host --features cuda --locked -- -D warnings
 
-step "build (the end-to-end tests drive the real sandserve binary)"
-cargo build --workspace --locked
-
-step "tests"
+step "tests (the end-to-end tests build the sandserve binary they drive)"
 cargo test --workspace --locked
 
 step "client compatibility suite (databricks-sdk, MLflow deployments, tritonclient; pinned PyPI releases, real binary)"

@@ -1,7 +1,12 @@
-//! The server's configuration: one [`ServeConfig`] built from a TOML file, environment
-//! variables and flags (flags win, then environment, then file, then defaults), validated
-//! before any socket is bound. The admin token comes only from the environment or the file,
-//! never from a flag (flags show up in `ps`).
+//! The server's configuration. Each setting is declared once, in [`Settings`]: its doc
+//! comment is its `--help` text, its field name is its flag (`--max-upload-mib`) and its
+//! config-file key (`max_upload_mib`), and its `env` attribute names its environment
+//! variable. The same struct parses the command line (with clap, which reads the
+//! environment variable of a flag not given) and the TOML file (with serde, refusing
+//! unknown keys); [`Settings::over`] layers them (flags win, then environment, then file,
+//! then defaults), and [`ServeConfig::resolve`] applies the defaults and validates before
+//! any socket is bound. The admin token comes only from the environment or the file, never
+//! from a flag (flags show up in `ps`).
 
 use crate::images::DEFAULT_MAX_CONCURRENT_UPLOADS;
 use crate::listener::{ConnectionLimits, TlsFiles};
@@ -48,54 +53,164 @@ pub const DEFAULT_INLINE_MAX_RUN_US: u64 = 1000;
 /// and moved to a guest thread anyway).
 pub const MAX_INLINE_MAX_RUN_US: u64 = 10_000;
 
-/// Settings a config file may hold (every key optional).
-#[derive(Debug, Default, Deserialize)]
+/// Every setting of `sandserve serve`: flags (and their environment variables) and the keys
+/// of the config file. A value left out is `None` (`false` for switches) and falls through
+/// to the next layer.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// Address to listen on.
+pub struct Settings {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, env = "SANDSERVE_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Data folder.
+    /// Folder for metadata, blobs and caches.
+    #[arg(long, env = "SANDSERVE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Bootstrap admin token.
+    /// TOML config file (keys: listen, data_dir, admin_token, max_upload_mib,
+    /// max_unpacked_mib, max_concurrent_uploads, max_instances, fuel_metering, engines_dir,
+    /// inline_max_run_us, tls_cert, tls_key, plain_http, max_connections,
+    /// header_read_timeout_secs, body_read_timeout_secs, keep_alive_timeout_secs,
+    /// tenant_guest_threads, memory_budget_mib).
+    // Not a key of the file itself: a file cannot name another.
+    #[arg(long, env = "SANDSERVE_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Bootstrap admin token: from SANDSERVE_ADMIN_TOKEN or the file, never a flag.
+    #[arg(skip)]
     pub admin_token: Option<String>,
-    /// Largest upload, MiB.
+    /// Largest package upload, MiB [default: 1024].
+    #[arg(long, env = "SANDSERVE_MAX_UPLOAD_MIB")]
     pub max_upload_mib: Option<u64>,
-    /// Largest unpacked package, MiB.
+    /// Largest unpacked package, MiB [default: 4096].
+    #[arg(long, env = "SANDSERVE_MAX_UNPACKED_MIB")]
     pub max_unpacked_mib: Option<u64>,
-    /// Sandbox slots.
-    pub max_instances: Option<u32>,
-    /// Meter fuel.
-    pub fuel_metering: Option<bool>,
-    /// Folder of the engine libraries.
-    pub engines_dir: Option<PathBuf>,
-    /// Longest run, in microseconds, that lets an entity's small requests run inline.
-    pub inline_max_run_us: Option<u64>,
-    /// PEM certificate chain for TLS.
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for TLS.
-    pub tls_key: Option<PathBuf>,
-    /// Serve plain HTTP on a non-loopback address (behind a TLS-terminating proxy).
-    pub plain_http: Option<bool>,
-    /// Connections open at once.
-    pub max_connections: Option<usize>,
-    /// Seconds a client has for its TLS handshake and each request's headers.
-    pub header_read_timeout_secs: Option<u64>,
-    /// Longest pause, in seconds, while a request body is sent.
-    pub body_read_timeout_secs: Option<u64>,
-    /// Seconds a connection may sit with no request before it is closed.
-    pub keep_alive_timeout_secs: Option<u64>,
-    /// Guest threads one tenant may hold at once.
-    pub tenant_guest_threads: Option<usize>,
-    /// Server-wide memory budget for guests, request parsing and answer encoding, MiB.
-    pub memory_budget_mib: Option<u64>,
-    /// Uploads in progress at once across the server.
+    /// Package uploads that may be in progress at once across the server; one more is
+    /// refused at once with 429 and Retry-After, at most 1024 [default: 4].
+    #[arg(long, env = "SANDSERVE_MAX_CONCURRENT_UPLOADS")]
     pub max_concurrent_uploads: Option<usize>,
+    /// Sandboxes that may run at once across the server [default: 256].
+    #[arg(long, env = "SANDSERVE_MAX_INSTANCES")]
+    pub max_instances: Option<u32>,
+    /// Meter instructions (needed by images that set limits.fuel).
+    #[arg(long, env = "SANDSERVE_FUEL_METERING")]
+    #[serde(default)]
+    pub fuel_metering: bool,
+    /// Folder of the engine libraries [default: .engines].
+    #[arg(long, env = "SANDSERVE_ENGINES_DIR")]
+    pub engines_dir: Option<PathBuf>,
+    /// On an otherwise idle server, small requests of an entity whose last run took less
+    /// than this many microseconds run on the async worker instead of a guest thread
+    /// (saves two thread wake-ups); 0 turns this off, at most 10000 [default: 1000].
+    #[arg(long, env = "SANDSERVE_INLINE_MAX_RUN_US")]
+    pub inline_max_run_us: Option<u64>,
+    /// PEM certificate chain: serve HTTPS (TLS 1.2/1.3, HTTP/2 or HTTP/1.1 by ALPN). The
+    /// pair is reloaded without a restart when its files change.
+    #[arg(long, env = "SANDSERVE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SANDSERVE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address other machines can reach (only behind a
+    /// TLS-terminating proxy); loopback addresses never need it.
+    #[arg(long, env = "SANDSERVE_PLAIN_HTTP")]
+    #[serde(default)]
+    pub plain_http: bool,
+    /// Connections open at once; at the cap the longest-idle connection is closed for a
+    /// newcomer, and when none is idle newcomers get 503 [default: 1024].
+    #[arg(long, env = "SANDSERVE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a client has for its TLS handshake and for each request's headers
+    /// [default: 10].
+    #[arg(long, env = "SANDSERVE_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Longest pause, in seconds, while a request body is sent; past it the request ends
+    /// with 408 [default: 15].
+    #[arg(long, env = "SANDSERVE_BODY_READ_TIMEOUT_SECS")]
+    pub body_read_timeout_secs: Option<u64>,
+    /// Seconds a connection may sit with no request in flight before it is closed
+    /// [default: 60].
+    #[arg(long, env = "SANDSERVE_KEEP_ALIVE_TIMEOUT_SECS")]
+    pub keep_alive_timeout_secs: Option<u64>,
+    /// Guest threads one tenant may hold at once (its share: the rest stay free for the
+    /// other tenants; its further requests wait, within their timeout, behind its own)
+    /// [default: two per CPU, at least 4; the guest threads are 16 per CPU, at least 64].
+    #[arg(long, env = "SANDSERVE_TENANT_GUEST_THREADS")]
+    pub tenant_guest_threads: Option<usize>,
+    /// Server-wide memory budget, MiB, for guest memories (charged as they grow), request
+    /// parsing and answer encoding; what does not fit is answered 503 at once, and an
+    /// entity whose memory limit alone exceeds it is not deployed [default: 3/4 of RAM].
+    #[arg(long, env = "SANDSERVE_MEMORY_BUDGET_MIB")]
+    pub memory_budget_mib: Option<u64>,
+}
+
+impl Settings {
+    /// These settings over `lower`: each one given here wins, the others come from `lower`
+    /// (switches are on when either turns them on). The pattern names every field, so a
+    /// setting added to the struct cannot be forgotten here.
+    pub fn over(self, lower: Settings) -> Settings {
+        let Settings {
+            listen,
+            data_dir,
+            config,
+            admin_token,
+            max_upload_mib,
+            max_unpacked_mib,
+            max_concurrent_uploads,
+            max_instances,
+            fuel_metering,
+            engines_dir,
+            inline_max_run_us,
+            tls_cert,
+            tls_key,
+            plain_http,
+            max_connections,
+            header_read_timeout_secs,
+            body_read_timeout_secs,
+            keep_alive_timeout_secs,
+            tenant_guest_threads,
+            memory_budget_mib,
+        } = self;
+        Settings {
+            listen: listen.or(lower.listen),
+            data_dir: data_dir.or(lower.data_dir),
+            config: config.or(lower.config),
+            admin_token: admin_token.or(lower.admin_token),
+            max_upload_mib: max_upload_mib.or(lower.max_upload_mib),
+            max_unpacked_mib: max_unpacked_mib.or(lower.max_unpacked_mib),
+            max_concurrent_uploads: max_concurrent_uploads.or(lower.max_concurrent_uploads),
+            max_instances: max_instances.or(lower.max_instances),
+            fuel_metering: fuel_metering || lower.fuel_metering,
+            engines_dir: engines_dir.or(lower.engines_dir),
+            inline_max_run_us: inline_max_run_us.or(lower.inline_max_run_us),
+            tls_cert: tls_cert.or(lower.tls_cert),
+            tls_key: tls_key.or(lower.tls_key),
+            plain_http: plain_http || lower.plain_http,
+            max_connections: max_connections.or(lower.max_connections),
+            header_read_timeout_secs: header_read_timeout_secs.or(lower.header_read_timeout_secs),
+            body_read_timeout_secs: body_read_timeout_secs.or(lower.body_read_timeout_secs),
+            keep_alive_timeout_secs: keep_alive_timeout_secs.or(lower.keep_alive_timeout_secs),
+            tenant_guest_threads: tenant_guest_threads.or(lower.tenant_guest_threads),
+            memory_budget_mib: memory_budget_mib.or(lower.memory_budget_mib),
+        }
+    }
+
+    /// Reads a config file.
+    pub fn read_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
 }
 
 /// Largest `max_concurrent_uploads`.
 pub const MAX_CONCURRENT_UPLOADS: usize = 1024;
 
-/// The validated server configuration.
+/// The validated server configuration: [`Settings`] with the defaults applied, in the units
+/// and shapes the server's parts take.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     /// Address to listen on.
@@ -134,79 +249,31 @@ pub struct ServeConfig {
     pub max_concurrent_uploads: usize,
 }
 
-/// Values given on the command line (or through their environment variables).
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    /// `--listen`.
-    pub listen: Option<SocketAddr>,
-    /// `--data-dir`.
-    pub data_dir: Option<PathBuf>,
-    /// `--max-upload-mib`.
-    pub max_upload_mib: Option<u64>,
-    /// `--max-unpacked-mib`.
-    pub max_unpacked_mib: Option<u64>,
-    /// `--max-instances`.
-    pub max_instances: Option<u32>,
-    /// `--fuel-metering`.
-    pub fuel_metering: bool,
-    /// `--engines-dir`.
-    pub engines_dir: Option<PathBuf>,
-    /// `--inline-max-run-us`.
-    pub inline_max_run_us: Option<u64>,
-    /// `--tls-cert`.
-    pub tls_cert: Option<PathBuf>,
-    /// `--tls-key`.
-    pub tls_key: Option<PathBuf>,
-    /// `--plain-http`.
-    pub plain_http: bool,
-    /// `--max-connections`.
-    pub max_connections: Option<usize>,
-    /// `--header-read-timeout-secs`.
-    pub header_read_timeout_secs: Option<u64>,
-    /// `--body-read-timeout-secs`.
-    pub body_read_timeout_secs: Option<u64>,
-    /// `--keep-alive-timeout-secs`.
-    pub keep_alive_timeout_secs: Option<u64>,
-    /// `--tenant-guest-threads`.
-    pub tenant_guest_threads: Option<usize>,
-    /// `--memory-budget-mib`.
-    pub memory_budget_mib: Option<u64>,
-    /// `--max-concurrent-uploads`.
-    pub max_concurrent_uploads: Option<usize>,
-}
-
-/// Reads a config file.
-pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
-}
-
 impl ServeConfig {
-    /// Merges flags, the admin token from the environment, and the file; validates.
-    pub fn resolve(
-        flags: Overrides,
-        env_admin_token: Option<String>,
-        file: FileConfig,
-    ) -> Result<Self, ConfigError> {
+    /// The configuration `sandserve serve` runs with: `flags` (the command line and the
+    /// environment variables of the flags not given) and the admin token from the
+    /// environment over the config file `flags.config` names, if any; validated.
+    pub fn load(mut flags: Settings, env_admin_token: Option<String>) -> Result<Self, ConfigError> {
+        flags.admin_token = env_admin_token.filter(|t| !t.is_empty());
+        let file = match &flags.config {
+            Some(path) => Settings::read_file(path)?,
+            None => Settings::default(),
+        };
+        Self::resolve(flags.over(file))
+    }
+
+    /// Applies the defaults to `settings` and validates.
+    pub fn resolve(settings: Settings) -> Result<Self, ConfigError> {
+        let s = settings;
         let mib = |v: u64| v.saturating_mul(1 << 20);
         let defaults = ConnectionLimits::default();
         let mut guest_threads = GuestThreadSettings::for_this_machine();
-        if let Some(per_tenant) = flags.tenant_guest_threads.or(file.tenant_guest_threads) {
+        if let Some(per_tenant) = s.tenant_guest_threads {
             guest_threads.per_tenant = per_tenant;
         }
-        let secs = |flag: Option<u64>, file: Option<u64>, default: Duration| {
-            flag.or(file).map_or(default, Duration::from_secs)
-        };
-        let tls = match (
-            flags.tls_cert.or(file.tls_cert),
-            flags.tls_key.or(file.tls_key),
-        ) {
+        let secs =
+            |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_secs);
+        let tls = match (s.tls_cert, s.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
             _ => {
@@ -218,64 +285,37 @@ impl ServeConfig {
             }
         };
         let config = Self {
-            listen: flags
+            listen: s
                 .listen
-                .or(file.listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-            data_dir: flags
+            data_dir: s
                 .data_dir
-                .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("sandserve-data")),
-            admin_token: env_admin_token
-                .filter(|t| !t.is_empty())
-                .or(file.admin_token),
-            max_upload_bytes: mib(flags.max_upload_mib.or(file.max_upload_mib).unwrap_or(1024)),
-            max_unpacked_bytes: mib(flags
-                .max_unpacked_mib
-                .or(file.max_unpacked_mib)
-                .unwrap_or(4096)),
-            max_instances: flags.max_instances.or(file.max_instances).unwrap_or(256),
-            fuel_metering: flags.fuel_metering || file.fuel_metering.unwrap_or(false),
-            engines_dir: flags.engines_dir.or(file.engines_dir),
-            inline_max_run: std::time::Duration::from_micros(
-                flags
-                    .inline_max_run_us
-                    .or(file.inline_max_run_us)
-                    .unwrap_or(DEFAULT_INLINE_MAX_RUN_US),
+            admin_token: s.admin_token,
+            max_upload_bytes: mib(s.max_upload_mib.unwrap_or(1024)),
+            max_unpacked_bytes: mib(s.max_unpacked_mib.unwrap_or(4096)),
+            max_instances: s.max_instances.unwrap_or(256),
+            fuel_metering: s.fuel_metering,
+            engines_dir: s.engines_dir,
+            inline_max_run: Duration::from_micros(
+                s.inline_max_run_us.unwrap_or(DEFAULT_INLINE_MAX_RUN_US),
             ),
             tls,
-            plain_http: flags.plain_http || file.plain_http.unwrap_or(false),
+            plain_http: s.plain_http,
             connections: ConnectionLimits {
-                max_connections: flags
-                    .max_connections
-                    .or(file.max_connections)
-                    .unwrap_or(defaults.max_connections),
-                header_read_timeout: secs(
-                    flags.header_read_timeout_secs,
-                    file.header_read_timeout_secs,
-                    defaults.header_read_timeout,
-                ),
-                body_read_timeout: secs(
-                    flags.body_read_timeout_secs,
-                    file.body_read_timeout_secs,
-                    defaults.body_read_timeout,
-                ),
-                keep_alive_timeout: secs(
-                    flags.keep_alive_timeout_secs,
-                    file.keep_alive_timeout_secs,
-                    defaults.keep_alive_timeout,
-                ),
+                max_connections: s.max_connections.unwrap_or(defaults.max_connections),
+                header_read_timeout: secs(s.header_read_timeout_secs, defaults.header_read_timeout),
+                body_read_timeout: secs(s.body_read_timeout_secs, defaults.body_read_timeout),
+                keep_alive_timeout: secs(s.keep_alive_timeout_secs, defaults.keep_alive_timeout),
             },
             guest_threads,
-            memory_budget_bytes: flags
+            memory_budget_bytes: s
                 .memory_budget_mib
-                .or(file.memory_budget_mib)
                 .map_or_else(crate::runtime::default_budget_bytes, |m| {
                     usize::try_from(mib(m)).unwrap_or(usize::MAX)
                 }),
-            max_concurrent_uploads: flags
+            max_concurrent_uploads: s
                 .max_concurrent_uploads
-                .or(file.max_concurrent_uploads)
                 .unwrap_or(DEFAULT_MAX_CONCURRENT_UPLOADS),
         };
         config.validate()?;
@@ -378,88 +418,4 @@ impl ServeConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn inline_max_run_defaults_to_a_millisecond_and_is_bounded() {
-        let config =
-            ServeConfig::resolve(Overrides::default(), None, FileConfig::default()).unwrap();
-        assert_eq!(config.inline_max_run, std::time::Duration::from_millis(1));
-        let off: FileConfig = toml::from_str("inline_max_run_us = 0").unwrap();
-        let config = ServeConfig::resolve(Overrides::default(), None, off).unwrap();
-        assert!(config.inline_max_run.is_zero());
-        let too_long = Overrides {
-            inline_max_run_us: Some(MAX_INLINE_MAX_RUN_US + 1),
-            ..Overrides::default()
-        };
-        let error = ServeConfig::resolve(too_long, None, FileConfig::default()).unwrap_err();
-        assert!(error.to_string().contains("inline_max_run_us"), "{error}");
-    }
-
-    #[test]
-    fn concurrent_uploads_default_to_four_and_are_bounded() {
-        let config =
-            ServeConfig::resolve(Overrides::default(), None, FileConfig::default()).unwrap();
-        assert_eq!(
-            config.max_concurrent_uploads,
-            DEFAULT_MAX_CONCURRENT_UPLOADS
-        );
-        assert_eq!(DEFAULT_MAX_CONCURRENT_UPLOADS, 4);
-        let file: FileConfig = toml::from_str("max_concurrent_uploads = 2").unwrap();
-        let config = ServeConfig::resolve(Overrides::default(), None, file).unwrap();
-        assert_eq!(config.max_concurrent_uploads, 2);
-        for bad in [0, MAX_CONCURRENT_UPLOADS + 1] {
-            let flags = Overrides {
-                max_concurrent_uploads: Some(bad),
-                ..Overrides::default()
-            };
-            let error = ServeConfig::resolve(flags, None, FileConfig::default()).unwrap_err();
-            assert!(
-                error.to_string().contains("max_concurrent_uploads"),
-                "{error}"
-            );
-        }
-    }
-
-    #[test]
-    fn flags_win_over_the_file_and_limits_are_checked() {
-        let file: FileConfig =
-            toml::from_str("listen = \"127.0.0.1:9000\"\nmax_upload_mib = 5").unwrap();
-        let config = ServeConfig::resolve(
-            Overrides {
-                max_upload_mib: Some(7),
-                ..Overrides::default()
-            },
-            None,
-            file,
-        )
-        .unwrap();
-        assert_eq!(config.listen.port(), 9000);
-        assert_eq!(config.max_upload_bytes, 7 << 20);
-        let short = ServeConfig::resolve(
-            Overrides::default(),
-            Some("short".into()),
-            FileConfig::default(),
-        );
-        assert!(short.is_err());
-        assert!(
-            toml::from_str::<FileConfig>("lisen = 1").is_err(),
-            "typos are errors"
-        );
-    }
-
-    #[test]
-    fn plain_http_beyond_loopback_must_be_asked_for() {
-        let open: FileConfig = toml::from_str("listen = \"0.0.0.0:8080\"").unwrap();
-        let error = ServeConfig::resolve(Overrides::default(), None, open).unwrap_err();
-        assert!(error.to_string().contains("--tls-cert"), "{error}");
-        let asked: FileConfig =
-            toml::from_str("listen = \"0.0.0.0:8080\"\nplain_http = true").unwrap();
-        assert!(ServeConfig::resolve(Overrides::default(), None, asked).is_ok());
-        let half: FileConfig = toml::from_str("tls_cert = \"c.pem\"").unwrap();
-        assert!(ServeConfig::resolve(Overrides::default(), None, half).is_err());
-        let zero: FileConfig = toml::from_str("header_read_timeout_secs = 0").unwrap();
-        assert!(ServeConfig::resolve(Overrides::default(), None, zero).is_err());
-    }
-}
+mod tests;

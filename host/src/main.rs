@@ -24,7 +24,7 @@ enum Command {
     /// Every flag also reads an environment variable (shown below) and a key of the config
     /// file. The bootstrap admin token comes from SANDSERVE_ADMIN_TOKEN or the file's
     /// `admin_token`, never from a flag. Prints `listening on http://ADDR` once bound.
-    Serve(Box<ServeArgs>),
+    Serve(Box<config::Settings>),
     /// Build a model package: `sandserve.toml` first, then the files it names.
     ///
     /// When DIR is a handler crate (has Cargo.toml), builds it for wasm32-wasip2 (release)
@@ -76,84 +76,6 @@ enum Command {
     },
 }
 
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// Address to listen on (port 0 picks a free one).
-    #[arg(long, env = "SANDSERVE_LISTEN")]
-    listen: Option<std::net::SocketAddr>,
-    /// Folder for metadata, blobs and caches.
-    #[arg(long, env = "SANDSERVE_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// TOML config file (keys: listen, data_dir, admin_token, max_upload_mib,
-    /// max_unpacked_mib, max_concurrent_uploads, max_instances, fuel_metering, engines_dir,
-    /// inline_max_run_us, tls_cert, tls_key, plain_http, max_connections,
-    /// header_read_timeout_secs, body_read_timeout_secs, keep_alive_timeout_secs,
-    /// tenant_guest_threads, memory_budget_mib).
-    #[arg(long, env = "SANDSERVE_CONFIG")]
-    config: Option<PathBuf>,
-    /// Largest package upload, MiB [default: 1024].
-    #[arg(long, env = "SANDSERVE_MAX_UPLOAD_MIB")]
-    max_upload_mib: Option<u64>,
-    /// Largest unpacked package, MiB [default: 4096].
-    #[arg(long, env = "SANDSERVE_MAX_UNPACKED_MIB")]
-    max_unpacked_mib: Option<u64>,
-    /// Package uploads that may be in progress at once across the server; one more is
-    /// refused at once with 429 and Retry-After, at most 1024 [default: 4].
-    #[arg(long, env = "SANDSERVE_MAX_CONCURRENT_UPLOADS")]
-    max_concurrent_uploads: Option<usize>,
-    /// Sandboxes that may run at once across the server [default: 256].
-    #[arg(long, env = "SANDSERVE_MAX_INSTANCES")]
-    max_instances: Option<u32>,
-    /// Meter instructions (needed by images that set limits.fuel).
-    #[arg(long, env = "SANDSERVE_FUEL_METERING")]
-    fuel_metering: bool,
-    /// Folder of the engine libraries [default: .engines].
-    #[arg(long, env = "SANDSERVE_ENGINES_DIR")]
-    engines_dir: Option<PathBuf>,
-    /// On an otherwise idle server, small requests of an entity whose last run took less
-    /// than this many microseconds run on the async worker instead of a guest thread
-    /// (saves two thread wake-ups); 0 turns this off, at most 10000 [default: 1000].
-    #[arg(long, env = "SANDSERVE_INLINE_MAX_RUN_US")]
-    inline_max_run_us: Option<u64>,
-    /// PEM certificate chain: serve HTTPS (TLS 1.2/1.3, HTTP/2 or HTTP/1.1 by ALPN). The
-    /// pair is reloaded without a restart when its files change.
-    #[arg(long, env = "SANDSERVE_TLS_CERT", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert.
-    #[arg(long, env = "SANDSERVE_TLS_KEY", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Serve plain HTTP on an address other machines can reach (only behind a
-    /// TLS-terminating proxy); loopback addresses never need it.
-    #[arg(long, env = "SANDSERVE_PLAIN_HTTP")]
-    plain_http: bool,
-    /// Connections open at once; at the cap the longest-idle connection is closed for a
-    /// newcomer, and when none is idle newcomers get 503 [default: 1024].
-    #[arg(long, env = "SANDSERVE_MAX_CONNECTIONS")]
-    max_connections: Option<usize>,
-    /// Seconds a client has for its TLS handshake and for each request's headers
-    /// [default: 10].
-    #[arg(long, env = "SANDSERVE_HEADER_READ_TIMEOUT_SECS")]
-    header_read_timeout_secs: Option<u64>,
-    /// Longest pause, in seconds, while a request body is sent; past it the request ends
-    /// with 408 [default: 15].
-    #[arg(long, env = "SANDSERVE_BODY_READ_TIMEOUT_SECS")]
-    body_read_timeout_secs: Option<u64>,
-    /// Seconds a connection may sit with no request in flight before it is closed
-    /// [default: 60].
-    #[arg(long, env = "SANDSERVE_KEEP_ALIVE_TIMEOUT_SECS")]
-    keep_alive_timeout_secs: Option<u64>,
-    /// Guest threads one tenant may hold at once (its share: the rest stay free for the
-    /// other tenants; its further requests wait, within their timeout, behind its own)
-    /// [default: two per CPU, at least 4; the guest threads are 16 per CPU, at least 64].
-    #[arg(long, env = "SANDSERVE_TENANT_GUEST_THREADS")]
-    tenant_guest_threads: Option<usize>,
-    /// Server-wide memory budget, MiB, for guest memories (charged as they grow), request
-    /// parsing and answer encoding; what does not fit is answered 503 at once, and an
-    /// entity whose memory limit alone exceeds it is not deployed [default: 3/4 of RAM].
-    #[arg(long, env = "SANDSERVE_MEMORY_BUDGET_MIB")]
-    memory_budget_mib: Option<u64>,
-}
-
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -193,35 +115,8 @@ fn main() -> Result<()> {
     }
 }
 
-fn serve(args: ServeArgs) -> Result<()> {
-    let file = match &args.config {
-        Some(path) => config::read_file(path)?,
-        None => config::FileConfig::default(),
-    };
-    let config = config::ServeConfig::resolve(
-        config::Overrides {
-            listen: args.listen,
-            data_dir: args.data_dir,
-            max_upload_mib: args.max_upload_mib,
-            max_unpacked_mib: args.max_unpacked_mib,
-            max_instances: args.max_instances,
-            fuel_metering: args.fuel_metering,
-            engines_dir: args.engines_dir,
-            inline_max_run_us: args.inline_max_run_us,
-            tls_cert: args.tls_cert,
-            tls_key: args.tls_key,
-            plain_http: args.plain_http,
-            max_connections: args.max_connections,
-            header_read_timeout_secs: args.header_read_timeout_secs,
-            body_read_timeout_secs: args.body_read_timeout_secs,
-            keep_alive_timeout_secs: args.keep_alive_timeout_secs,
-            tenant_guest_threads: args.tenant_guest_threads,
-            memory_budget_mib: args.memory_budget_mib,
-            max_concurrent_uploads: args.max_concurrent_uploads,
-        },
-        std::env::var("SANDSERVE_ADMIN_TOKEN").ok(),
-        file,
-    )?;
+fn serve(flags: config::Settings) -> Result<()> {
+    let config = config::ServeConfig::load(flags, std::env::var("SANDSERVE_ADMIN_TOKEN").ok())?;
     tokio::runtime::Builder::new_multi_thread()
         // Workers run small requests' sandboxes inline (serving/placement.rs).
         .thread_stack_size(sandserve_host::runtime::HOST_THREAD_STACK_BYTES)

@@ -1,6 +1,8 @@
-//! `sandserve serve`: opens the data folder (sled metadata, blob store, compile cache),
-//! loads the engines, bootstraps the admin credential, binds and serves until SIGINT or
-//! SIGTERM, finishing requests in flight.
+//! The composition root: [`App`] builds one server's state from its [`ServeConfig`] (the
+//! data folder's stores, the engines, the runtime and memory budget, the guest threads,
+//! the endpoints), and [`serve`] binds it and serves until SIGINT or SIGTERM, finishing
+//! requests in flight. [`app`] gives the same routes without a listener, for in-process
+//! tests.
 
 use crate::api::{router, AppState};
 use crate::blobs::BlobStore;
@@ -12,6 +14,7 @@ use crate::registry::{ModelRegistry, SledRegistry};
 use crate::runtime::{MemoryBudget, Runtime, RuntimeConfig};
 use crate::serving::{EndpointManager, GuestThreads, InlinePolicy};
 use crate::tenancy::{hash_secret, new_salt, redacted, secret_matches};
+use axum::Router;
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -51,81 +54,131 @@ pub enum ServeError {
     Tls(#[from] crate::listener::TlsError),
 }
 
-/// Opens everything and serves until a shutdown signal.
-pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
-    let data = config.data_dir.clone();
-    let store_error = |what: &'static str| {
-        let path = data.display().to_string();
-        move |e: &dyn std::fmt::Display| ServeError::Store {
-            what,
-            path: path.clone(),
-            detail: e.to_string(),
-        }
-    };
-    let registry = SledRegistry::open(&data.join("metadata"))
-        .map_err(|e| store_error("the metadata database")(&e))?;
-    let registry: Arc<dyn ModelRegistry> = Arc::new(registry);
-    bootstrap_admin(registry.as_ref(), config.admin_token.as_deref())?;
-    let blobs =
-        BlobStore::open(&data.join("blobs")).map_err(|e| store_error("the blob store")(&e))?;
+/// One server's parts, built from its config: the composition root. Everything a request
+/// touches is owned here and handed down (the registry, blob store, compile cache, runtime
+/// and its memory budget, the guest threads and their occupancy count, the endpoints and
+/// their traffic splits), so two servers in one process share nothing but the engines (see
+/// `inference::engines`: the native libraries load once per process).
+pub struct App {
+    state: AppState,
+    endpoints: Arc<EndpointManager>,
+    data_dir: std::path::PathBuf,
+}
 
-    let mut engine_settings = EngineSettings::from_env();
-    if config.engines_dir.is_some() {
-        engine_settings.engines_dir = config.engines_dir.clone();
-    }
-    let engines = Engines::init(&engine_settings);
-    let runtime = Arc::new(
-        Runtime::new(RuntimeConfig {
-            max_concurrent_instances: config.max_instances,
-            fuel_metering: config.fuel_metering,
-            memory_budget: MemoryBudget::new(config.memory_budget_bytes),
-            ..RuntimeConfig::default()
-        })
-        .map_err(|e| ServeError::Runtime(e.to_string()))?,
-    );
-    let cache = ComponentCache::open(&data.join("cache/components"), &runtime)
-        .map_err(|e| store_error("the compile cache")(&e))?;
-    let images = Arc::new(ImageService::new(
-        blobs,
-        registry.clone(),
-        runtime,
-        engines,
-        cache,
-        ImageSettings {
-            unpack_limits: UnpackLimits {
-                max_unpacked_bytes: config.max_unpacked_bytes,
-                ..UnpackLimits::default()
+impl App {
+    /// Opens the data folder (metadata, blobs, compile cache), bootstraps the admin
+    /// credential, loads the engines, starts the runtime and the guest threads, and sweeps
+    /// the blobs a crash left behind. Serves nothing yet: see [`App::start`].
+    pub fn open(config: &ServeConfig) -> Result<Self, ServeError> {
+        let data = &config.data_dir;
+        let store_error = |what: &'static str| {
+            let path = data.display().to_string();
+            move |e: &dyn std::fmt::Display| ServeError::Store {
+                what,
+                path: path.clone(),
+                detail: e.to_string(),
+            }
+        };
+        let registry = SledRegistry::open(&data.join("metadata"))
+            .map_err(|e| store_error("the metadata database")(&e))?;
+        let registry: Arc<dyn ModelRegistry> = Arc::new(registry);
+        bootstrap_admin(registry.as_ref(), config.admin_token.as_deref())?;
+        let blobs =
+            BlobStore::open(&data.join("blobs")).map_err(|e| store_error("the blob store")(&e))?;
+
+        let mut engine_settings = EngineSettings::from_env();
+        if config.engines_dir.is_some() {
+            engine_settings.engines_dir = config.engines_dir.clone();
+        }
+        let engines = Engines::init(&engine_settings);
+        let runtime = Arc::new(
+            Runtime::new(RuntimeConfig {
+                max_concurrent_instances: config.max_instances,
+                fuel_metering: config.fuel_metering,
+                memory_budget: MemoryBudget::new(config.memory_budget_bytes),
+                ..RuntimeConfig::default()
+            })
+            .map_err(|e| ServeError::Runtime(e.to_string()))?,
+        );
+        let cache = ComponentCache::open(&data.join("cache/components"), &runtime)
+            .map_err(|e| store_error("the compile cache")(&e))?;
+        let images = Arc::new(ImageService::new(
+            blobs,
+            registry.clone(),
+            runtime,
+            engines,
+            cache,
+            ImageSettings {
+                unpack_limits: UnpackLimits {
+                    max_unpacked_bytes: config.max_unpacked_bytes,
+                    ..UnpackLimits::default()
+                },
+                fuel_metering: config.fuel_metering,
+                max_concurrent_uploads: config.max_concurrent_uploads,
             },
-            fuel_metering: config.fuel_metering,
-            max_concurrent_uploads: config.max_concurrent_uploads,
-        },
-    ));
-    let guest_threads = GuestThreads::new(config.guest_threads)
-        .map_err(|e| ServeError::Runtime(format!("cannot start the guest threads: {e}")))?;
-    // Blobs a crash (kill -9 during an upload) left behind: nothing runs yet, so every
-    // blob no image references is an orphan (the sweep is safe with uploads anyway).
-    // Writes a crash cut short were cleared from `tmp/` when the store opened.
-    match images.collect_orphans() {
-        Ok(0) => {}
-        Ok(removed) => tracing::info!(removed, "removed blobs no image references"),
-        Err(e) => tracing::warn!("skipping the sweep of unreferenced blobs: {e}"),
+        ));
+        let guest_threads = GuestThreads::new(config.guest_threads)
+            .map_err(|e| ServeError::Runtime(format!("cannot start the guest threads: {e}")))?;
+        // Blobs a crash (kill -9 during an upload) left behind: nothing runs yet, so every
+        // blob no image references is an orphan (the sweep is safe with uploads anyway).
+        // Writes a crash cut short were cleared from `tmp/` when the store opened.
+        match images.collect_orphans() {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed blobs no image references"),
+            Err(e) => tracing::warn!("skipping the sweep of unreferenced blobs: {e}"),
+        }
+        let endpoints = EndpointManager::new(
+            registry.clone(),
+            images.clone(),
+            InlinePolicy {
+                max_run: config.inline_max_run,
+            },
+            Arc::new(guest_threads),
+        );
+        let state = AppState {
+            registry,
+            images,
+            engines,
+            endpoints: endpoints.clone(),
+            tokens: Arc::default(),
+            max_upload_bytes: config.max_upload_bytes,
+        };
+        Ok(Self {
+            state,
+            endpoints,
+            data_dir: data.clone(),
+        })
     }
-    let endpoints = EndpointManager::new(
-        registry.clone(),
-        images.clone(),
-        InlinePolicy {
-            max_run: config.inline_max_run,
-        },
-        Arc::new(guest_threads),
-    );
-    let state = AppState {
-        registry,
-        images,
-        engines,
-        endpoints: endpoints.clone(),
-        tokens: Arc::default(),
-        max_upload_bytes: config.max_upload_bytes,
-    };
+
+    /// Starts the idle sweeper and restores the endpoints the registry holds (their
+    /// images load in the background). Call within a Tokio runtime.
+    pub fn start(&self) -> Result<(), ServeError> {
+        self.endpoints.sweep_idle();
+        self.endpoints.restore_all().map_err(|e| ServeError::Store {
+            what: "the serving endpoints",
+            path: self.data_dir.display().to_string(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// The routes over this server's state; what [`serve`] puts behind the listener, and
+    /// what in-process tests call with `tower::ServiceExt::oneshot`.
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+}
+
+/// A started server's routes for `config` (its data folder opened, its endpoints restored),
+/// without a listener: for tests that call the API in-process.
+pub fn app(config: &ServeConfig) -> Result<Router, ServeError> {
+    let app = App::open(config)?;
+    app.start()?;
+    Ok(app.router())
+}
+
+/// Builds the server from `config` and serves it until a shutdown signal.
+pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    let app = App::open(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -133,10 +186,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Serve)?;
-    endpoints.sweep_idle();
-    endpoints
-        .restore_all()
-        .map_err(|e| store_error("the serving endpoints")(&e))?;
+    app.start()?;
     let mut limits = config.connections.clone();
     // Descriptors beyond the connections: sled, blobs being read, engines, the compile cache.
     limits.max_connections = crate::listener::fit_connection_cap(limits.max_connections, 256);
@@ -145,12 +195,12 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     } else {
         "http"
     };
-    tracing::info!(%addr, data_dir = %data.display(), max_connections = limits.max_connections, "sandserve listening ({scheme})");
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), max_connections = limits.max_connections, "sandserve listening ({scheme})");
     // Scripts and tests read the bound address (the port may be 0 = any) from stdout.
     println!("listening on {scheme}://{addr}");
     crate::listener::serve(
         listener,
-        router(state),
+        app.router(),
         limits,
         config.tls.as_ref(),
         shutdown_signal(),

@@ -5,23 +5,98 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The bootstrap admin token every test server starts with.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// The `sandserve` binary of this build profile (`cargo build -p sandserve-host` makes it;
-/// `scripts/test.sh` builds it before the tests).
+/// The `sandserve` binary of this build profile, brought up to date once per test process
+/// (the first call runs `cargo build -p sandserve-host --bin sandserve` into this test's own
+/// target folder and profile; cargo does nothing when it is fresh). So `cargo test` works on
+/// a clean checkout, and never drives a binary older than the library the tests link.
+///
+/// `cargo test` has released its lock on the target folder by the time it runs the test
+/// binaries, so the nested build does not wait on it.
 pub fn sandserve_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(build_sandserve).clone()
+}
+
+/// Variables cargo sets for a test process besides `CARGO_PKG_*` and `CARGO_BIN_*`.
+const SET_FOR_TESTS: [&str; 7] = [
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_CRATE_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+];
+
+fn build_sandserve() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
-        .expect("tests run from target/<profile>/deps");
+        .expect("tests run from <target>/[<triple>/]<profile>/deps");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => panic!("profile folder of {}", exe.display()),
+    };
+    // `<target>/<profile>`, or `<target>/<triple>/<profile>` for `cargo test --target`;
+    // cargo marks the target folder itself with CACHEDIR.TAG.
+    let mut target_dir = profile_dir.parent().expect("target folder");
+    let mut triple = None;
+    if !target_dir.join("CACHEDIR.TAG").is_file() {
+        if let Some(up) = target_dir
+            .parent()
+            .filter(|up| up.join("CACHEDIR.TAG").is_file())
+        {
+            triple = target_dir.file_name();
+            target_dir = up;
+        }
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "sandserve-host",
+            "--bin",
+            "sandserve",
+        ])
+        .args(["--profile", profile])
+        .arg("--manifest-path")
+        .arg(crate::repo_root().join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target_dir);
+    if let Some(triple) = triple {
+        build.arg("--target").arg(triple);
+    }
+    // What cargo sets for this test process describes the test crate, not a build: a build
+    // script that watches one of them (ring's watches CARGO_MANIFEST_DIR) would see it
+    // change between this build and a plain `cargo build`, and each would rebuild.
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || SET_FOR_TESTS.contains(&name)
+        {
+            build.env_remove(name);
+        }
+    }
+    let status = build.status().expect("cargo runs");
+    assert!(
+        status.success(),
+        "`cargo build -p sandserve-host --bin sandserve --profile {profile}` failed: {status}"
+    );
     let bin = profile_dir.join("sandserve");
     assert!(
         bin.is_file(),
-        "{} is missing: build it first (`cargo build -p sandserve-host`; scripts/test.sh does)",
+        "{} is missing after the build",
         bin.display()
     );
     bin

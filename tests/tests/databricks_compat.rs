@@ -259,7 +259,7 @@ fn every_unimplemented_databricks_field_is_refused_by_name() {
 #[test]
 fn harmless_values_config_name_tags_ids_and_timestamps() {
     let s = echo_server();
-    let before = sandserve_host::registry::now_millis();
+    let before = sandserve_host::registry::unix_millis();
     let (status, created) = s.client.post(
         "/api/2.0/serving-endpoints/",
         &json!({
@@ -281,7 +281,7 @@ fn harmless_values_config_name_tags_ids_and_timestamps() {
     assert!(id.chars().all(|c| c.is_ascii_hexdigit()) && !id.contains("ep"));
     let stamp = created["creation_timestamp"].as_u64().unwrap();
     assert!(
-        stamp >= before && stamp <= sandserve_host::registry::now_millis(),
+        stamp >= before && stamp <= sandserve_host::registry::unix_millis(),
         "{created}"
     );
     assert_eq!(

@@ -3,7 +3,7 @@
 //! is compared with the bootstrap admin credential.
 
 use super::{ApiError, AppState};
-use crate::registry::{now_millis, RegistryError};
+use crate::registry::{unix_millis, RegistryError};
 use crate::tenancy::{secret_matches, Permission, Principal, TenantGrant, TokenString};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -55,7 +55,7 @@ fn authenticate(state: &AppState, presented: &str) -> Result<Principal, ApiError
         if !token.matches(&record.salt, &record.hash) {
             return Err(invalid());
         }
-        if record.expires_at_ms.is_some_and(|t| t <= now_millis()) {
+        if record.expires_at_ms.is_some_and(|t| t <= unix_millis()) {
             return Err(ApiError::unauthenticated(
                 "token expired; ask your tenant's manager for a new one",
             ));

@@ -2,7 +2,7 @@
 //! tenant; a CAN_MANAGE token only for its own, and never wider than itself.
 
 use super::{blocking, ApiError, AppState, Caller, JsonBody};
-use crate::registry::{now_millis, TokenRecord};
+use crate::registry::{unix_millis, TokenRecord};
 use crate::tenancy::{validate_name, IssuedToken, Permission, Principal, TenantGrant};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -70,7 +70,7 @@ pub async fn create(
             "field `lifetime_seconds`: must be between 1 and {MAX_LIFETIME_SECS}"
         )));
     }
-    let created_at_ms = now_millis();
+    let created_at_ms = unix_millis();
     let expires_at_ms = body
         .lifetime_seconds
         .map(|s| created_at_ms.saturating_add(s.saturating_mul(1000)));

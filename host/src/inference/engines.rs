@@ -70,6 +70,12 @@ pub struct Engines {
     pub cuda: EngineStatus,
 }
 
+/// The one process-wide global of the engines, on purpose: ONNX Runtime's API table
+/// (`ort::init_from`) and OpenVINO's runtime-linked library are loaded into the process
+/// once and cannot be loaded again with other settings, so every server in a process (the
+/// binary has one; in-process tests build several) shares the first result. The server
+/// passes the `&'static Engines` it gets down (images, graph sets, the API) instead of
+/// looking it up.
 static ENGINES: OnceLock<Engines> = OnceLock::new();
 
 impl Engines {
@@ -102,11 +108,6 @@ impl Engines {
             }
             engines
         })
-    }
-
-    /// The engines, if `init` ran.
-    pub fn get() -> Option<&'static Engines> {
-        ENGINES.get()
     }
 
     /// Ok when ONNX Runtime is loaded, else an error saying how to fix it.

@@ -225,12 +225,14 @@ pub enum GuestLoadPolicy {
 pub struct GraphSet {
     graphs: Arc<HashMap<String, LoadedGraph>>,
     guest_load: GuestLoadPolicy,
+    /// The engines a guest's own graph bytes load into (the ones `load` was given).
+    engines: Option<&'static Engines>,
 }
 
 impl GraphSet {
     /// Loads every graph in `specs`; fails on the first that does not load.
     pub fn load(
-        engines: &Engines,
+        engines: &'static Engines,
         specs: &[GraphSpec],
         guest_load: GuestLoadPolicy,
     ) -> Result<Self, InferenceError> {
@@ -241,6 +243,7 @@ impl GraphSet {
         Ok(Self {
             graphs: Arc::new(graphs),
             guest_load,
+            engines: Some(engines),
         })
     }
 
@@ -260,7 +263,10 @@ impl GraphSet {
         let backends: Vec<Backend> = match self.guest_load {
             GuestLoadPolicy::Denied => Vec::new(),
             GuestLoadPolicy::Allowed { max_bytes } => {
-                vec![Backend::from(GuestOnnxLoader { max_bytes })]
+                vec![Backend::from(GuestOnnxLoader {
+                    max_bytes,
+                    engines: self.engines,
+                })]
             }
         };
         WasiNnCtx::new(backends, SharedRegistry(self.graphs.clone()).into())
@@ -283,6 +289,7 @@ impl GraphRegistry for SharedRegistry {
 /// Loads ONNX bytes a guest passes to `wasi:nn/graph.load`, within a size limit, on the CPU.
 struct GuestOnnxLoader {
     max_bytes: usize,
+    engines: Option<&'static Engines>,
 }
 
 impl BackendInner for GuestOnnxLoader {
@@ -305,7 +312,9 @@ impl BackendInner for GuestOnnxLoader {
         let [model] = builders else {
             return Err(BackendError::InvalidNumberOfBuilders(1, builders.len()));
         };
-        let engines = Engines::get().ok_or_else(|| fail("no inference engine loaded".into()))?;
+        let engines = self
+            .engines
+            .ok_or_else(|| fail("no inference engine loaded".into()))?;
         let spec = GraphSpec {
             name: "guest-loaded".into(),
             encoding: Encoding::Onnx,

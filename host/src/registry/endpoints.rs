@@ -180,8 +180,9 @@ impl EndpointRecord {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_millis() -> u64 {
+/// Milliseconds since the Unix epoch (the wall clock: for timestamps that are stored or shown;
+/// `serving::placement::now_millis`, a monotonic clock, measures intervals).
+pub fn unix_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -9,7 +9,7 @@ mod records;
 mod sled_registry;
 
 pub use endpoints::{
-    now_millis, EndpointConfig, EndpointRecord, EndpointState, EndpointTag, Route, ServedEntity,
+    unix_millis, EndpointConfig, EndpointRecord, EndpointState, EndpointTag, Route, ServedEntity,
     TrafficConfig,
 };
 pub use records::{now_secs, ImageDraft, ImageFile, ImageRecord, TenantRecord, TokenRecord};

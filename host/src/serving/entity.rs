@@ -5,8 +5,7 @@
 
 use super::executor::{FairKey, GuestThreadError, GuestThreads};
 use super::placement::{
-    now_millis, InSandbox, InlinePolicy, Placement, RunHistory, INLINE_BUDGET,
-    MAX_INLINE_INPUT_BYTES,
+    now_millis, InlinePolicy, Placement, RunHistory, INLINE_BUDGET, MAX_INLINE_INPUT_BYTES,
 };
 use super::spare::{Spare, SpareBudget};
 use super::{PrepareError, ServingError};
@@ -132,7 +131,7 @@ impl EntityRuntime {
         // entity's concurrency limit holds whatever the clients do.
         let permit = self.admit(arrived + self.limits.timeout).await?;
         self.image.stats.queued(arrived.elapsed());
-        let in_sandbox = InSandbox::enter();
+        let in_sandbox = self.threads.occupancy().enter();
         let inline = in_sandbox.alone()
             && self.history.inline_allowed(now_millis())
             && input_bytes(&request) <= MAX_INLINE_INPUT_BYTES;
@@ -248,7 +247,8 @@ impl EntityRuntime {
             let _slot = permit;
             // A guest in the idle scheduling class does not compete with a short
             // request run inline, so only one at normal priority counts.
-            let _presence = (!priority::this_thread_is_demoted()).then(InSandbox::enter);
+            let presence =
+                (!priority::this_thread_is_demoted()).then(|| entity.threads.occupancy().enter());
             let mut limits = entity.limits.clone();
             limits.timeout = deadline.saturating_duration_since(Instant::now());
             let (outcome, spent) = if limits.timeout < MIN_RUN {
@@ -267,6 +267,7 @@ impl EntityRuntime {
                         });
                 (outcome, Some(spent))
             };
+            drop(presence);
             // After the answer is sent, on this thread: release and prepare.
             let clean_up = move || {
                 if let Some(spent) = spent {

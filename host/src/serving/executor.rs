@@ -226,6 +226,7 @@ impl Shared {
 /// A fixed set of guest threads, shared fairly between tenants.
 pub struct GuestThreads {
     shared: Arc<Shared>,
+    occupancy: super::placement::Occupancy,
 }
 
 impl GuestThreads {
@@ -264,7 +265,16 @@ impl GuestThreads {
                 spawn_worker(&shared, class, format!("{prefix}-{i}"))?;
             }
         }
-        Ok(Self { shared })
+        Ok(Self {
+            shared,
+            occupancy: Default::default(),
+        })
+    }
+
+    /// Requests in a sandbox of this server right now, on these threads or inline (see
+    /// `placement`: a request runs inline only when it is alone).
+    pub fn occupancy(&self) -> &super::placement::Occupancy {
+        &self.occupancy
     }
 
     /// Runs `work` for `tenant` on a guest thread and waits for its result without blocking

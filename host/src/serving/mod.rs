@@ -24,7 +24,7 @@ pub use routing::Split;
 
 use crate::images::ImageService;
 use crate::registry::{
-    now_millis, EndpointConfig, EndpointRecord, EndpointState, ModelRegistry, RegistryError,
+    unix_millis, EndpointConfig, EndpointRecord, EndpointState, ModelRegistry, RegistryError,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -142,7 +142,7 @@ impl EndpointManager {
         config.config_version = 1;
         let tags = records::checked_tags(meta.tags)?;
         let _records = self.lock_records();
-        let now = now_millis();
+        let now = unix_millis();
         let record = EndpointRecord {
             name: name.to_string(),
             id: records::new_id(),
@@ -189,7 +189,7 @@ impl EndpointManager {
         record.pending_config = Some(config.clone());
         record.state.config_update = IN_PROGRESS.into();
         record.update_error = None;
-        record.last_updated_timestamp = now_millis();
+        record.last_updated_timestamp = unix_millis();
         self.registry.put_endpoint(&record)?;
         self.spawn_prepare(tenant, name, config);
         Ok(record)
@@ -285,7 +285,7 @@ impl EndpointManager {
             record.update_error = None;
         }
         record.state.ready = READY.into();
-        record.last_updated_timestamp = now_millis();
+        record.last_updated_timestamp = unix_millis();
         // Live first, so that whoever reads READY in the record finds the config serving;
         // if the record cannot be written, the old config comes back.
         let previous = self
@@ -341,7 +341,7 @@ impl EndpointManager {
             record.state.config_update = UPDATE_FAILED.into();
             record.update_error = Some(reason.to_string());
         }
-        record.last_updated_timestamp = now_millis();
+        record.last_updated_timestamp = unix_millis();
         self.registry.put_endpoint(&record)
     }
 

@@ -9,8 +9,8 @@
 //! win on throughput, and a blocked worker would delay other connections. So a request
 //! runs inline only when all of these hold:
 //!
-//! - no other request's guest is running at normal priority right now (process-wide;
-//!   guests of heavy tenants run in the idle scheduling class and yield the CPU to an
+//! - no other request's guest is running at normal priority in this server right now
+//!   ([`Occupancy`]; guests of heavy tenants run in the idle scheduling class and yield the CPU to an
 //!   inline run at once, and requests waiting for a guest thread use no CPU);
 //! - its entity has proven fast: its last run took less than [`InlinePolicy::max_run`]
 //!   (1 ms unless configured; zero turns inline runs off), and it has not
@@ -84,20 +84,27 @@ impl Placement {
 /// that is not in the idle scheduling class. Guests waiting for a thread, and guests of
 /// heavy tenants (in the idle class, `runtime::priority`), do not compete for the CPU with
 /// a short request run inline, so they do not count.
-static IN_SANDBOX: AtomicUsize = AtomicUsize::new(0);
+#[derive(Debug, Default)]
+pub struct Occupancy(AtomicUsize);
+
+impl Occupancy {
+    /// Counts the caller in until the returned guard drops.
+    pub fn enter(&self) -> InSandbox<'_> {
+        let before = self.0.fetch_add(1, Ordering::AcqRel);
+        InSandbox {
+            occupancy: self,
+            alone: before == 0,
+        }
+    }
+}
 
 /// One request's presence in a sandbox; leaves on drop.
-pub struct InSandbox {
+pub struct InSandbox<'a> {
+    occupancy: &'a Occupancy,
     alone: bool,
 }
 
-impl InSandbox {
-    /// Counts the caller in.
-    pub fn enter() -> Self {
-        let before = IN_SANDBOX.fetch_add(1, Ordering::AcqRel);
-        Self { alone: before == 0 }
-    }
-
+impl InSandbox<'_> {
     /// True when no other request's guest was running at normal priority as this one
     /// entered.
     pub fn alone(&self) -> bool {
@@ -105,13 +112,14 @@ impl InSandbox {
     }
 }
 
-impl Drop for InSandbox {
+impl Drop for InSandbox<'_> {
     fn drop(&mut self) {
-        IN_SANDBOX.fetch_sub(1, Ordering::AcqRel);
+        self.occupancy.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// Milliseconds since the first call in this process (a monotonic clock in one word).
+/// Milliseconds since the first call in this process (a monotonic clock in one word, for
+/// intervals; `registry::unix_millis` is the wall clock for stored timestamps).
 pub fn now_millis() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     let start = *START.get_or_init(Instant::now);
@@ -226,12 +234,14 @@ mod tests {
 
     #[test]
     fn only_the_first_of_overlapping_requests_is_alone() {
-        // Other tests in this process may be in a sandbox; count relative to this one.
-        let first = InSandbox::enter();
-        let second = InSandbox::enter();
+        let occupancy = Occupancy::default();
+        let first = occupancy.enter();
+        let second = occupancy.enter();
+        assert!(first.alone());
         assert!(!second.alone());
         drop(first);
         drop(second);
+        assert!(occupancy.enter().alone(), "both left");
     }
 
     #[test]

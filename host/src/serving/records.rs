@@ -3,7 +3,7 @@
 //! (Databricks' `PATCH .../tags`) and fallback.
 
 use super::{EndpointManager, ServingError};
-use crate::registry::{now_millis, EndpointRecord, EndpointTag};
+use crate::registry::{unix_millis, EndpointRecord, EndpointTag};
 use std::collections::HashSet;
 
 /// Most tags on one endpoint (Databricks allows 20).
@@ -29,7 +29,7 @@ pub fn new_id() -> String {
     let mut raw = [0u8; 16];
     // Only uniqueness matters here; a failing random source falls back to the clock.
     if getrandom::fill(&mut raw).is_err() {
-        raw[..8].copy_from_slice(&now_millis().to_le_bytes());
+        raw[..8].copy_from_slice(&unix_millis().to_le_bytes());
     }
     hex::encode(raw)
 }
@@ -96,7 +96,7 @@ impl EndpointManager {
         let _records = self.lock_records();
         let mut record = self.registry.endpoint(tenant, name)?;
         record.fallback_enabled = enabled;
-        record.last_updated_timestamp = now_millis();
+        record.last_updated_timestamp = unix_millis();
         self.registry.put_endpoint(&record)?;
         let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
         if let Some(active) = live.get(&super::key(tenant, name)).cloned() {
@@ -124,7 +124,7 @@ impl EndpointManager {
         let _records = self.lock_records();
         let mut record: EndpointRecord = self.registry.endpoint(tenant, name)?;
         record.tags = patched_tags(&record.tags, add, delete)?;
-        record.last_updated_timestamp = now_millis();
+        record.last_updated_timestamp = unix_millis();
         self.registry.put_endpoint(&record)?;
         Ok(record.tags)
     }
