@@ -17,7 +17,8 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// a clean checkout, and never drives a binary older than the library the tests link.
 ///
 /// `cargo test` has released its lock on the target folder by the time it runs the test
-/// binaries, so the nested build does not wait on it.
+/// binaries, so the nested build does not wait on it. `SANDSERVE_BIN=PATH` drives that
+/// binary instead (benchmarks against an earlier build in the same sitting).
 pub fn sandserve_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(build_sandserve).clone()
@@ -35,6 +36,16 @@ const SET_FOR_TESTS: [&str; 7] = [
 ];
 
 fn build_sandserve() -> PathBuf {
+    // A given binary (a benchmark against an earlier build, in the same sitting).
+    if let Some(bin) = std::env::var_os("SANDSERVE_BIN") {
+        let bin = PathBuf::from(bin);
+        assert!(
+            bin.is_file(),
+            "SANDSERVE_BIN={} is not a file",
+            bin.display()
+        );
+        return bin;
+    }
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
         .parent()

@@ -32,14 +32,15 @@ const NOT_SERVE: [&str; 17] = [
 ];
 
 /// Environment variables the docs name that are not `serve` flags.
-const NOT_FLAGS: [&str; 6] = [
+const NOT_FLAGS: [&str; 4] = [
     "SANDSERVE_ADMIN_TOKEN",
     "SANDSERVE_LOG",
     "SANDSERVE_OPENVINO_LIB",
-    "SANDSERVE_BENCH_ONLY",
-    "SANDSERVE_BENCH_SECS",
-    "SANDSERVE_BENCH_ROUNDS",
+    "SANDSERVE_BIN",
 ];
+
+/// Variables of the benchmarks (`SANDSERVE_BENCH_*`), not of the server.
+const BENCH_VARIABLES: &str = "SANDSERVE_BENCH_";
 
 /// Every `--flag` and `SANDSERVE_*` word in README.md and docs/*.md.
 fn documented() -> (BTreeSet<String>, BTreeSet<String>) {
@@ -61,7 +62,11 @@ fn documented() -> (BTreeSet<String>, BTreeSet<String>) {
             if flag && !NOT_SERVE.contains(&word) {
                 flags.insert(word.to_string());
             }
-            if word.starts_with("SANDSERVE_") && word.len() > 10 && !NOT_FLAGS.contains(&word) {
+            if word.starts_with("SANDSERVE_")
+                && word.len() > 10
+                && !NOT_FLAGS.contains(&word)
+                && !word.starts_with(BENCH_VARIABLES)
+            {
                 vars.insert(word.to_string());
             }
         }
