@@ -9,11 +9,10 @@
 //!   (`telemetry::stats`), shaped as Triton's `ModelStatistics`. An endpoint's requests
 //!   count for the model versions it serves, so `{name}` an endpoint answers for those.
 
-use super::v2_models::{describe, name_and_version};
+use super::v2_models::describe_path;
 use super::{ApiError, AppState, Caller, RawBody};
 use crate::registry::EndpointRecord;
 use crate::telemetry::StatsSnapshot;
-use crate::tenancy::Permission;
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
@@ -135,9 +134,8 @@ pub async fn stats(
     caller: Caller,
     Path(params): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>, ApiError> {
-    let (name, version) = name_and_version(&params)?;
-    let grant = caller.require(Permission::CanView, "model", &name)?;
-    let served = describe(&state, grant, &name, version)?.served;
+    let (grant, _, described) = describe_path(&state, &caller, &params)?;
+    let served = described.served;
     let table = state.images.stats();
     let stats: Vec<Value> = served
         .iter()

@@ -143,9 +143,7 @@ pub async fn model_metadata(
     caller: Caller,
     Path(params): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>, ApiError> {
-    let (name, version) = name_and_version(&params)?;
-    let grant = caller.require(Permission::CanView, "model", &name)?;
-    let d = describe(&state, grant, &name, version)?;
+    let (_, name, d) = describe_path(&state, &caller, &params)?;
     let signature = d.manifest.as_ref().and_then(|m| m.signature.as_ref());
     Ok(Json(json!({
         "name": name,
@@ -163,9 +161,8 @@ pub async fn model_ready(
     caller: Caller,
     Path(params): Path<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let (name, version) = name_and_version(&params)?;
-    let grant = caller.require(Permission::CanView, "model", &name)?;
-    match describe(&state, grant, &name, version)?.ready {
+    let (_, _, d) = describe_path(&state, &caller, &params)?;
+    match d.ready {
         Ok(()) => Ok(StatusCode::OK.into_response()),
         Err(why) => Err(ApiError::bad_request(why).with_reason("not_ready")),
     }
@@ -208,9 +205,7 @@ pub async fn model_config(
     caller: Caller,
     Path(params): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>, ApiError> {
-    let (name, version) = name_and_version(&params)?;
-    let grant = caller.require(Permission::CanView, "model", &name)?;
-    let d = describe(&state, grant, &name, version)?;
+    let (_, name, d) = describe_path(&state, &caller, &params)?;
     let manifest = d
         .manifest
         .as_ref()
@@ -246,6 +241,19 @@ pub async fn model_config(
         },
         "model_warmup": [],
     })))
+}
+
+/// The caller's grant, the name and what is served under it, for a V2 model route's
+/// `{name}[/versions/{v}]` path: CAN_VIEW on the name, 404 when nothing is served.
+pub(super) fn describe_path<'c>(
+    state: &AppState,
+    caller: &'c Caller,
+    params: &[(String, String)],
+) -> Result<(&'c TenantGrant, String, Described), ApiError> {
+    let (name, version) = name_and_version(params)?;
+    let grant = caller.require(Permission::CanView, "model", &name)?;
+    let described = describe(state, grant, &name, version)?;
+    Ok((grant, name, described))
 }
 
 /// `{name}` and the optional `{version}` of a V2 path.

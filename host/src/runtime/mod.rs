@@ -330,14 +330,18 @@ impl LoadedHandler {
     ) -> Result<(), RuntimeError> {
         let tick = self.config.epoch_tick;
         let mut ticks = epoch::ticks_for(limits.timeout, tick);
-        if priority::this_thread_may_be_demoted() {
+        // The thread's CPU clock is a system call: read only where a long run can demote.
+        let demotable = priority::this_thread_may_be_demoted();
+        if demotable {
             ticks = ticks.min(epoch::ticks_for(priority::LONG_RUN, tick));
         }
         store.set_epoch_deadline(ticks);
         let state = store.data_mut();
         state.deadline = std::time::Instant::now() + limits.timeout;
         state.wait_cut = false;
-        state.cpu_at_start = priority::this_threads_cpu_time();
+        if demotable {
+            state.cpu_at_start = priority::this_threads_cpu_time();
+        }
         if self.config.fuel_metering {
             store
                 .set_fuel(limits.fuel.unwrap_or(u64::MAX))

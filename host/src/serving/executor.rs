@@ -397,6 +397,9 @@ fn worker(shared: &Arc<Shared>, class: Class) {
     }
     let (mine, jobs) = bounded::<Assigned>(1);
     let mut last: Option<Ran> = None;
+    // The thread's CPU clock as the last job ended: a waiting thread uses no CPU, so one
+    // read per job (a system call) measures the job, give or take the hand-over.
+    let mut cpu_mark = priority::this_threads_cpu_time();
     loop {
         if class == Class::Foreground && priority::this_thread_is_demoted() {
             if let Some(ran) = last.take() {
@@ -414,9 +417,10 @@ fn worker(shared: &Arc<Shared>, class: Class) {
                 Err(_) => return,
             },
         };
-        let cpu_before = priority::this_threads_cpu_time();
         job();
-        let used = priority::this_threads_cpu_time().saturating_sub(cpu_before);
+        let cpu_now = priority::this_threads_cpu_time();
+        let used = cpu_now.saturating_sub(cpu_mark);
+        cpu_mark = cpu_now;
         last = Some(Ran {
             tenant: key,
             long: used >= priority::LONG_RUN,
