@@ -11,7 +11,7 @@
 
 use super::v2_models::describe_path;
 use super::{ApiError, AppState, Caller, RawBody};
-use crate::registry::EndpointRecord;
+use crate::registry::{EndpointRecord, Readiness};
 use crate::telemetry::StatsSnapshot;
 use axum::extract::{Path, State};
 use axum::Json;
@@ -29,8 +29,8 @@ struct IndexRequest {
 
 /// An endpoint's index entries.
 fn endpoint_entries(record: &EndpointRecord) -> Vec<Value> {
-    let (state, reason) = match (record.state.ready.as_str(), &record.update_error) {
-        ("READY", _) => ("READY", String::new()),
+    let (state, reason) = match (record.state.ready, &record.update_error) {
+        (Readiness::Ready, _) => ("READY", String::new()),
         (_, Some(error)) => ("UNAVAILABLE", error.clone()),
         _ => (
             "LOADING",

@@ -50,7 +50,7 @@ pub(super) fn describe(
     };
     if let Some(record) = record {
         let active = state.endpoints.active(&grant.tenant, name).ok();
-        let ready = if record.state.ready == "READY" && active.is_some() {
+        let ready = if record.state.ready == crate::registry::Readiness::Ready && active.is_some() {
             Ok(())
         } else {
             Err(match &record.update_error {

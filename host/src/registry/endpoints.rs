@@ -103,13 +103,36 @@ pub struct EndpointConfig {
     pub config_version: u64,
 }
 
-/// Databricks' endpoint state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Databricks' endpoint state. Stored and answered as Databricks spells it
+/// (`{"ready": "READY", "config_update": "NOT_UPDATING"}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointState {
-    /// `READY` or `NOT_READY`.
-    pub ready: String,
-    /// `NOT_UPDATING`, `IN_PROGRESS` or `UPDATE_FAILED`.
-    pub config_update: String,
+    /// Whether a config serves traffic.
+    pub ready: Readiness,
+    /// Whether a config update runs, or how the last one ended.
+    pub config_update: ConfigUpdate,
+}
+
+/// `state.ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Readiness {
+    /// A config serves traffic.
+    Ready,
+    /// No config serves traffic (being prepared, failed, or the server is restoring it).
+    NotReady,
+}
+
+/// `state.config_update`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConfigUpdate {
+    /// No update runs; the last one (if any) took effect.
+    NotUpdating,
+    /// A pending config is being prepared.
+    InProgress,
+    /// The last update failed (`update_error` says why); the active config, if any, serves.
+    UpdateFailed,
 }
 
 /// A tag on an endpoint (Databricks' `EndpointTag`).
@@ -228,8 +251,8 @@ mod tests {
                 r#"{"served_entities": [{"entity_name": "digits", "entity_version": "3"}]}"#,
             )),
             state: EndpointState {
-                ready: "READY".into(),
-                config_update: "IN_PROGRESS".into(),
+                ready: Readiness::Ready,
+                config_update: ConfigUpdate::InProgress,
             },
             update_error: None,
             fallback_enabled: false,
@@ -238,5 +261,27 @@ mod tests {
         assert!(record.serves("digits", 3));
         assert!(!record.serves("digits", 2));
         assert!(!record.serves("echo", 1));
+    }
+
+    #[test]
+    fn states_are_stored_and_answered_as_databricks_spells_them() {
+        // Records written when states were strings read back typed, and write the same text.
+        let stored = r#"{"ready":"NOT_READY","config_update":"UPDATE_FAILED"}"#;
+        let state: EndpointState = serde_json::from_str(stored).unwrap();
+        assert_eq!(state.ready, Readiness::NotReady);
+        assert_eq!(state.config_update, ConfigUpdate::UpdateFailed);
+        assert_eq!(serde_json::to_string(&state).unwrap(), stored);
+        let ready = EndpointState {
+            ready: Readiness::Ready,
+            config_update: ConfigUpdate::NotUpdating,
+        };
+        assert_eq!(
+            serde_json::to_value(ready).unwrap(),
+            serde_json::json!({"ready": "READY", "config_update": "NOT_UPDATING"})
+        );
+        assert!(serde_json::from_str::<EndpointState>(
+            r#"{"ready":"ready","config_update":"NOT_UPDATING"}"#
+        )
+        .is_err());
     }
 }

@@ -9,8 +9,8 @@ mod records;
 mod sled_registry;
 
 pub use endpoints::{
-    unix_millis, EndpointConfig, EndpointRecord, EndpointState, EndpointTag, Route, ServedEntity,
-    TrafficConfig,
+    unix_millis, ConfigUpdate, EndpointConfig, EndpointRecord, EndpointState, EndpointTag,
+    Readiness, Route, ServedEntity, TrafficConfig,
 };
 pub use records::{now_secs, ImageDraft, ImageFile, ImageRecord, TenantRecord, TokenRecord};
 pub use sled_registry::SledRegistry;

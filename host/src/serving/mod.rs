@@ -9,6 +9,8 @@ mod direct;
 mod entity;
 mod error;
 mod executor;
+mod lifecycle;
+mod live;
 mod placement;
 pub mod query;
 mod records;
@@ -18,43 +20,14 @@ mod spare;
 pub use entity::EntityRuntime;
 pub use error::{PrepareError, ServingError};
 pub use executor::{GuestThreadSettings, GuestThreads};
+pub use live::ActiveConfig;
 pub use placement::InlinePolicy;
 pub use records::EndpointMeta;
 pub use routing::Split;
 
 use crate::images::ImageService;
-use crate::registry::{
-    unix_millis, EndpointConfig, EndpointRecord, EndpointState, ModelRegistry, RegistryError,
-};
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
-
-const READY: &str = "READY";
-const NOT_READY: &str = "NOT_READY";
-const NOT_UPDATING: &str = "NOT_UPDATING";
-const IN_PROGRESS: &str = "IN_PROGRESS";
-const UPDATE_FAILED: &str = "UPDATE_FAILED";
-
-/// The config an endpoint is serving right now.
-pub struct ActiveConfig {
-    /// Its revision.
-    pub config_version: u64,
-    /// Served entities, in config order.
-    pub entities: Vec<Arc<EntityRuntime>>,
-    /// Traffic split over `entities`.
-    pub split: Split,
-    /// Retry 5xx failures once on another entity.
-    pub fallback: bool,
-}
-
-impl ActiveConfig {
-    /// The entity called `name`.
-    pub fn entity(&self, name: &str) -> Option<&Arc<EntityRuntime>> {
-        self.entities.iter().find(|e| e.name == name)
-    }
-}
-
-type EndpointKey = (String, String);
+use crate::registry::{EndpointConfig, EndpointRecord, ModelRegistry, RegistryError};
+use std::sync::Arc;
 
 /// Owns the live endpoints of all tenants.
 pub struct EndpointManager {
@@ -66,17 +39,12 @@ pub struct EndpointManager {
     spares: Arc<spare::SpareBudget>,
     /// The threads guests run on, shared fairly between tenants.
     threads: Arc<GuestThreads>,
-    live: RwLock<HashMap<EndpointKey, Arc<ActiveConfig>>>,
-    /// Model versions queried directly, outside any endpoint.
-    direct: direct::DirectModels,
+    /// What serves traffic now.
+    live: live::LiveTable,
     /// Serialises every read-modify-write of an endpoint record (create, update, fallback,
     /// activation, failure, delete), so that none of them writes back a stale copy and two
     /// updates never both start.
     records: std::sync::Mutex<()>,
-}
-
-fn key(tenant: &str, name: &str) -> EndpointKey {
-    (tenant.to_string(), name.to_string())
 }
 
 impl EndpointManager {
@@ -98,8 +66,7 @@ impl EndpointManager {
             spares: spare::SpareBudget::for_slots(usize::try_from(slots).unwrap_or(usize::MAX)),
             images,
             inline,
-            live: RwLock::default(),
-            direct: direct::DirectModels::default(),
+            live: live::LiveTable::default(),
             records: std::sync::Mutex::default(),
         })
     }
@@ -109,13 +76,7 @@ impl EndpointManager {
     pub fn restore_all(self: &Arc<Self>) -> Result<(), ServingError> {
         let _records = self.lock_records();
         for mut record in self.registry.endpoints(None)? {
-            if record.pending_config.take().is_some() {
-                record.state.config_update = UPDATE_FAILED.into();
-                record.update_error = Some(
-                    "the server restarted while this update was running; send it again".into(),
-                );
-            }
-            record.state.ready = NOT_READY.into();
+            lifecycle::restarted(&mut record);
             self.registry.put_endpoint(&record)?;
             if let Some(config) = record.config.clone() {
                 let manager = self.clone();
@@ -138,29 +99,16 @@ impl EndpointManager {
         config: EndpointConfig,
         meta: EndpointMeta,
     ) -> Result<EndpointRecord, ServingError> {
-        let mut config = config::normalise(config)?;
-        config.config_version = 1;
-        let tags = records::checked_tags(meta.tags)?;
-        let _records = self.lock_records();
-        let now = unix_millis();
-        let record = EndpointRecord {
-            name: name.to_string(),
-            id: records::new_id(),
-            tags,
-            description: meta.description,
-            tenant: tenant.to_string(),
-            creator: creator.to_string(),
-            creation_timestamp: now,
-            last_updated_timestamp: now,
-            config: None,
-            pending_config: Some(config.clone()),
-            state: EndpointState {
-                ready: NOT_READY.into(),
-                config_update: IN_PROGRESS.into(),
+        let (record, config) = lifecycle::created(
+            lifecycle::NewEndpoint {
+                tenant,
+                creator,
+                name,
             },
-            update_error: None,
-            fallback_enabled: meta.fallback_enabled,
-        };
+            config,
+            meta,
+        )?;
+        let _records = self.lock_records();
         self.registry.create_endpoint(&record)?;
         self.spawn_prepare(tenant, name, config);
         Ok(record)
@@ -173,23 +121,10 @@ impl EndpointManager {
         name: &str,
         config: EndpointConfig,
     ) -> Result<EndpointRecord, ServingError> {
-        let mut config = config::normalise(config)?;
+        let config = lifecycle::checked(config)?;
         let _records = self.lock_records();
         let mut record = self.registry.endpoint(tenant, name)?;
-        if record.state.config_update == IN_PROGRESS {
-            return Err(ServingError::UpdateInProgress(name.to_string()));
-        }
-        let previous = record.config.as_ref().map_or(0, |c| c.config_version).max(
-            record
-                .pending_config
-                .as_ref()
-                .map_or(0, |c| c.config_version),
-        );
-        config.config_version = previous + 1;
-        record.pending_config = Some(config.clone());
-        record.state.config_update = IN_PROGRESS.into();
-        record.update_error = None;
-        record.last_updated_timestamp = unix_millis();
+        let config = lifecycle::begin_update(&mut record, config)?;
         self.registry.put_endpoint(&record)?;
         self.spawn_prepare(tenant, name, config);
         Ok(record)
@@ -249,7 +184,7 @@ impl EndpointManager {
             Err(RegistryError::NotFound { .. }) => return Ok(()), // deleted meanwhile
             Err(e) => return Err(e),
         };
-        if !still_wanted(&record, config, restoring) {
+        if !lifecycle::still_wanted(&record, config, restoring) {
             tracing::info!(
                 tenant,
                 endpoint = name,
@@ -278,27 +213,12 @@ impl EndpointManager {
             split: Split::new(&shares),
             fallback: record.fallback_enabled,
         });
-        record.config = Some(config.clone());
-        if !restoring {
-            record.pending_config = None;
-            record.state.config_update = NOT_UPDATING.into();
-            record.update_error = None;
-        }
-        record.state.ready = READY.into();
-        record.last_updated_timestamp = unix_millis();
+        lifecycle::activated(&mut record, config, restoring);
         // Live first, so that whoever reads READY in the record finds the config serving;
         // if the record cannot be written, the old config comes back.
-        let previous = self
-            .live
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key(tenant, name), active);
+        let previous = self.live.swap_in(tenant, name, active);
         if let Err(e) = self.registry.put_endpoint(&record) {
-            let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
-            match previous {
-                Some(previous) => live.insert(key(tenant, name), previous),
-                None => live.remove(&key(tenant, name)),
-            };
+            self.live.undo_swap(tenant, name, previous);
             return Err(e);
         }
         tracing::info!(
@@ -327,21 +247,11 @@ impl EndpointManager {
             Err(RegistryError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        if !still_wanted(&record, config, restoring) {
+        if !lifecycle::still_wanted(&record, config, restoring) {
             return Ok(());
         }
         tracing::warn!(tenant, endpoint = name, "endpoint update failed: {reason}");
-        if restoring {
-            record.update_error = Some(format!("the served config could not be loaded: {reason}"));
-            if record.state.config_update != IN_PROGRESS {
-                record.state.config_update = UPDATE_FAILED.into();
-            }
-        } else {
-            record.pending_config = None;
-            record.state.config_update = UPDATE_FAILED.into();
-            record.update_error = Some(reason.to_string());
-        }
-        record.last_updated_timestamp = unix_millis();
+        lifecycle::failed(&mut record, restoring, &reason);
         self.registry.put_endpoint(&record)
     }
 
@@ -350,10 +260,7 @@ impl EndpointManager {
         {
             let _records = self.lock_records();
             self.registry.delete_endpoint(tenant, name)?;
-            self.live
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&key(tenant, name));
+            self.live.remove(tenant, name);
         }
         self.release_unserved();
         Ok(())
@@ -366,13 +273,8 @@ impl EndpointManager {
 
     /// The config serving traffic now.
     pub fn active(&self, tenant: &str, name: &str) -> Result<Arc<ActiveConfig>, ServingError> {
-        if let Some(active) = self
-            .live
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key(tenant, name))
-        {
-            return Ok(active.clone());
+        if let Some(active) = self.live.get(tenant, name) {
+            return Ok(active);
         }
         // Distinguish "no such endpoint" (404) from "not ready yet" (503).
         self.registry.endpoint(tenant, name)?;
@@ -382,17 +284,9 @@ impl EndpointManager {
     /// Releases the spare sandboxes that have sat unused for [`spare::SPARE_IDLE_LIMIT`];
     /// returns how many.
     pub fn release_idle_spares(&self) -> usize {
-        let live: Vec<Arc<ActiveConfig>> = self
-            .live
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        let direct = self.direct.entities();
-        live.iter()
-            .flat_map(|active| active.entities.iter())
-            .chain(direct.iter())
+        self.live
+            .entities()
+            .iter()
             .filter(|entity| entity.release_idle_spare(spare::SPARE_IDLE_LIMIT))
             .count()
     }
@@ -407,7 +301,7 @@ impl EndpointManager {
         version: u64,
     ) -> Result<Arc<EntityRuntime>, ServingError> {
         let key = (tenant.to_string(), model.to_string(), version);
-        if let Some(entity) = self.direct.get(&key) {
+        if let Some(entity) = self.live.direct.get(&key) {
             return Ok(entity);
         }
         let images = self.images.clone();
@@ -434,11 +328,11 @@ impl EndpointManager {
             .fits_memory_budget()
             .map_err(|e| ServingError::InvalidConfig(e.to_string()))?;
         let entity = Arc::new(entity);
-        let held = self.direct.insert(key.clone(), entity);
+        let held = self.live.direct.insert(key.clone(), entity);
         // A delete of this version that ran while it loaded has already released what was
         // held; do not keep serving it.
         if let Err(e) = self.registry.image(tenant, model, version) {
-            self.direct.remove(&key);
+            self.live.direct.remove(&key);
             self.release_unserved();
             return Err(e.into());
         }
@@ -459,6 +353,7 @@ impl EndpointManager {
     /// Releases a directly queried version at once (it is being deleted).
     pub fn release_direct(&self, tenant: &str, model: &str, version: u64) {
         if self
+            .live
             .direct
             .remove(&(tenant.to_string(), model.to_string(), version))
         {
@@ -469,7 +364,7 @@ impl EndpointManager {
     /// Releases the directly queried versions unused for [`direct::DIRECT_IDLE_LIMIT`];
     /// returns how many.
     pub fn release_idle_direct(&self) -> usize {
-        let released = self.direct.release_idle(direct::DIRECT_IDLE_LIMIT);
+        let released = self.live.direct.release_idle(direct::DIRECT_IDLE_LIMIT);
         if released > 0 {
             self.release_unserved();
         }
@@ -518,34 +413,9 @@ impl EndpointManager {
 
     /// Unloads image versions no live endpoint serves and no direct query holds.
     fn release_unserved(&self) {
-        let mut served: HashSet<(String, String, u64)> = self
-            .live
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .flat_map(|((tenant, _), active)| {
-                active
-                    .entities
-                    .iter()
-                    .map(|e| (tenant.clone(), e.model.clone(), e.version))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        served.extend(self.direct.keys());
+        let served = self.live.served_versions();
         self.images.retain_only(&served);
     }
-}
-
-/// Whether a config prepared for `record` may still take effect: an update's config while
-/// it is the pending one (not replaced, and the endpoint not deleted and created again with
-/// another config), a restored config while it is the stored active one.
-fn still_wanted(record: &EndpointRecord, config: &EndpointConfig, restoring: bool) -> bool {
-    let expected = if restoring {
-        &record.config
-    } else {
-        &record.pending_config
-    };
-    expected.as_ref() == Some(config)
 }
 
 fn load_entities(

@@ -98,18 +98,8 @@ impl EndpointManager {
         record.fallback_enabled = enabled;
         record.last_updated_timestamp = unix_millis();
         self.registry.put_endpoint(&record)?;
-        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(active) = live.get(&super::key(tenant, name)).cloned() {
-            live.insert(
-                super::key(tenant, name),
-                std::sync::Arc::new(super::ActiveConfig {
-                    config_version: active.config_version,
-                    entities: active.entities.clone(),
-                    split: active.split.clone(),
-                    fallback: enabled,
-                }),
-            );
-        }
+        self.live
+            .modify(tenant, name, |active| active.with_fallback(enabled));
         Ok(record)
     }
 

@@ -1,6 +1,8 @@
 //! The endpoint manager's record races: a prepared config takes effect only while it is still wanted.
 
+use super::lifecycle::still_wanted;
 use super::*;
+use crate::registry::{ConfigUpdate, EndpointState, Readiness};
 
 fn config(version: u64, model_version: &str) -> EndpointConfig {
     let mut config: EndpointConfig = serde_json::from_value(serde_json::json!({
@@ -22,13 +24,12 @@ fn record(active: Option<EndpointConfig>, pending: Option<EndpointConfig>) -> En
         creation_timestamp: 0,
         last_updated_timestamp: 0,
         state: EndpointState {
-            ready: NOT_READY.into(),
+            ready: Readiness::NotReady,
             config_update: if pending.is_some() {
-                IN_PROGRESS
+                ConfigUpdate::InProgress
             } else {
-                NOT_UPDATING
-            }
-            .into(),
+                ConfigUpdate::NotUpdating
+            },
         },
         config: active,
         pending_config: pending,

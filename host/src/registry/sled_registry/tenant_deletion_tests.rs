@@ -33,8 +33,8 @@ fn endpoint(tenant: &str, name: &str) -> EndpointRecord {
         config: None,
         pending_config: None,
         state: EndpointState {
-            ready: "NOT_READY".into(),
-            config_update: "UPDATE_FAILED".into(),
+            ready: crate::registry::Readiness::NotReady,
+            config_update: crate::registry::ConfigUpdate::UpdateFailed,
         },
         update_error: None,
         fallback_enabled: false,
