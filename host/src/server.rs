@@ -10,10 +10,10 @@ use crate::config::ServeConfig;
 use crate::images::{ComponentCache, ImageService, ImageSettings};
 use crate::inference::{EngineSettings, Engines};
 use crate::package::UnpackLimits;
-use crate::registry::{ModelRegistry, SledRegistry};
+use crate::registry::SledRegistry;
 use crate::runtime::{MemoryBudget, Runtime, RuntimeConfig};
 use crate::serving::{EndpointManager, GuestThreads, InlinePolicy};
-use crate::tenancy::{hash_secret, new_salt, redacted, secret_matches};
+use crate::tenancy::{redacted, AdminBootstrap, Directory};
 use axum::Router;
 use std::sync::Arc;
 use thiserror::Error;
@@ -81,8 +81,9 @@ impl App {
         };
         let registry = SledRegistry::open(&data.join("metadata"))
             .map_err(|e| store_error("the metadata database")(&e))?;
-        let registry: Arc<dyn ModelRegistry> = Arc::new(registry);
-        bootstrap_admin(registry.as_ref(), config.admin_token.as_deref())?;
+        let registry = Arc::new(registry);
+        let directory = Arc::new(Directory::new(registry.clone(), registry.clone()));
+        bootstrap_admin(&directory, config.admin_token.as_deref())?;
         let blobs =
             BlobStore::open(&data.join("blobs")).map_err(|e| store_error("the blob store")(&e))?;
 
@@ -136,11 +137,10 @@ impl App {
             Arc::new(guest_threads),
         );
         let state = AppState {
-            registry,
+            directory,
             images,
             engines,
             endpoints: endpoints.clone(),
-            tokens: Arc::default(),
             max_upload_bytes: config.max_upload_bytes,
         };
         Ok(Self {
@@ -210,28 +210,21 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
 }
 
 /// Stores the admin token's salted hash; keeps the stored one when none is given.
-fn bootstrap_admin(registry: &dyn ModelRegistry, token: Option<&str>) -> Result<(), ServeError> {
-    let stored = registry.admin_credential().map_err(|e| ServeError::Store {
-        what: "the metadata database",
-        path: String::new(),
-        detail: e.to_string(),
-    })?;
-    match (token, stored) {
-        (Some(token), Some((salt, hash))) if secret_matches(token, &salt, &hash) => Ok(()),
-        (Some(token), _) => {
-            let salt = new_salt();
-            registry
-                .set_admin_credential(&salt, &hash_secret(&salt, token))
-                .map_err(|e| ServeError::Store {
-                    what: "the metadata database",
-                    path: String::new(),
-                    detail: e.to_string(),
-                })?;
-            tracing::info!(token = %redacted(token), "admin token set");
+fn bootstrap_admin(directory: &Directory, token: Option<&str>) -> Result<(), ServeError> {
+    let outcome = directory
+        .bootstrap_admin(token)
+        .map_err(|e| ServeError::Store {
+            what: "the metadata database",
+            path: String::new(),
+            detail: e.to_string(),
+        })?;
+    match outcome {
+        AdminBootstrap::Kept => Ok(()),
+        AdminBootstrap::Set => {
+            tracing::info!(token = %redacted(token.unwrap_or_default()), "admin token set");
             Ok(())
         }
-        (None, Some(_)) => Ok(()),
-        (None, None) => Err(ServeError::NoAdmin),
+        AdminBootstrap::Missing => Err(ServeError::NoAdmin),
     }
 }
 

@@ -3,8 +3,7 @@
 //! is compared with the bootstrap admin credential.
 
 use super::{ApiError, AppState};
-use crate::registry::{unix_millis, RegistryError};
-use crate::tenancy::{secret_matches, Permission, Principal, TenantGrant, TokenString};
+use crate::tenancy::{AuthError, Permission, Principal, TenantGrant};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
@@ -45,33 +44,13 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 fn authenticate(state: &AppState, presented: &str) -> Result<Principal, ApiError> {
-    let invalid = || ApiError::unauthenticated("invalid or revoked token");
-    if let Some(token) = TokenString::parse(presented) {
-        let record = match state.tokens.get(state.registry.as_ref(), &token.token_id) {
-            Ok(record) => record,
-            Err(RegistryError::NotFound { .. }) => return Err(invalid()),
-            Err(e) => return Err(e.into()),
-        };
-        if !token.matches(&record.salt, &record.hash) {
-            return Err(invalid());
-        }
-        if record.expires_at_ms.is_some_and(|t| t <= unix_millis()) {
-            return Err(ApiError::unauthenticated(
-                "token expired; ask your tenant's manager for a new one",
-            ));
-        }
-        return Ok(Principal::Tenant(TenantGrant {
-            tenant: record.tenant.clone(),
-            token_id: record.token_id.clone(),
-            permission: record.permission,
-            resources: record.resources.clone(),
-            expires_at_ms: record.expires_at_ms,
-        }));
-    }
-    match state.registry.admin_credential()? {
-        Some((salt, hash)) if secret_matches(presented, &salt, &hash) => Ok(Principal::Admin),
-        _ => Err(invalid()),
-    }
+    state
+        .directory
+        .authenticate(presented)
+        .map_err(|e| match e {
+            AuthError::Store(e) => e.into(),
+            e => ApiError::unauthenticated(e.to_string()),
+        })
 }
 
 impl Caller {

@@ -186,8 +186,8 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
         return Err(ApiError::forbidden("listing endpoints needs CAN_VIEW"));
     }
     let endpoints: Vec<Value> = state
-        .registry
-        .endpoints(Some(&grant.tenant))?
+        .endpoints
+        .records(&grant.tenant)?
         .iter()
         .filter(|e| grant.covers(&e.name))
         .map(|e| {

@@ -43,9 +43,8 @@ pub use json::{parse_json, parse_value, JsonBody, RawBody};
 
 use crate::images::ImageService;
 use crate::inference::Engines;
-use crate::registry::ModelRegistry;
 use crate::serving::EndpointManager;
-use crate::tenancy::TokenCache;
+use crate::tenancy::Directory;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, patch, post, put};
 use axum::Router;
@@ -56,16 +55,14 @@ use tower_http::normalize_path::NormalizePathLayer;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    /// Metadata.
-    pub registry: Arc<dyn ModelRegistry>,
+    /// Tenants, tokens, authentication.
+    pub directory: Arc<Directory>,
     /// Model images.
     pub images: Arc<ImageService>,
     /// Loaded engines.
     pub engines: &'static Engines,
     /// Serving endpoints.
     pub endpoints: Arc<EndpointManager>,
-    /// Token records in memory.
-    pub tokens: Arc<TokenCache>,
     /// Largest upload, bytes.
     pub max_upload_bytes: u64,
 }

@@ -62,11 +62,11 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
         return Err(ApiError::forbidden("listing models needs CAN_VIEW"));
     }
     let mut models = Vec::new();
-    for name in state.registry.models(&grant.tenant)? {
+    for name in state.images.models(&grant.tenant)? {
         if !grant.covers(&name) {
             continue;
         }
-        let versions = state.registry.images(&grant.tenant, &name)?;
+        let versions = state.images.versions(&grant.tenant, &name)?;
         if let Some(latest) = versions.last() {
             models.push(json!({
                 "name": name,
@@ -86,7 +86,7 @@ pub async fn versions(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let grant = caller.require(Permission::CanView, "model", &name)?;
-    let versions = state.registry.images(&grant.tenant, &name)?;
+    let versions = state.images.versions(&grant.tenant, &name)?;
     if versions.is_empty() {
         return Err(ApiError::not_found(format!(
             "model `{name}` does not exist"
@@ -106,7 +106,7 @@ pub async fn get_version(
 ) -> Result<Json<Value>, ApiError> {
     let grant = caller.require(Permission::CanView, "model", &name)?;
     let version = parse_version(&version)?;
-    let image = state.registry.image(&grant.tenant, &name, version)?;
+    let image = state.images.version(&grant.tenant, &name, version)?;
     let manifest = Manifest::parse(&image.manifest).map_err(ApiError::internal)?;
     let mut body = version_summary(&image);
     body["description"] = json!(manifest.description);

@@ -170,8 +170,8 @@ pub async fn get(
     for entity in &config.served_entities {
         let version = entity.version().unwrap_or(0);
         let image = state
-            .registry
-            .image(&grant.tenant, &entity.entity_name, version)?;
+            .images
+            .version(&grant.tenant, &entity.entity_name, version)?;
         let manifest = Manifest::parse(&image.manifest).map_err(ApiError::internal)?;
         signatures.push(manifest.signature);
     }

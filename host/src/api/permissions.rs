@@ -52,8 +52,8 @@ fn endpoint_by_id(
     id: &str,
 ) -> Result<EndpointRecord, ApiError> {
     state
-        .registry
-        .endpoints(Some(&grant.tenant))?
+        .endpoints
+        .records(&grant.tenant)?
         .into_iter()
         .find(|e| e.id() == id && grant.covers(&e.name))
         .ok_or_else(|| {
@@ -68,7 +68,7 @@ fn principals(
     endpoint: &str,
 ) -> Result<Vec<TokenRecord>, ApiError> {
     Ok(state
-        .registry
+        .directory
         .tokens(Some(&grant.tenant))?
         .into_iter()
         .filter(|t| t.resources.iter().any(|r| r == "*" || r == endpoint))

@@ -29,7 +29,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require_admin()?;
     validate_name("name", &body.name)?;
-    let record = blocking(move || Ok(state.registry.create_tenant(&body.name)?)).await?;
+    let record = blocking(move || Ok(state.directory.create_tenant(&body.name)?)).await?;
     tracing::info!(tenant = %record.name, "tenant created");
     Ok((StatusCode::CREATED, Json(tenant_json(&record))))
 }
@@ -37,7 +37,7 @@ pub async fn create(
 /// Lists tenants.
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let tenants: Vec<Value> = state.registry.tenants()?.iter().map(tenant_json).collect();
+    let tenants: Vec<Value> = state.directory.tenants()?.iter().map(tenant_json).collect();
     Ok(Json(json!({ "tenants": tenants })))
 }
 
@@ -48,7 +48,7 @@ pub async fn get(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    Ok(Json(tenant_json(&state.registry.tenant(&name)?)))
+    Ok(Json(tenant_json(&state.directory.tenant(&name)?)))
 }
 
 /// Deletes a tenant and its tokens (refused, 409, while it has models or endpoints).
@@ -59,8 +59,7 @@ pub async fn delete(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     blocking(move || {
-        state.registry.delete_tenant(&name)?;
-        state.tokens.forget_tenant(&name);
+        state.directory.delete_tenant(&name)?;
         Ok(())
     })
     .await?;

@@ -3,7 +3,7 @@
 
 use super::{blocking, ApiError, AppState, Caller, JsonBody};
 use crate::registry::{unix_millis, TokenRecord};
-use crate::tenancy::{validate_name, IssuedToken, Permission, Principal, TenantGrant};
+use crate::tenancy::{validate_name, NewToken, Permission, Principal, TenantGrant};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -99,13 +99,8 @@ pub async fn create(
             (grant.tenant.clone(), grant.token_id.clone())
         }
     };
-    state.registry.tenant(&tenant)?;
-    let issued = IssuedToken::generate();
-    let record = TokenRecord {
-        token_id: issued.token_id.clone(),
+    let new = NewToken {
         tenant,
-        salt: issued.salt,
-        hash: issued.hash,
         permission,
         resources,
         created_at_ms,
@@ -113,12 +108,12 @@ pub async fn create(
         comment: body.comment,
         created_by,
     };
+    let (token, record) = blocking(move || Ok(state.directory.issue_token(new)?)).await?;
     let info = token_info(&record);
-    blocking(move || Ok(state.registry.put_token(&record)?)).await?;
-    tracing::info!(token_id = %issued.token_id, "token issued");
+    tracing::info!(token_id = %record.token_id, "token issued");
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "token_id": issued.token_id, "token": issued.token, "token_info": info })),
+        Json(json!({ "token_id": record.token_id, "token": token, "token_info": info })),
     ))
 }
 
@@ -143,7 +138,7 @@ pub async fn list(
             Some(grant.tenant.clone())
         }
     };
-    let tokens = state.registry.tokens(tenant.as_deref())?;
+    let tokens = state.directory.tokens(tenant.as_deref())?;
     let visible = tokens.iter().filter(|t| match &caller.0 {
         Principal::Admin => true,
         Principal::Tenant(grant) => within_reach(grant, t),
@@ -168,7 +163,7 @@ pub async fn delete(
     Path(token_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let missing = || ApiError::not_found(format!("token `{token_id}` does not exist"));
-    let record = state.registry.token(&token_id).map_err(|_| missing())?;
+    let record = state.directory.token(&token_id).map_err(|_| missing())?;
     if let Principal::Tenant(grant) = &caller.0 {
         if grant.tenant != record.tenant {
             return Err(missing());
@@ -182,12 +177,6 @@ pub async fn delete(
             ));
         }
     }
-    let tokens = state.tokens.clone();
-    blocking(move || {
-        state.registry.delete_token(&record.token_id)?;
-        tokens.forget(&record.token_id);
-        Ok(())
-    })
-    .await?;
+    blocking(move || Ok(state.directory.revoke_token(&record.token_id)?)).await?;
     Ok(Json(json!({})))
 }

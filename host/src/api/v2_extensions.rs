@@ -64,15 +64,15 @@ pub async fn repository_index(
         super::parse_json(&body)?
     };
     let mut entries = Vec::new();
-    let endpoints = state.registry.endpoints(Some(&grant.tenant))?;
+    let endpoints = state.endpoints.records(&grant.tenant)?;
     for record in endpoints.iter().filter(|r| grant.covers(&r.name)) {
         entries.extend(endpoint_entries(record));
     }
-    for model in state.registry.models(&grant.tenant)? {
+    for model in state.images.models(&grant.tenant)? {
         if !grant.covers(&model) || endpoints.iter().any(|e| e.name == model) {
             continue;
         }
-        for image in state.registry.images(&grant.tenant, &model)? {
+        for image in state.images.versions(&grant.tenant, &model)? {
             entries.push(json!({"name": model, "version": image.version.to_string(),
                                 "state": "READY", "reason": ""}));
         }
@@ -116,11 +116,11 @@ pub async fn all_stats(
     let grant = caller.tenant()?;
     let table = state.images.stats();
     let mut stats = Vec::new();
-    for model in state.registry.models(&grant.tenant)? {
+    for model in state.images.models(&grant.tenant)? {
         if !grant.covers(&model) {
             continue;
         }
-        for image in state.registry.images(&grant.tenant, &model)? {
+        for image in state.images.versions(&grant.tenant, &model)? {
             let snapshot = table.snapshot(&grant.tenant, &model, image.version);
             stats.push(model_stats(&model, image.version, &snapshot));
         }

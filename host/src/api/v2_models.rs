@@ -7,7 +7,6 @@
 
 use super::{parse_version, ApiError, AppState, Caller};
 use crate::package::{Manifest, TensorSignature};
-use crate::registry::RegistryError;
 use crate::tenancy::{Permission, TenantGrant};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -32,7 +31,7 @@ pub(super) struct Described {
 }
 
 fn manifest_of(state: &AppState, tenant: &str, model: &str, version: u64) -> Option<Manifest> {
-    let record = state.registry.image(tenant, model, version).ok()?;
+    let record = state.images.version(tenant, model, version).ok()?;
     Manifest::parse(&record.manifest).ok()
 }
 
@@ -43,11 +42,7 @@ pub(super) fn describe(
     name: &str,
     version: Option<u64>,
 ) -> Result<Described, ApiError> {
-    let record = match state.registry.endpoint(&grant.tenant, name) {
-        Ok(record) => Some(record),
-        Err(RegistryError::NotFound { .. }) => None,
-        Err(e) => return Err(e.into()),
-    };
+    let record = state.endpoints.find_record(&grant.tenant, name)?;
     if let Some(record) = record {
         let active = state.endpoints.active(&grant.tenant, name).ok();
         let ready = if record.state.ready == crate::registry::Readiness::Ready && active.is_some() {
@@ -98,7 +93,7 @@ pub(super) fn describe(
             manifest,
         });
     }
-    let images = state.registry.images(&grant.tenant, name)?;
+    let images = state.images.versions(&grant.tenant, name)?;
     let chosen = match version {
         Some(v) => images.iter().find(|i| i.version == v),
         None => images.last(),

@@ -20,7 +20,7 @@ pub use slots::{UploadSlot, DEFAULT_MAX_CONCURRENT_UPLOADS};
 use crate::blobs::{BlobStore, Digest};
 use crate::inference::{Engines, GraphFile, GraphSet, GraphSpec, InferenceError};
 use crate::package::{unpack, Manifest, PackageError, UnpackLimits};
-use crate::registry::{ImageDraft, ImageFile, ImageRecord, ModelRegistry};
+use crate::registry::{ImageDraft, ImageFile, ImageRecord, ImageStore, RegistryError};
 use crate::runtime::{LoadedHandler, RequestLimits, Runtime};
 use crate::telemetry::{ModelStats, StatsTable};
 use std::collections::HashMap;
@@ -48,7 +48,7 @@ type ImageKey = (String, String, u64);
 /// Publishes and loads model images.
 pub struct ImageService {
     blobs: BlobStore,
-    registry: Arc<dyn ModelRegistry>,
+    registry: Arc<dyn ImageStore>,
     runtime: Arc<Runtime>,
     engines: &'static Engines,
     cache: ComponentCache,
@@ -85,7 +85,7 @@ impl ImageService {
     /// A service over these stores.
     pub fn new(
         blobs: BlobStore,
-        registry: Arc<dyn ModelRegistry>,
+        registry: Arc<dyn ImageStore>,
         runtime: Arc<Runtime>,
         engines: &'static Engines,
         cache: ComponentCache,
@@ -301,6 +301,26 @@ impl ImageService {
             }
             other => ImageError::Graph(other),
         })
+    }
+
+    /// Names of a tenant's models.
+    pub fn models(&self, tenant: &str) -> Result<Vec<String>, RegistryError> {
+        self.registry.models(tenant)
+    }
+
+    /// Every version of one model, oldest first.
+    pub fn versions(&self, tenant: &str, name: &str) -> Result<Vec<ImageRecord>, RegistryError> {
+        self.registry.images(tenant, name)
+    }
+
+    /// One version's record.
+    pub fn version(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: u64,
+    ) -> Result<ImageRecord, RegistryError> {
+        self.registry.image(tenant, name, version)
     }
 
     /// The image version ready to run, loading it on first use.

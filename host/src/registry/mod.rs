@@ -1,10 +1,12 @@
-//! Metadata: tenants, tokens, model images and serving endpoints, behind the
-//! [`ModelRegistry`] trait, kept in sled by [`SledRegistry`]. Every acknowledged write is
+//! Metadata: tenants, tokens, model images and serving endpoints, one store trait per
+//! record kind ([`TenantStore`], [`TokenStore`], [`ImageStore`], [`EndpointStore`]; all
+//! four together are a [`ModelRegistry`]), kept in sled by [`SledRegistry`]. Every acknowledged write is
 //! flushed to disk before the call returns; changes touching several keys are one sled
 //! transaction.
 
 mod contents;
 mod endpoints;
+mod permission;
 mod records;
 mod sled_registry;
 
@@ -12,6 +14,7 @@ pub use endpoints::{
     unix_millis, ConfigUpdate, EndpointConfig, EndpointRecord, EndpointState, EndpointTag,
     Readiness, Route, ServedEntity, TrafficConfig,
 };
+pub use permission::Permission;
 pub use records::{now_secs, ImageDraft, ImageFile, ImageRecord, TenantRecord, TokenRecord};
 pub use sled_registry::SledRegistry;
 
@@ -58,8 +61,8 @@ impl RegistryError {
     }
 }
 
-/// The metadata store.
-pub trait ModelRegistry: Send + Sync {
+/// Tenant records.
+pub trait TenantStore: Send + Sync {
     /// Creates a tenant.
     fn create_tenant(&self, name: &str) -> Result<TenantRecord, RegistryError>;
     /// A tenant by name.
@@ -69,7 +72,10 @@ pub trait ModelRegistry: Send + Sync {
     /// Deletes a tenant and, in the same transaction, its tokens; refused (`Conflict`) while
     /// it has model images or serving endpoints.
     fn delete_tenant(&self, name: &str) -> Result<(), RegistryError>;
+}
 
+/// Token records and the admin credential.
+pub trait TokenStore: Send + Sync {
     /// Stores a new token; `NotFound` (kind `tenant`) unless its tenant exists when it is
     /// written.
     fn put_token(&self, token: &TokenRecord) -> Result<(), RegistryError>;
@@ -84,7 +90,10 @@ pub trait ModelRegistry: Send + Sync {
     fn set_admin_credential(&self, salt: &str, hash: &str) -> Result<(), RegistryError>;
     /// The admin credential, if bootstrapped.
     fn admin_credential(&self) -> Result<Option<(String, String)>, RegistryError>;
+}
 
+/// Model image records (the immutable versions of each model).
+pub trait ImageStore: Send + Sync {
     /// Publishes an image as the model's next version; `NotFound` (kind `tenant`) unless its
     /// tenant exists when it is written (an upload can outlive its tenant).
     fn publish_image(&self, draft: ImageDraft) -> Result<ImageRecord, RegistryError>;
@@ -103,7 +112,10 @@ pub trait ModelRegistry: Send + Sync {
     ) -> Result<ImageRecord, RegistryError>;
     /// Every blob some image still references.
     fn referenced_blobs(&self) -> Result<HashSet<Digest>, RegistryError>;
+}
 
+/// Serving-endpoint records.
+pub trait EndpointStore: Send + Sync {
     /// Creates an endpoint; fails if the tenant has one of that name, and with `NotFound`
     /// (kind `tenant`) unless the tenant exists when it is written.
     fn create_endpoint(&self, endpoint: &EndpointRecord) -> Result<(), RegistryError>;
@@ -116,3 +128,10 @@ pub trait ModelRegistry: Send + Sync {
     /// Deletes an endpoint.
     fn delete_endpoint(&self, tenant: &str, name: &str) -> Result<(), RegistryError>;
 }
+
+/// The whole metadata store: every record kind. Each service takes only the store of
+/// the records it owns (`Arc<dyn ImageStore>` and so on); a backend implements the four
+/// traits (sled today; the cluster mode puts PostgreSQL behind the same traits).
+pub trait ModelRegistry: TenantStore + TokenStore + ImageStore + EndpointStore {}
+
+impl<T: TenantStore + TokenStore + ImageStore + EndpointStore> ModelRegistry for T {}

@@ -1,7 +1,7 @@
 //! The records the registry keeps: tenants, tokens (salted hashes only), model images.
 
+use super::Permission;
 use crate::blobs::Digest;
-use crate::tenancy::Permission;
 use serde::{Deserialize, Serialize};
 
 /// Seconds since the Unix epoch.

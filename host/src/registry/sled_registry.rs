@@ -1,4 +1,5 @@
-//! [`ModelRegistry`] on sled: one tree per record kind, JSON values, flush after each write.
+//! The record stores ([`TenantStore`], [`TokenStore`], [`ImageStore`], [`EndpointStore`]) on
+//! sled: one tree per record kind, JSON values, flush after each write.
 //! Every write into a tenant, and the tenant's deletion, is one sled transaction that also
 //! reads and updates the tenant's index (see [`super::contents`]), so none of them can
 //! interleave with another.
@@ -6,7 +7,7 @@
 use super::contents::{self, abort, require_tenant, TxError};
 use super::endpoints::EndpointRecord;
 use super::records::{now_secs, ImageDraft, ImageRecord, TenantRecord, TokenRecord};
-use super::{ModelRegistry, RegistryError};
+use super::{EndpointStore, ImageStore, RegistryError, TenantStore, TokenStore};
 use crate::blobs::Digest;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -122,7 +123,7 @@ impl SledRegistry {
     }
 }
 
-impl ModelRegistry for SledRegistry {
+impl TenantStore for SledRegistry {
     fn create_tenant(&self, name: &str) -> Result<TenantRecord, RegistryError> {
         let record = TenantRecord {
             name: name.to_string(),
@@ -174,7 +175,9 @@ impl ModelRegistry for SledRegistry {
             .map_err(tx_error)?;
         self.flush()
     }
+}
 
+impl TokenStore for SledRegistry {
     fn put_token(&self, token: &TokenRecord) -> Result<(), RegistryError> {
         let value = encode(token)?;
         (&self.tenants, &self.tokens, &self.contents)
@@ -248,7 +251,9 @@ impl ModelRegistry for SledRegistry {
             .map(|bytes| decode(&bytes))
             .transpose()
     }
+}
 
+impl ImageStore for SledRegistry {
     fn publish_image(&self, draft: ImageDraft) -> Result<ImageRecord, RegistryError> {
         let counter_key = model_prefix(&draft.tenant, &draft.name);
         let record = (
@@ -346,7 +351,9 @@ impl ModelRegistry for SledRegistry {
         let images: Vec<ImageRecord> = Self::scan(&self.images, b"")?;
         Ok(images.iter().flat_map(|i| i.blobs().cloned()).collect())
     }
+}
 
+impl EndpointStore for SledRegistry {
     fn create_endpoint(&self, endpoint: &EndpointRecord) -> Result<(), RegistryError> {
         let key = endpoint_key(&endpoint.tenant, &endpoint.name);
         let value = encode(endpoint)?;

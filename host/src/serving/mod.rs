@@ -26,12 +26,12 @@ pub use records::EndpointMeta;
 pub use routing::Split;
 
 use crate::images::ImageService;
-use crate::registry::{EndpointConfig, EndpointRecord, ModelRegistry, RegistryError};
+use crate::registry::{EndpointConfig, EndpointRecord, EndpointStore, RegistryError};
 use std::sync::Arc;
 
 /// Owns the live endpoints of all tenants.
 pub struct EndpointManager {
-    registry: Arc<dyn ModelRegistry>,
+    registry: Arc<dyn EndpointStore>,
     images: Arc<ImageService>,
     /// When requests may run inline on the async worker.
     inline: InlinePolicy,
@@ -54,7 +54,7 @@ impl EndpointManager {
 
     /// A manager over these stores.
     pub fn new(
-        registry: Arc<dyn ModelRegistry>,
+        registry: Arc<dyn EndpointStore>,
         images: Arc<ImageService>,
         inline: InlinePolicy,
         threads: Arc<GuestThreads>,
@@ -271,6 +271,24 @@ impl EndpointManager {
         Ok(self.registry.endpoint(tenant, name)?)
     }
 
+    /// The stored record, or `None` when the tenant has no endpoint of that name.
+    pub fn find_record(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<EndpointRecord>, ServingError> {
+        match self.registry.endpoint(tenant, name) {
+            Ok(record) => Ok(Some(record)),
+            Err(RegistryError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every endpoint record of a tenant.
+    pub fn records(&self, tenant: &str) -> Result<Vec<EndpointRecord>, ServingError> {
+        Ok(self.registry.endpoints(Some(tenant))?)
+    }
+
     /// The config serving traffic now.
     pub fn active(&self, tenant: &str, name: &str) -> Result<Arc<ActiveConfig>, ServingError> {
         if let Some(active) = self.live.get(tenant, name) {
@@ -331,7 +349,7 @@ impl EndpointManager {
         let held = self.live.direct.insert(key.clone(), entity);
         // A delete of this version that ran while it loaded has already released what was
         // held; do not keep serving it.
-        if let Err(e) = self.registry.image(tenant, model, version) {
+        if let Err(e) = self.images.version(tenant, model, version) {
             self.live.direct.remove(&key);
             self.release_unserved();
             return Err(e.into());
@@ -343,8 +361,8 @@ impl EndpointManager {
 
     /// The latest version of `model` (what a query of the bare model name serves).
     pub fn latest_version(&self, tenant: &str, model: &str) -> Result<u64, ServingError> {
-        self.registry
-            .images(tenant, model)?
+        self.images
+            .versions(tenant, model)?
             .last()
             .map(|i| i.version)
             .ok_or_else(|| ServingError::NoSuchModel(model.to_string()))

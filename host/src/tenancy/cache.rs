@@ -10,7 +10,7 @@
 //! revocation is answered as if it had come a moment earlier, like any request already
 //! running when a token is revoked).
 
-use crate::registry::{ModelRegistry, RegistryError, TokenRecord};
+use crate::registry::{RegistryError, TokenRecord, TokenStore};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -39,10 +39,10 @@ impl TokenCache {
     /// The record of `token_id`, from memory or the registry.
     pub fn get(
         &self,
-        registry: &dyn ModelRegistry,
+        store: &dyn TokenStore,
         token_id: &str,
     ) -> Result<Arc<TokenRecord>, RegistryError> {
-        self.get_with(token_id, || registry.token(token_id))
+        self.get_with(token_id, || store.token(token_id))
     }
 
     /// The record of `token_id`, from memory or `fetch`.

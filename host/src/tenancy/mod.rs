@@ -2,39 +2,15 @@
 //! stored), the bootstrap admin credential, and resource-name rules.
 
 mod cache;
+mod directory;
 mod names;
 mod tokens;
 
+pub use crate::registry::Permission;
 pub use cache::TokenCache;
+pub use directory::{AdminBootstrap, AuthError, Directory, NewToken};
 pub use names::{validate_name, NameError};
 pub use tokens::{hash_secret, new_salt, redacted, secret_matches, IssuedToken, TokenString};
-
-use serde::{Deserialize, Serialize};
-use std::fmt;
-
-/// What a token may do, Databricks' permission levels. Each level includes the ones below.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Permission {
-    /// Read metadata: list and get models, versions and endpoints.
-    #[serde(rename = "CAN_VIEW")]
-    CanView,
-    /// Also query endpoints.
-    #[serde(rename = "CAN_QUERY")]
-    CanQuery,
-    /// Also upload, delete and configure; create narrower tokens.
-    #[serde(rename = "CAN_MANAGE")]
-    CanManage,
-}
-
-impl fmt::Display for Permission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::CanView => "CAN_VIEW",
-            Self::CanQuery => "CAN_QUERY",
-            Self::CanManage => "CAN_MANAGE",
-        })
-    }
-}
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]

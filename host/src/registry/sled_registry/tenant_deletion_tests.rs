@@ -3,7 +3,7 @@
 use super::tests::draft;
 use super::*;
 use crate::registry::EndpointState;
-use crate::tenancy::Permission;
+use crate::registry::Permission;
 
 fn token(tenant: &str, id: &str) -> TokenRecord {
     TokenRecord {
