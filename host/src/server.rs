@@ -116,6 +116,7 @@ impl App {
                 },
                 fuel_metering: config.fuel_metering,
                 max_concurrent_uploads: config.max_concurrent_uploads,
+                max_upload_bytes: config.max_upload_bytes,
             },
         ));
         let guest_threads = GuestThreads::new(config.guest_threads)
@@ -141,7 +142,6 @@ impl App {
             images,
             engines,
             endpoints: endpoints.clone(),
-            max_upload_bytes: config.max_upload_bytes,
         };
         Ok(Self {
             state,

@@ -4,7 +4,7 @@
 //! `"error"` (the message again), the field of KServe's Open Inference Protocol errors.
 
 use crate::codec::CodecError;
-use crate::images::ImageError;
+use crate::images::{ImageError, UploadError};
 use crate::inference::{InferenceError, NotSelfContained};
 use crate::package::PackageError;
 use crate::registry::RegistryError;
@@ -283,6 +283,27 @@ impl From<ImageError> for ApiError {
         }
     }
 }
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::Busy { .. } => Self::rate_limited(
+                format!("{e}; retry in {UPLOAD_RETRY_AFTER_SECS} seconds"),
+                UPLOAD_RETRY_AFTER_SECS,
+            )
+            .with_reason("too_many_uploads"),
+            UploadError::TooLarge { .. } => Self::too_large(e.to_string()),
+            UploadError::DigestMismatch { .. } => {
+                Self::bad_request(e.to_string()).with_reason("digest_mismatch")
+            }
+            UploadError::Image(image) => image.into(),
+            UploadError::Blob(_) | UploadError::Io(_) => Self::internal(e),
+        }
+    }
+}
+
+/// When an upload refused for want of a slot may be tried again, in seconds.
+pub const UPLOAD_RETRY_AFTER_SECS: u64 = 5;
 
 impl From<RuntimeError> for ApiError {
     fn from(e: RuntimeError) -> Self {

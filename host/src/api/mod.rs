@@ -63,8 +63,6 @@ pub struct AppState {
     pub engines: &'static Engines,
     /// Serving endpoints.
     pub endpoints: Arc<EndpointManager>,
-    /// Largest upload, bytes.
-    pub max_upload_bytes: u64,
 }
 
 /// Parses a model version from a path: a positive integer.

@@ -4,6 +4,7 @@
 
 use super::{blocking, parse_version, ApiError, AppState, Caller};
 use crate::blobs::Digest;
+use crate::images::UploadError;
 use crate::package::Manifest;
 use crate::registry::ImageRecord;
 use crate::tenancy::{validate_name, Permission};
@@ -13,7 +14,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use std::io::Write;
 
 /// How much of an oversized upload is read and discarded before answering 413, so that
 /// clients that do not wait for `100 Continue` still read the answer.
@@ -21,8 +21,6 @@ const LINGER_BYTES: u64 = 32 << 20;
 /// How much of an upload refused for want of a slot is read and discarded: enough for
 /// a small package to be read whole, little enough that refusing holds nothing long.
 const BUSY_LINGER_BYTES: u64 = 1 << 20;
-/// When an upload refused for want of a slot may be tried again, in seconds.
-const BUSY_RETRY_AFTER_SECS: u64 = 5;
 
 /// Reads and discards up to [`LINGER_BYTES`] more of the body, for at most 5 seconds.
 async fn linger(stream: &mut axum::body::BodyDataStream) {
@@ -189,9 +187,10 @@ fn check_upload(
     Ok((grant, expected))
 }
 
-/// `POST /api/2.0/models/{name}/versions`: streams the package to disk (bounded memory,
-/// 413 past the limit), checks `X-Content-Sha256` when sent, then validates and publishes.
-/// At most `max_concurrent_uploads` run at once; one more is refused at once (429).
+/// `POST /api/2.0/models/{name}/versions`: streams the package into an upload
+/// (`images::Upload`: bounded memory, 413 past the limit), which checks `X-Content-Sha256`
+/// when sent, then validates and publishes. At most `max_concurrent_uploads` run at once;
+/// one more is refused at once (429).
 pub async fn upload(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
@@ -210,72 +209,41 @@ pub async fn upload(
             return Err(e);
         }
     };
-    // Held until the upload is published or refused (or its client goes away).
-    let Some(slot) = state.images.try_begin_upload() else {
-        drain(
-            &mut stream,
-            BUSY_LINGER_BYTES,
-            std::time::Duration::from_secs(1),
-        )
-        .await;
-        return Err(ApiError::rate_limited(
-            format!(
-                "too many package uploads are in progress on this server (its limit is {}); \
-                 retry in {BUSY_RETRY_AFTER_SECS} seconds",
-                state.images.max_concurrent_uploads()
-            ),
-            BUSY_RETRY_AFTER_SECS,
-        )
-        .with_reason("too_many_uploads"));
-    };
-    let limit = state.max_upload_bytes;
-    let too_large = || {
-        ApiError::too_large(format!(
-            "the package is larger than this server's {} MiB upload limit",
-            limit >> 20
-        ))
-    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let limit = state.images.max_upload_bytes();
     if declared.is_some_and(|len| len > limit.saturating_add(LINGER_BYTES)) {
         // Far too large: answer at once (clients sending `Expect: 100-continue` never send it).
-        return Err(too_large());
+        return Err(UploadError::TooLarge { limit }.into());
     }
-    let mut writer = state
-        .images
-        .blobs()
-        .writer(limit)
-        .map_err(ApiError::internal)?;
+    // Holds an upload slot until it is published or refused (or its client goes away).
+    let mut upload = match state.images.begin_upload(expected) {
+        Ok(upload) => upload,
+        Err(e) => {
+            if matches!(e, UploadError::Busy { .. }) {
+                drain(
+                    &mut stream,
+                    BUSY_LINGER_BYTES,
+                    std::time::Duration::from_secs(1),
+                )
+                .await;
+            }
+            return Err(e.into());
+        }
+    };
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::body_unreadable(&e))?;
-        if writer.written() + chunk.len() as u64 > limit {
-            drop(writer);
+        if let Err(e) = tokio::task::block_in_place(|| upload.write(&chunk)) {
+            drop(upload);
             linger(&mut stream).await;
-            return Err(too_large());
+            return Err(e.into());
         }
-        tokio::task::block_in_place(|| writer.write_all(&chunk)).map_err(ApiError::internal)?;
     }
-    let images = state.images.clone();
     let tenant = grant.tenant.clone();
     let created_by = grant.token_id.clone();
-    let record = blocking(move || {
-        let _slot = slot;
-        let archive = images.finish_pinned(writer).map_err(ApiError::internal)?;
-        if let Some(expected) = expected {
-            if *archive.digest() != expected {
-                let got = archive.digest().to_string();
-                images.discard(archive);
-                return Err(ApiError::bad_request(format!(
-                    "the package's sha256 is {got}, not {expected} as X-Content-Sha256 says; the upload was corrupted"
-                ))
-                .with_reason("digest_mismatch"));
-            }
-        }
-        Ok(images.publish(&tenant, &name, &created_by, archive)?)
-    })
-    .await?;
+    let record = blocking(move || Ok(upload.publish(&tenant, &name, &created_by)?)).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({

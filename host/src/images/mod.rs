@@ -4,18 +4,21 @@
 //!
 //! Blobs of a failed upload, and blobs no image references after a delete, are garbage
 //! collected; blobs an upload in progress is still writing are never collected (see
-//! `pins.rs`, which also sweeps what a crash left behind). At most
-//! `max_concurrent_uploads` uploads run at once (`slots.rs`).
+//! `pins.rs`, which also sweeps what a crash left behind). An upload streams into the blob
+//! store and is published from there (`upload.rs`); at most `max_concurrent_uploads` run
+//! at once (`slots.rs`).
 
 mod cache;
 mod error;
 mod pins;
 mod slots;
+mod upload;
 
 pub use cache::{CacheStats, ComponentCache};
 pub use error::ImageError;
 pub use pins::{BlobPin, OrphanError};
 pub use slots::{UploadSlot, DEFAULT_MAX_CONCURRENT_UPLOADS};
+pub use upload::{Upload, UploadError};
 
 use crate::blobs::{BlobStore, Digest};
 use crate::inference::{Engines, GraphFile, GraphSet, GraphSpec, InferenceError};
@@ -56,6 +59,7 @@ pub struct ImageService {
     in_flight: pins::PinTable,
     uploads: slots::UploadSlots,
     unpack_limits: UnpackLimits,
+    max_upload_bytes: u64,
     fuel_metering: bool,
     stats: StatsTable,
 }
@@ -69,6 +73,8 @@ pub struct ImageSettings {
     pub fuel_metering: bool,
     /// Uploads that may be in progress at once, across the server.
     pub max_concurrent_uploads: usize,
+    /// Largest package accepted, bytes.
+    pub max_upload_bytes: u64,
 }
 
 impl Default for ImageSettings {
@@ -77,6 +83,7 @@ impl Default for ImageSettings {
             unpack_limits: UnpackLimits::default(),
             fuel_metering: false,
             max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
+            max_upload_bytes: 1 << 30,
         }
     }
 }
@@ -101,6 +108,7 @@ impl ImageService {
             in_flight: pins::PinTable::default(),
             uploads: slots::UploadSlots::new(settings.max_concurrent_uploads),
             unpack_limits: settings.unpack_limits,
+            max_upload_bytes: settings.max_upload_bytes,
             fuel_metering: settings.fuel_metering,
             stats: StatsTable::default(),
         }
@@ -110,6 +118,11 @@ impl ImageService {
     /// allows; hold it until the upload has finished (published or failed).
     pub fn try_begin_upload(&self) -> Option<UploadSlot> {
         self.uploads.try_take()
+    }
+
+    /// Largest package accepted, bytes.
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.max_upload_bytes
     }
 
     /// Uploads that may run at once.
