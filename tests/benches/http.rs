@@ -16,6 +16,11 @@
 //! Each row alternates the two servers in rounds (bare then sandserve, then the other way
 //! round, ...), each side measured for a second after a short warm-up, and pools each
 //! side's samples: a slow spell of this shared machine then hits both sides alike.
+//!
+//! A third table drives the echo and digits rows with `wrk` (an external C client; skipped
+//! when it is not installed, or with `SANDSERVE_BENCH_WRK=0`; `SANDSERVE_BENCH_WRK_SECS`
+//! per side and round, default 3) and reports each server's CPU time per request from
+//! `/proc`, so the platform's own cost shows apart from the client's.
 //! `SANDSERVE_BENCH_ROUNDS` (default 6) and `SANDSERVE_BENCH_SECS` (per side and round,
 //! default 1) change that; `SANDSERVE_BENCH_ONLY=digits:1` (or `floor:32`) runs one row (for profiling: the
 //! server's pid is printed).
@@ -359,6 +364,7 @@ fn main() {
             print_row(row, concurrency, &base, &real);
         }
     }
+    external_client_rows(&rows, &bare, &server, &token, selected);
     // The floor: what running the model at all costs against the parse-only route, with no
     // platform in the way (both sides are bare routes of this process).
     let floor: Vec<usize> = [1, 32]
@@ -379,6 +385,85 @@ fn main() {
             concurrency,
         );
         print_row("digits", concurrency, &base, &model);
+    }
+}
+
+/// The same rows driven by `wrk` (an external C client), with each server's CPU time per
+/// request from `/proc`: the bare routes live in this process, so its CPU time over a run
+/// against them is theirs (the client is another process).
+fn external_client_rows(
+    rows: &[(&str, &str, &str, Value)],
+    bare: &str,
+    server: &TestServer,
+    token: &str,
+    selected: impl Fn(&str, usize) -> bool,
+) {
+    if std::env::var("SANDSERVE_BENCH_WRK").as_deref() == Ok("0") {
+        return;
+    }
+    if !sandserve_tests::wrk::available() {
+        eprintln!("wrk not found (apt-get install wrk): skipping the external-client table");
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let seconds = Duration::from_secs(env_number("SANDSERVE_BENCH_WRK_SECS", 3));
+    let rounds = env_number("SANDSERVE_BENCH_ROUNDS", 6).div_ceil(2).max(1);
+    println!();
+    println!("| wrk | connections | bare axum req/s | sandserve req/s | throughput ratio | bare p50 / p99 (us) | sandserve p50 / p99 (us) | bare CPU us/req | sandserve CPU us/req | CPU above bare (us/req) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (row, endpoint, bare_route, body) in rows.iter().take(2) {
+        for connections in [1, 32] {
+            if !selected(&format!("wrk-{row}"), connections) {
+                continue;
+            }
+            let body = serde_json::to_vec(body).expect("body");
+            let base_url = format!("{bare}/{bare_route}/invocations");
+            let real_url = format!("{}/serving-endpoints/{endpoint}/invocations", server.url);
+            let run = |url: &str, pid: u32| {
+                sandserve_tests::wrk::post(
+                    scratch.path(),
+                    url,
+                    token,
+                    &body,
+                    connections,
+                    seconds,
+                    pid,
+                )
+            };
+            let (mut base, mut real) = (None::<sandserve_tests::wrk::WrkRun>, None);
+            let secs = seconds.as_secs_f64();
+            let pool = |acc: Option<sandserve_tests::wrk::WrkRun>, next| {
+                Some(acc.map_or(next, |a: sandserve_tests::wrk::WrkRun| a.pooled(next, secs)))
+            };
+            for round in 0..rounds {
+                if round % 2 == 0 {
+                    base = pool(base, run(&base_url, std::process::id()));
+                    real = pool(real, run(&real_url, server.pid()));
+                } else {
+                    real = pool(real, run(&real_url, server.pid()));
+                    base = pool(base, run(&base_url, std::process::id()));
+                }
+            }
+            let (base, real) = (base.unwrap_or_default(), real.unwrap_or_default());
+            assert_eq!(
+                base.errors + real.errors,
+                0,
+                "wrk {row} at {connections}: requests failed"
+            );
+            println!(
+                "| {row} | {connections} | {:.0} | {:.0} | {:.2}x | {:.0} / {:.0} | {:.0} / {:.0} | {:.1} | {:.1} | {:.1} |",
+                base.per_second,
+                real.per_second,
+                real.per_second / base.per_second,
+                base.p50_us,
+                base.p99_us,
+                real.p50_us,
+                real.p99_us,
+                base.cpu_us_per_request(),
+                real.cpu_us_per_request(),
+                real.cpu_us_per_request() - base.cpu_us_per_request(),
+            );
+        }
     }
 }
 

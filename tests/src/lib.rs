@@ -5,6 +5,7 @@ pub mod hostile_onnx;
 pub mod native;
 pub mod packages;
 pub mod server;
+pub mod wrk;
 
 use sandserve_host::inference::{EngineSettings, Engines};
 use sandserve_host::runtime::{ElementType, Tensor};

@@ -23,17 +23,42 @@ const ALLOWED: [(&str, &[&str]); 13] = [
     ("codec", &["package", "runtime"]),
     (
         "images",
-        &["blobs", "inference", "package", "registry", "runtime", "telemetry"],
+        &[
+            "blobs",
+            "inference",
+            "package",
+            "registry",
+            "runtime",
+            "telemetry",
+        ],
     ),
     (
         "serving",
-        &["codec", "images", "registry", "runtime", "tenancy", "telemetry", "inference", "package", "blobs"],
+        &[
+            "codec",
+            "images",
+            "registry",
+            "runtime",
+            "tenancy",
+            "telemetry",
+            "inference",
+            "package",
+            "blobs",
+        ],
     ),
     (
         "api",
         &[
-            "blobs", "codec", "images", "inference", "package", "registry", "runtime", "serving",
-            "telemetry", "tenancy",
+            "blobs",
+            "codec",
+            "images",
+            "inference",
+            "package",
+            "registry",
+            "runtime",
+            "serving",
+            "telemetry",
+            "tenancy",
         ],
     ),
     ("authoring", &["package", "runtime", "inference"]),
@@ -79,7 +104,12 @@ fn no_host_module_imports_from_a_layer_above_it() {
     let mut violations = Vec::new();
     for file in &files {
         let relative = file.strip_prefix(&src).unwrap();
-        let first = relative.components().next().unwrap().as_os_str().to_string_lossy();
+        let first = relative
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
         let module = first.trim_end_matches(".rs").to_string();
         let Some(may_use) = allowed.get(module.as_str()) else {
             continue;

@@ -1,0 +1,146 @@
+//! Load from an external client: `wrk` (Debian's `wrk` package), a light C client that
+//! leaves more of the machine to the server than the benchmarks' own Rust client, with
+//! the server's CPU time per request read from `/proc/PID/stat` over the same run.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// One wrk run against one URL.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WrkRun {
+    /// Requests completed.
+    pub requests: u64,
+    /// Requests that failed (connection errors, timeouts, non-2xx answers).
+    pub errors: u64,
+    /// Requests per second.
+    pub per_second: f64,
+    /// Median latency, microseconds.
+    pub p50_us: f64,
+    /// 99th-percentile latency, microseconds.
+    pub p99_us: f64,
+    /// The server process's CPU time (user + system) over the run, seconds.
+    pub server_cpu_secs: f64,
+}
+
+impl WrkRun {
+    /// The server's CPU time per completed request, microseconds.
+    pub fn cpu_us_per_request(&self) -> f64 {
+        self.server_cpu_secs * 1e6 / self.requests.max(1) as f64
+    }
+
+    /// Pools two runs (counts and CPU add up; rates and latencies are weighted by requests).
+    pub fn pooled(self, other: WrkRun, seconds_each: f64) -> WrkRun {
+        let total = (self.requests + other.requests).max(1) as f64;
+        let weight =
+            |a: f64, b: f64| (a * self.requests as f64 + b * other.requests as f64) / total;
+        WrkRun {
+            requests: self.requests + other.requests,
+            errors: self.errors + other.errors,
+            per_second: (self.requests + other.requests) as f64 / (2.0 * seconds_each),
+            p50_us: weight(self.p50_us, other.p50_us),
+            p99_us: weight(self.p99_us, other.p99_us),
+            server_cpu_secs: self.server_cpu_secs + other.server_cpu_secs,
+        }
+    }
+}
+
+/// Whether `wrk` can be run here.
+pub fn available() -> bool {
+    Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty() || !o.stderr.is_empty())
+}
+
+/// A process's CPU time so far (user + system), seconds.
+pub fn process_cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) end at the last ')'.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / clock_ticks_per_second()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Runs `wrk` POSTing `body` (JSON) to `url` with `connections` connections on 2 threads
+/// for `duration`, measuring the CPU time of process `server_pid` meanwhile. `scratch` is a
+/// folder for the request script.
+pub fn post(
+    scratch: &Path,
+    url: &str,
+    token: &str,
+    body: &[u8],
+    connections: usize,
+    duration: Duration,
+    server_pid: u32,
+) -> WrkRun {
+    let body_path = scratch.join("wrk-body.json");
+    std::fs::write(&body_path, body).expect("write the wrk body");
+    let script = scratch.join("wrk-post.lua");
+    std::fs::write(
+        &script,
+        format!(
+            r#"local f = io.open("{body}", "rb")
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("SANDSERVE_WRK %d %d %d %.1f %.1f\n", summary.requests,
+    e.connect + e.read + e.write + e.timeout + e.status, summary.duration,
+    latency:percentile(50), latency:percentile(99)))
+end
+"#,
+            body = body_path.display()
+        ),
+    )
+    .expect("write the wrk script");
+    let threads = connections.clamp(1, 2);
+    let cpu_before = process_cpu_secs(server_pid);
+    let output = Command::new("wrk")
+        .args(["-t", &threads.to_string(), "-c", &connections.to_string()])
+        .args(["-d", &format!("{}s", duration.as_secs().max(1))])
+        .args(["--timeout", "10s", "-s"])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .expect("run wrk (apt-get install wrk)");
+    let cpu = process_cpu_secs(server_pid) - cpu_before;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("SANDSERVE_WRK "))
+        .unwrap_or_else(|| panic!("wrk printed no summary: {text}"));
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    let (requests, errors, micros) = (f[0] as u64, f[1] as u64, f[2]);
+    WrkRun {
+        requests,
+        errors,
+        per_second: requests as f64 / (micros / 1e6).max(f64::MIN_POSITIVE),
+        p50_us: f[3],
+        p99_us: f[4],
+        server_cpu_secs: cpu,
+    }
+}
