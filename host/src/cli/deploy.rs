@@ -40,7 +40,6 @@ pub fn build(dir: &Path, output: Option<PathBuf>) -> Result<PathBuf> {
 /// What `deploy` was asked.
 pub struct Deploy<'a> {
     pub path: &'a Path,
-    pub model: Option<&'a str>,
     pub endpoint: Option<&'a str>,
     pub limits: &'a EntityLimits,
     pub wait: Duration,
@@ -54,7 +53,7 @@ pub fn deploy(client: &Client, d: &Deploy<'_>) -> Result<()> {
     } else {
         d.path.to_path_buf()
     };
-    let pushed = push::push(client, &package, d.model)?;
+    let pushed = push::push(client, &package)?;
     eprintln!(
         "model {} version {}{}",
         pushed.name,

@@ -151,14 +151,12 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Upload a package as a new model version (progress bar; retry-safe).
+    /// Upload a package as a new version of the model its sandserve.toml names (progress
+    /// bar; retry-safe: a version with the same sha256 is reused, not uploaded again).
     #[command(after_help = "Example:\n  sandserve push hello.tar.gz          # model `hello` (the manifest's name)")]
     Push {
         /// The package (.tar.gz or .tar).
         package: PathBuf,
-        /// Model name (default: the `name` in the package's sandserve.toml).
-        #[arg(long)]
-        model: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -168,9 +166,6 @@ pub enum Command {
     Deploy {
         /// Package, or project folder to build first.
         path: PathBuf,
-        /// Model name (default: the manifest's).
-        #[arg(long)]
-        model: Option<String>,
         /// Endpoint name (default: the model's).
         #[arg(long)]
         endpoint: Option<String>,
@@ -383,17 +378,16 @@ pub fn run(command: Command) -> Result<()> {
         Command::Login { remote } => login(&remote),
         Command::Push {
             package,
-            model,
             remote,
         } => {
             push::check_is_package(&package)?;
-            let pushed = push::push(&connect(&remote)?, &package, model.as_deref())?;
+            let pushed = push::push(&connect(&remote)?, &package)?;
             let answer = serde_json::json!({"name": pushed.name, "version": pushed.version, "digest": pushed.digest, "uploaded": pushed.uploaded});
             if remote.json {
                 output::json(&answer);
             } else {
                 output::table(
-                    &["MODEL", "VERSION", "SHA256", "UPLOADED"],
+                    &["MODEL", "VERSION", "DIGEST", "UPLOADED"],
                     &[vec![
                         pushed.name.clone(),
                         pushed.version.to_string(),
@@ -406,7 +400,6 @@ pub fn run(command: Command) -> Result<()> {
         }
         Command::Deploy {
             path,
-            model,
             endpoint,
             wait_secs,
             limits,
@@ -415,7 +408,6 @@ pub fn run(command: Command) -> Result<()> {
             &connect(&remote)?,
             &deploy::Deploy {
                 path: &path,
-                model: model.as_deref(),
                 endpoint: endpoint.as_deref(),
                 limits: &limits,
                 wait: Duration::from_secs(wait_secs),

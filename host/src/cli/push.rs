@@ -26,23 +26,21 @@ pub struct Pushed {
     pub name: String,
     /// Its version now holding the package.
     pub version: u64,
-    /// The package's SHA-256.
+    /// The package's digest, `sha256:HEX` (as the server writes it).
     pub digest: String,
     /// False when an existing version already held these bytes.
     pub uploaded: bool,
 }
 
-/// Uploads `package` as a version of `model` (default: the manifest's `name`).
-pub fn push(client: &Client, package: &Path, model: Option<&str>) -> Result<Pushed> {
-    let (digest, size, gzip) = inspect(package)?;
-    let name = match model {
-        Some(name) => name.to_string(),
-        None => manifest_name(package, gzip)?,
-    };
+/// Uploads `package` as a version of the model its manifest names.
+pub fn push(client: &Client, package: &Path) -> Result<Pushed> {
+    let (hex, size, gzip) = inspect(package)?;
+    let digest = format!("sha256:{hex}");
+    let name = manifest_name(package, gzip)?;
     let versions_path = format!("/api/2.0/models/{}/versions", segment(&name));
     let mut last_error = None;
     for attempt in 1..=ATTEMPTS {
-        if let Some(version) = existing_version(client, &versions_path, &digest)? {
+        if let Some(version) = existing_version(client, &versions_path, &hex)? {
             return Ok(Pushed {
                 name,
                 version,
@@ -50,7 +48,7 @@ pub fn push(client: &Client, package: &Path, model: Option<&str>) -> Result<Push
                 uploaded: attempt > 1,
             });
         }
-        match upload(client, &versions_path, package, size, &digest, gzip) {
+        match upload(client, &versions_path, package, size, &hex, gzip) {
             Ok(answer) => {
                 let version = answer["version"]
                     .as_u64()
@@ -106,8 +104,7 @@ fn inspect(package: &Path) -> Result<(String, u64, bool)> {
 fn manifest_name(package: &Path, gzip: bool) -> Result<String> {
     let text = first_manifest(package, gzip).with_context(|| {
         format!(
-            "cannot read sandserve.toml from {}: is it a package (`sandserve build` makes one)? \
-             Or pass --model NAME",
+            "cannot read sandserve.toml from {}: is it a package? (`sandserve build` makes one)",
             package.display()
         )
     })?;
@@ -146,7 +143,8 @@ fn existing_version(client: &Client, versions_path: &str, digest: &str) -> Resul
         .or_else(|| answer["versions"].as_array());
     Ok(versions.and_then(|versions| {
         versions.iter().find_map(|v| {
-            (v["digest"].as_str() == Some(digest)).then(|| {
+            let theirs = v["digest"].as_str()?;
+            (theirs.strip_prefix("sha256:").unwrap_or(theirs) == digest).then(|| {
                 v["version"]
                     .as_u64()
                     .or_else(|| v["version"].as_str().and_then(|s| s.parse().ok()))
@@ -217,7 +215,7 @@ fn upload(
     let answer = read_json(response).map_err(Attempt::Final)?;
     let secs = started.elapsed().as_secs_f64().max(1e-3);
     eprintln!(
-        "uploaded {:.1} MiB in {secs:.1}s ({:.1} MiB/s)",
+        "uploaded {:.1} MiB in {secs:.1}s ({:.1} MiB/s, the server's checks included)",
         size as f64 / 1048576.0,
         size as f64 / 1048576.0 / secs
     );
