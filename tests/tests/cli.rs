@@ -88,7 +88,13 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 /// Lines of a table, each split on runs of spaces.
 fn table(text: &str) -> Vec<Vec<String>> {
     text.lines()
-        .map(|l| l.split("  ").map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect())
+        .map(|l| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect()
+        })
         .collect()
 }
 
@@ -98,7 +104,10 @@ fn admin_and_tenant_commands_print_tables_json_and_helpful_errors() {
     let server = TestServer::start(data.path(), &[]);
     let admin = Cli::new(&server.url, ADMIN_TOKEN);
 
-    assert_eq!(admin.ok(&["tenants", "create", "acme"]).trim(), "created tenant acme; give it a token with `sandserve tokens create --tenant acme`");
+    assert_eq!(
+        admin.ok(&["tenants", "create", "acme"]).trim(),
+        "created tenant acme; give it a token with `sandserve tokens create --tenant acme`"
+    );
     let rows = table(&admin.ok(&["tenants", "list"]));
     assert_eq!(rows[0], ["NAME", "CREATED"]);
     assert_eq!(rows[1][0], "acme");
@@ -106,38 +115,83 @@ fn admin_and_tenant_commands_print_tables_json_and_helpful_errors() {
     let listed = admin.json(&["tenants", "list"]);
     assert_eq!(listed["tenants"][0]["name"], "acme");
 
-    let out = admin.run(&["tokens", "create", "--tenant", "acme", "--permission", "CAN_MANAGE", "--comment", "cli test"]);
+    let out = admin.run(&[
+        "tokens",
+        "create",
+        "--tenant",
+        "acme",
+        "--permission",
+        "CAN_MANAGE",
+        "--comment",
+        "cli test",
+    ]);
     assert!(out.status.success());
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(String::from_utf8_lossy(&out.stderr).contains("shown only once"));
     let rows = table(&admin.ok(&["tokens", "list", "--tenant", "acme"]));
-    assert_eq!(rows[0], ["TOKEN_ID", "TENANT", "PERMISSION", "COVERS", "CREATED", "EXPIRES", "COMMENT"]);
+    assert_eq!(
+        rows[0],
+        [
+            "TOKEN_ID",
+            "TENANT",
+            "PERMISSION",
+            "COVERS",
+            "CREATED",
+            "EXPIRES",
+            "COMMENT"
+        ]
+    );
     assert_eq!(&rows[1][1..4], ["acme", "CAN_MANAGE", "*"]);
     assert_eq!(rows[1][6], "cli test");
 
     let tenant = Cli::new(&server.url, &token);
     // Empty lists say what to do.
     assert!(tenant.ok(&["models", "list"]).contains("sandserve push"));
-    assert!(tenant.ok(&["endpoints", "list"]).contains("sandserve deploy"));
+    assert!(tenant
+        .ok(&["endpoints", "list"])
+        .contains("sandserve deploy"));
 
     // Errors: status, the server's code and message, and a hint.
     let bad = Cli::new(&server.url, "not-a-token-at-all");
     let err = bad.fails(&["models", "list"]);
-    assert!(err.contains("401") && err.contains("UNAUTHENTICATED"), "{err}");
+    assert!(
+        err.contains("401") && err.contains("UNAUTHENTICATED"),
+        "{err}"
+    );
     assert!(err.contains("hint: the token was refused"), "{err}");
     let err = tenant.fails(&["endpoints", "get", "nope"]);
-    assert!(err.contains("404") && err.contains("RESOURCE_DOES_NOT_EXIST"), "{err}");
+    assert!(
+        err.contains("404") && err.contains("RESOURCE_DOES_NOT_EXIST"),
+        "{err}"
+    );
     assert!(err.contains("sandserve endpoints list"), "{err}");
     let err = tenant.fails(&["tenants", "list"]);
     assert!(err.contains("403"), "{err}");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let err = Cli::new(&format!("http://{closed}"), &token).fails(&["models", "list"]);
-    assert!(err.contains("cannot reach") && err.contains("is the server running"), "{err}");
+    assert!(
+        err.contains("cannot reach") && err.contains("is the server running"),
+        "{err}"
+    );
     let mut none = Cli::new("", "");
     none.env.clear();
     let err = none.fails(&["models", "list"]);
-    assert!(err.contains("sandserve login --url URL --token TOKEN"), "{err}");
-    let err = tenant.fails(&["endpoints", "update", "x", "--serve", "m:1", "--serve", "m:2"]);
+    assert!(
+        err.contains("sandserve login --url URL --token TOKEN"),
+        "{err}"
+    );
+    let err = tenant.fails(&[
+        "endpoints",
+        "update",
+        "x",
+        "--serve",
+        "m:1",
+        "--serve",
+        "m:2",
+    ]);
     assert!(err.contains("--serve m:1=PERCENT"), "{err}");
     let err = tenant.fails(&["endpoints", "create", "x", "--serve", "m"]);
     assert!(err.contains("MODEL:VERSION"), "{err}");
@@ -149,15 +203,22 @@ fn admin_and_tenant_commands_print_tables_json_and_helpful_errors() {
     assert!(err.contains("401"), "{err}");
     assert!(!fresh.config.exists(), "a refused login saves nothing");
     fresh.ok(&["login", "--url", &server.url, "--token", &token]);
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&fresh.config).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&fresh.config).unwrap().permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
     assert!(fresh.ok(&["models", "list"]).contains("no models"));
-    fresh.env.push(("SANDSERVE_TOKEN".into(), "overridden-token-0".into()));
+    fresh
+        .env
+        .push(("SANDSERVE_TOKEN".into(), "overridden-token-0".into()));
     assert!(fresh.fails(&["models", "list"]).contains("401"));
 
     // Completions name the commands.
     let bash = admin.ok(&["completions", "bash"]);
-    assert!(bash.contains("_sandserve") && bash.contains("endpoints"), "{bash}");
+    assert!(
+        bash.contains("_sandserve") && bash.contains("endpoints"),
+        "{bash}"
+    );
 }
 
 #[test]
@@ -183,7 +244,8 @@ fn push_deploy_update_and_a_second_push_of_the_same_bytes() {
     assert_eq!(versions["versions"].as_array().unwrap().len(), 1);
     assert_eq!(versions["versions"][0]["digest"], pushed["digest"]);
     // Other bytes: a version of their own.
-    let manifest = sandserve_tests::packages::echo_manifest().replace("Validates", "Version 2 validates");
+    let manifest =
+        sandserve_tests::packages::echo_manifest().replace("Validates", "Version 2 validates");
     let second = sandserve_tests::packages::Tar::default()
         .file("sandserve.toml", manifest.as_bytes())
         .file("echo.wasm", &sandserve_tests::packages::echo_wasm())
@@ -196,22 +258,41 @@ fn push_deploy_update_and_a_second_push_of_the_same_bytes() {
     assert_eq!(rows[0], ["NAME", "READY", "UPDATE", "SERVES", "CREATED"]);
     assert_eq!(&rows[1][..4], ["e", "READY", "NOT_UPDATING", "echo:1=100%"]);
 
-    let shown = cli.json(&["endpoints", "update", "e", "--serve", "echo:1=70", "--serve", "echo:2=30"]);
+    let shown = cli.json(&[
+        "endpoints",
+        "update",
+        "e",
+        "--serve",
+        "echo:1=70",
+        "--serve",
+        "echo:2=30",
+    ]);
     assert_eq!(shown["state"]["ready"], "READY");
     let routes = &shown["config"]["traffic_config"]["routes"];
     assert_eq!(routes[0]["traffic_percentage"], 70);
     assert_eq!(routes[1]["served_entity_name"], "echo-2");
 
     // Remote invoke, V2 and Databricks; the answer is the server's JSON.
-    let v2 = cli.json(&["invoke", "--endpoint", "e", "--data", r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1,2]}]}"#]);
+    let v2 = cli.json(&[
+        "invoke",
+        "--endpoint",
+        "e",
+        "--data",
+        r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1,2]}]}"#,
+    ]);
     assert_eq!(v2["outputs"][0]["data"], serde_json::json!([1.0, 2.0]));
     let err = cli.fails(&["invoke", "--endpoint", "e", "--data", "{\"nothing\": 1}"]);
-    assert!(err.contains("400") && err.contains("INVALID_PARAMETER_VALUE"), "{err}");
+    assert!(
+        err.contains("400") && err.contains("INVALID_PARAMETER_VALUE"),
+        "{err}"
+    );
 
     let err = cli.fails(&["models", "delete", "echo", "1"]);
     assert!(err.contains("409"), "{err}");
     cli.ok(&["endpoints", "delete", "e"]);
-    assert!(cli.ok(&["models", "delete", "echo", "1"]).contains("deleted model echo version 1"));
+    assert!(cli
+        .ok(&["models", "delete", "echo", "1"])
+        .contains("deleted model echo version 1"));
 }
 
 /// A package of `mib` MiB that does not compress: the echo handler with a custom section of
@@ -271,7 +352,11 @@ fn a_multi_mib_push_shows_its_progress_in_a_terminal() {
     // Without a terminal: no bar, one summary line.
     let cli = Cli::new(&server.url, &token);
     let out = cli.run(&["push", package.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("uploaded 24.0 MiB in"), "{err}");
     assert!(!err.contains("ETA"), "{err}");
@@ -300,14 +385,38 @@ fn a_multi_mib_push_shows_its_progress_in_a_terminal() {
         let status = Command::new("tmux").args(args).status().unwrap();
         assert!(status.success(), "tmux {args:?}");
     };
-    tmux(&["new-session", "-d", "-s", &session, "-x", "160", "-y", "20", "sleep 600"]);
-    tmux(&["pipe-pane", "-t", &session, "-o", &format!("cat >> {}", record.display())]);
-    tmux(&["respawn-pane", "-k", "-t", &session, &format!("bash {}; sleep 600", script.display())]);
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "160",
+        "-y",
+        "20",
+        "sleep 600",
+    ]);
+    tmux(&[
+        "pipe-pane",
+        "-t",
+        &session,
+        "-o",
+        &format!("cat >> {}", record.display()),
+    ]);
+    tmux(&[
+        "respawn-pane",
+        "-k",
+        "-t",
+        &session,
+        &format!("bash {}; sleep 600", script.display()),
+    ]);
     let started = Instant::now();
     while !done.exists() && started.elapsed() < Duration::from_secs(120) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = Command::new("tmux").args(["kill-session", "-t", &session]).status();
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .status();
     assert_eq!(std::fs::read_to_string(&done).unwrap().trim(), "0");
     let shown = String::from_utf8_lossy(&std::fs::read(&record).unwrap()).into_owned();
     assert!(shown.contains("uploading ["), "{shown}");
@@ -331,11 +440,20 @@ fn a_package_runs_locally_with_its_graphs_as_the_server_serves_it() {
     let dir = tempfile::tempdir().unwrap();
     let package = write(dir.path(), "digits.tar.gz", &example_package("digits"));
     let package = package.to_str().unwrap();
-    let pixels = read_f32(&sandserve_tests::repo_root().join("examples/digits/model/test_inputs.f32"));
-    let rows: Vec<Vec<f32>> = (0..3).map(|i| pixels[i * 64..(i + 1) * 64].iter().map(|v| v * 16.0).collect()).collect();
+    let pixels =
+        read_f32(&sandserve_tests::repo_root().join("examples/digits/model/test_inputs.f32"));
+    let rows: Vec<Vec<f32>> = (0..3)
+        .map(|i| {
+            pixels[i * 64..(i + 1) * 64]
+                .iter()
+                .map(|v| v * 16.0)
+                .collect()
+        })
+        .collect();
     let body = serde_json::json!({"instances": rows}).to_string();
 
-    let local: Value = serde_json::from_str(&cli.ok(&["invoke", package, "--data", &body])).unwrap();
+    let local: Value =
+        serde_json::from_str(&cli.ok(&["invoke", package, "--data", &body])).unwrap();
     assert_eq!(local["predictions"].as_array().unwrap().len(), 3);
     cli.ok(&["deploy", package]);
     let remote = cli.json(&["invoke", "--endpoint", "digits", "--data", &body]);
@@ -364,7 +482,12 @@ fn a_self_signed_server_needs_its_certificate_trusted() {
     let data = tempfile::tempdir().unwrap();
     let server = TestServer::start(
         data.path(),
-        &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()],
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
     );
     assert!(server.url.starts_with("https://"));
     let admin = Cli::new(&server.url, ADMIN_TOKEN);

@@ -27,14 +27,32 @@ fn free_port() -> u16 {
 /// What each command (found by a part of its text) must print.
 const EXPECT: &[(&str, &[&str])] = &[
     ("sandserve tenants create acme", &["created tenant acme"]),
-    ("sandserve tokens create", &["for tenant acme (CAN_MANAGE)", "shown only once"]),
+    (
+        "sandserve tokens create",
+        &["for tenant acme (CAN_MANAGE)", "shown only once"],
+    ),
     ("sandserve new hello", &["created hello"]),
     ("cargo test", &["test result: ok. 3 passed"]),
-    ("\"params\": {\"scale\": 2}", &["\"predictions\":[[2.0,4.0,6.0]]"]),
-    ("\"datatype\": \"FP32\"", &["\"model_name\":\"hello\"", "\"data\":[1.0,2.0,3.0]"]),
-    ("sandserve deploy hello.tar.gz", &["creatingendpointhello", "READY", "hello:1=100%"]),
-    ("dataframe_split", &["\"predictions\":[[10.0,20.0,30.0]]", "servedbyhello-1"]),
-    ("sandserve endpoints list", &["hello", "READY", "hello:1=100%"]),
+    (
+        "\"params\": {\"scale\": 2}",
+        &["\"predictions\":[[2.0,4.0,6.0]]"],
+    ),
+    (
+        "\"datatype\": \"FP32\"",
+        &["\"model_name\":\"hello\"", "\"data\":[1.0,2.0,3.0]"],
+    ),
+    (
+        "sandserve deploy hello.tar.gz",
+        &["creatingendpointhello", "READY", "hello:1=100%"],
+    ),
+    (
+        "dataframe_split",
+        &["\"predictions\":[[10.0,20.0,30.0]]", "servedbyhello-1"],
+    ),
+    (
+        "sandserve endpoints list",
+        &["hello", "READY", "hello:1=100%"],
+    ),
     ("sandserve push hello.tar.gz", &["MODELVERSION", "hello2"]),
     ("sandserve endpoints update", &["hello:1=50%hello:2=50%"]),
     ("for i in", &["servedbyhello-1", "servedbyhello-2"]),
@@ -84,7 +102,13 @@ fn the_quickstart_works_as_written() {
             home.path().join("config").display().to_string(),
         ),
     ];
-    let ran = run(&commands, home.path(), &env, &remove, Duration::from_secs(900));
+    let ran = run(
+        &commands,
+        home.path(),
+        &env,
+        &remove,
+        Duration::from_secs(900),
+    );
     let transcript = |ran: &[Ran]| {
         ran.iter()
             .map(|r| format!("$ {}\n{}[status {:?}]\n", r.command, r.output, r.status))
@@ -113,9 +137,16 @@ fn the_quickstart_works_as_written() {
     }
     // The login was saved for this user only.
     let config = home.path().join("config/sandserve/config.toml");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&config).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&config).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
     let saved = std::fs::read_to_string(&config).unwrap();
-    assert!(saved.contains(&format!("url = \"http://127.0.0.1:{port}\"")), "{saved}");
-    assert!(!saved.contains("quickstart-admin-token"), "the tenant token replaced the admin's");
+    assert!(
+        saved.contains(&format!("url = \"http://127.0.0.1:{port}\"")),
+        "{saved}"
+    );
+    assert!(
+        !saved.contains("quickstart-admin-token"),
+        "the tenant token replaced the admin's"
+    );
 }

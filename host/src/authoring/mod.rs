@@ -32,9 +32,7 @@ pub enum Template {
 #[derive(Debug, thiserror::Error)]
 pub enum AuthoringError {
     /// The project name is not a valid model / crate name.
-    #[error(
-        "`{0}` is not a valid project name: use 1-64 of a-z 0-9 _ -, starting with a letter"
-    )]
+    #[error("`{0}` is not a valid project name: use 1-64 of a-z 0-9 _ -, starting with a letter")]
     BadName(String),
     /// The target folder exists and is not empty.
     #[error("{0} already exists and is not empty; choose another name or remove it")]

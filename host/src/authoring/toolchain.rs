@@ -34,7 +34,11 @@ pub fn check(dir: &Path) -> Result<(), AuthoringError> {
                 .to_string(),
         )
     })?;
-    if !Path::new(&sysroot).join("lib/rustlib").join(TARGET).is_dir() {
+    if !Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(TARGET)
+        .is_dir()
+    {
         return Err(AuthoringError::Toolchain(format!(
             "the Rust toolchain in use has no {TARGET} target; run `rustup target add {TARGET}` \
              (Rust 1.82 or later)"

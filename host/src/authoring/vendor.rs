@@ -6,13 +6,22 @@
 
 /// `guest-sdk/src/*.rs`, by file name (a unit test checks that none is missing).
 pub const SDK_SOURCES: [(&str, &str); 7] = [
-    ("convert.rs", include_str!("../../../guest-sdk/src/convert.rs")),
+    (
+        "convert.rs",
+        include_str!("../../../guest-sdk/src/convert.rs"),
+    ),
     ("error.rs", include_str!("../../../guest-sdk/src/error.rs")),
-    ("handler.rs", include_str!("../../../guest-sdk/src/handler.rs")),
+    (
+        "handler.rs",
+        include_str!("../../../guest-sdk/src/handler.rs"),
+    ),
     ("lib.rs", include_str!("../../../guest-sdk/src/lib.rs")),
     ("log.rs", include_str!("../../../guest-sdk/src/log.rs")),
     ("nn.rs", include_str!("../../../guest-sdk/src/nn.rs")),
-    ("tensor.rs", include_str!("../../../guest-sdk/src/tensor.rs")),
+    (
+        "tensor.rs",
+        include_str!("../../../guest-sdk/src/tensor.rs"),
+    ),
 ];
 
 /// `wit/`, by path under it.
@@ -36,7 +45,8 @@ pub const CARGO_LOCK: &str = include_str!("../../../examples/Cargo.lock");
 
 /// The lines of the SDK's `lib.rs` that compile the repository's README as doctests; the
 /// copy leaves them out (the project's README is not the SDK's).
-const README_DOCTESTS: &str = "/// The README's handler example, compiled as a doctest so it cannot drift from the SDK.
+const README_DOCTESTS: &str =
+    "/// The README's handler example, compiled as a doctest so it cannot drift from the SDK.
 #[cfg(doctest)]
 #[doc = include_str!(\"../../README.md\")]
 pub struct ReadmeDoctests;

@@ -58,7 +58,11 @@ pub fn deploy(client: &Client, d: &Deploy<'_>) -> Result<()> {
         "model {} version {}{}",
         pushed.name,
         pushed.version,
-        if pushed.uploaded { "" } else { " (already uploaded: same sha256)" }
+        if pushed.uploaded {
+            ""
+        } else {
+            " (already uploaded: same sha256)"
+        }
     );
     let name = d.endpoint.unwrap_or(&pushed.name);
     let config = endpoints::config(
@@ -72,11 +76,17 @@ pub fn deploy(client: &Client, d: &Deploy<'_>) -> Result<()> {
     match endpoints::find(client, name)? {
         Some(_) => {
             endpoints::update(client, name, &config)?;
-            eprintln!("updating endpoint {name} to {}:{}", pushed.name, pushed.version);
+            eprintln!(
+                "updating endpoint {name} to {}:{}",
+                pushed.name, pushed.version
+            );
         }
         None => {
             endpoints::create(client, name, config)?;
-            eprintln!("creating endpoint {name} serving {}:{}", pushed.name, pushed.version);
+            eprintln!(
+                "creating endpoint {name} serving {}:{}",
+                pushed.name, pushed.version
+            );
         }
     }
     let endpoint = endpoints::wait_ready(client, name, d.wait)?;

@@ -62,7 +62,8 @@ pub fn config(served: &[Served], limits: &EntityLimits) -> Result<Value> {
     let mut routes = Vec::new();
     for s in served {
         let name = format!("{}-{}", s.model, s.version);
-        let mut entity = json!({"name": name, "entity_name": s.model, "entity_version": s.version.to_string()});
+        let mut entity =
+            json!({"name": name, "entity_name": s.model, "entity_version": s.version.to_string()});
         if let Some(c) = limits.max_concurrency {
             entity["max_concurrency"] = json!(c);
         }
@@ -73,7 +74,11 @@ pub fn config(served: &[Served], limits: &EntityLimits) -> Result<Value> {
         let percent = match (s.percent, served.len()) {
             (Some(p), _) => p,
             (None, 1) => 100,
-            (None, _) => bail!("with several models, give each its share: --serve {}:{}=PERCENT", s.model, s.version),
+            (None, _) => bail!(
+                "with several models, give each its share: --serve {}:{}=PERCENT",
+                s.model,
+                s.version
+            ),
         };
         routes.push(json!({"served_entity_name": name, "traffic_percentage": percent}));
     }
@@ -160,7 +165,13 @@ fn row(endpoint: &Value) -> Vec<String> {
                     let target = config["served_entities"]
                         .as_array()
                         .and_then(|es| es.iter().find(|e| e["name"] == entity))
-                        .map(|e| format!("{}:{}", output::cell(&e["entity_name"]), output::cell(&e["entity_version"])))
+                        .map(|e| {
+                            format!(
+                                "{}:{}",
+                                output::cell(&e["entity_name"]),
+                                output::cell(&e["entity_version"])
+                            )
+                        })
                         .unwrap_or_else(|| entity.to_string());
                     format!("{target}={}%", output::cell(&r["traffic_percentage"]))
                 })
@@ -237,10 +248,16 @@ mod tests {
     fn served_specs_parse() {
         assert_eq!(
             parse_served("digits:2=20").unwrap(),
-            Served { model: "digits".into(), version: 2, percent: Some(20) }
+            Served {
+                model: "digits".into(),
+                version: 2,
+                percent: Some(20)
+            }
         );
         assert_eq!(parse_served("a:1").unwrap().percent, None);
-        assert!(parse_served("digits").unwrap_err().contains("MODEL:VERSION"));
+        assert!(parse_served("digits")
+            .unwrap_err()
+            .contains("MODEL:VERSION"));
         assert!(parse_served("d:x").unwrap_err().contains("version"));
         assert!(parse_served("d:1=lots").unwrap_err().contains("percentage"));
     }
@@ -251,7 +268,10 @@ mod tests {
         let err = config(&two, &EntityLimits::default()).unwrap_err();
         assert!(err.to_string().contains("PERCENT"), "{err}");
         let one = config(&[parse_served("m:3").unwrap()], &EntityLimits::default()).unwrap();
-        assert_eq!(one["traffic_config"]["routes"][0]["traffic_percentage"], 100);
+        assert_eq!(
+            one["traffic_config"]["routes"][0]["traffic_percentage"],
+            100
+        );
         assert_eq!(one["served_entities"][0]["name"], "m-3");
     }
 }

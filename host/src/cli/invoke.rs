@@ -36,9 +36,9 @@ pub fn detect(body: &[u8], format: Format) -> Format {
         return format;
     }
     let v2 = serde_json::from_slice::<Value>(body).ok().is_some_and(|v| {
-        v["inputs"]
-            .as_array()
-            .is_some_and(|inputs| inputs.iter().all(|i| i.get("datatype").is_some()) && !inputs.is_empty())
+        v["inputs"].as_array().is_some_and(|inputs| {
+            inputs.iter().all(|i| i.get("datatype").is_some()) && !inputs.is_empty()
+        })
     });
     if v2 {
         Format::V2
@@ -101,7 +101,12 @@ pub fn local(target: &Path, body: &[u8], format: Format, limits: &LocalLimits) -
         request_limits.fuel = limits.fuel;
     }
     let signature = local.manifest.as_ref().and_then(|m| m.signature.as_ref());
-    let nn = || local.graphs.as_ref().map_or_else(empty_nn, GraphSet::nn_ctx);
+    let nn = || {
+        local
+            .graphs
+            .as_ref()
+            .map_or_else(empty_nn, GraphSet::nn_ctx)
+    };
     let answer: Vec<u8> = match detect(body, format) {
         Format::V2 => {
             let codec = V2Codec {
@@ -116,7 +121,11 @@ pub fn local(target: &Path, body: &[u8], format: Format, limits: &LocalLimits) -
             let invocation = handler.invoke(&request, &request_limits, nn())?;
             report(&invocation);
             let encoded = codec.encode(1, decoded, invocation.response)?;
-            encoded.chunks.iter().flat_map(|c| c.iter().copied()).collect()
+            encoded
+                .chunks
+                .iter()
+                .flat_map(|c| c.iter().copied())
+                .collect()
         }
         _ => {
             let codec = DatabricksCodec;
@@ -154,10 +163,17 @@ fn print_answer(answer: &[u8]) {
 }
 
 fn load(target: &Path) -> Result<Local> {
-    let bytes = std::fs::read(target).with_context(|| format!("cannot read {}", target.display()))?;
+    let bytes =
+        std::fs::read(target).with_context(|| format!("cannot read {}", target.display()))?;
     let stem = target
         .file_name()
-        .map(|n| n.to_string_lossy().split('.').next().unwrap_or("handler").to_string())
+        .map(|n| {
+            n.to_string_lossy()
+                .split('.')
+                .next()
+                .unwrap_or("handler")
+                .to_string()
+        })
         .unwrap_or_else(|| "handler".to_string());
     if bytes.starts_with(b"\0asm") {
         return Ok(Local {

@@ -50,7 +50,9 @@ pub enum Command {
     ///
     /// The project carries its own copy of the SDK and the WIT contract, so it builds
     /// anywhere on disk with only crates.io to reach.
-    #[command(after_help = "Example:\n  sandserve new hello && cd hello && cargo test && sandserve build")]
+    #[command(
+        after_help = "Example:\n  sandserve new hello && cd hello && cargo test && sandserve build"
+    )]
     New {
         /// Project (and model) name: 1-64 of a-z 0-9 _ -, starting with a letter.
         name: String,
@@ -62,7 +64,9 @@ pub enum Command {
         template: Template,
     },
     /// Build a handler project into a package (checks the wasm32-wasip2 toolchain first).
-    #[command(after_help = "Example:\n  sandserve build            # in the project folder -> NAME.tar.gz")]
+    #[command(
+        after_help = "Example:\n  sandserve build            # in the project folder -> NAME.tar.gz"
+    )]
     Build {
         /// Project folder (holding sandserve.toml).
         #[arg(default_value = ".")]
@@ -153,7 +157,9 @@ pub enum Command {
     },
     /// Upload a package as a new version of the model its sandserve.toml names (progress
     /// bar; retry-safe: a version with the same sha256 is reused, not uploaded again).
-    #[command(after_help = "Example:\n  sandserve push hello.tar.gz          # model `hello` (the manifest's name)")]
+    #[command(
+        after_help = "Example:\n  sandserve push hello.tar.gz          # model `hello` (the manifest's name)"
+    )]
     Push {
         /// The package (.tar.gz or .tar).
         package: PathBuf,
@@ -162,7 +168,9 @@ pub enum Command {
     },
     /// Push a package (or build and push a project folder), serve it from an endpoint
     /// (created, or updated to send it all traffic) and wait until the endpoint is READY.
-    #[command(after_help = "Examples:\n  sandserve deploy hello.tar.gz\n  sandserve deploy . --endpoint hello-prod")]
+    #[command(
+        after_help = "Examples:\n  sandserve deploy hello.tar.gz\n  sandserve deploy . --endpoint hello-prod"
+    )]
     Deploy {
         /// Package, or project folder to build first.
         path: PathBuf,
@@ -196,7 +204,9 @@ pub enum Command {
         remote: Remote,
     },
     /// API tokens (admin token, or a tenant's CAN_MANAGE token for its own tenant).
-    #[command(after_help = "Example:\n  sandserve tokens create --tenant acme --permission CAN_MANAGE --comment ci")]
+    #[command(
+        after_help = "Example:\n  sandserve tokens create --tenant acme --permission CAN_MANAGE --comment ci"
+    )]
     Tokens {
         #[command(subcommand)]
         command: TokensCommand,
@@ -376,10 +386,7 @@ pub fn run(command: Command) -> Result<()> {
             }
         }
         Command::Login { remote } => login(&remote),
-        Command::Push {
-            package,
-            remote,
-        } => {
+        Command::Push { package, remote } => {
             push::check_is_package(&package)?;
             let pushed = push::push(&connect(&remote)?, &package)?;
             let answer = serde_json::json!({"name": pushed.name, "version": pushed.version, "digest": pushed.digest, "uploaded": pushed.uploaded});
@@ -392,7 +399,12 @@ pub fn run(command: Command) -> Result<()> {
                         pushed.name.clone(),
                         pushed.version.to_string(),
                         pushed.digest.clone(),
-                        if pushed.uploaded { "yes" } else { "no (same sha256 as this version)" }.to_string(),
+                        if pushed.uploaded {
+                            "yes"
+                        } else {
+                            "no (same sha256 as this version)"
+                        }
+                        .to_string(),
                     ]],
                 );
             }
@@ -460,16 +472,17 @@ pub fn run(command: Command) -> Result<()> {
             match command {
                 TenantsCommand::List => resources::tenants_list(&client, json),
                 TenantsCommand::Get { name } => resources::tenants_get(&client, &name, json),
-                TenantsCommand::Create { name } => {
-                    resources::tenants_create(&client, &name, json)
-                }
-                TenantsCommand::Delete { name } => {
-                    resources::tenants_delete(&client, &name, json)
-                }
+                TenantsCommand::Create { name } => resources::tenants_create(&client, &name, json),
+                TenantsCommand::Delete { name } => resources::tenants_delete(&client, &name, json),
             }
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "sandserve", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "sandserve",
+                &mut std::io::stdout(),
+            );
             Ok(())
         }
     }
@@ -488,7 +501,11 @@ fn endpoints_command(command: EndpointsCommand, remote: &Remote) -> Result<()> {
             no_wait,
         } => {
             let answer = endpoints::create(&client, &name, endpoints::config(&served, &limits)?)?;
-            let shown = if no_wait { answer } else { endpoints::wait_ready(&client, &name, wait)? };
+            let shown = if no_wait {
+                answer
+            } else {
+                endpoints::wait_ready(&client, &name, wait)?
+            };
             endpoints::show(&shown, json);
             Ok(())
         }
@@ -499,7 +516,11 @@ fn endpoints_command(command: EndpointsCommand, remote: &Remote) -> Result<()> {
             no_wait,
         } => {
             let answer = endpoints::update(&client, &name, &endpoints::config(&served, &limits)?)?;
-            let shown = if no_wait { answer } else { endpoints::wait_ready(&client, &name, wait)? };
+            let shown = if no_wait {
+                answer
+            } else {
+                endpoints::wait_ready(&client, &name, wait)?
+            };
             endpoints::show(&shown, json);
             Ok(())
         }
@@ -510,7 +531,11 @@ fn endpoints_command(command: EndpointsCommand, remote: &Remote) -> Result<()> {
 fn new(name: &str, lang: Lang, template: Template) -> Result<()> {
     let dir = PathBuf::from(name);
     let made = authoring::scaffold(&dir, name, lang, template)?;
-    println!("created {} ({} files)", made.dir.display(), made.files.len());
+    println!(
+        "created {} ({} files)",
+        made.dir.display(),
+        made.files.len()
+    );
     if lang == Lang::Rust {
         if let Err(e) = authoring::toolchain::check(std::path::Path::new(".")) {
             eprintln!("warning: {e}");
@@ -549,7 +574,11 @@ fn login(remote: &Remote) -> Result<()> {
         _ => {}
     }
     let path = profile::save(&saved).context("saving the login")?;
-    println!("logged in to {}; saved in {} (mode 0600)", client.url(), path.display());
+    println!(
+        "logged in to {}; saved in {} (mode 0600)",
+        client.url(),
+        path.display()
+    );
     Ok(())
 }
 

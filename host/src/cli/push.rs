@@ -121,7 +121,10 @@ fn first_manifest(package: &Path, gzip: bool) -> Result<String> {
         Box::new(file)
     };
     let mut archive = tar::Archive::new(reader);
-    let mut first = archive.entries()?.next().context("the archive is empty")??;
+    let mut first = archive
+        .entries()?
+        .next()
+        .context("the archive is empty")??;
     if first.path()?.as_os_str() != sandserve_host::package::MANIFEST_PATH {
         bail!("its first entry is not sandserve.toml");
     }
@@ -195,7 +198,12 @@ fn upload(
     bar.finish_and_clear();
     let response = match sent {
         Ok(response) => response,
-        Err(e) => return Err(Attempt::Retry(client.unreachable(&e), Duration::from_secs(2))),
+        Err(e) => {
+            return Err(Attempt::Retry(
+                client.unreachable(&e),
+                Duration::from_secs(2),
+            ))
+        }
     };
     let status = response.status();
     if status.as_u16() == 429 || status.is_server_error() {

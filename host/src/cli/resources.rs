@@ -112,7 +112,11 @@ pub fn models_delete(client: &Client, name: &str, version: u64, json: bool) -> R
         &format!("/api/2.0/models/{}/versions/{version}", segment(name)),
         None,
     )?;
-    done(json, &answer, &format!("deleted model {name} version {version}"));
+    done(
+        json,
+        &answer,
+        &format!("deleted model {name} version {version}"),
+    );
     Ok(())
 }
 
@@ -154,11 +158,17 @@ pub fn tenants_get(client: &Client, name: &str, json: bool) -> Result<()> {
 
 /// `tenants create NAME`.
 pub fn tenants_create(client: &Client, name: &str, json: bool) -> Result<()> {
-    let answer = client.call(Method::POST, "/api/2.0/tenants", Some(&json!({"name": name})))?;
+    let answer = client.call(
+        Method::POST,
+        "/api/2.0/tenants",
+        Some(&json!({"name": name})),
+    )?;
     done(
         json,
         &answer,
-        &format!("created tenant {name}; give it a token with `sandserve tokens create --tenant {name}`"),
+        &format!(
+            "created tenant {name}; give it a token with `sandserve tokens create --tenant {name}`"
+        ),
     );
     Ok(())
 }
@@ -185,7 +195,15 @@ pub fn tokens_list(client: &Client, tenant: Option<&str>, json: bool) -> Result<
         &answer,
         json,
         &answer["token_infos"],
-        &["TOKEN_ID", "TENANT", "PERMISSION", "COVERS", "CREATED", "EXPIRES", "COMMENT"],
+        &[
+            "TOKEN_ID",
+            "TENANT",
+            "PERMISSION",
+            "COVERS",
+            "CREATED",
+            "EXPIRES",
+            "COMMENT",
+        ],
         |t| {
             let list = |v: &Value| {
                 v.as_array()
