@@ -496,3 +496,50 @@ fn a_self_signed_server_needs_its_certificate_trusted() {
     let listed = admin.json(&["tenants", "list", "--cacert", cert.to_str().unwrap()]);
     assert_eq!(listed["tenants"], serde_json::json!([]));
 }
+
+#[test]
+fn a_classifier_project_builds_and_runs_its_graph() {
+    if !onnx_available("a_classifier_project_builds_and_runs_its_graph") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new("", "");
+    let run_in = |args: &[&str]| {
+        let out = cli
+            .command(args)
+            .current_dir(dir.path().join("iris"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let out = cli
+        .command(&["new", "iris", "--template", "classifier"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run_in(&["build"]);
+    let answer: Value = serde_json::from_str(&run_in(&[
+        "invoke",
+        "iris.tar.gz",
+        "--data",
+        r#"{"instances": [[5, 1, 0, 0], [0, 1, 6, 0]]}"#,
+    ]))
+    .unwrap();
+    assert_eq!(answer["predictions"][0]["label"], 0, "{answer}");
+    assert_eq!(answer["predictions"][1]["label"], 2, "{answer}");
+    let p = answer["predictions"][0]["probabilities"]
+        .as_array()
+        .unwrap();
+    let sum: f64 = p.iter().map(|v| v.as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-5, "{answer}");
+}

@@ -5,6 +5,7 @@
 //! exact sources this `sandserve` binary was built with, so the project builds anywhere on
 //! disk, offline but for crates.io, and against the contract of the server it will run on.
 
+mod onnx;
 pub mod python;
 mod rust;
 pub mod toolchain;
@@ -26,6 +27,9 @@ pub enum Lang {
 pub enum Template {
     /// Returns its inputs, scaled by an optional typed `scale` parameter (no model).
     Echo,
+    /// Runs an ONNX graph: a linear classifier over 4 features into 3 classes (a toy model
+    /// made by `sandserve new`, to replace with yours).
+    Classifier,
 }
 
 /// Why a project could not be written or built.
@@ -51,6 +55,11 @@ pub enum AuthoringError {
     /// Not built yet (Python templates come from another change).
     #[error("{0}")]
     NotBuilt(String),
+}
+
+/// A request the project `template` makes answers, for hints and READMEs.
+pub fn example_request(template: Template) -> &'static str {
+    rust::example_request(template)
 }
 
 /// What [`scaffold`] wrote.

@@ -2,39 +2,58 @@
 //! workspace of its own, the package manifest, a handler with unit tests, and the vendored
 //! SDK and WIT (see `vendor`).
 
-use super::{vendor, Template};
+use super::{onnx, vendor, Template};
 
 /// Every file of a new Rust project: path and contents.
 pub fn files(name: &str, template: Template) -> Vec<(String, Vec<u8>)> {
-    let fill = |text: &str| text.replace("{{name}}", name).into_bytes();
-    let mut files = match template {
-        Template::Echo => vec![
-            (
-                "Cargo.toml",
-                fill(include_str!("templates/rust/Cargo.toml.tmpl")),
-            ),
-            (
-                "sandserve.toml",
-                fill(include_str!("templates/rust/sandserve.toml.tmpl")),
-            ),
-            (
-                "src/lib.rs",
-                fill(include_str!("templates/rust/lib.rs.tmpl")),
-            ),
-            (
-                "README.md",
-                fill(include_str!("templates/rust/README.md.tmpl")),
-            ),
-            (
-                ".gitignore",
-                fill(include_str!("templates/rust/gitignore.tmpl")),
-            ),
-            ("Cargo.lock", vendor::CARGO_LOCK.as_bytes().to_vec()),
-        ],
-    }
+    let example = example_request(template);
+    let fill = |text: &str| {
+        text.replace("{{name}}", name)
+            .replace("{{example}}", example)
+            .into_bytes()
+    };
+    let (manifest, handler) = match template {
+        Template::Echo => (
+            include_str!("templates/rust/echo.sandserve.toml.tmpl"),
+            include_str!("templates/rust/echo.lib.rs.tmpl"),
+        ),
+        Template::Classifier => (
+            include_str!("templates/rust/classifier.sandserve.toml.tmpl"),
+            include_str!("templates/rust/classifier.lib.rs.tmpl"),
+        ),
+    };
+    let mut files: Vec<(String, Vec<u8>)> = [
+        (
+            "Cargo.toml",
+            fill(include_str!("templates/rust/Cargo.toml.tmpl")),
+        ),
+        ("sandserve.toml", fill(manifest)),
+        ("src/lib.rs", fill(handler)),
+        (
+            "README.md",
+            fill(include_str!("templates/rust/README.md.tmpl")),
+        ),
+        (
+            ".gitignore",
+            fill(include_str!("templates/rust/gitignore.tmpl")),
+        ),
+        ("Cargo.lock", vendor::CARGO_LOCK.as_bytes().to_vec()),
+    ]
     .into_iter()
     .map(|(path, text)| (path.to_string(), text))
-    .collect::<Vec<_>>();
+    .collect();
+    if template == Template::Classifier {
+        files.push(("model/classifier.onnx".to_string(), onnx::classifier()));
+    }
     files.extend(vendor::files());
     files
+}
+
+/// A request the template's handler answers (Databricks format), for its README and the
+/// hint `sandserve new` prints.
+pub fn example_request(template: Template) -> &'static str {
+    match template {
+        Template::Echo => r#"{"inputs": {"x": [[1, 2, 3]]}, "params": {"scale": 2}}"#,
+        Template::Classifier => r#"{"instances": [[5, 1, 0, 0], [0, 1, 6, 0]]}"#,
+    }
 }

@@ -69,3 +69,24 @@ fn python_is_not_built_yet() {
     let err = scaffold(&dir.path().join("p"), "p", Lang::Python, Template::Echo).unwrap_err();
     assert!(err.to_string().contains("not built yet"), "{err}");
 }
+
+#[test]
+fn a_classifier_project_carries_a_self_contained_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("iris");
+    scaffold(&project, "iris", Lang::Rust, Template::Classifier).unwrap();
+    let manifest = std::fs::read_to_string(project.join("sandserve.toml")).unwrap();
+    let manifest = crate::package::Manifest::parse(&manifest).unwrap();
+    assert_eq!(manifest.graphs[0].files, ["model/classifier.onnx"]);
+    // Loading and running it is tests/tests/cli.rs's (it needs ONNX Runtime).
+    let model = std::fs::read(project.join("model/classifier.onnx")).unwrap();
+    for op in [
+        &b"Gemm"[..],
+        b"Softmax",
+        b"ArgMax",
+        b"features",
+        b"probabilities",
+    ] {
+        assert!(model.windows(op.len()).any(|w| w == op));
+    }
+}

@@ -541,7 +541,10 @@ fn new(name: &str, lang: Lang, template: Template) -> Result<()> {
             eprintln!("warning: {e}");
         }
     }
-    println!("next: cd {name} && cargo test && sandserve build && sandserve invoke {name}.tar.gz --data '{{\"inputs\": {{\"x\": [[1, 2, 3]]}}}}'");
+    println!(
+        "next: cd {name} && cargo test && sandserve build && sandserve invoke {name}.tar.gz --data '{}'",
+        authoring::example_request(template)
+    );
     Ok(())
 }
 
