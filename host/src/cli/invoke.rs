@@ -77,10 +77,43 @@ struct Local {
     _unpacked: Option<tempfile::TempDir>,
 }
 
-/// Runs `body` through the handler in `target` (a `.wasm` or a package) and prints the
+/// The request body of a local run: `--example NAME` from the package's manifest, else
+/// what [`read_body`] reads.
+pub enum Body {
+    /// Bytes given.
+    Given(Vec<u8>),
+    /// A named `[[examples]]` entry of the package.
+    Example(String),
+}
+
+/// Runs a request through the handler in `target` (a `.wasm` or a package) and prints the
 /// answer the server would give.
-pub fn local(target: &Path, body: &[u8], format: Format, limits: &LocalLimits) -> Result<()> {
+pub fn local(target: &Path, body: Body, format: Format, limits: &LocalLimits) -> Result<()> {
     let local = load(target)?;
+    let body = match body {
+        Body::Given(bytes) => bytes,
+        Body::Example(name) => {
+            let examples = local
+                .manifest
+                .as_ref()
+                .map(|m| m.examples.as_slice())
+                .unwrap_or_default();
+            let found = examples.iter().find(|e| e.name == name).with_context(|| {
+                let names: Vec<&str> = examples.iter().map(|e| e.name.as_str()).collect();
+                format!(
+                    "{} has no example `{name}`; its [[examples]]: {}",
+                    target.display(),
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                )
+            })?;
+            found.request.clone().into_bytes()
+        }
+    };
+    let body = body.as_slice();
     let runtime = Runtime::new(RuntimeConfig {
         fuel_metering: limits.fuel.is_some(),
         max_concurrent_instances: 4,

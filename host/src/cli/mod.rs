@@ -114,6 +114,7 @@ pub enum Command {
     #[command(after_help = "Examples:
   sandserve invoke hello.tar.gz --data '{\"inputs\": {\"x\": [[1, 2, 3]]}, \"params\": {\"scale\": 2}}'
   sandserve invoke hello.tar.gz --input request.json
+  sandserve invoke hello.tar.gz --example scaled      # a request from its [[examples]]
   sandserve invoke handler.wasm --data '{\"inputs\":[{\"name\":\"x\",\"shape\":[2],\"datatype\":\"FP32\",\"data\":[1,2]}]}'
   sandserve invoke --endpoint hello --data '{\"dataframe_split\": {\"columns\": [\"x\"], \"data\": [[1]]}}'")]
     Invoke {
@@ -125,6 +126,9 @@ pub enum Command {
         /// The request body, inline.
         #[arg(long, conflicts_with = "input")]
         data: Option<String>,
+        /// Local: run the package's `[[examples]]` entry of this name.
+        #[arg(long, conflicts_with_all = ["data", "input", "endpoint"])]
+        example: Option<String>,
         /// File holding the request body; `-` reads standard input.
         #[arg(long, short, default_value = "-")]
         input: PathBuf,
@@ -361,6 +365,7 @@ pub fn run(command: Command) -> Result<()> {
             target,
             endpoint,
             data,
+            example,
             input,
             format,
             timeout_ms,
@@ -369,12 +374,20 @@ pub fn run(command: Command) -> Result<()> {
             remote,
         } => {
             invoke::need_target(target.as_deref(), endpoint.as_deref())?;
-            let body = invoke::read_body(data.as_deref(), &input)?;
-            match (endpoint, target) {
-                (Some(endpoint), _) => invoke::remote(&connect(&remote)?, &endpoint, body, format),
-                (None, Some(target)) => invoke::local(
+            let body = match example {
+                Some(name) => invoke::Body::Example(name),
+                None => invoke::Body::Given(invoke::read_body(data.as_deref(), &input)?),
+            };
+            match (endpoint, target, body) {
+                (Some(endpoint), _, invoke::Body::Given(body)) => {
+                    invoke::remote(&connect(&remote)?, &endpoint, body, format)
+                }
+                (Some(_), _, invoke::Body::Example(_)) => {
+                    anyhow::bail!("--example runs a package locally; for an endpoint give --data")
+                }
+                (None, Some(target), body) => invoke::local(
                     &target,
-                    &body,
+                    body,
                     format,
                     &invoke::LocalLimits {
                         timeout_ms,
@@ -382,7 +395,7 @@ pub fn run(command: Command) -> Result<()> {
                         fuel,
                     },
                 ),
-                (None, None) => Ok(()),
+                (None, None, _) => Ok(()),
             }
         }
         Command::Login { remote } => login(&remote),
