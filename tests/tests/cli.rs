@@ -543,3 +543,53 @@ fn a_classifier_project_builds_and_runs_its_graph() {
     let sum: f64 = p.iter().map(|v| v.as_f64().unwrap()).sum();
     assert!((sum - 1.0).abs() < 1e-5, "{answer}");
 }
+
+#[test]
+fn a_push_refused_while_the_server_is_busy_is_retried() {
+    use std::io::Write;
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path(), &["--max-concurrent-uploads", "1"]);
+    let token = server.admin().tenant_with_token("acme", "CAN_MANAGE");
+    let cli = Cli::new(&server.url, &token);
+    let dir = tempfile::tempdir().unwrap();
+    let package = write(dir.path(), "echo.tar.gz", &example_package("echo"));
+
+    // Another client holds the only upload slot: it sent headers and a little of its body.
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut held = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        held,
+        "POST /api/2.0/models/echo/versions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/gzip\r\nContent-Length: 10000000\r\n\r\n"
+    )
+    .unwrap();
+    held.write_all(&[0x1f, 0x8b, 8, 0]).unwrap();
+    held.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // It gives up a second and a half later, freeing the slot.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(held);
+    });
+
+    let out = cli.run(&["push", package.to_str().unwrap(), "--json"]);
+    release.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("429") && err.contains("too many package uploads"),
+        "{err}"
+    );
+    assert!(err.contains("retrying in"), "{err}");
+    let pushed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pushed["version"], 1);
+    assert_eq!(pushed["uploaded"], true);
+    // One version: the held upload published nothing, the retry published once.
+    assert_eq!(
+        cli.json(&["models", "get", "echo"])["versions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
