@@ -95,8 +95,19 @@ fn the_quickstart_works_as_written() {
                 || name.starts_with("SANDSERVE_")
         })
         .collect();
+    // The project's builds go to a folder of this target (kept between runs, so a rerun
+    // compiles only what changed), unless the caller chose one.
+    let project_target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| {
+        bin_dir
+            .parent()
+            .unwrap()
+            .join("quickstart-projects")
+            .display()
+            .to_string()
+    });
     let env = [
         ("PATH", path),
+        ("CARGO_TARGET_DIR", project_target),
         (
             "XDG_CONFIG_HOME",
             home.path().join("config").display().to_string(),
