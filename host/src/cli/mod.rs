@@ -161,8 +161,10 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Upload a package as a new version of the model its sandserve.toml names (progress
-    /// bar; retry-safe: a version with the same sha256 is reused, not uploaded again).
+    /// Upload a package as a new version of the model its sandserve.toml names.
+    ///
+    /// Shows a progress bar on a terminal. Retry-safe: a version with the same sha256 is
+    /// reused, not uploaded again; connection failures, 429 and 5xx are retried.
     #[command(
         after_help = "Example:\n  sandserve push hello.tar.gz          # model `hello` (the manifest's name)"
     )]
@@ -172,8 +174,10 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Push a package (or build and push a project folder), serve it from an endpoint
-    /// (created, or updated to send it all traffic) and wait until the endpoint is READY.
+    /// Push a package and serve it from an endpoint, READY.
+    ///
+    /// A project folder is built first. The endpoint is created, or updated to send all its
+    /// traffic to the new version; the command waits until it is READY.
     #[command(
         after_help = "Examples:\n  sandserve deploy hello.tar.gz\n  sandserve deploy . --endpoint hello-prod"
     )]
@@ -227,7 +231,9 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Print a shell completion script, e.g. `sandserve completions bash > ~/.local/share/bash-completion/completions/sandserve`.
+    /// Print a shell completion script.
+    ///
+    /// e.g. `sandserve completions bash > ~/.local/share/bash-completion/completions/sandserve`
     Completions {
         /// The shell.
         shell: clap_complete::Shell,

@@ -12,9 +12,19 @@ pub enum ModelsCommand {
     /// Every model: latest version, how many versions.
     List,
     /// A model's versions, or one version in detail.
-    Get { name: String, version: Option<u64> },
+    Get {
+        /// Model name.
+        name: String,
+        /// One version in detail (default: list the versions).
+        version: Option<u64>,
+    },
     /// Delete one version (refused while an endpoint serves it).
-    Delete { name: String, version: u64 },
+    Delete {
+        /// Model name.
+        name: String,
+        /// The version to delete.
+        version: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -22,9 +32,13 @@ pub enum EndpointsCommand {
     /// Every endpoint: state and traffic split.
     List,
     /// One endpoint.
-    Get { name: String },
+    Get {
+        /// Endpoint name.
+        name: String,
+    },
     /// Create an endpoint and wait until it is READY.
     Create {
+        /// Endpoint name.
         name: String,
         /// MODEL:VERSION[=PERCENT] to serve (repeatable; one alone gets 100%).
         #[arg(long = "serve", required = true, value_parser = endpoints::parse_served)]
@@ -37,6 +51,7 @@ pub enum EndpointsCommand {
     },
     /// Replace what an endpoint serves (a new traffic split) and wait until it is READY.
     Update {
+        /// Endpoint name.
         name: String,
         /// MODEL:VERSION[=PERCENT] to serve (repeatable; percentages sum to 100).
         #[arg(long = "serve", required = true, value_parser = endpoints::parse_served)]
@@ -48,7 +63,10 @@ pub enum EndpointsCommand {
         no_wait: bool,
     },
     /// Delete an endpoint.
-    Delete { name: String },
+    Delete {
+        /// Endpoint name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -78,7 +96,10 @@ pub enum TokensCommand {
         comment: Option<String>,
     },
     /// Revoke a token by id.
-    Revoke { token_id: String },
+    Revoke {
+        /// The token id (`tokens list` shows them).
+        token_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -86,11 +107,20 @@ pub enum TenantsCommand {
     /// Every tenant.
     List,
     /// One tenant.
-    Get { name: String },
+    Get {
+        /// Tenant name.
+        name: String,
+    },
     /// Create a tenant.
-    Create { name: String },
+    Create {
+        /// Tenant name.
+        name: String,
+    },
     /// Delete a tenant (refused while it has models or endpoints).
-    Delete { name: String },
+    Delete {
+        /// Tenant name.
+        name: String,
+    },
 }
 
 /// `endpoints ...`.
