@@ -23,6 +23,47 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request carrying `inputs` and nothing else: what a handler's unit tests build
+    /// (`MyHandler::predict(Request::new(...))` runs natively under `cargo test`).
+    pub fn new(inputs: Vec<Tensor>) -> Self {
+        Self {
+            inputs,
+            parameters: None,
+            raw_body: None,
+        }
+    }
+
+    /// This request with `parameters` (any value that serializes to a JSON object).
+    pub fn with_params(mut self, parameters: &impl serde::Serialize) -> Self {
+        self.parameters = serde_json::to_string(parameters).ok();
+        self
+    }
+
+    /// The request's parameters (Databricks `params`, V2 `parameters`) as `T`.
+    ///
+    /// A request without parameters reads as `{}`, so a `T` whose fields have
+    /// `#[serde(default)]` gets its defaults. A parameter of the wrong type or shape is an
+    /// invalid-input error that names it (HTTP 400).
+    ///
+    /// ```
+    /// #[derive(serde::Deserialize)]
+    /// struct Params {
+    ///     #[serde(default = "one")]
+    ///     scale: f32,
+    /// }
+    /// fn one() -> f32 { 1.0 }
+    ///
+    /// let request = sandserve_sdk::Request::new(vec![])
+    ///     .with_params(&serde_json::json!({"scale": 2.5}));
+    /// let params: Params = request.params().unwrap();
+    /// assert_eq!(params.scale, 2.5);
+    /// ```
+    pub fn params<T: serde::de::DeserializeOwned>(&self) -> Result<T, HandlerError> {
+        let text = self.parameters.as_deref().unwrap_or("{}");
+        serde_json::from_str(text)
+            .map_err(|e| HandlerError::invalid_input(format!("parameters: {e}")))
+    }
+
     /// The input tensor called `name`, or an invalid-input error naming it.
     pub fn input(&self, name: &str) -> Result<&Tensor, TensorError> {
         self.inputs

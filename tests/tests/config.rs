@@ -11,7 +11,8 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 /// Flags the docs name that belong to other commands and tools.
-const NOT_SERVE: [&str; 17] = [
+const NOT_SERVE: [&str; 18] = [
+    "--path",
     "--self-signed",
     "--host",
     "--cert",
@@ -42,6 +43,51 @@ const NOT_FLAGS: [&str; 4] = [
 /// Variables of the benchmarks (`SANDSERVE_BENCH_*`), not of the server.
 const BENCH_VARIABLES: &str = "SANDSERVE_BENCH_";
 
+/// Variables of the client commands (docs/cli.md), not of the server: `login --help`
+/// documents them.
+const CLIENT_VARIABLES: [&str; 4] = [
+    "SANDSERVE_URL",
+    "SANDSERVE_TOKEN",
+    "SANDSERVE_CACERT",
+    "SANDSERVE_CLI_CONFIG",
+];
+
+/// The other commands whose flags the docs name (their `--help` must list them).
+const OTHER_COMMANDS: [&[&str]; 12] = [
+    &["new"],
+    &["build"],
+    &["invoke"],
+    &["login"],
+    &["push"],
+    &["deploy"],
+    &["endpoints", "create"],
+    &["endpoints", "update"],
+    &["tokens", "create"],
+    &["tokens", "list"],
+    &["cert"],
+    &["completions"],
+];
+
+fn help_of(command: &[&str]) -> String {
+    let out = Command::new(sandserve_bin())
+        .args(command)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sandserve {command:?} --help");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Whether `flag` is an option line of `help`.
+fn lists(help: &str, flag: &str) -> bool {
+    help.lines().any(|line| {
+        line.trim_start()
+            .split([' ', '<', ','])
+            .any(|word| word == flag)
+            && line.trim_start().starts_with('-')
+    })
+}
+
 /// Every `--flag` and `SANDSERVE_*` word in README.md and docs/*.md.
 fn documented() -> (BTreeSet<String>, BTreeSet<String>) {
     let mut files = vec![repo_root().join("README.md")];
@@ -66,6 +112,7 @@ fn documented() -> (BTreeSet<String>, BTreeSet<String>) {
                 && word.len() > 10
                 && !NOT_FLAGS.contains(&word)
                 && !word.starts_with(BENCH_VARIABLES)
+                && !CLIENT_VARIABLES.contains(&word)
             {
                 vars.insert(word.to_string());
             }
@@ -84,7 +131,12 @@ fn help_documents_every_documented_flag_variable_and_key() {
     let help = String::from_utf8(out.stdout).unwrap();
     let (flags, vars) = documented();
     assert!(flags.len() >= 15, "the docs name the settings: {flags:?}");
+    let others: Vec<String> = OTHER_COMMANDS.iter().map(|c| help_of(c)).collect();
     for flag in &flags {
+        let serve_flag = lists(&help, flag);
+        if !serve_flag && others.iter().any(|h| lists(h, flag)) {
+            continue; // a flag of another sandserve command
+        }
         let listed = help
             .lines()
             .any(|line| line.trim_start().split([' ', '<']).next() == Some(flag.as_str()));
@@ -109,6 +161,10 @@ fn help_documents_every_documented_flag_variable_and_key() {
         );
     }
     assert!(help.contains("SANDSERVE_ADMIN_TOKEN"), "{help}");
+    let login = help_of(&["login"]);
+    for var in CLIENT_VARIABLES {
+        assert!(login.contains(var), "`sandserve login --help` lacks {var}");
+    }
 }
 
 /// Uploads 2 MiB that are no package: 413 when the upload limit is 1 MiB, else 400.

@@ -34,6 +34,19 @@ pub struct Manifest {
     /// The model signature (MLflow style).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<Signature>,
+    /// Example requests (`[[examples]]`), run by `sandserve invoke PACKAGE --example NAME`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<Example>,
+}
+
+/// `[[examples]]`: a named request body the model answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Example {
+    /// 1-64 of `a-z A-Z 0-9 _ . -`, unique.
+    pub name: String,
+    /// The request body: a JSON object in any query format (Databricks or KServe V2).
+    pub request: String,
 }
 
 /// `[limits]`: the sandbox limits of every request to this model.

@@ -53,6 +53,10 @@
 //! [signature]                # optional, MLflow-style; datatypes are KServe V2 names
 //! inputs = [ { name = "images", datatype = "FP32", shape = [-1, 64] } ]
 //! outputs = [ { name = "label", datatype = "INT64", shape = [-1] } ]
+//!
+//! [[examples]]               # optional, at most 16: requests `sandserve invoke --example` runs
+//! name = "two-rows"          # 1-64 of a-z A-Z 0-9 _ . -, unique
+//! request = '{"instances": [[0, 1, 2]]}'  # a JSON object in any query format, <= 64 KiB
 //! ```
 //!
 //! Every path the manifest names is relative to the package root, uses `/` between
@@ -75,7 +79,7 @@ pub use archive::{
 };
 pub use build::build_handler;
 pub use error::PackageError;
-pub use manifest::{GraphEntry, GuestLoad, Limits, Manifest, Signature, TensorSignature};
+pub use manifest::{Example, GraphEntry, GuestLoad, Limits, Manifest, Signature, TensorSignature};
 pub use pack::{pack, package_dir, PackSummary};
 pub use paths::{MANIFEST_PATH, MAX_PATH_BYTES};
 

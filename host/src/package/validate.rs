@@ -1,8 +1,8 @@
 //! The rules a parsed `sandserve.toml` must satisfy beyond its TOML shape: names, ranges,
-//! graph file counts, signature datatypes, and confined, distinct paths. Each failure names
+//! graph file counts, signature datatypes, example requests, and confined, distinct paths. Each failure names
 //! its field (`graphs[1].files[0]`) and says what to change.
 
-use super::manifest::{GraphEntry, Limits, Manifest, Signature, TensorSignature};
+use super::manifest::{Example, GraphEntry, Limits, Manifest, Signature, TensorSignature};
 use super::paths::confined_problem;
 use super::PackageError;
 use crate::inference::Encoding;
@@ -50,7 +50,54 @@ pub(crate) fn check(m: &Manifest) -> Checked {
     if let Some(s) = &m.signature {
         check_signature(s)?;
     }
+    check_examples(&m.examples)?;
     check_paths(m)
+}
+
+/// Most `[[examples]]`, and the largest request of one.
+const MAX_EXAMPLES: usize = 16;
+const MAX_EXAMPLE_BYTES: usize = 64 << 10;
+
+fn check_examples(examples: &[Example]) -> Checked {
+    if examples.len() > MAX_EXAMPLES {
+        return Err(PackageError::manifest(
+            "examples",
+            format!("has {} entries; at most {MAX_EXAMPLES}", examples.len()),
+        ));
+    }
+    for (i, example) in examples.iter().enumerate() {
+        let name_ok = (1..=64).contains(&example.name.len())
+            && example
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !name_ok {
+            return Err(PackageError::manifest(
+                format!("examples[{i}].name"),
+                "must be 1-64 of a-z A-Z 0-9 _ . -",
+            ));
+        }
+        if examples[..i].iter().any(|e| e.name == example.name) {
+            return Err(PackageError::manifest(
+                format!("examples[{i}].name"),
+                format!(
+                    "`{}` is named twice; example names must be unique",
+                    example.name
+                ),
+            ));
+        }
+        let request =
+            |problem: String| PackageError::manifest(format!("examples[{i}].request"), problem);
+        if example.request.len() > MAX_EXAMPLE_BYTES {
+            return Err(request(format!("is longer than {MAX_EXAMPLE_BYTES} bytes")));
+        }
+        match serde_json::from_str::<serde_json::Value>(&example.request) {
+            Ok(serde_json::Value::Object(_)) => {}
+            Ok(_) => return Err(request("must be a JSON object".to_string())),
+            Err(e) => return Err(request(format!("is not JSON: {e}"))),
+        }
+    }
+    Ok(())
 }
 
 fn check_name(name: &str) -> Checked {
@@ -280,6 +327,30 @@ mod tests {
         for good in ["digits", "0day", "a_b-c", &"a".repeat(64)] {
             let text = format!("name = \"{good}\"\nhandler = \"m.wasm\"\n");
             assert!(Manifest::parse(&text).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn bad_examples() {
+        let example = |name: &str, request: &str| {
+            format!("[[examples]]\nname = \"{name}\"\nrequest = '{request}'\n")
+        };
+        let ok = example("one", r#"{"instances": [[1]]}"#);
+        let text = format!("name = \"m\"\nhandler = \"m.wasm\"\n{ok}");
+        assert_eq!(Manifest::parse(&text).unwrap().examples[0].name, "one");
+        for (extra, field, says) in [
+            (example("a b", "{}"), "examples[0].name", "a-z"),
+            (
+                ok.clone() + &example("one", "{}"),
+                "examples[1].name",
+                "named twice",
+            ),
+            (example("x", "[1]"), "examples[0].request", "JSON object"),
+            (example("x", "{nope"), "examples[0].request", "not JSON"),
+        ] {
+            let (got, problem) = refused(&extra);
+            assert_eq!(got, field);
+            assert!(problem.contains(says), "{problem}");
         }
     }
 

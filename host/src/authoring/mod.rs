@@ -1,0 +1,125 @@
+//! Authoring handler projects outside this repository: `sandserve new` writes a project
+//! (`scaffold`), `sandserve build` checks the toolchain before it builds (`toolchain`).
+//!
+//! A Rust project carries its own copy of the SDK and of the WIT contract (`vendor`): the
+//! exact sources this `sandserve` binary was built with, so the project builds anywhere on
+//! disk, offline but for crates.io, and against the contract of the server it will run on.
+
+mod onnx;
+pub mod python;
+mod rust;
+pub mod toolchain;
+mod vendor;
+
+use std::path::{Path, PathBuf};
+
+/// Languages `sandserve new` writes projects in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// A Rust crate built for wasm32-wasip2 with the vendored sandserve-sdk.
+    Rust,
+    /// A Python handler built with componentize-py.
+    Python,
+}
+
+/// Starting points for a new project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Template {
+    /// Returns its inputs, scaled by an optional typed `scale` parameter (no model).
+    Echo,
+    /// Runs an ONNX graph: a linear classifier over 4 features into 3 classes (a toy model
+    /// made by `sandserve new`, to replace with yours).
+    Classifier,
+}
+
+/// Why a project could not be written or built.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthoringError {
+    /// The project name is not a valid model / crate name.
+    #[error("`{0}` is not a valid project name: use 1-64 of a-z 0-9 _ -, starting with a letter")]
+    BadName(String),
+    /// The target folder exists and is not empty.
+    #[error("{0} already exists and is not empty; choose another name or remove it")]
+    Exists(PathBuf),
+    /// Writing a file failed.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The toolchain cannot build handlers.
+    #[error("{0}")]
+    Toolchain(String),
+    /// Not built yet (Python templates come from another change).
+    #[error("{0}")]
+    NotBuilt(String),
+}
+
+/// A request the project `template` makes answers, for hints and READMEs.
+pub fn example_request(template: Template) -> &'static str {
+    rust::example_request(template)
+}
+
+/// What [`scaffold`] wrote.
+#[derive(Debug)]
+pub struct Scaffolded {
+    /// The project folder.
+    pub dir: PathBuf,
+    /// Files written, relative to it.
+    pub files: Vec<String>,
+}
+
+/// Writes a new project called `name` into `dir` (which must not exist, or be empty).
+pub fn scaffold(
+    dir: &Path,
+    name: &str,
+    lang: Lang,
+    template: Template,
+) -> Result<Scaffolded, AuthoringError> {
+    check_name(name)?;
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(AuthoringError::Exists(dir.to_path_buf()));
+    }
+    let files = match lang {
+        Lang::Rust => rust::files(name, template),
+        Lang::Python => python::scaffold(name, template)?,
+    };
+    for (path, contents) in &files {
+        let full = dir.join(path);
+        let io = |source| AuthoringError::Io {
+            path: full.clone(),
+            source,
+        };
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::write(&full, contents).map_err(io)?;
+    }
+    Ok(Scaffolded {
+        dir: dir.to_path_buf(),
+        files: files.into_iter().map(|(path, _)| path).collect(),
+    })
+}
+
+/// A project name is a model name (the manifest's rule) that is also a crate name.
+fn check_name(name: &str) -> Result<(), AuthoringError> {
+    let ok = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthoringError::BadName(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests;
