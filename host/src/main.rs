@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use sandserve_host::codec::v2;
 use sandserve_host::config;
 use sandserve_host::runtime::{empty_nn, RequestLimits, Runtime, RuntimeConfig};
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -76,14 +76,25 @@ enum Command {
     },
 }
 
+/// Starts the log on standard error: `SANDSERVE_LOG` filters (default `info`), colours
+/// only when standard error is a terminal.
+fn start_logging(format: config::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SANDSERVE_LOG")
+        .unwrap_or_else(|_| "info,wasmtime_wasi_nn=off".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        config::LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SANDSERVE_LOG")
-                .unwrap_or_else(|_| "info,wasmtime_wasi_nn=off".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(*args),
         Command::Package { dir, output } => package(&dir, &output),
@@ -117,6 +128,7 @@ fn main() -> Result<()> {
 
 fn serve(flags: config::Settings) -> Result<()> {
     let config = config::ServeConfig::load(flags, std::env::var("SANDSERVE_ADMIN_TOKEN").ok())?;
+    start_logging(config.log_format);
     tokio::runtime::Builder::new_multi_thread()
         // Workers run small requests' sandboxes inline (serving/placement.rs).
         .thread_stack_size(sandserve_host::runtime::HOST_THREAD_STACK_BYTES)
@@ -127,6 +139,7 @@ fn serve(flags: config::Settings) -> Result<()> {
 }
 
 fn package(dir: &std::path::Path, output: &std::path::Path) -> Result<()> {
+    start_logging(config::LogFormat::Text);
     let summary = sandserve_host::package::package_dir(dir, output)?;
     println!(
         "wrote {} ({} files, {} bytes, sha256 {})",
@@ -145,6 +158,7 @@ fn invoke(
     memory_mib: usize,
     fuel: Option<u64>,
 ) -> Result<()> {
+    start_logging(config::LogFormat::Text);
     let wasm = std::fs::read(&component)
         .with_context(|| format!("cannot read component {}", component.display()))?;
     let body = if input.as_os_str() == "-" {

@@ -257,6 +257,11 @@ pub async fn upload(
         }
         tokio::task::block_in_place(|| writer.write_all(&chunk)).map_err(ApiError::internal)?;
     }
+    metrics::counter!(
+        crate::telemetry::metrics::names::UPLOAD_BYTES,
+        "tenant" => grant.tenant.clone()
+    )
+    .increment(writer.written());
     let images = state.images.clone();
     let tenant = grant.tenant.clone();
     let created_by = grant.token_id.clone();

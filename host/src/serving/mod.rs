@@ -9,6 +9,7 @@ mod direct;
 mod entity;
 mod error;
 mod executor;
+mod observe;
 mod placement;
 pub mod query;
 mod records;
@@ -26,6 +27,8 @@ use crate::images::ImageService;
 use crate::registry::{
     unix_millis, EndpointConfig, EndpointRecord, EndpointState, ModelRegistry, RegistryError,
 };
+use crate::telemetry::metrics::EntityLabels;
+use crate::telemetry::EntityLogs;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
@@ -73,6 +76,8 @@ pub struct EndpointManager {
     /// activation, failure, delete), so that none of them writes back a stale copy and two
     /// updates never both start.
     records: std::sync::Mutex<()>,
+    /// Handler and build output of each entity, for its tenant.
+    logs: Arc<EntityLogs>,
 }
 
 fn key(tenant: &str, name: &str) -> EndpointKey {
@@ -101,7 +106,13 @@ impl EndpointManager {
             live: RwLock::default(),
             direct: direct::DirectModels::default(),
             records: std::sync::Mutex::default(),
+            logs: Arc::default(),
         })
+    }
+
+    /// The handler and build output kept per entity.
+    pub fn logs(&self) -> &EntityLogs {
+        &self.logs
     }
 
     /// At start-up: brings every stored endpoint's config back (in the background); an
@@ -212,8 +223,14 @@ impl EndpointManager {
         let images = self.images.clone();
         let (t, c) = (tenant.clone(), config.clone());
         let (inline, spares, threads) = (self.inline, self.spares.clone(), self.threads.clone());
+        let (logs, n) = (self.logs.clone(), name.clone());
         let loaded = tokio::task::spawn_blocking(move || {
-            load_entities(&images, &t, &c, inline, spares, threads)
+            let at = Endpoint {
+                tenant: &t,
+                name: &n,
+                logs: &logs,
+            };
+            load_entities(&images, &at, &c, inline, spares, threads)
         })
         .await
         .unwrap_or_else(|e| Err(PrepareError::Crashed(e.to_string())));
@@ -355,6 +372,8 @@ impl EndpointManager {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&key(tenant, name));
         }
+        self.logs.requests.forget_endpoint(tenant, name);
+        self.logs.builds.forget_endpoint(tenant, name);
         self.release_unserved();
         Ok(())
     }
@@ -422,6 +441,13 @@ impl EndpointManager {
             model,
             &version.to_string(),
         );
+        let observed = observe::Observed::direct(&EntityLabels {
+            tenant,
+            endpoint: "",
+            entity: &config.name,
+            model,
+            version,
+        });
         let entity = EntityRuntime::new(
             &config,
             version,
@@ -429,6 +455,7 @@ impl EndpointManager {
             self.inline,
             self.spares.clone(),
             self.threads.clone(),
+            observed,
         );
         entity
             .fits_memory_budget()
@@ -548,9 +575,16 @@ fn still_wanted(record: &EndpointRecord, config: &EndpointConfig, restoring: boo
     expected.as_ref() == Some(config)
 }
 
+/// The endpoint whose entities are loaded, and where their build lines go.
+struct Endpoint<'a> {
+    tenant: &'a str,
+    name: &'a str,
+    logs: &'a EntityLogs,
+}
+
 fn load_entities(
     images: &ImageService,
-    tenant: &str,
+    at: &Endpoint<'_>,
     config: &EndpointConfig,
     inline: InlinePolicy,
     spares: Arc<spare::SpareBudget>,
@@ -560,27 +594,66 @@ fn load_entities(
         .served_entities
         .iter()
         .map(|entity| {
-            let version = entity
-                .version()
-                .ok_or_else(|| PrepareError::BadVersion(entity.entity_version.clone()))?;
-            let image = images
-                .load(tenant, &entity.entity_name, version)
-                .map_err(|source| PrepareError::Load {
-                    entity: entity.name.clone(),
-                    source,
-                })?;
-            let entity = EntityRuntime::new(
-                entity,
-                version,
-                image,
-                inline,
-                spares.clone(),
-                threads.clone(),
-            );
-            entity.fits_memory_budget()?;
-            Ok(Arc::new(entity))
+            let built = load_entity(images, at, entity, inline, spares.clone(), threads.clone());
+            let line = match &built {
+                Ok(loaded) => format!(
+                    "loaded {} version {}: graphs [{}], memory limit {} MiB, timeout {} ms, \
+                     max concurrency {}",
+                    loaded.model,
+                    loaded.version,
+                    loaded.image.graphs.names().collect::<Vec<_>>().join(", "),
+                    loaded.limits.max_memory_bytes >> 20,
+                    loaded.limits.timeout.as_millis(),
+                    loaded.max_concurrency
+                ),
+                Err(e) => format!("failed to load: {e}"),
+            };
+            observe::build_line(at.logs, at.tenant, at.name, &entity.name, line);
+            built
         })
         .collect()
+}
+
+fn load_entity(
+    images: &ImageService,
+    at: &Endpoint<'_>,
+    entity: &crate::registry::ServedEntity,
+    inline: InlinePolicy,
+    spares: Arc<spare::SpareBudget>,
+    threads: Arc<GuestThreads>,
+) -> Result<Arc<EntityRuntime>, PrepareError> {
+    let version = entity
+        .version()
+        .ok_or_else(|| PrepareError::BadVersion(entity.entity_version.clone()))?;
+    observe::build_line(
+        at.logs,
+        at.tenant,
+        at.name,
+        &entity.name,
+        format!(
+            "loading {} version {version} (compile or compile cache, graphs, checks)",
+            entity.entity_name
+        ),
+    );
+    let image = images
+        .load(at.tenant, &entity.entity_name, version)
+        .map_err(|source| PrepareError::Load {
+            entity: entity.name.clone(),
+            source,
+        })?;
+    let observed = observe::Observed::endpoint_entity(
+        at.logs,
+        &EntityLabels {
+            tenant: at.tenant,
+            endpoint: at.name,
+            entity: &entity.name,
+            model: &entity.entity_name,
+            version,
+        },
+    );
+    let entity = EntityRuntime::new(entity, version, image, inline, spares, threads, observed);
+    entity.fits_memory_budget()?;
+    Ok(Arc::new(entity))
 }
 
 #[cfg(test)]
