@@ -9,6 +9,7 @@ mod direct;
 mod entity;
 mod error;
 mod executor;
+mod load;
 mod observe;
 mod placement;
 pub mod query;
@@ -225,12 +226,12 @@ impl EndpointManager {
         let (inline, spares, threads) = (self.inline, self.spares.clone(), self.threads.clone());
         let (logs, n) = (self.logs.clone(), name.clone());
         let loaded = tokio::task::spawn_blocking(move || {
-            let at = Endpoint {
+            let at = load::Endpoint {
                 tenant: &t,
                 name: &n,
                 logs: &logs,
             };
-            load_entities(&images, &at, &c, inline, spares, threads)
+            load::load_entities(&images, &at, &c, inline, spares, threads)
         })
         .await
         .unwrap_or_else(|e| Err(PrepareError::Crashed(e.to_string())));
@@ -573,87 +574,6 @@ fn still_wanted(record: &EndpointRecord, config: &EndpointConfig, restoring: boo
         &record.pending_config
     };
     expected.as_ref() == Some(config)
-}
-
-/// The endpoint whose entities are loaded, and where their build lines go.
-struct Endpoint<'a> {
-    tenant: &'a str,
-    name: &'a str,
-    logs: &'a EntityLogs,
-}
-
-fn load_entities(
-    images: &ImageService,
-    at: &Endpoint<'_>,
-    config: &EndpointConfig,
-    inline: InlinePolicy,
-    spares: Arc<spare::SpareBudget>,
-    threads: Arc<GuestThreads>,
-) -> Result<Vec<Arc<EntityRuntime>>, PrepareError> {
-    config
-        .served_entities
-        .iter()
-        .map(|entity| {
-            let built = load_entity(images, at, entity, inline, spares.clone(), threads.clone());
-            let line = match &built {
-                Ok(loaded) => format!(
-                    "loaded {} version {}: graphs [{}], memory limit {} MiB, timeout {} ms, \
-                     max concurrency {}",
-                    loaded.model,
-                    loaded.version,
-                    loaded.image.graphs.names().collect::<Vec<_>>().join(", "),
-                    loaded.limits.max_memory_bytes >> 20,
-                    loaded.limits.timeout.as_millis(),
-                    loaded.max_concurrency
-                ),
-                Err(e) => format!("failed to load: {e}"),
-            };
-            observe::build_line(at.logs, at.tenant, at.name, &entity.name, line);
-            built
-        })
-        .collect()
-}
-
-fn load_entity(
-    images: &ImageService,
-    at: &Endpoint<'_>,
-    entity: &crate::registry::ServedEntity,
-    inline: InlinePolicy,
-    spares: Arc<spare::SpareBudget>,
-    threads: Arc<GuestThreads>,
-) -> Result<Arc<EntityRuntime>, PrepareError> {
-    let version = entity
-        .version()
-        .ok_or_else(|| PrepareError::BadVersion(entity.entity_version.clone()))?;
-    observe::build_line(
-        at.logs,
-        at.tenant,
-        at.name,
-        &entity.name,
-        format!(
-            "loading {} version {version} (compile or compile cache, graphs, checks)",
-            entity.entity_name
-        ),
-    );
-    let image = images
-        .load(at.tenant, &entity.entity_name, version)
-        .map_err(|source| PrepareError::Load {
-            entity: entity.name.clone(),
-            source,
-        })?;
-    let observed = observe::Observed::endpoint_entity(
-        at.logs,
-        &EntityLabels {
-            tenant: at.tenant,
-            endpoint: at.name,
-            entity: &entity.name,
-            model: &entity.entity_name,
-            version,
-        },
-    );
-    let entity = EntityRuntime::new(entity, version, image, inline, spares, threads, observed);
-    entity.fits_memory_budget()?;
-    Ok(Arc::new(entity))
 }
 
 #[cfg(test)]
