@@ -406,3 +406,36 @@ fn a_failed_runs_cause_reaches_its_tenants_logs() {
         "{logs}"
     );
 }
+
+#[test]
+fn graph_loads_and_wasi_nn_compute_are_counted() {
+    if !sandserve_tests::onnx_available("graph_loads_and_wasi_nn_compute_are_counted") {
+        return;
+    }
+    let s = TenantServer::start(&[]);
+    let admin = s.server.admin();
+    assert_eq!(s.client.upload("digits", &example_package("digits")).0, 201);
+    let config = json!({"name": "d", "config": {"served_entities": [
+        {"name": "digits-1", "entity_name": "digits", "entity_version": "1"}
+    ]}});
+    assert_eq!(s.client.post("/api/2.0/serving-endpoints", &config).0, 200);
+    wait_ready(&s.client, "d");
+    let before = metrics_text(&admin, "/metrics");
+    let loads = sample(&before, "sandserve_graph_loads_total", &["engine=\"onnx\""]);
+    assert!(loads >= 1.0, "{before}");
+    let row: Vec<f32> = (0..64).map(|i| (i % 16) as f32).collect();
+    let (status, reply) = s.client.post(
+        "/serving-endpoints/d/invocations",
+        &json!({"inputs": {"images": [row.clone(), row]}}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let after = metrics_text(&admin, "/metrics");
+    let computes = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("sandserve_wasi_nn_compute_seconds_count"))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    assert!(computes(&after) >= computes(&before) + 1.0, "{after}");
+    promtool_check(&after);
+}
