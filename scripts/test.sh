@@ -12,6 +12,13 @@ step "toolchain and wasm target"
 rustup target add wasm32-wasip2 >/dev/null
 rustup component add rustfmt clippy >/dev/null
 
+step "promtool (checks /metrics in tests/tests/observability.rs; Debian's prometheus package)"
+if ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then apt-get install -y prometheus >/dev/null || { apt-get update >/dev/null && apt-get install -y prometheus >/dev/null; }
+  else sudo apt-get install -y prometheus >/dev/null || { sudo apt-get update >/dev/null && sudo apt-get install -y prometheus >/dev/null; }
+  fi
+fi
+
 step "inference engines and generated models"
 scripts/setup-engines.sh
 # shellcheck source=/dev/null

@@ -69,7 +69,7 @@ pub struct Settings {
     /// max_unpacked_mib, max_concurrent_uploads, max_instances, fuel_metering, engines_dir,
     /// inline_max_run_us, tls_cert, tls_key, plain_http, max_connections,
     /// header_read_timeout_secs, body_read_timeout_secs, keep_alive_timeout_secs,
-    /// tenant_guest_threads, memory_budget_mib).
+    /// tenant_guest_threads, memory_budget_mib, public_metrics, log_format).
     // Not a key of the file itself: a file cannot name another.
     #[arg(long, env = "SANDSERVE_CONFIG")]
     #[serde(skip)]
@@ -140,6 +140,27 @@ pub struct Settings {
     /// entity whose memory limit alone exceeds it is not deployed [default: 3/4 of RAM].
     #[arg(long, env = "SANDSERVE_MEMORY_BUDGET_MIB")]
     pub memory_budget_mib: Option<u64>,
+    /// Serve `GET /metrics` to anyone who can reach the server (for a Prometheus scraper
+    /// on a private network); without it, only the admin token may read it. Tenants read
+    /// their own endpoints' metrics at /api/2.0/serving-endpoints/{name}/metrics either way.
+    #[arg(long, env = "SANDSERVE_PUBLIC_METRICS")]
+    #[serde(default)]
+    pub public_metrics: bool,
+    /// Server log format: `text` (colours only on a terminal) or `json` (one object per
+    /// line) [default: text].
+    #[arg(long, env = "SANDSERVE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How the server writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Settings {
@@ -168,6 +189,8 @@ impl Settings {
             keep_alive_timeout_secs,
             tenant_guest_threads,
             memory_budget_mib,
+            public_metrics,
+            log_format,
         } = self;
         Settings {
             listen: listen.or(lower.listen),
@@ -190,6 +213,8 @@ impl Settings {
             keep_alive_timeout_secs: keep_alive_timeout_secs.or(lower.keep_alive_timeout_secs),
             tenant_guest_threads: tenant_guest_threads.or(lower.tenant_guest_threads),
             memory_budget_mib: memory_budget_mib.or(lower.memory_budget_mib),
+            public_metrics: public_metrics || lower.public_metrics,
+            log_format: log_format.or(lower.log_format),
         }
     }
 
@@ -247,6 +272,10 @@ pub struct ServeConfig {
     /// Uploads in progress at once across the server; more are refused with 429 and
     /// `Retry-After` (each holds disk, a blocking thread and, while it compiles, memory).
     pub max_concurrent_uploads: usize,
+    /// `GET /metrics` without a token.
+    pub public_metrics: bool,
+    /// The server log's format.
+    pub log_format: LogFormat,
 }
 
 impl ServeConfig {
@@ -317,6 +346,8 @@ impl ServeConfig {
             max_concurrent_uploads: s
                 .max_concurrent_uploads
                 .unwrap_or(DEFAULT_MAX_CONCURRENT_UPLOADS),
+            public_metrics: s.public_metrics,
+            log_format: s.log_format.unwrap_or_default(),
         };
         config.validate()?;
         Ok(config)

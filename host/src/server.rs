@@ -70,6 +70,8 @@ impl App {
     /// credential, loads the engines, starts the runtime and the guest threads, and sweeps
     /// the blobs a crash left behind. Serves nothing yet: see [`App::start`].
     pub fn open(config: &ServeConfig) -> Result<Self, ServeError> {
+        // Before any entity makes its metric handles (process-wide, installed once).
+        crate::telemetry::metrics::install();
         let data = &config.data_dir;
         let store_error = |what: &'static str| {
             let path = data.display().to_string();
@@ -142,6 +144,7 @@ impl App {
             images,
             engines,
             endpoints: endpoints.clone(),
+            public_metrics: config.public_metrics,
         };
         Ok(Self {
             state,
@@ -154,6 +157,13 @@ impl App {
     /// images load in the background). Call within a Tokio runtime.
     pub fn start(&self) -> Result<(), ServeError> {
         self.endpoints.sweep_idle();
+        tokio::spawn(async {
+            let mut ticks = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                ticks.tick().await;
+                crate::telemetry::metrics::upkeep();
+            }
+        });
         self.endpoints.restore_all().map_err(|e| ServeError::Store {
             what: "the serving endpoints",
             path: self.data_dir.display().to_string(),

@@ -7,7 +7,7 @@ import logging
 import pytest
 from conftest import digit_rows
 from databricks.sdk import WorkspaceClient
-from databricks.sdk.errors import BadRequest, DatabricksError, NotFound
+from databricks.sdk.errors import BadRequest, NotFound
 from databricks.sdk.service.serving import (
     AiGatewayConfig,
     AiGatewayUsageTrackingConfig,
@@ -212,11 +212,37 @@ def test_unsupported_calls_and_fields_fail_clearly(workspace):
     w.serving_endpoints.create_and_wait(
         name="gw", config=EndpointCoreConfigInput(name="gw", served_entities=[entity("echo")])
     )
-    for call in (
-        lambda: w.serving_endpoints.logs("gw", "echo-1"),
-        lambda: w.serving_endpoints.build_logs("gw", "echo-1"),
-        lambda: w.serving_endpoints.export_metrics("gw"),
-    ):
-        with pytest.raises(DatabricksError, match="not implemented yet") as info:
-            call()
-        assert info.value.error_code == "NOT_IMPLEMENTED"
+
+
+def test_logs_build_logs_and_metrics_export(workspace):
+    w = workspace
+    w.serving_endpoints.create_and_wait(
+        name="watched", config=EndpointCoreConfigInput(name="watched", served_entities=[entity("echo")])
+    )
+    for _ in range(2):
+        w.serving_endpoints.query("watched", inputs={"x": [1.0, 2.0], "y": [3.0]})
+
+    # logs(name, served_model_name): the handler's own log lines, newest last.
+    logs = w.serving_endpoints.logs("watched", "echo-1")
+    lines = [line for line in logs.logs.splitlines() if "echoing 2 tensor(s)" in line]
+    assert len(lines) == 2, logs.logs
+    assert all(" info [" in line for line in lines), lines
+
+    # build_logs: what loading the served entity said.
+    build = w.serving_endpoints.build_logs("watched", "echo-1")
+    assert "loaded echo version 1" in build.logs, build.logs
+
+    # export_metrics: Prometheus text of this endpoint only.
+    text = w.serving_endpoints.export_metrics("watched").contents.read().decode()
+    success = [
+        line for line in text.splitlines()
+        if line.startswith("nv_inference_request_success_total{") and 'endpoint="watched"' in line
+    ]
+    assert len(success) == 1 and success[0].endswith(" 2"), text
+    assert "# TYPE nv_inference_request_success_total counter" in text
+    assert "process_" not in text
+
+    with pytest.raises(NotFound):
+        w.serving_endpoints.logs("watched", "no-such-entity")
+    with pytest.raises(NotFound):
+        w.serving_endpoints.export_metrics("no-such-endpoint")

@@ -580,7 +580,10 @@ fn serving_endpoints_are_checked_isolated_and_unfinished_routes_say_so() {
         let metrics = api
             .get("/api/2.0/serving-endpoints/ep/metrics", Some(&manager))
             .await;
-        metrics.error(501, "NOT_IMPLEMENTED", &hidden);
+        assert_eq!(metrics.status, 200, "{}", metrics.text);
+        api.get("/api/2.0/serving-endpoints/ep/metrics", Some(&other))
+            .await
+            .error(404, "RESOURCE_DOES_NOT_EXIST", &hidden);
         api.delete("/api/2.0/serving-endpoints/ep", Some(&viewer))
             .await
             .error(403, "PERMISSION_DENIED", &hidden);

@@ -242,18 +242,21 @@ fn every_unimplemented_databricks_field_is_refused_by_name() {
             .contains("`email_notifications`"),
         "{reply}"
     );
-    // Logs, build logs and metrics: a clear 501, not a 404.
+    // Logs, build logs and metrics are served (tests/tests/observability.rs has the rest).
     for path in [
         "served-models/echo-1/logs",
         "served-models/echo-1/build-logs",
-        "metrics",
     ] {
         let (status, reply) = s
             .client
             .get(&format!("/api/2.0/serving-endpoints/ep/{path}"));
-        assert_eq!(status, 501, "{path}: {reply}");
-        assert_eq!(reply["error_code"], "NOT_IMPLEMENTED", "{reply}");
+        assert_eq!(status, 200, "{path}: {reply}");
+        assert!(reply["logs"].is_string(), "{path}: {reply}");
     }
+    let metrics = s
+        .client
+        .get_raw("/api/2.0/serving-endpoints/ep/metrics", &[]);
+    assert_eq!(metrics.status, 200);
 }
 
 #[test]

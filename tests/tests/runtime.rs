@@ -226,7 +226,10 @@ fn an_infinite_loop_is_stopped_at_its_deadline() {
         // Not before its deadline; and stopped, not hung. How soon after the deadline is
         // the scheduler's business: a guest past 20 ms of CPU runs in the idle class
         // (runtime::priority), which a loaded machine may starve for seconds.
-        assert!(took >= deadline, "stopped after {took:?}, before its deadline");
+        assert!(
+            took >= deadline,
+            "stopped after {took:?}, before its deadline"
+        );
         assert!(
             took < deadline * 20,
             "stopped after {took:?}, deadline {deadline:?}"

@@ -39,7 +39,12 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| ApiError::unauthenticated("use `Authorization: Bearer <token>`"))?;
-        authenticate(state, value).map(Caller)
+        let principal = authenticate(state, value)?;
+        match &principal {
+            Principal::Admin => super::access::record_tenant("admin"),
+            Principal::Tenant(grant) => super::access::record_tenant(&grant.tenant),
+        }
+        Ok(Caller(principal))
     }
 }
 

@@ -4,6 +4,9 @@
 //! | route | who |
 //! |---|---|
 //! | `GET /health`, `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2` | anyone |
+//! | `GET /metrics` | admin (anyone with `--public-metrics`) |
+//! | `GET /api/2.0/serving-endpoints/{name}/metrics` | CAN_VIEW |
+//! | `GET /api/2.0/serving-endpoints/{name}/served-models/{e}/logs`, `.../build-logs` | CAN_MANAGE |
 //! | `POST/GET /api/2.0/tenants`, `GET/DELETE /api/2.0/tenants/{name}` | admin |
 //! | `POST/GET /api/2.0/tokens`, `DELETE /api/2.0/tokens/{id}` | admin, or CAN_MANAGE for its tenant |
 //! | `GET /api/2.0/models`, `GET /api/2.0/models/{name}/versions[/{v}]` | CAN_VIEW |
@@ -19,6 +22,7 @@
 //! | `POST /v2/models/{name}[/versions/{v}]/infer` | CAN_QUERY |
 //! | V2 extensions not implemented (repository load/unload, shared memory, trace, logging) | any token: 400 saying why |
 
+mod access;
 mod auth;
 mod databricks;
 mod endpoints;
@@ -27,6 +31,7 @@ mod health;
 mod json;
 mod models;
 mod not_yet;
+mod observe;
 mod openapi;
 mod permissions;
 mod plain_errors;
@@ -37,6 +42,7 @@ mod v2;
 mod v2_extensions;
 mod v2_models;
 
+pub use access::{sane_request_id, RequestIdText, MAX_REQUEST_ID_BYTES};
 pub use auth::Caller;
 pub use error::ApiError;
 pub use json::{parse_json, parse_value, JsonBody, RawBody};
@@ -63,6 +69,8 @@ pub struct AppState {
     pub engines: &'static Engines,
     /// Serving endpoints.
     pub endpoints: Arc<EndpointManager>,
+    /// `GET /metrics` without a token (`--public-metrics`); else the admin's only.
+    pub public_metrics: bool,
 }
 
 /// Parses a model version from a path: a positive integer.
@@ -86,12 +94,15 @@ pub async fn blocking<T: Send + 'static>(
 /// answers with or without one (MLflow calls `/api/2.0/serving-endpoints/`).
 pub fn router(state: AppState) -> Router {
     let routes = routes(state);
-    Router::new().fallback_service(NormalizePathLayer::trim_trailing_slash().layer(routes))
+    access::layers(
+        Router::new().fallback_service(NormalizePathLayer::trim_trailing_slash().layer(routes)),
+    )
 }
 
 fn routes(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::health))
+        .route("/metrics", get(observe::all))
         .route(
             "/.well-known/databricks-config",
             get(health::databricks_config),
@@ -146,15 +157,15 @@ fn routes(state: AppState) -> Router {
         )
         .route(
             "/api/2.0/serving-endpoints/{name}/served-models/{entity}/logs",
-            get(not_yet::logs),
+            get(observe::logs),
         )
         .route(
             "/api/2.0/serving-endpoints/{name}/served-models/{entity}/build-logs",
-            get(not_yet::build_logs),
+            get(observe::build_logs),
         )
         .route(
             "/api/2.0/serving-endpoints/{name}/metrics",
-            get(not_yet::metrics),
+            get(observe::endpoint),
         )
         .route(
             "/api/2.0/serving-endpoints/{name}/rate-limits",

@@ -241,6 +241,11 @@ pub async fn upload(
             return Err(e.into());
         }
     }
+    metrics::counter!(
+        crate::telemetry::metrics::names::UPLOAD_BYTES,
+        "tenant" => grant.tenant.clone()
+    )
+    .increment(upload.written());
     let tenant = grant.tenant.clone();
     let created_by = grant.token_id.clone();
     let record = blocking(move || Ok(upload.publish(&tenant, &name, &created_by)?)).await?;

@@ -1,45 +1,14 @@
 //! Databricks serving-endpoint routes sandserve does not implement (yet), answered with a
 //! clear JSON error instead of the generic 404, so that databricks-sdk raises an error that
-//! says what is missing: logs, build logs and metrics export come with the governance and
-//! observability work (501 `NOT_IMPLEMENTED`); the deprecated rate-limit route, email
-//! notifications and telemetry tables are refused with a 400 naming the field, unless the
-//! body asks for nothing.
+//! says what is missing: the deprecated rate-limit route, email notifications and
+//! telemetry tables are refused with a 400 naming the field, unless the body asks for
+//! nothing.
 
 use super::{ApiError, Caller, JsonBody};
 use crate::tenancy::Permission;
 use axum::extract::Path;
 use axum::Json;
 use serde_json::{json, Value};
-
-fn later(what: &str) -> ApiError {
-    ApiError::not_implemented(format!(
-        "{what} is not implemented yet (it comes with the governance and observability work)"
-    ))
-}
-
-/// `GET /api/2.0/serving-endpoints/{name}/served-models/{entity}/logs`.
-pub async fn logs(caller: Caller, Path((name, _)): Path<(String, String)>) -> ApiError {
-    match caller.require(Permission::CanManage, "serving endpoint", &name) {
-        Ok(_) => later("served model logs"),
-        Err(e) => e,
-    }
-}
-
-/// `GET /api/2.0/serving-endpoints/{name}/served-models/{entity}/build-logs`.
-pub async fn build_logs(caller: Caller, Path((name, _)): Path<(String, String)>) -> ApiError {
-    match caller.require(Permission::CanManage, "serving endpoint", &name) {
-        Ok(_) => later("served model build logs"),
-        Err(e) => e,
-    }
-}
-
-/// `GET /api/2.0/serving-endpoints/{name}/metrics`.
-pub async fn metrics(caller: Caller, Path(name): Path<String>) -> ApiError {
-    match caller.require(Permission::CanView, "serving endpoint", &name) {
-        Ok(_) => later("metrics export"),
-        Err(e) => e,
-    }
-}
 
 /// Answers `{field: []}` when `body[field]` is absent or empty, else refuses it.
 fn empty_only(body: &Value, field: &str, why: &str) -> Result<Json<Value>, ApiError> {

@@ -6,7 +6,7 @@
 //! Both routes only authorize and hand the query to the pipeline
 //! (`serving::query`); the protocol is [`DatabricksCodec`].
 
-use super::{ApiError, AppState, Caller, RawBody};
+use super::{ApiError, AppState, Caller, RawBody, RequestIdText};
 use crate::codec::DatabricksCodec;
 use crate::serving::query::{Names, Pick, Query, QueryError, Served};
 use crate::tenancy::Permission;
@@ -65,6 +65,7 @@ async fn databricks(
     name: &str,
     pick: Pick<'_>,
     body: axum::body::Bytes,
+    request_id: &RequestIdText,
 ) -> Result<Response, ApiError> {
     let grant = caller.require(Permission::CanQuery, "serving endpoint", name)?;
     let served = state
@@ -76,6 +77,7 @@ async fn databricks(
             names: Names::Endpoints,
             codec: &DatabricksCodec,
             body,
+            request_id: request_id.as_str(),
         })
         .await?;
     Ok(answer(served, |json| JsonText(json).into_response()))
@@ -85,20 +87,30 @@ async fn databricks(
 pub async fn invocations(
     State(state): State<AppState>,
     caller: Caller,
+    request_id: RequestIdText,
     Path(name): Path<String>,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    databricks(&state, &caller, &name, Pick::Split, body).await
+    databricks(&state, &caller, &name, Pick::Split, body, &request_id).await
 }
 
 /// `POST /serving-endpoints/{name}/served-models/{entity}/invocations`: bypasses the split.
 pub async fn served_model_invocations(
     State(state): State<AppState>,
     caller: Caller,
+    request_id: RequestIdText,
     Path((name, entity)): Path<(String, String)>,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    databricks(&state, &caller, &name, Pick::Entity(&entity), body).await
+    databricks(
+        &state,
+        &caller,
+        &name,
+        Pick::Entity(&entity),
+        body,
+        &request_id,
+    )
+    .await
 }
 
 #[cfg(test)]

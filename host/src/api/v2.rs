@@ -86,8 +86,13 @@ async fn infer(
     codec: V2Codec,
     version: Option<u64>,
     body: Bytes,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let name = codec.model_name.as_str();
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     let served = state
         .endpoints
         .query(Query {
@@ -97,6 +102,7 @@ async fn infer(
             names: Names::EndpointsThenModels,
             codec: &codec,
             body,
+            request_id,
         })
         .await?;
     Ok(answer(served, |encoded| V2Answer(encoded).into_response()))
@@ -112,7 +118,7 @@ pub async fn infer_model(
 ) -> Result<Response, ApiError> {
     let grant = caller.require(Permission::CanQuery, "model", &name)?;
     let codec = codec(name, &headers)?;
-    infer(&state, grant, codec, None, body).await
+    infer(&state, grant, codec, None, body, &headers).await
 }
 
 /// `POST /v2/models/{name}/versions/{version}/infer`.
@@ -126,5 +132,5 @@ pub async fn infer_version(
     let grant = caller.require(Permission::CanQuery, "model", &name)?;
     let version = parse_version(&version)?;
     let codec = codec(name, &headers)?;
-    infer(&state, grant, codec, Some(version), body).await
+    infer(&state, grant, codec, Some(version), body, &headers).await
 }

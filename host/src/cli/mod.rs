@@ -8,6 +8,7 @@ mod client;
 mod deploy;
 mod endpoints;
 mod invoke;
+mod logging;
 mod output;
 mod profile;
 mod push;
@@ -246,6 +247,10 @@ pub(crate) fn connect(remote: &Remote) -> Result<client::Client> {
 
 /// Runs one command.
 pub fn run(command: Command) -> Result<()> {
+    // The server starts its log once its settings (and so its log format) are read.
+    if !matches!(command, Command::Serve(_)) {
+        logging::start(config::LogFormat::Text);
+    }
     match command {
         Command::Serve(args) => serve(*args),
         Command::New {
@@ -436,6 +441,7 @@ fn login(remote: &Remote) -> Result<()> {
 
 fn serve(flags: config::Settings) -> Result<()> {
     let config = config::ServeConfig::load(flags, std::env::var("SANDSERVE_ADMIN_TOKEN").ok())?;
+    logging::start(config.log_format);
     tokio::runtime::Builder::new_multi_thread()
         // Workers run small requests' sandboxes inline (serving/placement.rs).
         .thread_stack_size(sandserve_host::runtime::HOST_THREAD_STACK_BYTES)

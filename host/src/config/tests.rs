@@ -185,7 +185,8 @@ fn every_key_is_a_flag_of_the_same_name_with_its_variable() {
 fn sample(key: &str) -> &'static str {
     match key {
         "listen" => "\"127.0.0.1:1\"",
-        "fuel_metering" | "plain_http" => "true",
+        "fuel_metering" | "plain_http" | "public_metrics" => "true",
+        "log_format" => "\"json\"",
         "data_dir" | "engines_dir" | "tls_cert" | "tls_key" => "\"x\"",
         _ => "1",
     }
@@ -198,4 +199,15 @@ fn plain_http_beyond_loopback_must_be_asked_for() {
     assert!(resolve(file("listen = \"0.0.0.0:8080\"\nplain_http = true")).is_ok());
     assert!(resolve(file("tls_cert = \"c.pem\"")).is_err());
     assert!(resolve(file("header_read_timeout_secs = 0")).is_err());
+}
+
+#[test]
+fn log_format_and_public_metrics_resolve() {
+    let config = resolve(file("log_format = \"json\"\npublic_metrics = true")).unwrap();
+    assert_eq!(config.log_format, super::LogFormat::Json);
+    assert!(config.public_metrics);
+    let config = resolve(file("")).unwrap();
+    assert_eq!(config.log_format, super::LogFormat::Text);
+    assert!(!config.public_metrics);
+    assert!(toml::from_str::<Settings>("log_format = \"xml\"").is_err());
 }

@@ -66,6 +66,20 @@ impl<G: RunGraph> BackendExecutionContext for Context<G> {
         &mut self,
         inputs: Option<Vec<NamedTensor>>,
     ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
+        let started = std::time::Instant::now();
+        let result = self.compute_now(inputs);
+        // Named in telemetry/metrics.rs (`sandserve_wasi_nn_compute_seconds`).
+        metrics::histogram!("sandserve_wasi_nn_compute_seconds")
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+impl<G: RunGraph> Context<G> {
+    fn compute_now(
+        &mut self,
+        inputs: Option<Vec<NamedTensor>>,
+    ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
         match inputs {
             Some(named) => {
                 let refs: Vec<(String, &Tensor)> =

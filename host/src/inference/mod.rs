@@ -183,6 +183,13 @@ pub fn load_graph(engines: &Engines, spec: &GraphSpec) -> Result<LoadedGraph, In
         }
     };
     GRAPH_LOADS.fetch_add(1, Ordering::SeqCst);
+    // The Prometheus counter (named in telemetry/metrics.rs; the facade is a crate, so
+    // this module still imports no other).
+    let engine = match spec.encoding {
+        Encoding::Onnx => "onnx",
+        Encoding::Openvino => "openvino",
+    };
+    metrics::counter!("sandserve_graph_loads_total", "engine" => engine).increment(1);
     tracing::info!(graph = %spec.name, encoding = %spec.encoding, device = %info.device, "graph loaded");
     Ok(LoadedGraph { graph, info, stats })
 }

@@ -11,6 +11,7 @@ mod budget;
 mod datatype;
 mod epoch;
 mod error;
+mod guest_log;
 mod limits;
 mod output;
 pub mod priority;
@@ -21,6 +22,7 @@ pub use bindings::{ElementType, HandlerError, Request, Response, Tensor};
 pub use budget::{default_budget_bytes, MemoryBudget, Reservation};
 pub use datatype::{element_type_from_v2, v2_datatype};
 pub use error::RuntimeError;
+pub use guest_log::{GuestLine, GuestLog, MAX_LINE_BYTES};
 pub use limits::{LimitHit, RequestLimits};
 
 use bindings::{ModelHandler, ModelHandlerPre};
@@ -177,6 +179,8 @@ pub struct Finished {
     pub outcome: Result<Invocation, RuntimeError>,
     /// The used sandbox, to drop when convenient.
     pub spent: SpentSandbox,
+    /// What the guest printed and logged (bounded).
+    pub log: GuestLog,
 }
 
 impl Finished {
@@ -184,6 +188,7 @@ impl Finished {
         Self {
             outcome: Err(error),
             spent: SpentSandbox { _store: store },
+            log: GuestLog::default(),
         }
     }
 }
@@ -313,12 +318,13 @@ impl LoadedHandler {
                 instantiate_time: instantiated - start,
                 predict_time,
             });
-        self.forward_output(&store);
+        let log = self.collect_output(&mut store);
         Finished {
             outcome,
             spent: SpentSandbox {
                 _store: Some(store),
             },
+            log,
         }
     }
 
@@ -400,15 +406,19 @@ impl LoadedHandler {
         Ok(store)
     }
 
-    /// Sends what the guest printed to the host log, tagged with the handler label.
-    fn forward_output(&self, store: &Store<HostState>) {
-        let state = store.data();
+    /// Sends what the guest printed to the host log, tagged with the handler label, and
+    /// gives it back with the request's log records as lines (for the tenant's log ring).
+    fn collect_output(&self, store: &mut Store<HostState>) -> GuestLog {
+        let state = store.data_mut();
+        let mut log = std::mem::take(&mut state.records);
         for (stream, output) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
             let (text, truncated) = output.take();
             if !text.is_empty() {
                 tracing::info!(target: "guest", handler = &*self.label, stream, truncated, "{}", text.trim_end());
+                log.push_text(stream, &text, truncated);
             }
         }
+        log
     }
 
     /// Turns a wasmtime error from instantiate or call into the limit or fault it was.

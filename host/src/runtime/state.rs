@@ -13,6 +13,10 @@ use wasmtime_wasi_nn::wit::{WasiNnCtx, WasiNnView};
 /// Most bytes of guest log records kept per request.
 const MAX_LOG_RECORD_BYTES: usize = 4096;
 
+/// Most bytes of log records (the SDK's logging calls) kept per request for the tenant's
+/// log ring; later records are dropped and the drop is marked.
+pub const MAX_LOG_BYTES_PER_REQUEST: usize = 16 * 1024;
+
 /// Per-request host state.
 pub struct HostState {
     pub(super) wasi: WasiCtx,
@@ -30,6 +34,8 @@ pub struct HostState {
     pub(super) wait_cut: bool,
     /// The running thread's CPU time when this request's run began (to tell a long run).
     pub(super) cpu_at_start: std::time::Duration,
+    /// The log records of this request, bounded by [`MAX_LOG_BYTES_PER_REQUEST`].
+    pub(super) records: super::GuestLog,
 }
 
 impl HostState {
@@ -62,6 +68,7 @@ impl HostState {
             deadline: Instant::now() + limits.timeout,
             wait_cut: false,
             cpu_at_start: std::time::Duration::ZERO,
+            records: super::GuestLog::default(),
         }
     }
 
@@ -83,6 +90,15 @@ impl logging::Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) {
         let message = truncate(&message, MAX_LOG_RECORD_BYTES);
         let handler = &*self.label;
+        let source = match level {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        };
+        self.records
+            .push(source, message, MAX_LOG_BYTES_PER_REQUEST);
         match level {
             LogLevel::Trace => tracing::trace!(target: "guest", handler, "{message}"),
             LogLevel::Debug => tracing::debug!(target: "guest", handler, "{message}"),

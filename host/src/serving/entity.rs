@@ -4,6 +4,7 @@
 //! runs (`placement`) and the spare sandbox its next request will use (`spare`).
 
 use super::executor::{FairKey, GuestThreadError, GuestThreads};
+use super::observe::Observed;
 use super::placement::{
     now_millis, InlinePolicy, Placement, RunHistory, INLINE_BUDGET, MAX_INLINE_INPUT_BYTES,
 };
@@ -12,7 +13,9 @@ use super::{PrepareError, ServingError};
 use crate::images::LoadedImage;
 use crate::registry::ServedEntity;
 use crate::runtime::priority;
-use crate::runtime::{Finished, Invocation, Request, RequestLimits, RuntimeError, SpentSandbox};
+use crate::runtime::{
+    Finished, GuestLog, Invocation, Request, RequestLimits, RuntimeError, SpentSandbox,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +44,8 @@ pub struct EntityRuntime {
     /// The owning tenant: its share of the guest threads is counted under this key.
     tenant: FairKey,
     threads: Arc<GuestThreads>,
+    /// Its metrics and log ring.
+    pub observed: Observed,
 }
 
 impl EntityRuntime {
@@ -52,6 +57,7 @@ impl EntityRuntime {
         inline: InlinePolicy,
         spares: Arc<SpareBudget>,
         threads: Arc<GuestThreads>,
+        observed: Observed,
     ) -> Self {
         let mut limits = image.limits.clone();
         if let Some(ms) = config.timeout_ms {
@@ -80,6 +86,7 @@ impl EntityRuntime {
             history: RunHistory::new(inline),
             spare: Spare::new(spares),
             threads,
+            observed,
         }
     }
 
@@ -123,26 +130,38 @@ impl EntityRuntime {
     /// Runs one request (decoded, checked, and with its raw body attached when the
     /// manifest asks for it): admission, then a fresh sandbox, inline or on a guest thread
     /// (see [`super::placement`]).
-    pub async fn invoke(self: &Arc<Self>, request: Request) -> Result<Invocation, ServingError> {
+    pub async fn invoke(
+        self: &Arc<Self>,
+        request: Request,
+        request_id: &str,
+    ) -> Result<Invocation, ServingError> {
         // One deadline for the whole request: waiting for a slot or a guest thread counts.
         let arrived = Instant::now();
         // The slot travels with the work: a guest-thread job keeps it until the job ends,
         // even when the caller went away meanwhile (the job still runs to its end), so the
         // entity's concurrency limit holds whatever the clients do.
         let permit = self.admit(arrived + self.limits.timeout).await?;
-        self.image.stats.queued(arrived.elapsed());
+        let waited = arrived.elapsed();
+        self.image.stats.queued(waited);
+        self.observed.metrics.queued(waited);
+        self.observed.metrics.in_flight(1.0);
+        let _left = scopeguard(|| self.observed.metrics.in_flight(-1.0));
         let in_sandbox = self.threads.occupancy().enter();
         let inline = in_sandbox.alone()
             && self.history.inline_allowed(now_millis())
             && input_bytes(&request) <= MAX_INLINE_INPUT_BYTES;
         let (outcome, placement) = if inline {
-            let ran = self.run_inline_first(request, arrived, permit).await;
+            let ran = self
+                .run_inline_first(request, request_id, arrived, permit)
+                .await;
             drop(in_sandbox);
             ran
         } else {
             // Counted again only while its guest runs at normal priority (below).
             drop(in_sandbox);
-            let outcome = self.run_on_guest_thread(request, arrived, permit).await;
+            let outcome = self
+                .run_on_guest_thread(request, request_id, arrived, permit)
+                .await;
             (outcome, Placement::GuestThread)
         };
         match &outcome {
@@ -150,9 +169,17 @@ impl EntityRuntime {
                 let ran = invocation.instantiate_time + invocation.predict_time;
                 self.history.record(ran);
                 self.image.stats.ran(ran);
+                self.observed.metrics.ran(
+                    invocation.instantiate_time,
+                    invocation.predict_time,
+                    invocation.fuel_consumed,
+                );
             }
-            Err(ServingError::Runtime(RuntimeError::Timeout { .. })) => {
-                self.history.demote(now_millis());
+            Err(ServingError::Runtime(error)) => {
+                if matches!(error, RuntimeError::Timeout { .. }) {
+                    self.history.demote(now_millis());
+                }
+                self.observed.failed(request_id, error);
             }
             Err(_) => {}
         }
@@ -172,6 +199,7 @@ impl EntityRuntime {
     async fn run_inline_first(
         self: &Arc<Self>,
         request: Request,
+        request_id: &str,
         arrived: Instant,
         permit: OwnedSemaphorePermit,
     ) -> (Result<Invocation, ServingError>, Placement) {
@@ -187,7 +215,11 @@ impl EntityRuntime {
                     self.image.graphs.nn_ctx()
                 })
         }));
-        let Finished { outcome, spent } = match attempt {
+        let Finished {
+            outcome,
+            spent,
+            log,
+        } = match attempt {
             Ok(finished) => finished,
             Err(_) => {
                 // A blocking WASI call (see `placement`): the sandbox is gone with the
@@ -199,10 +231,11 @@ impl EntityRuntime {
                      its requests run on guest threads from now on"
                 );
                 return self
-                    .run_again_on_guest_thread(request, started, permit)
+                    .run_again_on_guest_thread(request, request_id, started, permit)
                     .await;
             }
         };
+        self.observed.guest_output(request_id, log);
         self.clean_up_after_answer(spent);
         match outcome {
             Err(RuntimeError::Timeout { .. }) if budgeted => {
@@ -211,7 +244,7 @@ impl EntityRuntime {
                     entity = %self.name,
                     "inline run passed its budget; running it again on a guest thread"
                 );
-                self.run_again_on_guest_thread(request, started, permit)
+                self.run_again_on_guest_thread(request, request_id, started, permit)
                     .await
             }
             other => (
@@ -226,10 +259,13 @@ impl EntityRuntime {
     async fn run_again_on_guest_thread(
         self: &Arc<Self>,
         request: Request,
+        request_id: &str,
         started: Instant,
         permit: OwnedSemaphorePermit,
     ) -> (Result<Invocation, ServingError>, Placement) {
-        let outcome = self.run_on_guest_thread(request, started, permit).await;
+        let outcome = self
+            .run_on_guest_thread(request, request_id, started, permit)
+            .await;
         (outcome, Placement::InlineThenGuestThread)
     }
 
@@ -238,6 +274,7 @@ impl EntityRuntime {
     async fn run_on_guest_thread(
         self: &Arc<Self>,
         request: Request,
+        request_id: &str,
         started: Instant,
         permit: OwnedSemaphorePermit,
     ) -> Result<Invocation, ServingError> {
@@ -251,21 +288,24 @@ impl EntityRuntime {
                 (!priority::this_thread_is_demoted()).then(|| entity.threads.occupancy().enter());
             let mut limits = entity.limits.clone();
             limits.timeout = deadline.saturating_duration_since(Instant::now());
-            let (outcome, spent) = if limits.timeout < MIN_RUN {
+            let (outcome, spent, log) = if limits.timeout < MIN_RUN {
                 // Its time went by waiting for a thread: never started.
                 let timeout = RuntimeError::Timeout {
                     timeout: entity.limits.timeout,
                 };
-                (Err(timeout), None)
+                (Err(timeout), None, GuestLog::default())
             } else {
-                let Finished { outcome, spent } =
-                    entity
-                        .image
-                        .handler
-                        .run(entity.spare.take(), &request, &limits, || {
-                            entity.image.graphs.nn_ctx()
-                        });
-                (outcome, Some(spent))
+                let Finished {
+                    outcome,
+                    spent,
+                    log,
+                } = entity
+                    .image
+                    .handler
+                    .run(entity.spare.take(), &request, &limits, || {
+                        entity.image.graphs.nn_ctx()
+                    });
+                (outcome, Some(spent), log)
             };
             drop(presence);
             // After the answer is sent, on this thread: release and prepare.
@@ -275,7 +315,7 @@ impl EntityRuntime {
                     entity.refill_spare(&entity.limits);
                 }
             };
-            (outcome, clean_up)
+            ((outcome, log), clean_up)
         });
         // The guest traps at its deadline, but only when it runs: one in the idle scheduling
         // class on a machine saturated by other work, or inside a long engine call, may get
@@ -283,7 +323,11 @@ impl EntityRuntime {
         // and keeps its slot until then).
         let late = tokio::time::Instant::from_std(deadline + LATE_TRAP_GRACE);
         let outcome = match tokio::time::timeout_at(late, job).await {
-            Ok(finished) => finished.map_err(thread_error)?,
+            Ok(finished) => {
+                let (outcome, log) = finished.map_err(thread_error)?;
+                self.observed.guest_output(request_id, log);
+                outcome
+            }
             Err(_) => Err(RuntimeError::Timeout {
                 timeout: self.limits.timeout,
             }),

@@ -11,6 +11,8 @@ mod error;
 mod executor;
 mod lifecycle;
 mod live;
+mod load;
+mod observe;
 mod placement;
 pub mod query;
 mod records;
@@ -27,6 +29,8 @@ pub use routing::Split;
 
 use crate::images::ImageService;
 use crate::registry::{EndpointConfig, EndpointRecord, EndpointStore, RegistryError};
+use crate::telemetry::metrics::EntityLabels;
+use crate::telemetry::EntityLogs;
 use std::sync::Arc;
 
 /// Owns the live endpoints of all tenants.
@@ -45,6 +49,8 @@ pub struct EndpointManager {
     /// activation, failure, delete), so that none of them writes back a stale copy and two
     /// updates never both start.
     records: std::sync::Mutex<()>,
+    /// Handler and build output of each entity, for its tenant.
+    logs: Arc<EntityLogs>,
 }
 
 impl EndpointManager {
@@ -68,7 +74,13 @@ impl EndpointManager {
             inline,
             live: live::LiveTable::default(),
             records: std::sync::Mutex::default(),
+            logs: Arc::default(),
         })
+    }
+
+    /// The handler and build output kept per entity.
+    pub fn logs(&self) -> &EntityLogs {
+        &self.logs
     }
 
     /// At start-up: brings every stored endpoint's config back (in the background); an
@@ -147,8 +159,14 @@ impl EndpointManager {
         let images = self.images.clone();
         let (t, c) = (tenant.clone(), config.clone());
         let (inline, spares, threads) = (self.inline, self.spares.clone(), self.threads.clone());
+        let (logs, n) = (self.logs.clone(), name.clone());
         let loaded = tokio::task::spawn_blocking(move || {
-            load_entities(&images, &t, &c, inline, spares, threads)
+            let at = load::Endpoint {
+                tenant: &t,
+                name: &n,
+                logs: &logs,
+            };
+            load::load_entities(&images, &at, &c, inline, spares, threads)
         })
         .await
         .unwrap_or_else(|e| Err(PrepareError::Crashed(e.to_string())));
@@ -262,6 +280,8 @@ impl EndpointManager {
             self.registry.delete_endpoint(tenant, name)?;
             self.live.remove(tenant, name);
         }
+        self.logs.requests.forget_endpoint(tenant, name);
+        self.logs.builds.forget_endpoint(tenant, name);
         self.release_unserved();
         Ok(())
     }
@@ -334,6 +354,13 @@ impl EndpointManager {
             model,
             &version.to_string(),
         );
+        let observed = observe::Observed::direct(&EntityLabels {
+            tenant,
+            endpoint: "",
+            entity: &config.name,
+            model,
+            version,
+        });
         let entity = EntityRuntime::new(
             &config,
             version,
@@ -341,6 +368,7 @@ impl EndpointManager {
             self.inline,
             self.spares.clone(),
             self.threads.clone(),
+            observed,
         );
         entity
             .fits_memory_budget()
@@ -434,41 +462,6 @@ impl EndpointManager {
         let served = self.live.served_versions();
         self.images.retain_only(&served);
     }
-}
-
-fn load_entities(
-    images: &ImageService,
-    tenant: &str,
-    config: &EndpointConfig,
-    inline: InlinePolicy,
-    spares: Arc<spare::SpareBudget>,
-    threads: Arc<GuestThreads>,
-) -> Result<Vec<Arc<EntityRuntime>>, PrepareError> {
-    config
-        .served_entities
-        .iter()
-        .map(|entity| {
-            let version = entity
-                .version()
-                .ok_or_else(|| PrepareError::BadVersion(entity.entity_version.clone()))?;
-            let image = images
-                .load(tenant, &entity.entity_name, version)
-                .map_err(|source| PrepareError::Load {
-                    entity: entity.name.clone(),
-                    source,
-                })?;
-            let entity = EntityRuntime::new(
-                entity,
-                version,
-                image,
-                inline,
-                spares.clone(),
-                threads.clone(),
-            );
-            entity.fits_memory_budget()?;
-            Ok(Arc::new(entity))
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! 1. **authorize**: the caller's grant must allow `CAN_QUERY` on the name (handlers
 //!    check it first to answer 401/403/404 in their words; a query that skipped it is
 //!    refused here);
-//! 2. `events::received`: the hook for request ids and rate limits;
+//! 2. `events::received`: the request id arrives; the hook for rate limits;
 //! 3. **pick the entity** (`select.rs`): an endpoint's by its traffic split, by name or by
 //!    image version, or a bare model version;
 //! 4. **decode** with the protocol's [`QueryCodec`], **check the signature**, attach the
@@ -50,6 +50,8 @@ pub struct Query<'a, C> {
     pub codec: &'a C,
     /// The request body.
     pub body: Bytes,
+    /// The request's id (`x-request-id`), put on what the query logs.
+    pub request_id: &'a str,
 }
 
 /// A query's answer and the entity that gave it.
@@ -82,17 +84,18 @@ impl EndpointManager {
             names,
             codec,
             body,
+            request_id,
         } = query;
         authorize(grant, name)?;
-        events::received(&grant.tenant, name);
+        events::received(&grant.tenant, name, request_id);
         match select::choose(self, &grant.tenant, name, pick, names).await? {
             Chosen::One(entity) => {
-                let answer = stages::attempt(&entity, codec, &body).await?;
+                let answer = stages::attempt(&entity, codec, &body, request_id).await?;
                 Ok(Served { entity, answer })
             }
             Chosen::Routed { active, first } => {
                 let entity = &active.entities[first];
-                let error = match stages::attempt(entity, codec, &body).await {
+                let error = match stages::attempt(entity, codec, &body, request_id).await {
                     Ok(answer) => {
                         return Ok(Served {
                             entity: entity.clone(),
@@ -107,7 +110,7 @@ impl EndpointManager {
                 };
                 let retry = &active.entities[other];
                 events::falling_back(entity, retry);
-                let answer = stages::attempt(retry, codec, &body).await?;
+                let answer = stages::attempt(retry, codec, &body, request_id).await?;
                 Ok(Served {
                     entity: retry.clone(),
                     answer,

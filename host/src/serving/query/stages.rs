@@ -31,10 +31,11 @@ pub(super) async fn attempt<C: QueryCodec>(
     entity: &Arc<EntityRuntime>,
     codec: &C,
     body: &Bytes,
+    request_id: &str,
 ) -> Result<C::Answer, QueryError> {
     let attempt = events::Attempt::started();
-    let result = run(entity, codec, body).await;
-    attempt.finished(entity, result.is_ok());
+    let result = run(entity, codec, body, request_id).await;
+    attempt.finished(entity, result.as_ref().err());
     result
 }
 
@@ -42,6 +43,7 @@ async fn run<C: QueryCodec>(
     entity: &Arc<EntityRuntime>,
     codec: &C,
     body: &Bytes,
+    request_id: &str,
 ) -> Result<C::Answer, QueryError> {
     let decoding = {
         let (entity, body) = (entity.clone(), body.clone());
@@ -54,7 +56,7 @@ async fn run<C: QueryCodec>(
     };
     let (decoded, request) =
         codec_work(entity, body.len(), PARSE_COST_PER_BYTE, codec, decoding).await?;
-    let invocation = entity.invoke(request).await?;
+    let invocation = entity.invoke(request, request_id).await?;
     let size = output_bytes(&invocation.response);
     let encoding = {
         let entity = entity.clone();
