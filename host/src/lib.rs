@@ -2,6 +2,7 @@
 //! The `sandserve` binary (`main.rs`) is a thin CLI over it.
 
 pub mod api;
+pub mod authoring;
 pub mod blobs;
 pub mod codec;
 pub mod config;
