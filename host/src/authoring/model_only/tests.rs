@@ -10,15 +10,18 @@ fn names_come_from_the_file_name() {
     assert_eq!(default_name(Path::new("_.onnx")), "model");
 }
 
+fn spec(model: &Path) -> ModelOnly<'_> {
+    ModelOnly {
+        model,
+        signature: None,
+        name: None,
+    }
+}
+
 #[test]
 fn unknown_model_files_and_missing_weights_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("p.tar.gz");
-    let spec = |model| ModelOnly {
-        model,
-        signature: None,
-        name: None,
-    };
     let err = package_model(spec(&dir.path().join("m.pt")), &out).unwrap_err();
     assert!(err.to_string().contains("give an .onnx file"), "{err}");
     std::fs::write(dir.path().join("m.xml"), "<net/>").unwrap();
