@@ -170,7 +170,8 @@ fn check_version(tool: &Path) -> Result<(), String> {
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run it ({e})"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let text = stdout.lines().next().unwrap_or("");
     match text.trim().strip_prefix("componentize-py ") {
         Some(v) if v == COMPONENTIZE_PY_VERSION => Ok(()),
         Some(v) => Err(format!(
