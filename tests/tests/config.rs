@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 /// Flags the docs name that belong to other commands and tools.
-const NOT_SERVE: [&str; 20] = [
+const NOT_SERVE: [&str; 22] = [
     "--self-signed",
     "--host",
     "--cert",
@@ -32,6 +32,8 @@ const NOT_SERVE: [&str; 20] = [
     "--model",
     "--signature",
     "--name",
+    "--lang",
+    "--test",
 ];
 
 /// Environment variables the docs name that are not `serve` flags.
