@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Native inference engines + generated test models for sandserve.
 #
-# Owns: .engines/ (venv, env.sh, install stamp), models/bench_cnn.onnx (+ bench_*.f32),
-# examples/digits/model/ generated files. All outputs are git-ignored.
+# Owns: .engines/ (venv, env.sh, install stamp; componentize-py/, the tool that builds Python
+# handlers), models/bench_cnn.onnx (+ bench_*.f32), examples/digits/model/ generated files.
+# All outputs are git-ignored.
 #
 #   scripts/setup-engines.sh          # idempotent; a rerun with nothing changed takes ~1 s
 #   source .engines/env.sh            # ORT_DYLIB_PATH, SANDSERVE_OPENVINO_LIB, SANDSERVE_ENGINES_PYTHON
@@ -36,6 +37,18 @@ else
     echo "$want" > "$STAMP"
 fi
 
+# --- 1b. componentize-py for Python handlers (its own venv; pin = authoring::python) ---
+COMPONENTIZE="$ENGINES/componentize-py"
+COMPONENTIZE_PIN="componentize-py==0.25.1"
+if [[ "$FORCE" != 1 && -x "$COMPONENTIZE/bin/componentize-py" && "$("$COMPONENTIZE/bin/componentize-py" --version)" == "${COMPONENTIZE_PIN/==/ }" ]]; then
+    say "componentize-py up to date"
+else
+    say "installing $COMPONENTIZE_PIN into $COMPONENTIZE"
+    rm -rf "$COMPONENTIZE"
+    "${PYTHON:-python3}" -m venv "$COMPONENTIZE"
+    "$COMPONENTIZE/bin/python" -m pip install --quiet --disable-pip-version-check "$COMPONENTIZE_PIN"
+fi
+
 # --- 2. env.sh with absolute library paths ---
 SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 ORT_LIB="$SITE/onnxruntime/capi/libonnxruntime.so.1.31.1"
@@ -48,6 +61,7 @@ cat > "$ENGINES/env.sh.tmp" <<EOF
 export ORT_DYLIB_PATH="$ORT_LIB"
 export SANDSERVE_OPENVINO_LIB="$OV_LIB"
 export SANDSERVE_ENGINES_PYTHON="$PY"
+export SANDSERVE_COMPONENTIZE_PY="$COMPONENTIZE/bin/componentize-py"
 EOF
 mv "$ENGINES/env.sh.tmp" "$ENGINES/env.sh"
 say "wrote $ENGINES/env.sh"

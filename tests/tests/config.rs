@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 /// Flags the docs name that belong to other commands and tools.
-const NOT_SERVE: [&str; 18] = [
+const NOT_SERVE: &[&str] = &[
     "--path",
     "--self-signed",
     "--host",
@@ -30,14 +30,20 @@ const NOT_SERVE: [&str; 18] = [
     "--cacert",
     "--call-graph",
     "--features",
+    "--model",
+    "--signature",
+    "--name",
+    "--lang",
+    "--test",
 ];
 
 /// Environment variables the docs name that are not `serve` flags.
-const NOT_FLAGS: [&str; 4] = [
+const NOT_FLAGS: [&str; 5] = [
     "SANDSERVE_ADMIN_TOKEN",
     "SANDSERVE_LOG",
     "SANDSERVE_OPENVINO_LIB",
     "SANDSERVE_BIN",
+    "SANDSERVE_COMPONENTIZE_PY",
 ];
 
 /// Variables of the benchmarks (`SANDSERVE_BENCH_*`), not of the server.

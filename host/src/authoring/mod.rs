@@ -1,16 +1,22 @@
 //! Authoring handler projects outside this repository: `sandserve new` writes a project
 //! (`scaffold`), `sandserve build` checks the toolchain before it builds (`toolchain`).
+//! Python handlers are built into components with componentize-py ([`python`]); a model
+//! file with a signature and no handler code is served by the built-in generic handler
+//! ([`model_only`]). Nothing here runs in the server.
 //!
 //! A Rust project carries its own copy of the SDK and of the WIT contract (`vendor`): the
 //! exact sources this `sandserve` binary was built with, so the project builds anywhere on
 //! disk, offline but for crates.io, and against the contract of the server it will run on.
 
+mod error;
+pub mod model_only;
 mod onnx;
 pub mod python;
 mod rust;
 pub mod toolchain;
 mod vendor;
 
+pub use error::AuthoringError;
 use std::path::{Path, PathBuf};
 
 /// Languages `sandserve new` writes projects in.
@@ -30,31 +36,6 @@ pub enum Template {
     /// Runs an ONNX graph: a linear classifier over 4 features into 3 classes (a toy model
     /// made by `sandserve new`, to replace with yours).
     Classifier,
-}
-
-/// Why a project could not be written or built.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthoringError {
-    /// The project name is not a valid model / crate name.
-    #[error("`{0}` is not a valid project name: use 1-64 of a-z 0-9 _ -, starting with a letter")]
-    BadName(String),
-    /// The target folder exists and is not empty.
-    #[error("{0} already exists and is not empty; choose another name or remove it")]
-    Exists(PathBuf),
-    /// Writing a file failed.
-    #[error("cannot write {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The toolchain cannot build handlers.
-    #[error("{0}")]
-    Toolchain(String),
-    /// Not built yet (Python templates come from another change).
-    #[error("{0}")]
-    NotBuilt(String),
 }
 
 /// A request the project `template` makes answers, for hints and READMEs.
@@ -86,16 +67,29 @@ pub fn scaffold(
     {
         return Err(AuthoringError::Exists(dir.to_path_buf()));
     }
-    let files = match lang {
-        Lang::Rust => rust::files(name, template),
-        Lang::Python => python::scaffold(name, template)?,
+    let files = match (lang, template) {
+        (Lang::Rust, template) => rust::files(name, template),
+        (Lang::Python, Template::Echo) => {
+            python::scaffold(dir, name)?;
+            return Ok(Scaffolded {
+                dir: dir.to_path_buf(),
+                files: python::SCAFFOLD_FILES
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect(),
+            });
+        }
+        (Lang::Python, other) => {
+            return Err(AuthoringError::Invalid(format!(
+                "the Python template is `echo` (got `{}`); start from it and load your graph \
+                 with sandserve.Graph.load (docs/handlers.md)",
+                template_name(other)
+            )))
+        }
     };
     for (path, contents) in &files {
         let full = dir.join(path);
-        let io = |source| AuthoringError::Io {
-            path: full.clone(),
-            source,
-        };
+        let io = |source| AuthoringError::io(format!("cannot write {}", full.display()), source);
         if let Some(parent) = full.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
@@ -105,6 +99,13 @@ pub fn scaffold(
         dir: dir.to_path_buf(),
         files: files.into_iter().map(|(path, _)| path).collect(),
     })
+}
+
+fn template_name(template: Template) -> &'static str {
+    match template {
+        Template::Echo => "echo",
+        Template::Classifier => "classifier",
+    }
 }
 
 /// A project name is a model name (the manifest's rule) that is also a crate name.

@@ -82,12 +82,32 @@ pub enum Command {
     ///
     /// When DIR is a handler crate (has Cargo.toml), builds it for wasm32-wasip2 (release)
     /// first. Model files a script makes must exist (run scripts/setup-engines.sh).
+    ///
+    /// When DIR is a Python project (app.py), builds app.py with componentize-py
+    /// (installed into DIR/.sandserve/venv unless SANDSERVE_COMPONENTIZE_PY names one).
+    /// With --model instead of DIR, packs a model with no handler code, served by the
+    /// built-in generic handler (tensors in, the model, tensors out).
+    ///
+    /// Examples:
+    ///   sandserve package examples/digits -o digits.tar.gz
+    ///   sandserve package --model model.onnx --signature signature.toml -o model.tar.gz
+    #[command(verbatim_doc_comment)]
     Package {
-        /// Folder holding sandserve.toml (and the handler crate, if any).
-        dir: PathBuf,
+        /// Folder holding sandserve.toml (and the handler crate or app.py, if any).
+        #[arg(required_unless_present = "model", conflicts_with = "model")]
+        dir: Option<PathBuf>,
         /// Archive to write: .tar.gz (default) or .tar.
         #[arg(long, short)]
         output: PathBuf,
+        /// A model file to serve with no handler code: .onnx, or OpenVINO .xml (+ .bin).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// With --model: TOML or JSON file with `inputs` and `outputs` (as [signature]).
+        #[arg(long, requires = "model")]
+        signature: Option<PathBuf>,
+        /// With --model: the model's name (default: the file name).
+        #[arg(long, requires = "model")]
+        name: Option<String>,
     },
     /// Make a TLS certificate and key for `sandserve serve --tls-cert/--tls-key`.
     ///
@@ -259,17 +279,27 @@ pub fn run(command: Command) -> Result<()> {
             template,
         } => new(&name, lang, template),
         Command::Build { dir, output } => deploy::build(&dir, output).map(|_| ()),
-        Command::Package { dir, output } => {
-            let summary = sandserve_host::package::package_dir(&dir, &output)?;
-            println!(
-                "wrote {} ({} files, {} bytes, sha256 {})",
-                output.display(),
-                summary.files,
-                summary.bytes,
-                summary.sha256
-            );
-            Ok(())
-        }
+        Command::Package {
+            dir,
+            output,
+            model,
+            signature,
+            name,
+        } => match (dir, model) {
+            (Some(dir), _) => {
+                let summary = sandserve_host::package::package_dir(&dir, &output)?;
+                println!(
+                    "wrote {} ({} files, {} bytes, sha256 {})",
+                    output.display(),
+                    summary.files,
+                    summary.bytes,
+                    summary.sha256
+                );
+                Ok(())
+            }
+            (None, Some(model)) => package_model(&model, signature, name, &output),
+            (None, None) => anyhow::bail!("give a package folder or --model FILE"),
+        },
         Command::Cert {
             self_signed: _,
             hosts,
@@ -435,6 +465,30 @@ fn login(remote: &Remote) -> Result<()> {
         "logged in to {}; saved in {} (mode 0600)",
         client.url(),
         path.display()
+    );
+    Ok(())
+}
+
+fn package_model(
+    model: &std::path::Path,
+    signature: Option<PathBuf>,
+    name: Option<String>,
+    output: &std::path::Path,
+) -> Result<()> {
+    use sandserve_host::authoring::model_only;
+    let spec = model_only::ModelOnly {
+        model,
+        signature: signature.as_deref(),
+        name: name.as_deref(),
+    };
+    let summary = model_only::package_model(spec, output)?;
+    println!(
+        "wrote {} ({} files, {} bytes, sha256 {}); the generic handler serves graph `{}`",
+        output.display(),
+        summary.files,
+        summary.bytes,
+        summary.sha256,
+        model_only::GRAPH_NAME
     );
     Ok(())
 }

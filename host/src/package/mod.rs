@@ -20,8 +20,11 @@
 //! The handler component may be at most 256 MiB.
 //!
 //! Build packages with `sandserve package DIR -o NAME.tar.gz`: it builds the handler when
-//! `DIR` has a `Cargo.toml`, puts `sandserve.toml` first, and writes the same bytes for the
-//! same inputs.
+//! `DIR` has a `Cargo.toml` (cargo, `wasm32-wasip2`) or is a Python project (`app.py`,
+//! componentize-py; see docs/handlers.md), puts `sandserve.toml` first, and writes the same
+//! bytes for the same inputs. `sandserve package --model model.onnx --signature sig.toml
+//! -o NAME.tar.gz` packs a model with no handler code: the manifest it writes names the
+//! built-in generic handler (`generic-handler.wasm`) and the graph `model`.
 //!
 //! # `sandserve.toml`
 //!
