@@ -60,6 +60,7 @@
 //! Unknown keys are errors, so a typo does not go unnoticed.
 
 mod archive;
+mod batching;
 mod budget;
 mod build;
 mod error;
@@ -73,6 +74,7 @@ pub use archive::{
     unpack, Sink, UnpackLimits, Unpacked, DEFAULT_MAX_COMPRESSION_RATIO, MAX_HANDLER_BYTES,
     MAX_MANIFEST_BYTES, RATIO_GRACE_BYTES,
 };
+pub use batching::Batching;
 pub use build::build_handler;
 pub use error::PackageError;
 pub use manifest::{GraphEntry, GuestLoad, Limits, Manifest, Signature, TensorSignature};

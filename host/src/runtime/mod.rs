@@ -291,9 +291,12 @@ impl LoadedHandler {
             }
         };
         let instantiated = Instant::now();
+        // Host calls that may wait (a batched `compute`) see the call's deadline.
+        let deadline = crate::inference::DeadlineScope::enter(store.data().deadline);
         let outcome = instance
             .sandserve_handler_handler()
             .call_predict(&mut store, request);
+        drop(deadline);
         let predict_time = instantiated.elapsed();
         let outcome = outcome
             .map_err(|e| self.classify(&mut store, limits, e))

@@ -1,0 +1,1 @@
+//! Unit tests of the batcher over a small in-process graph.
