@@ -148,3 +148,75 @@ impl Batching {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::package::{Manifest, PackageError};
+
+    fn manifest(batching: &str) -> Result<Manifest, PackageError> {
+        Manifest::parse(&format!(
+            "name = \"m\"\nhandler = \"m.wasm\"\n[[graphs]]\nname = \"g\"\nencoding = \"onnx\"\n\
+             files = [\"g.onnx\"]\n{batching}\n"
+        ))
+    }
+
+    fn problem(batching: &str) -> (String, String) {
+        match manifest(batching) {
+            Err(PackageError::BadManifest { field, problem }) => (field, problem),
+            other => panic!("{batching}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn auto_and_tables_parse_to_policies() {
+        let auto = manifest("batching = \"auto\"").unwrap();
+        let policy = auto.graphs[0].options().batching.unwrap();
+        assert_eq!(policy, crate::inference::BatchPolicy::default());
+        assert_eq!(policy.max_batch_size, 32);
+        assert_eq!(policy.max_delay_us, 2000);
+
+        let table = manifest(
+            "[graphs.batching]\nbatch_dimension = 1\nmax_batch_size = 16\nmax_delay_us = 500\n\
+             preferred_batch_sizes = [4, 8]\nmax_batch_mib = 2",
+        )
+        .unwrap();
+        let policy = table.graphs[0].options().batching.unwrap();
+        assert_eq!(policy.batch_dimension, 1);
+        assert_eq!(policy.max_batch_size, 16);
+        assert_eq!(policy.max_delay_us, 500);
+        assert_eq!(policy.preferred_batch_sizes, [4, 8]);
+        assert_eq!(policy.max_batch_bytes, 2 << 20);
+        assert!(policy.sends_at(8) && policy.sends_at(16) && !policy.sends_at(5));
+
+        let none = manifest("").unwrap();
+        assert_eq!(none.graphs[0].options().batching, None);
+        // What the registry stores reads back the same.
+        let stored = toml::to_string(&table).unwrap();
+        assert_eq!(Manifest::parse(&stored).unwrap(), table);
+    }
+
+    #[test]
+    fn nonsense_is_refused_naming_the_field() {
+        let (_, p) = problem("batching = \"yes\"");
+        assert!(p.contains("\"auto\" or a table"), "{p}");
+        let (_, p) = problem("batching = 3");
+        assert!(p.contains("\"auto\" or a table"), "{p}");
+        let (_, p) = problem("[graphs.batching]\nmax_wait = 3");
+        assert!(p.contains("unknown field `max_wait`"), "{p}");
+        for (table, field, says) in [
+            ("max_batch_size = 0", "max_batch_size", "between 1 and 1024"),
+            ("max_batch_size = 5000", "max_batch_size", "between 1 and 1024"),
+            ("max_delay_us = 0", "max_delay_us", "between 1 and 100000"),
+            ("max_delay_us = 1000000", "max_delay_us", "between 1 and 100000"),
+            ("batch_dimension = 9", "batch_dimension", "at most 7"),
+            ("max_batch_mib = 0", "max_batch_mib", "between 1 and 1024"),
+            ("preferred_batch_sizes = [8, 4]", "preferred_batch_sizes", "increasing"),
+            ("preferred_batch_sizes = [64]", "preferred_batch_sizes", "max_batch_size (32)"),
+            ("preferred_batch_sizes = [1]", "preferred_batch_sizes", "between 2"),
+        ] {
+            let (f, p) = problem(&format!("[graphs.batching]\n{table}"));
+            assert_eq!(f, format!("graphs[0].batching.{field}"), "{table}");
+            assert!(p.contains(says), "{table}: {p}");
+        }
+    }
+}
