@@ -2,6 +2,7 @@
 # Native inference engines + generated test models for sandserve.
 #
 # Owns: .engines/ (venv, env.sh, install stamp), models/bench_cnn.onnx (+ bench_*.f32),
+# models/bench_mlp.onnx and models/test_mlp.onnx,
 # examples/digits/model/ generated files. All outputs are git-ignored.
 #
 #   scripts/setup-engines.sh          # idempotent; a rerun with nothing changed takes ~1 s
@@ -78,6 +79,14 @@ if fresh "$BENCH_SCRIPT" "$MODELS"/{bench_cnn.onnx,bench_input.f32,bench_expecte
 else
     say "generating bench model"
     "$PY" "$BENCH_SCRIPT" "$MODELS/bench_cnn.onnx"
+fi
+
+MLP_SCRIPT="$ROOT/scripts/make_mlp_model.py"
+if fresh "$MLP_SCRIPT" "$MODELS"/{bench_mlp.onnx,test_mlp.onnx}; then
+    say "mlp models up to date"
+else
+    say "generating mlp models"
+    "$PY" "$MLP_SCRIPT" "$MODELS"
 fi
 
 say "done; run: source $ENGINES/env.sh"

@@ -3,9 +3,7 @@
 //! the stock backend left the CPU plugin on bf16), several CPU streams and a pool of infer
 //! requests so that runs on one graph proceed in parallel.
 
-use super::context::{
-    check_shape, missing_input, unknown_input, Declared, RunGraph, SharedGraph,
-};
+use super::context::{check_shape, missing_input, unknown_input, Declared, RunGraph, SharedGraph};
 use super::options::{GraphOptions, Precision, Target};
 use super::stats::GraphStats;
 use super::types::wasi_nn_name;

@@ -115,10 +115,7 @@ impl Batching {
                 format!("holds {} sizes; at most {MAX_PREFERRED}", sizes.len()),
             );
         }
-        if let Some(&s) = sizes
-            .iter()
-            .find(|&&s| s < 2 || s > policy.max_batch_size)
-        {
+        if let Some(&s) = sizes.iter().find(|&&s| s < 2 || s > policy.max_batch_size) {
             return bad(
                 "preferred_batch_sizes",
                 format!(
@@ -205,14 +202,34 @@ mod tests {
         assert!(p.contains("unknown field `max_wait`"), "{p}");
         for (table, field, says) in [
             ("max_batch_size = 0", "max_batch_size", "between 1 and 1024"),
-            ("max_batch_size = 5000", "max_batch_size", "between 1 and 1024"),
+            (
+                "max_batch_size = 5000",
+                "max_batch_size",
+                "between 1 and 1024",
+            ),
             ("max_delay_us = 0", "max_delay_us", "between 1 and 100000"),
-            ("max_delay_us = 1000000", "max_delay_us", "between 1 and 100000"),
+            (
+                "max_delay_us = 1000000",
+                "max_delay_us",
+                "between 1 and 100000",
+            ),
             ("batch_dimension = 9", "batch_dimension", "at most 7"),
             ("max_batch_mib = 0", "max_batch_mib", "between 1 and 1024"),
-            ("preferred_batch_sizes = [8, 4]", "preferred_batch_sizes", "increasing"),
-            ("preferred_batch_sizes = [64]", "preferred_batch_sizes", "max_batch_size (32)"),
-            ("preferred_batch_sizes = [1]", "preferred_batch_sizes", "between 2"),
+            (
+                "preferred_batch_sizes = [8, 4]",
+                "preferred_batch_sizes",
+                "increasing",
+            ),
+            (
+                "preferred_batch_sizes = [64]",
+                "preferred_batch_sizes",
+                "max_batch_size (32)",
+            ),
+            (
+                "preferred_batch_sizes = [1]",
+                "preferred_batch_sizes",
+                "between 2",
+            ),
         ] {
             let (f, p) = problem(&format!("[graphs.batching]\n{table}"));
             assert_eq!(f, format!("graphs[0].batching.{field}"), "{table}");

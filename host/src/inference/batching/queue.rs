@@ -298,9 +298,7 @@ impl Batcher {
 
     /// Runs a batch and answers its members; returns the leader's own answer.
     fn lead(&self, batch: Open, names: &[String]) -> Result<Outputs, BackendError> {
-        let Open {
-            members, bytes, ..
-        } = batch;
+        let Open { members, bytes, .. } = batch;
         let outcome = if members.len() == 1 {
             None
         } else {

@@ -56,10 +56,7 @@ impl RunGraph for Doubler {
     fn run(&self, inputs: &[(String, &Tensor)]) -> Result<Vec<NamedTensor>, BackendError> {
         self.check(inputs)?;
         let x = inputs[0].1;
-        self.runs
-            .lock()
-            .unwrap()
-            .push(x.dimensions.clone());
+        self.runs.lock().unwrap().push(x.dimensions.clone());
         thread::sleep(self.delay);
         let v = values(x);
         if v.contains(&POISON) {
@@ -142,9 +139,14 @@ fn a_full_batch_is_sent_without_waiting_out_the_delay() {
     let started = Instant::now();
     let answers = concurrently(
         &b,
-        (0..8).map(|i| (tensor(&[1, 1], &[i as f32]), None)).collect(),
+        (0..8)
+            .map(|i| (tensor(&[1, 1], &[i as f32]), None))
+            .collect(),
     );
-    assert!(started.elapsed() < Duration::from_secs(5), "waited the 10 s delay");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited the 10 s delay"
+    );
     for (i, a) in answers.iter().enumerate() {
         assert_eq!(a, &Ok(vec![2.0 * i as f32]));
     }
@@ -190,7 +192,10 @@ fn a_failed_batch_is_answered_per_request() {
         ],
     );
     assert_eq!(answers[0], Ok(vec![2.0]));
-    assert!(answers[1].as_ref().unwrap_err().contains("poison"), "{answers:?}");
+    assert!(
+        answers[1].as_ref().unwrap_err().contains("poison"),
+        "{answers:?}"
+    );
     assert_eq!(answers[2], Ok(vec![6.0]));
     // One batched run of three that failed, then each alone.
     let runs = graph.runs.lock().unwrap().clone();

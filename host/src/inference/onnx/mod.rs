@@ -4,9 +4,7 @@
 
 mod ffi;
 
-use super::context::{
-    check_shape, missing_input, unknown_input, Declared, RunGraph, SharedGraph,
-};
+use super::context::{check_shape, missing_input, unknown_input, Declared, RunGraph, SharedGraph};
 use super::options::{GraphOptions, Optimization, Target};
 use super::stats::GraphStats;
 use super::types::{
