@@ -2,6 +2,7 @@
 //! by `build.rs` live, and tensor shorthands.
 
 pub mod hostile_onnx;
+pub mod load;
 pub mod native;
 pub mod packages;
 pub mod server;

@@ -14,7 +14,7 @@ mod tensors;
 #[cfg(test)]
 mod tests;
 
-pub use deadline::DeadlineScope;
+pub use deadline::{cpu_for_others, take_cpu_for_others, DeadlineScope};
 pub use policy::{
     BatchPolicy, DEFAULT_MAX_BATCH_MIB, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_DELAY_US,
 };

@@ -20,8 +20,10 @@
 use super::super::context::RunGraph;
 use super::super::failed;
 use super::super::types::wasi_nn_name;
+use super::deadline;
 use super::policy::BatchPolicy;
 use super::tensors;
+use crate::runtime::priority;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -214,11 +216,15 @@ impl Batcher {
             if now >= flush_at {
                 match state.open.remove(&key) {
                     Some(batch) if batch.id == id => break batch,
-                    // Not ours (cannot happen: ours is open or sealed); put it back.
-                    Some(other) => {
-                        state.open.insert(key.clone(), other);
+                    // Ours is neither sealed nor open (cannot happen): run alone rather
+                    // than wait for nothing.
+                    other => {
+                        if let Some(other) = other {
+                            state.open.insert(key.clone(), other);
+                        }
+                        state.held_bytes = state.held_bytes.saturating_sub(bytes);
+                        return self.alone_unlocked(state, inputs);
                     }
-                    None => {}
                 }
             }
             state = wake
@@ -304,7 +310,10 @@ impl Batcher {
         } else {
             Some(self.run_joined(&members, names))
         };
-        self.lock().held_bytes -= bytes;
+        {
+            let mut state = self.lock();
+            state.held_bytes = state.held_bytes.saturating_sub(bytes);
+        }
         let own_inputs = |members: &[Member]| -> Vec<(String, Tensor)> {
             names
                 .iter()
@@ -364,10 +373,18 @@ impl Batcher {
         }
         let refs: Vec<(String, &Tensor)> = joined.iter().map(|(n, t)| (n.clone(), t)).collect();
         let started = Instant::now();
-        let outputs = self.graph.run(&refs).map_err(|e| e.to_string())?;
+        let cpu_before = priority::this_threads_cpu_time();
+        let outputs = self.graph.run(&refs);
+        let cpu = priority::this_threads_cpu_time().saturating_sub(cpu_before);
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.last_run_nanos.store(nanos, Ordering::Relaxed);
         let rows: Vec<usize> = members.iter().map(|m| m.rows).collect();
+        // The leader's own rows are its work; the rest it did for the followers.
+        let total: usize = rows.iter().sum();
+        let others = u32::try_from(total - rows[0]).unwrap_or(u32::MAX);
+        let total = u32::try_from(total).unwrap_or(u32::MAX).max(1);
+        deadline::credit_cpu_for_others(cpu * others / total);
+        let outputs = outputs.map_err(|e| e.to_string())?;
         let mut slices: Vec<Outputs> = members.iter().map(|_| Vec::new()).collect();
         for output in outputs {
             let parts = tensors::split(&output.tensor, d, &rows)

@@ -122,8 +122,8 @@ fn concurrent_requests_run_as_one_batch_and_each_gets_its_own_slice() {
         .chain([(tensor(&[2, 2], &[7.0, 8.0, 9.0, 10.0]), None)])
         .collect();
     let answers = concurrently(&b, inputs);
-    for i in 0..4 {
-        assert_eq!(answers[i], Ok(vec![2.0 * i as f32, 20.0 + 2.0 * i as f32]));
+    for (i, answer) in answers.iter().take(4).enumerate() {
+        assert_eq!(answer, &Ok(vec![2.0 * i as f32, 20.0 + 2.0 * i as f32]));
     }
     assert_eq!(answers[4], Ok(vec![14.0, 16.0, 18.0, 20.0]));
     // Six rows: under max_batch_size (8), so the batch waited out the delay and ran once.
