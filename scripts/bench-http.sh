@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # HTTP benchmark of the serving endpoints against a bare axum route (docs/benchmarks.md):
-# builds the release binary, then runs `cargo bench -p sandserve-tests --bench http`.
+# builds the release binary, then runs `cargo bench -p sandserve-tests --bench http`, then
+# the dynamic batching benchmark (`--bench batching`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-engines.sh >/dev/null
@@ -8,3 +9,5 @@ scripts/setup-engines.sh >/dev/null
 source .engines/env.sh
 cargo build --release --locked -p sandserve-host
 cargo bench --locked -p sandserve-tests --bench http
+# Dynamic batching: the same MLP batched and unbatched, at concurrency 1 and 32.
+cargo bench --locked -p sandserve-tests --bench batching

@@ -31,122 +31,14 @@ use sandserve_host::codec::databricks;
 use sandserve_host::codec::signature::check_request;
 use sandserve_host::package::Manifest;
 use sandserve_host::runtime::{ElementType, Response, Tensor};
+use sandserve_tests::load::{compare, env_number, print_row};
 use sandserve_tests::native;
 use sandserve_tests::packages::{digits_model, example_package};
 use sandserve_tests::server::TestServer;
 use sandserve_tests::{read_f32, repo_root};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-const WARMUP: Duration = Duration::from_millis(200);
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
-fn run_time() -> Duration {
-    Duration::from_secs(env_number("SANDSERVE_BENCH_SECS", 1))
-}
-
-/// Latencies measured over some seconds of load, pooled over rounds.
-#[derive(Default)]
-struct Samples {
-    latencies: Vec<Duration>,
-    seconds: f64,
-    errors: usize,
-}
-
-impl Samples {
-    fn add(&mut self, other: Samples) {
-        self.latencies.extend(other.latencies);
-        self.seconds += other.seconds;
-        self.errors += other.errors;
-    }
-
-    fn stats(mut self) -> Stats {
-        self.latencies.sort();
-        let at = |q: f64| {
-            self.latencies
-                .get(((self.latencies.len().max(1) - 1) as f64 * q) as usize)
-                .copied()
-                .unwrap_or_default()
-        };
-        Stats {
-            per_second: self.latencies.len() as f64 / self.seconds.max(f64::MIN_POSITIVE),
-            p50: at(0.5),
-            p99: at(0.99),
-            errors: self.errors,
-        }
-    }
-}
-
-struct Stats {
-    per_second: f64,
-    p50: Duration,
-    p99: Duration,
-    errors: usize,
-}
-
-fn load(url: &str, token: &str, body: &Value, concurrency: usize) -> Samples {
-    let body = serde_json::to_vec(body).expect("body");
-    let stop = Arc::new(AtomicBool::new(false));
-    let measuring = Arc::new(AtomicBool::new(false));
-    let samples: Vec<(Vec<Duration>, usize)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..concurrency)
-            .map(|_| {
-                let (stop, measuring, body) = (stop.clone(), measuring.clone(), body.clone());
-                scope.spawn(move || {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
-                        .http_status_as_error(false)
-                        .build()
-                        .into();
-                    let mut latencies = Vec::new();
-                    let mut errors = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        let started = Instant::now();
-                        let ok = agent
-                            .post(url)
-                            .header("Authorization", &format!("Bearer {token}"))
-                            .header("Content-Type", "application/json")
-                            .send(&body[..])
-                            .map(|mut r| {
-                                let status = r.status().as_u16();
-                                let _ = r.body_mut().read_to_vec();
-                                status == 200
-                            })
-                            .unwrap_or(false);
-                        if measuring.load(Ordering::Relaxed) {
-                            latencies.push(started.elapsed());
-                            if !ok {
-                                errors += 1;
-                            }
-                        }
-                    }
-                    (latencies, errors)
-                })
-            })
-            .collect();
-        std::thread::sleep(WARMUP);
-        measuring.store(true, Ordering::Relaxed);
-        std::thread::sleep(run_time());
-        measuring.store(false, Ordering::Relaxed);
-        stop.store(true, Ordering::Relaxed);
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("client"))
-            .collect()
-    });
-    Samples {
-        errors: samples.iter().map(|s| s.1).sum(),
-        latencies: samples.into_iter().flat_map(|s| s.0).collect(),
-        seconds: run_time().as_secs_f64(),
-    }
-}
+use std::time::Duration;
 
 /// The bare baseline: the same Databricks parse and predictions encoding, nothing else.
 fn bare_server(signatures: Vec<(String, Option<sandserve_host::package::Signature>)>) -> String {
@@ -266,10 +158,6 @@ fn bare_digits_with_model(
         parameters: None,
     };
     serde_json::to_value(databricks::predictions(&response).expect("encodes")).expect("encodes")
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
 }
 
 fn main() {
@@ -465,46 +353,4 @@ fn external_client_rows(
             );
         }
     }
-}
-
-/// Measures `base_url` and `other_url` in alternating rounds (see the module doc); returns
-/// each side's pooled statistics.
-fn compare(
-    base_url: &str,
-    other_url: &str,
-    token: &str,
-    body: &Value,
-    concurrency: usize,
-) -> (Stats, Stats) {
-    let (mut base, mut other) = (Samples::default(), Samples::default());
-    for round in 0..env_number("SANDSERVE_BENCH_ROUNDS", 6) {
-        if round % 2 == 0 {
-            base.add(load(base_url, token, body, concurrency));
-            other.add(load(other_url, token, body, concurrency));
-        } else {
-            other.add(load(other_url, token, body, concurrency));
-            base.add(load(base_url, token, body, concurrency));
-        }
-    }
-    let (base, other) = (base.stats(), other.stats());
-    assert_eq!(
-        base.errors + other.errors,
-        0,
-        "{other_url} against {base_url} at {concurrency}: requests failed"
-    );
-    (base, other)
-}
-
-fn print_row(row: &str, concurrency: usize, base: &Stats, other: &Stats) {
-    println!(
-        "| {row} | {concurrency} | {:.0} | {:.0} | {:.2}x | {:.0} / {:.0} | {:.0} / {:.0} | {:.2}x |",
-        base.per_second,
-        other.per_second,
-        other.per_second / base.per_second,
-        us(base.p50),
-        us(base.p99),
-        us(other.p50),
-        us(other.p99),
-        other.p50.as_secs_f64() / base.p50.as_secs_f64(),
-    );
 }

@@ -3,6 +3,7 @@
 
 pub mod doc_script;
 pub mod hostile_onnx;
+pub mod load;
 pub mod native;
 pub mod packages;
 pub mod server;

@@ -10,18 +10,31 @@ use wasmtime_wasi_nn::backend::{
 };
 use wasmtime_wasi_nn::{ExecutionContext, Tensor};
 
+/// A declared input or output: its name and dimensions (-1 where free).
+#[derive(Debug, Clone)]
+pub struct Declared {
+    /// Tensor name.
+    pub name: String,
+    /// Dimensions; -1 where free.
+    pub dims: Vec<i64>,
+}
+
 /// A loaded graph that runs named tensors.
 pub trait RunGraph: Send + Sync + 'static {
     /// Name of input number `index`.
     fn input_name(&self, index: u32) -> Option<String>;
+    /// Its declared inputs and outputs.
+    fn declared(&self) -> (Vec<Declared>, Vec<Declared>);
+    /// Checks inputs as `run` would (names, types, shapes, none missing) without running.
+    fn check(&self, inputs: &[(String, &Tensor)]) -> Result<(), BackendError>;
     /// Runs the graph; every input checked, every output named.
     fn run(&self, inputs: &[(String, &Tensor)]) -> Result<Vec<NamedTensor>, BackendError>;
 }
 
 /// A `BackendGraph` over a shared [`RunGraph`].
-pub struct SharedGraph<G: RunGraph>(pub std::sync::Arc<G>);
+pub struct SharedGraph<G: RunGraph + ?Sized>(pub std::sync::Arc<G>);
 
-impl<G: RunGraph> BackendGraph for SharedGraph<G> {
+impl<G: RunGraph + ?Sized> BackendGraph for SharedGraph<G> {
     fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
         let context: Box<dyn BackendExecutionContext> = Box::new(Context {
             graph: self.0.clone(),
@@ -32,13 +45,13 @@ impl<G: RunGraph> BackendGraph for SharedGraph<G> {
     }
 }
 
-struct Context<G: RunGraph> {
+struct Context<G: RunGraph + ?Sized> {
     graph: std::sync::Arc<G>,
     inputs: Vec<(String, Tensor)>,
     outputs: Vec<NamedTensor>,
 }
 
-impl<G: RunGraph> BackendExecutionContext for Context<G> {
+impl<G: RunGraph + ?Sized> BackendExecutionContext for Context<G> {
     fn set_input(&mut self, id: Id, tensor: &Tensor) -> Result<(), BackendError> {
         let name = match id {
             Id::Name(name) => name,
@@ -75,7 +88,7 @@ impl<G: RunGraph> BackendExecutionContext for Context<G> {
     }
 }
 
-impl<G: RunGraph> Context<G> {
+impl<G: RunGraph + ?Sized> Context<G> {
     fn compute_now(
         &mut self,
         inputs: Option<Vec<NamedTensor>>,

@@ -5,6 +5,7 @@
 //! A guest reaches only the graphs of its own image, by name (`load-by-name`). It may load
 //! graph bytes of its own only when its manifest allows it, and then within a size limit.
 
+mod batching;
 mod context;
 mod engines;
 mod error;
@@ -16,6 +17,10 @@ mod self_contained;
 mod stats;
 mod types;
 
+pub use batching::{
+    cpu_for_others, take_cpu_for_others, BatchPolicy, BatchStatsSnapshot, DeadlineScope,
+    DEFAULT_MAX_BATCH_MIB, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_DELAY_US,
+};
 pub use engines::{EngineSettings, EngineStatus, Engines};
 pub use error::InferenceError;
 pub use options::{Encoding, GraphOptions, Optimization, Precision, Target};
@@ -116,6 +121,7 @@ pub struct LoadedGraph {
     graph: Graph,
     info: LoadedGraphInfo,
     stats: Arc<GraphStats>,
+    batcher: Option<Arc<batching::Batcher>>,
 }
 
 impl LoadedGraph {
@@ -127,6 +133,11 @@ impl LoadedGraph {
     /// Its run counters.
     pub fn stats(&self) -> GraphStatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// Its batching counters, when it batches.
+    pub fn batch_stats(&self) -> Option<BatchStatsSnapshot> {
+        self.batcher.as_ref().map(|b| b.stats())
     }
 }
 
@@ -158,7 +169,7 @@ pub fn load_graph(engines: &Engines, spec: &GraphSpec) -> Result<LoadedGraph, In
             })?;
     }
     let stats = Arc::new(GraphStats::default());
-    let (graph, info): (Graph, LoadedGraphInfo) = match spec.encoding {
+    let ((graph, batcher), info) = match spec.encoding {
         Encoding::Onnx => {
             let [model] = spec.files.as_slice() else {
                 return Err(InferenceError::GraphRejected {
@@ -174,12 +185,12 @@ pub fn load_graph(engines: &Engines, spec: &GraphSpec) -> Result<LoadedGraph, In
                 &engines.cuda,
                 stats.clone(),
             )?;
-            (graph_from(graph), info)
+            (with_batching(spec, graph)?, info)
         }
         Encoding::Openvino => {
             let (graph, info) =
                 openvino::load(&spec.name, &spec.files, &spec.options, stats.clone())?;
-            (graph_from(graph), info)
+            (with_batching(spec, graph)?, info)
         }
     };
     GRAPH_LOADS.fetch_add(1, Ordering::SeqCst);
@@ -191,7 +202,40 @@ pub fn load_graph(engines: &Engines, spec: &GraphSpec) -> Result<LoadedGraph, In
     };
     metrics::counter!("sandserve_graph_loads_total", "engine" => engine).increment(1);
     tracing::info!(graph = %spec.name, encoding = %spec.encoding, device = %info.device, "graph loaded");
-    Ok(LoadedGraph { graph, info, stats })
+    Ok(LoadedGraph {
+        graph,
+        info,
+        stats,
+        batcher,
+    })
+}
+
+/// The graph as wasi-nn runs it: behind a batcher when its options ask for batching.
+type WithBatcher = (Graph, Option<Arc<batching::Batcher>>);
+
+fn with_batching<G: context::RunGraph>(
+    spec: &GraphSpec,
+    graph: context::SharedGraph<G>,
+) -> Result<WithBatcher, InferenceError> {
+    let Some(policy) = &spec.options.batching else {
+        return Ok((graph_from(graph), None));
+    };
+    let inner: Arc<dyn context::RunGraph> = graph.0;
+    let batched = batching::Batched::new(&spec.name, inner, policy.clone()).map_err(|reason| {
+        InferenceError::GraphRejected {
+            graph: spec.name.clone(),
+            engine: match spec.encoding {
+                Encoding::Onnx => "onnx",
+                Encoding::Openvino => "openvino",
+            },
+            reason,
+        }
+    })?;
+    let batcher = batched.batcher();
+    Ok((
+        graph_from(context::SharedGraph(Arc::new(batched))),
+        Some(batcher),
+    ))
 }
 
 fn graph_from(graph: impl wasmtime_wasi_nn::backend::BackendGraph + 'static) -> Graph {

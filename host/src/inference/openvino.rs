@@ -3,7 +3,7 @@
 //! the stock backend left the CPU plugin on bf16), several CPU streams and a pool of infer
 //! requests so that runs on one graph proceed in parallel.
 
-use super::context::{check_shape, missing_input, unknown_input, RunGraph, SharedGraph};
+use super::context::{check_shape, missing_input, unknown_input, Declared, RunGraph, SharedGraph};
 use super::options::{GraphOptions, Precision, Target};
 use super::stats::GraphStats;
 use super::types::wasi_nn_name;
@@ -217,7 +217,25 @@ fn wasi_nn_type(t: OvType) -> Option<TensorType> {
 }
 
 impl GraphInner {
-    fn checked_input(&self, name: &str, tensor: &Tensor) -> Result<OvTensor, BackendError> {
+    /// Fails when a declared input is missing from `inputs`.
+    fn check_complete(&self, inputs: &[(String, &Tensor)]) -> Result<(), BackendError> {
+        match self
+            .inputs
+            .iter()
+            .find(|s| !inputs.iter().any(|(n, _)| *n == s.name))
+        {
+            Some(missing) => Err(missing_input(&self.name, &missing.name)),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks one guest tensor against the declared input it feeds; returns the spec and
+    /// the dimensions.
+    fn check_only(
+        &self,
+        name: &str,
+        tensor: &Tensor,
+    ) -> Result<(&TensorSpec, Vec<i64>), BackendError> {
         let spec = self.inputs.iter().find(|s| s.name == name).ok_or_else(|| {
             let names: Vec<&str> = self.inputs.iter().map(|s| s.name.as_str()).collect();
             unknown_input(&self.name, name, &names)
@@ -230,6 +248,11 @@ impl GraphInner {
             )));
         }
         let shape = check_shape(name, &spec.dims, tensor)?;
+        Ok((spec, shape))
+    }
+
+    fn checked_input(&self, name: &str, tensor: &Tensor) -> Result<OvTensor, BackendError> {
+        let (spec, shape) = self.check_only(name, tensor)?;
         let ov_shape = Shape::new(&shape).map_err(|e| failed(e.to_string()))?;
         let mut ov =
             OvTensor::new(spec.element_type, &ov_shape).map_err(|e| failed(e.to_string()))?;
@@ -261,13 +284,7 @@ impl GraphInner {
         for (name, tensor) in inputs {
             prepared.push((name.as_str(), self.checked_input(name, tensor)?));
         }
-        if let Some(missing) = self
-            .inputs
-            .iter()
-            .find(|s| !inputs.iter().any(|(n, _)| *n == s.name))
-        {
-            return Err(missing_input(&self.name, &missing.name));
-        }
+        self.check_complete(inputs)?;
         let mut request = self.take_request()?;
         let guard = self.stats.start_run();
         let fail = |e: openvino::InferenceError| failed(format!("graph `{}`: {e}", self.name));
@@ -312,6 +329,26 @@ impl GraphInner {
 impl RunGraph for GraphInner {
     fn input_name(&self, index: u32) -> Option<String> {
         self.inputs.get(index as usize).map(|s| s.name.clone())
+    }
+
+    fn declared(&self) -> (Vec<Declared>, Vec<Declared>) {
+        let list = |specs: &[TensorSpec]| {
+            specs
+                .iter()
+                .map(|s| Declared {
+                    name: s.name.clone(),
+                    dims: s.dims.clone(),
+                })
+                .collect()
+        };
+        (list(&self.inputs), list(&self.outputs))
+    }
+
+    fn check(&self, inputs: &[(String, &Tensor)]) -> Result<(), BackendError> {
+        for (name, tensor) in inputs {
+            self.check_only(name, tensor)?;
+        }
+        self.check_complete(inputs)
     }
 
     fn run(&self, inputs: &[(String, &Tensor)]) -> Result<Vec<NamedTensor>, BackendError> {

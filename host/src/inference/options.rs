@@ -1,5 +1,7 @@
-//! How a graph is loaded: engine, execution target policy, threads, optimisation, precision.
+//! How a graph is loaded: engine, execution target policy, threads, optimisation, precision,
+//! batching.
 
+use super::batching::BatchPolicy;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -85,6 +87,9 @@ pub struct GraphOptions {
     pub optimization: Optimization,
     /// OpenVINO inference precision.
     pub precision: Precision,
+    /// Dynamic batching across requests (`None`: every request runs alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batching: Option<BatchPolicy>,
 }
 
 impl Default for GraphOptions {
@@ -94,6 +99,7 @@ impl Default for GraphOptions {
             intra_op_threads: 1,
             optimization: Optimization::All,
             precision: Precision::F32,
+            batching: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! from it (request limits, graph options, the guest-load policy, the files it names).
 //! The rules a parsed manifest must satisfy live in `validate.rs`.
 
+use super::batching::Batching;
 use super::{validate, PackageError};
 use crate::inference::{Encoding, GraphOptions, GuestLoadPolicy, Optimization, Precision, Target};
 use crate::runtime::{ElementType, RequestLimits};
@@ -113,6 +114,13 @@ pub struct GraphEntry {
     /// OpenVINO precision (default `f32`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision: Option<Precision>,
+    /// Dynamic batching across requests (`"auto"` or a table; default off).
+    #[serde(
+        default,
+        deserialize_with = "super::batching::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub batching: Option<Batching>,
 }
 
 impl GraphEntry {
@@ -124,6 +132,7 @@ impl GraphEntry {
             intra_op_threads: self.intra_op_threads.unwrap_or(defaults.intra_op_threads),
             optimization: self.optimization.unwrap_or(defaults.optimization),
             precision: self.precision.unwrap_or(defaults.precision),
+            batching: self.batching.as_ref().map(Batching::policy),
         }
     }
 }

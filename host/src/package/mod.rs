@@ -49,6 +49,12 @@
 //! intra_op_threads = 1       # optional (0 = engine default)
 //! optimization = "all"       # optional: "disabled", "basic", "extended", "all"
 //! precision = "f32"          # optional (OpenVINO): "f32", "bf16", "f16"
+//! [graphs.batching]          # optional: dynamic batching across requests; `batching = "auto"` takes every default
+//! batch_dimension = 0        # 0..=7: the dimension rows are counted along (free in every input and output)
+//! max_batch_size = 32        # 1..=1024 rows in one batch
+//! max_delay_us = 2000        # 1..=100000: longest the first request of a batch waits for others
+//! preferred_batch_sizes = [] # sizes sent at once, without waiting out the delay (increasing, 2..=max_batch_size)
+//! max_batch_mib = 64         # 1..=1024: input bytes the graph's open batches may hold together
 //!
 //! [guest_load]               # optional: the guest may load ONNX bytes itself
 //! max_mib = 16               # 1..=1024
@@ -65,8 +71,31 @@
 //! Every path the manifest names is relative to the package root, uses `/` between
 //! folders, has no `.`, `..` or empty components, is at most 255 bytes, and is named once.
 //! Unknown keys are errors, so a typo does not go unnoticed.
+//!
+//! # Dynamic batching
+//!
+//! A graph with `batching` set batches the `compute` calls of concurrent requests: the first
+//! request to call `compute` opens a batch and waits up to `max_delay_us` for requests whose
+//! inputs have the same names, types and dimensions (apart from `batch_dimension`); then the
+//! host joins their inputs along that dimension, runs the graph once, and hands each request
+//! its own rows of every output. A batch is sent at once when it holds `max_batch_size` rows
+//! or reaches one of `preferred_batch_sizes`. The handler does not change: each sandbox still
+//! sees only its own tensors. Batching spans every request of the image version (every
+//! entity and endpoint that serves it); it never spans tenants.
+//!
+//! Requests that are never held, but run alone at once as without batching: one whose inputs
+//! the graph refuses (it gets its own 400), one whose deadline would pass before the batch is
+//! sent and run, one with more rows than `max_batch_size`, one that would take the graph's
+//! open batches beyond `max_batch_mib` of inputs, and one running inline on a server worker
+//! (docs/runtime.md). When a batched run fails, every request in it runs again alone and gets
+//! its own answer. Every input and output of the graph must have a free (`-1`) dimension
+//! `batch_dimension`, or the upload is refused saying which does not; the outputs' rows must
+//! follow the inputs' (row `i` of an output depends on row `i` of the inputs only), which is
+//! the model author's promise, as with any batching server. Batching works on both engines
+//! (`onnx` and `openvino`).
 
 mod archive;
+mod batching;
 mod budget;
 mod build;
 mod error;
@@ -80,6 +109,7 @@ pub use archive::{
     unpack, Sink, UnpackLimits, Unpacked, DEFAULT_MAX_COMPRESSION_RATIO, MAX_HANDLER_BYTES,
     MAX_MANIFEST_BYTES, RATIO_GRACE_BYTES,
 };
+pub use batching::Batching;
 pub use build::build_handler;
 pub use error::PackageError;
 pub use manifest::{Example, GraphEntry, GuestLoad, Limits, Manifest, Signature, TensorSignature};

@@ -194,6 +194,9 @@ fn check_graph(i: usize, g: &GraphEntry) -> Checked {
             )))
         }
     }
+    if let Some(batching) = &g.batching {
+        batching.check(i)?;
+    }
     if let Some(threads) = g.intra_op_threads {
         if threads > MAX_THREADS {
             return Err(PackageError::manifest(

@@ -35,7 +35,10 @@ pub(super) fn at_deadline(state: &HostState, tick: Duration) -> wasmtime::Result
         return Err(Trap::Interrupt.into());
     }
     if priority::this_thread_may_be_demoted() {
-        let used = priority::this_threads_cpu_time().saturating_sub(state.cpu_at_start);
+        // CPU a batch leader spent on other requests' rows is not this run's.
+        let used = priority::this_threads_cpu_time()
+            .saturating_sub(state.cpu_at_start)
+            .saturating_sub(crate::inference::cpu_for_others());
         if used >= priority::LONG_RUN {
             priority::long_run_on_this_thread();
         } else {

@@ -296,16 +296,21 @@ impl LoadedHandler {
             }
         };
         let instantiated = Instant::now();
+        // Host calls that may wait (a batched `compute`) see the call's deadline.
+        let deadline = crate::inference::DeadlineScope::enter(store.data().deadline);
         let outcome = instance
             .sandserve_handler_handler()
             .call_predict(&mut store, request);
+        drop(deadline);
         let predict_time = instantiated.elapsed();
         let outcome = outcome
             .map_err(|e| self.classify(&mut store, limits, e))
             .and_then(|result| {
                 // A guest whose WASI wait was cut at the deadline ran out of time, even if
-                // it answered before the epoch deadline caught it.
-                if store.data().wait_cut {
+                // it answered before the epoch deadline caught it; so did one that failed
+                // past its deadline (a batched `compute` gives up waiting at the deadline).
+                let late_failure = result.is_err() && Instant::now() >= store.data().deadline;
+                if store.data().wait_cut || late_failure {
                     return Err(RuntimeError::Timeout {
                         timeout: limits.timeout,
                     });

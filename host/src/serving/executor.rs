@@ -419,7 +419,10 @@ fn worker(shared: &Arc<Shared>, class: Class) {
         };
         job();
         let cpu_now = priority::this_threads_cpu_time();
-        let used = cpu_now.saturating_sub(cpu_mark);
+        // CPU spent running a batch for other requests is theirs, not this job's.
+        let used = cpu_now
+            .saturating_sub(cpu_mark)
+            .saturating_sub(crate::inference::take_cpu_for_others());
         cpu_mark = cpu_now;
         last = Some(Ran {
             tenant: key,

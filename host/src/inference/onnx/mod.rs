@@ -4,7 +4,7 @@
 
 mod ffi;
 
-use super::context::{check_shape, missing_input, unknown_input, RunGraph, SharedGraph};
+use super::context::{check_shape, missing_input, unknown_input, Declared, RunGraph, SharedGraph};
 use super::options::{GraphOptions, Optimization, Target};
 use super::stats::GraphStats;
 use super::types::{
@@ -202,6 +202,18 @@ fn describe(spec: &TensorSpec) -> String {
 }
 
 impl GraphInner {
+    /// Fails when a declared input is missing from `inputs`.
+    fn check_complete(&self, inputs: &[(String, &Tensor)]) -> Result<(), BackendError> {
+        match self
+            .inputs
+            .iter()
+            .find(|s| !inputs.iter().any(|(n, _)| *n == s.name))
+        {
+            Some(missing) => Err(missing_input(&self.name, &missing.name)),
+            None => Ok(()),
+        }
+    }
+
     /// Checks one guest tensor against the declared input it feeds.
     fn check_input(&self, name: &str, tensor: &Tensor) -> Result<(Onnx, Vec<i64>), BackendError> {
         let spec = self.inputs.iter().find(|s| s.name == name).ok_or_else(|| {
@@ -226,13 +238,7 @@ impl GraphInner {
             let (element_type, shape) = self.check_input(name, tensor)?;
             checked.push((name.as_str(), element_type, shape, *tensor));
         }
-        if let Some(missing) = self
-            .inputs
-            .iter()
-            .find(|s| !inputs.iter().any(|(n, _)| *n == s.name))
-        {
-            return Err(missing_input(&self.name, &missing.name));
-        }
+        self.check_complete(inputs)?;
         // Engines read elements in place; copy only when the guest's buffer is misaligned.
         for (_, _, _, tensor) in &checked {
             let align = wasi_nn_size(tensor.ty);
@@ -301,6 +307,26 @@ fn aligned_bytes(words: &[u64], len: usize) -> &[u8] {
 impl RunGraph for GraphInner {
     fn input_name(&self, index: u32) -> Option<String> {
         self.inputs.get(index as usize).map(|s| s.name.clone())
+    }
+
+    fn declared(&self) -> (Vec<Declared>, Vec<Declared>) {
+        let list = |specs: &[TensorSpec]| {
+            specs
+                .iter()
+                .map(|s| Declared {
+                    name: s.name.clone(),
+                    dims: s.dims.clone(),
+                })
+                .collect()
+        };
+        (list(&self.inputs), list(&self.outputs))
+    }
+
+    fn check(&self, inputs: &[(String, &Tensor)]) -> Result<(), BackendError> {
+        for (name, tensor) in inputs {
+            self.check_input(name, tensor)?;
+        }
+        self.check_complete(inputs)
     }
 
     fn run(&self, inputs: &[(String, &Tensor)]) -> Result<Vec<NamedTensor>, BackendError> {

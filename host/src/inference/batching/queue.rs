@@ -1,0 +1,401 @@
+//! The batcher of one graph: requests that call `compute` with inputs of one shape (apart
+//! from the batch dimension) and type join one open batch; the first to arrive leads it. The
+//! leader waits until the batch is full, reaches a preferred size, or its delay is out,
+//! then joins the inputs, runs the graph once on its own thread, and hands every follower
+//! its slice of the outputs. No thread of its own: a batch runs on its leader's guest
+//! thread while the followers' threads wait.
+//!
+//! What is never held: a request whose inputs the graph refuses (it gets its own error at
+//! once), one whose deadline would pass before the batch is sent and run (the last batch's
+//! run time is the estimate), one larger than a batch, one that would take the open
+//! batches' input bytes beyond `max_batch_bytes`, and one on a thread that must not block
+//! (the caller says so). Those run alone, as they would without batching.
+//!
+//! Failures answer per request: when the batched run fails, or its outputs cannot be cut
+//! into slices, every member runs again alone on its own thread and gets its own answer. A
+//! follower whose deadline passes while it waits leaves with a timeout; the batch runs on
+//! for the others and its slice is dropped. A follower whose leader went away without an
+//! answer runs alone.
+
+use super::super::context::RunGraph;
+use super::super::failed;
+use super::super::types::wasi_nn_name;
+use super::deadline;
+use super::policy::BatchPolicy;
+use super::tensors;
+use crate::runtime::priority;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use wasmtime_wasi_nn::backend::{BackendError, NamedTensor};
+use wasmtime_wasi_nn::Tensor;
+
+type Outputs = Vec<NamedTensor>;
+
+/// What requests must share to be batched: each input's name, type, and dimensions with
+/// the batch dimension left out (zeroed), sorted by name.
+type Key = Vec<(String, &'static str, Vec<u32>)>;
+
+/// What a follower is told.
+enum Reply {
+    /// Its own slice of the outputs, or the error of its request.
+    Done(Result<Outputs, BackendError>),
+    /// The batch failed as a whole: run alone.
+    RunAlone,
+}
+
+/// One request in a batch: its inputs (in key order) and where its answer goes.
+struct Member {
+    inputs: Vec<Tensor>,
+    rows: usize,
+    /// `None` for the leader, which answers itself.
+    reply: Option<Sender<Reply>>,
+}
+
+/// A batch that is being filled.
+struct Open {
+    id: u64,
+    members: Vec<Member>,
+    rows: usize,
+    bytes: usize,
+    flush_at: Instant,
+    wake: Arc<Condvar>,
+}
+
+#[derive(Default)]
+struct State {
+    /// At most one open batch per key.
+    open: HashMap<Key, Open>,
+    /// Batches that are ready to run, by id, until their leader takes them.
+    sealed: HashMap<u64, Open>,
+    /// Input bytes held by open and running batches.
+    held_bytes: usize,
+    next_id: u64,
+}
+
+/// How much batching happened on a graph.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct BatchStatsSnapshot {
+    /// Batched runs of two or more requests.
+    pub batches: u64,
+    /// Requests answered from such runs.
+    pub batched_requests: u64,
+    /// Requests that ran alone (nobody joined, or they could not be held).
+    pub alone_requests: u64,
+    /// Batched runs that failed as a whole (their members ran again alone).
+    pub failed_batches: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    batched_requests: AtomicU64,
+    alone_requests: AtomicU64,
+    failed_batches: AtomicU64,
+}
+
+/// The batcher of one graph.
+pub struct Batcher {
+    name: String,
+    graph: Arc<dyn RunGraph>,
+    policy: BatchPolicy,
+    state: Mutex<State>,
+    /// How long the last batched run took, in nanoseconds: the estimate of the next.
+    last_run_nanos: AtomicU64,
+    counters: Counters,
+}
+
+impl Batcher {
+    /// A batcher over `graph` (named `name` in messages).
+    pub fn new(name: &str, graph: Arc<dyn RunGraph>, policy: BatchPolicy) -> Self {
+        Self {
+            name: name.to_string(),
+            graph,
+            policy,
+            state: Mutex::default(),
+            last_run_nanos: AtomicU64::new(0),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The graph it batches.
+    pub fn graph(&self) -> &Arc<dyn RunGraph> {
+        &self.graph
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> BatchStatsSnapshot {
+        let c = &self.counters;
+        BatchStatsSnapshot {
+            batches: c.batches.load(Ordering::Relaxed),
+            batched_requests: c.batched_requests.load(Ordering::Relaxed),
+            alone_requests: c.alone_requests.load(Ordering::Relaxed),
+            failed_batches: c.failed_batches.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs one request's `inputs`, in a batch when it can be held until `deadline`
+    /// (`None`: no deadline) and `may_wait` (the thread may block).
+    pub fn run(
+        &self,
+        inputs: &[(String, &Tensor)],
+        deadline: Option<Instant>,
+        may_wait: bool,
+    ) -> Result<Outputs, BackendError> {
+        // A request the graph refuses gets its own error and never joins a batch.
+        self.graph.check(inputs)?;
+        let Some((key, rows)) = self.key(inputs) else {
+            return self.alone(inputs);
+        };
+        if !may_wait || self.policy.sends_at(rows) {
+            return self.alone(inputs);
+        }
+        let mut sorted: Vec<&(String, &Tensor)> = inputs.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        let names: Vec<String> = sorted.iter().map(|(n, _)| n.clone()).collect();
+        let bytes: usize = inputs.iter().map(|(_, t)| t.data.len()).sum();
+        let expected = Duration::from_nanos(self.last_run_nanos.load(Ordering::Relaxed));
+        let in_time = |flush_at: Instant| deadline.is_none_or(|d| flush_at + expected < d);
+
+        let mut state = self.lock();
+        if state.held_bytes.saturating_add(bytes) > self.policy.max_batch_bytes {
+            return self.alone_unlocked(state, inputs);
+        }
+        let member = |reply| Member {
+            inputs: sorted.iter().map(|(_, t)| (*t).clone()).collect(),
+            rows,
+            reply,
+        };
+        if let Some(open) = state.open.get_mut(&key) {
+            if !in_time(open.flush_at) {
+                return self.alone_unlocked(state, inputs);
+            }
+            if open.rows + rows <= self.policy.max_batch_size {
+                let (tx, rx) = bounded(1);
+                open.members.push(member(Some(tx)));
+                open.rows += rows;
+                open.bytes += bytes;
+                let send_now = self.policy.sends_at(open.rows);
+                state.held_bytes += bytes;
+                if send_now {
+                    Self::seal(&mut state, &key);
+                }
+                drop(state);
+                return self.follow(&rx, deadline, inputs);
+            }
+            // No room: send the open batch now and lead a new one.
+            Self::seal(&mut state, &key);
+        }
+        let flush_at = Instant::now() + self.policy.max_delay();
+        if !in_time(flush_at) {
+            return self.alone_unlocked(state, inputs);
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        let wake = Arc::new(Condvar::new());
+        state.open.insert(
+            key.clone(),
+            Open {
+                id,
+                members: vec![member(None)],
+                rows,
+                bytes,
+                flush_at,
+                wake: wake.clone(),
+            },
+        );
+        state.held_bytes += bytes;
+        let batch = loop {
+            if let Some(batch) = state.sealed.remove(&id) {
+                break batch;
+            }
+            let now = Instant::now();
+            if now >= flush_at {
+                match state.open.remove(&key) {
+                    Some(batch) if batch.id == id => break batch,
+                    // Ours is neither sealed nor open (cannot happen): run alone rather
+                    // than wait for nothing.
+                    other => {
+                        if let Some(other) = other {
+                            state.open.insert(key.clone(), other);
+                        }
+                        state.held_bytes = state.held_bytes.saturating_sub(bytes);
+                        return self.alone_unlocked(state, inputs);
+                    }
+                }
+            }
+            state = wake
+                .wait_timeout(state, flush_at.saturating_duration_since(now))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        };
+        drop(state);
+        self.lead(batch, &names)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves the open batch of `key` to the sealed ones and wakes its leader.
+    fn seal(state: &mut State, key: &Key) {
+        if let Some(open) = state.open.remove(key) {
+            open.wake.notify_one();
+            state.sealed.insert(open.id, open);
+        }
+    }
+
+    /// The batch key and rows of `inputs`; `None` when they cannot be batched (an input
+    /// without the batch dimension, inputs that disagree on rows, or no rows).
+    fn key(&self, inputs: &[(String, &Tensor)]) -> Option<(Key, usize)> {
+        let d = self.policy.batch_dimension;
+        let mut rows = None;
+        let mut key: Key = Vec::with_capacity(inputs.len());
+        for (name, tensor) in inputs {
+            let r = *tensor.dimensions.get(d)? as usize;
+            if *rows.get_or_insert(r) != r {
+                return None;
+            }
+            let mut dims = tensor.dimensions.clone();
+            dims[d] = 0;
+            key.push((name.clone(), wasi_nn_name(tensor.ty), dims));
+        }
+        key.sort();
+        rows.filter(|&r| r > 0).map(|r| (key, r))
+    }
+
+    fn alone(&self, inputs: &[(String, &Tensor)]) -> Result<Outputs, BackendError> {
+        self.counters.alone_requests.fetch_add(1, Ordering::Relaxed);
+        self.graph.run(inputs)
+    }
+
+    fn alone_unlocked(
+        &self,
+        state: MutexGuard<'_, State>,
+        inputs: &[(String, &Tensor)],
+    ) -> Result<Outputs, BackendError> {
+        drop(state);
+        self.alone(inputs)
+    }
+
+    /// Waits for the leader's answer, at most until `deadline`.
+    fn follow(
+        &self,
+        rx: &Receiver<Reply>,
+        deadline: Option<Instant>,
+        inputs: &[(String, &Tensor)],
+    ) -> Result<Outputs, BackendError> {
+        let reply = match deadline {
+            Some(d) => rx.recv_deadline(d),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match reply {
+            Ok(Reply::Done(result)) => result,
+            Ok(Reply::RunAlone) | Err(RecvTimeoutError::Disconnected) => self.graph.run(inputs),
+            Err(RecvTimeoutError::Timeout) => Err(failed(format!(
+                "graph `{}`: the request's deadline passed while it waited for its batch",
+                self.name
+            ))),
+        }
+    }
+
+    /// Runs a batch and answers its members; returns the leader's own answer.
+    fn lead(&self, batch: Open, names: &[String]) -> Result<Outputs, BackendError> {
+        let Open { members, bytes, .. } = batch;
+        let outcome = if members.len() == 1 {
+            None
+        } else {
+            Some(self.run_joined(&members, names))
+        };
+        {
+            let mut state = self.lock();
+            state.held_bytes = state.held_bytes.saturating_sub(bytes);
+        }
+        let own_inputs = |members: &[Member]| -> Vec<(String, Tensor)> {
+            names
+                .iter()
+                .cloned()
+                .zip(members[0].inputs.iter().cloned())
+                .collect()
+        };
+        match outcome {
+            None => {
+                self.counters.alone_requests.fetch_add(1, Ordering::Relaxed);
+                let own = own_inputs(&members);
+                let refs: Vec<(String, &Tensor)> =
+                    own.iter().map(|(n, t)| (n.clone(), t)).collect();
+                self.graph.run(&refs)
+            }
+            Some(Ok(mut slices)) => {
+                self.counters.batches.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .batched_requests
+                    .fetch_add(members.len() as u64, Ordering::Relaxed);
+                tracing::debug!(graph = %self.name, requests = members.len(), "batch of {} requests ran", members.len());
+                let mut own = Vec::new();
+                for (member, slice) in members.iter().zip(slices.drain(..)) {
+                    match &member.reply {
+                        // A follower that left (deadline) no longer listens: fine.
+                        Some(tx) => drop(tx.send(Reply::Done(Ok(slice)))),
+                        None => own = slice,
+                    }
+                }
+                Ok(own)
+            }
+            Some(Err(e)) => {
+                self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(graph = %self.name, requests = members.len(), "batched run failed, each request runs alone: {e}");
+                for member in &members {
+                    if let Some(tx) = &member.reply {
+                        drop(tx.send(Reply::RunAlone));
+                    }
+                }
+                let own = own_inputs(&members);
+                let refs: Vec<(String, &Tensor)> =
+                    own.iter().map(|(n, t)| (n.clone(), t)).collect();
+                self.graph.run(&refs)
+            }
+        }
+    }
+
+    /// Joins the members' inputs, runs the graph once, and cuts the outputs into one slice
+    /// per member (in member order).
+    fn run_joined(&self, members: &[Member], names: &[String]) -> Result<Vec<Outputs>, String> {
+        let d = self.policy.batch_dimension;
+        let mut joined = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            let parts: Vec<&Tensor> = members.iter().map(|m| &m.inputs[i]).collect();
+            let tensor = tensors::join(&parts, d).map_err(|e| format!("input `{name}` {e}"))?;
+            joined.push((name.clone(), tensor));
+        }
+        let refs: Vec<(String, &Tensor)> = joined.iter().map(|(n, t)| (n.clone(), t)).collect();
+        let started = Instant::now();
+        let cpu_before = priority::this_threads_cpu_time();
+        let outputs = self.graph.run(&refs);
+        let cpu = priority::this_threads_cpu_time().saturating_sub(cpu_before);
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_run_nanos.store(nanos, Ordering::Relaxed);
+        let rows: Vec<usize> = members.iter().map(|m| m.rows).collect();
+        // The leader's own rows are its work; the rest it did for the followers.
+        let total: usize = rows.iter().sum();
+        let others = u32::try_from(total - rows[0]).unwrap_or(u32::MAX);
+        let total = u32::try_from(total).unwrap_or(u32::MAX).max(1);
+        deadline::credit_cpu_for_others(cpu * others / total);
+        let outputs = outputs.map_err(|e| e.to_string())?;
+        let mut slices: Vec<Outputs> = members.iter().map(|_| Vec::new()).collect();
+        for output in outputs {
+            let parts = tensors::split(&output.tensor, d, &rows)
+                .map_err(|e| format!("output `{}` {e}", output.name))?;
+            for (slice, tensor) in slices.iter_mut().zip(parts) {
+                slice.push(NamedTensor {
+                    name: output.name.clone(),
+                    tensor,
+                });
+            }
+        }
+        Ok(slices)
+    }
+}

@@ -1,0 +1,318 @@
+//! Unit tests of the batcher over a small in-process graph (`y = 2x`, any shape, with
+//! switches to fail and to be slow); the end-to-end tests run real engines.
+
+use super::super::context::{Declared, RunGraph};
+use super::super::invalid;
+use super::{tensors, BatchPolicy, Batcher};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+use wasmtime_wasi_nn::backend::{BackendError, NamedTensor};
+use wasmtime_wasi_nn::wit::TensorType;
+use wasmtime_wasi_nn::Tensor;
+
+/// A value no batched run accepts (a run alone holding it fails too).
+const POISON: f32 = 666.0;
+/// A value `check` refuses.
+const REFUSED: f32 = -1.0;
+
+#[derive(Default)]
+struct Doubler {
+    /// Dimensions of every run's input.
+    runs: Mutex<Vec<Vec<u32>>>,
+    /// How long each run takes.
+    delay: Duration,
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    t.data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn tensor(dims: &[u32], v: &[f32]) -> Tensor {
+    let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    Tensor::new(dims.to_vec(), TensorType::Fp32, data)
+}
+
+impl RunGraph for Doubler {
+    fn input_name(&self, _index: u32) -> Option<String> {
+        Some("x".into())
+    }
+    fn declared(&self) -> (Vec<Declared>, Vec<Declared>) {
+        let d = |n: &str| Declared {
+            name: n.into(),
+            dims: vec![-1, -1],
+        };
+        (vec![d("x")], vec![d("y")])
+    }
+    fn check(&self, inputs: &[(String, &Tensor)]) -> Result<(), BackendError> {
+        match inputs {
+            [(name, t)] if name == "x" && !values(t).contains(&REFUSED) => Ok(()),
+            _ => Err(invalid("refused".into())),
+        }
+    }
+    fn run(&self, inputs: &[(String, &Tensor)]) -> Result<Vec<NamedTensor>, BackendError> {
+        self.check(inputs)?;
+        let x = inputs[0].1;
+        self.runs.lock().unwrap().push(x.dimensions.clone());
+        thread::sleep(self.delay);
+        let v = values(x);
+        if v.contains(&POISON) {
+            return Err(invalid("poison".into()));
+        }
+        let y: Vec<f32> = v.iter().map(|a| a * 2.0).collect();
+        Ok(vec![NamedTensor {
+            name: "y".into(),
+            tensor: tensor(&x.dimensions, &y),
+        }])
+    }
+}
+
+fn policy(max_delay_us: u64) -> BatchPolicy {
+    BatchPolicy {
+        max_batch_size: 8,
+        max_delay_us,
+        ..BatchPolicy::default()
+    }
+}
+
+fn batcher(graph: &Arc<Doubler>, policy: BatchPolicy) -> Arc<Batcher> {
+    let graph: Arc<dyn RunGraph> = graph.clone();
+    Arc::new(Batcher::new("test", graph, policy))
+}
+
+/// Runs `x` through `b` and returns `y`'s values.
+fn call(b: &Batcher, x: &Tensor, deadline: Option<Instant>) -> Result<Vec<f32>, String> {
+    let out = b
+        .run(&[("x".to_string(), x)], deadline, true)
+        .map_err(|e| e.to_string())?;
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].name, "y");
+    assert_eq!(out[0].tensor.dimensions, x.dimensions);
+    Ok(values(&out[0].tensor))
+}
+
+/// Calls `b` from one thread per input at once; the answers in input order.
+fn concurrently(
+    b: &Arc<Batcher>,
+    inputs: Vec<(Tensor, Option<Instant>)>,
+) -> Vec<Result<Vec<f32>, String>> {
+    let start = Arc::new(Barrier::new(inputs.len()));
+    let threads: Vec<_> = inputs
+        .into_iter()
+        .map(|(x, deadline)| {
+            let (b, start) = (b.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                call(&b, &x, deadline)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn concurrent_requests_run_as_one_batch_and_each_gets_its_own_slice() {
+    let graph = Arc::new(Doubler::default());
+    let b = batcher(&graph, policy(200_000));
+    let inputs = (0..4)
+        .map(|i| (tensor(&[1, 2], &[i as f32, 10.0 + i as f32]), None))
+        .chain([(tensor(&[2, 2], &[7.0, 8.0, 9.0, 10.0]), None)])
+        .collect();
+    let answers = concurrently(&b, inputs);
+    for (i, answer) in answers.iter().take(4).enumerate() {
+        assert_eq!(answer, &Ok(vec![2.0 * i as f32, 20.0 + 2.0 * i as f32]));
+    }
+    assert_eq!(answers[4], Ok(vec![14.0, 16.0, 18.0, 20.0]));
+    // Six rows: under max_batch_size (8), so the batch waited out the delay and ran once.
+    assert_eq!(*graph.runs.lock().unwrap(), [vec![6, 2]]);
+    let stats = b.stats();
+    assert_eq!((stats.batches, stats.batched_requests), (1, 5));
+}
+
+#[test]
+fn a_full_batch_is_sent_without_waiting_out_the_delay() {
+    let graph = Arc::new(Doubler::default());
+    let b = batcher(&graph, policy(10_000_000));
+    let started = Instant::now();
+    let answers = concurrently(
+        &b,
+        (0..8)
+            .map(|i| (tensor(&[1, 1], &[i as f32]), None))
+            .collect(),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited the 10 s delay"
+    );
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(a, &Ok(vec![2.0 * i as f32]));
+    }
+    assert_eq!(*graph.runs.lock().unwrap(), [vec![8, 1]]);
+}
+
+#[test]
+fn a_request_whose_deadline_would_pass_is_not_held() {
+    let graph = Arc::new(Doubler::default());
+    let b = batcher(&graph, policy(500_000));
+    // Alone, with 50 ms left and a 500 ms delay: it runs at once.
+    let started = Instant::now();
+    let x = tensor(&[1, 1], &[3.0]);
+    let deadline = Some(Instant::now() + Duration::from_millis(50));
+    assert_eq!(call(&b, &x, deadline), Ok(vec![6.0]));
+    assert!(started.elapsed() < Duration::from_millis(250), "held");
+    // With a batch open (a request with no deadline leads it), the short one does not
+    // join it either: it answers first and alone; the leader waits out its delay.
+    let leader = {
+        let b = b.clone();
+        thread::spawn(move || call(&b, &tensor(&[1, 1], &[1.0]), None))
+    };
+    thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    let deadline = Some(Instant::now() + Duration::from_millis(100));
+    assert_eq!(call(&b, &tensor(&[1, 1], &[4.0]), deadline), Ok(vec![8.0]));
+    assert!(started.elapsed() < Duration::from_millis(250), "held");
+    assert_eq!(leader.join().unwrap(), Ok(vec![2.0]));
+    assert_eq!(b.stats().batches, 0);
+    assert_eq!(b.stats().alone_requests, 3);
+}
+
+#[test]
+fn a_failed_batch_is_answered_per_request() {
+    let graph = Arc::new(Doubler::default());
+    let b = batcher(&graph, policy(200_000));
+    let answers = concurrently(
+        &b,
+        vec![
+            (tensor(&[1, 1], &[1.0]), None),
+            (tensor(&[1, 1], &[POISON]), None),
+            (tensor(&[1, 1], &[3.0]), None),
+        ],
+    );
+    assert_eq!(answers[0], Ok(vec![2.0]));
+    assert!(
+        answers[1].as_ref().unwrap_err().contains("poison"),
+        "{answers:?}"
+    );
+    assert_eq!(answers[2], Ok(vec![6.0]));
+    // One batched run of three that failed, then each alone.
+    let runs = graph.runs.lock().unwrap().clone();
+    assert_eq!(runs[0], [3, 1]);
+    assert_eq!(runs[1..], [vec![1, 1], vec![1, 1], vec![1, 1]]);
+    assert_eq!(b.stats().failed_batches, 1);
+}
+
+#[test]
+fn refused_inputs_get_their_own_error_and_never_join() {
+    let graph = Arc::new(Doubler::default());
+    let b = batcher(&graph, policy(200_000));
+    let answers = concurrently(
+        &b,
+        vec![
+            (tensor(&[1, 1], &[1.0]), None),
+            (tensor(&[1, 1], &[REFUSED]), None),
+            (tensor(&[1, 1], &[3.0]), None),
+        ],
+    );
+    assert_eq!(answers[0], Ok(vec![2.0]));
+    assert!(answers[1].as_ref().unwrap_err().contains("refused"));
+    assert_eq!(answers[2], Ok(vec![6.0]));
+    assert_eq!(*graph.runs.lock().unwrap(), [vec![2, 1]]);
+}
+
+#[test]
+fn requests_of_different_shapes_are_not_mixed() {
+    let graph = Arc::new(Doubler::default());
+    let b = batcher(&graph, policy(200_000));
+    let answers = concurrently(
+        &b,
+        vec![
+            (tensor(&[1, 2], &[1.0, 2.0]), None),
+            (tensor(&[1, 3], &[3.0, 4.0, 5.0]), None),
+            (tensor(&[1, 2], &[6.0, 7.0]), None),
+            (tensor(&[1, 3], &[8.0, 9.0, 10.0]), None),
+        ],
+    );
+    assert_eq!(answers[0], Ok(vec![2.0, 4.0]));
+    assert_eq!(answers[1], Ok(vec![6.0, 8.0, 10.0]));
+    assert_eq!(answers[2], Ok(vec![12.0, 14.0]));
+    assert_eq!(answers[3], Ok(vec![16.0, 18.0, 20.0]));
+    let mut runs = graph.runs.lock().unwrap().clone();
+    runs.sort();
+    assert_eq!(runs, [vec![2, 2], vec![2, 3]]);
+}
+
+#[test]
+fn a_follower_that_leaves_at_its_deadline_does_not_break_the_batch() {
+    let graph = Arc::new(Doubler {
+        delay: Duration::from_millis(400),
+        ..Doubler::default()
+    });
+    let b = batcher(&graph, policy(100_000));
+    // The first batch runs 400 ms; the impatient member (deadline 250 ms after the
+    // start) joins it (no run time is known yet) and leaves at its deadline.
+    let deadline = Some(Instant::now() + Duration::from_millis(250));
+    let answers = concurrently(
+        &b,
+        vec![
+            (tensor(&[1, 1], &[1.0]), None),
+            (tensor(&[1, 1], &[2.0]), deadline),
+            (tensor(&[1, 1], &[3.0]), None),
+        ],
+    );
+    assert_eq!(answers[0], Ok(vec![2.0]));
+    assert!(
+        answers[1].as_ref().unwrap_err().contains("deadline passed"),
+        "{answers:?}"
+    );
+    assert_eq!(answers[2], Ok(vec![6.0]));
+    assert_eq!(*graph.runs.lock().unwrap(), [vec![3, 1]]);
+}
+
+#[test]
+fn threads_that_must_not_block_and_oversized_batches_run_alone() {
+    let graph = Arc::new(Doubler::default());
+    let b = batcher(
+        &graph,
+        BatchPolicy {
+            max_batch_bytes: 8,
+            ..policy(10_000_000)
+        },
+    );
+    let started = Instant::now();
+    let x = tensor(&[1, 1], &[1.0]);
+    let out = b.run(&[("x".to_string(), &x)], None, false).unwrap();
+    assert_eq!(values(&out[0].tensor), [2.0]);
+    // Three floats are 12 bytes, over the 8 the open batches may hold.
+    let big = tensor(&[1, 3], &[1.0, 2.0, 3.0]);
+    assert_eq!(call(&b, &big, None), Ok(vec![2.0, 4.0, 6.0]));
+    // Nine rows are more than a batch (8) holds.
+    let rows = tensor(&[9, 1], &[0.0; 9]);
+    assert_eq!(call(&b, &rows, None), Ok(vec![0.0; 9]));
+    assert!(started.elapsed() < Duration::from_secs(5), "held");
+    assert_eq!(b.stats().alone_requests, 3);
+}
+
+#[test]
+fn joining_and_cutting_along_an_inner_dimension_round_trips() {
+    // Two [2, r, 2] tensors joined along dimension 1.
+    let a = tensor(&[2, 1, 2], &[1.0, 2.0, 3.0, 4.0]);
+    let b = tensor(&[2, 2, 2], &[5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0]);
+    let joined = tensors::join(&[&a, &b], 1).unwrap();
+    assert_eq!(joined.dimensions, [2, 3, 2]);
+    assert_eq!(
+        values(&joined),
+        [1.0, 2.0, 5.0, 6.0, 7.0, 8.0, 3.0, 4.0, 9.0, 10.0, 11.0, 12.0]
+    );
+    let parts = tensors::split(&joined, 1, &[1, 2]).unwrap();
+    assert_eq!(values(&parts[0]), values(&a));
+    assert_eq!(parts[0].dimensions, a.dimensions);
+    assert_eq!(values(&parts[1]), values(&b));
+    assert_eq!(parts[1].dimensions, b.dimensions);
+    let e = tensors::split(&joined, 1, &[1, 1]).unwrap_err();
+    assert_eq!(e, tensors::SliceError::RowsDiffer { got: 3, want: 2 });
+    let e = tensors::split(&joined, 3, &[1]).unwrap_err();
+    assert!(matches!(e, tensors::SliceError::NoBatchDimension { .. }));
+}
