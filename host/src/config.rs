@@ -69,7 +69,8 @@ pub struct Settings {
     /// max_unpacked_mib, max_concurrent_uploads, max_instances, fuel_metering, engines_dir,
     /// inline_max_run_us, tls_cert, tls_key, plain_http, max_connections,
     /// header_read_timeout_secs, body_read_timeout_secs, keep_alive_timeout_secs,
-    /// tenant_guest_threads, memory_budget_mib).
+    /// tenant_guest_threads, memory_budget_mib, inference_table_retention_hours,
+    /// inference_table_max_mib, inference_table_payload_kib).
     // Not a key of the file itself: a file cannot name another.
     #[arg(long, env = "SANDSERVE_CONFIG")]
     #[serde(skip)]
@@ -140,6 +141,18 @@ pub struct Settings {
     /// entity whose memory limit alone exceeds it is not deployed [default: 3/4 of RAM].
     #[arg(long, env = "SANDSERVE_MEMORY_BUDGET_MIB")]
     pub memory_budget_mib: Option<u64>,
+    /// Hours an inference-table row is kept (whole segment files are deleted once all
+    /// their rows are older) [default: 168].
+    #[arg(long, env = "SANDSERVE_INFERENCE_TABLE_RETENTION_HOURS")]
+    pub inference_table_retention_hours: Option<u64>,
+    /// MiB of inference-table files kept per endpoint; the oldest segments go first
+    /// [default: 1024].
+    #[arg(long, env = "SANDSERVE_INFERENCE_TABLE_MAX_MIB")]
+    pub inference_table_max_mib: Option<u64>,
+    /// KiB of a request or response body an inference-table row keeps; longer ones are cut
+    /// and marked truncated [default: 64].
+    #[arg(long, env = "SANDSERVE_INFERENCE_TABLE_PAYLOAD_KIB")]
+    pub inference_table_payload_kib: Option<u64>,
 }
 
 impl Settings {
@@ -168,6 +181,9 @@ impl Settings {
             keep_alive_timeout_secs,
             tenant_guest_threads,
             memory_budget_mib,
+            inference_table_retention_hours,
+            inference_table_max_mib,
+            inference_table_payload_kib,
         } = self;
         Settings {
             listen: listen.or(lower.listen),
@@ -190,6 +206,11 @@ impl Settings {
             keep_alive_timeout_secs: keep_alive_timeout_secs.or(lower.keep_alive_timeout_secs),
             tenant_guest_threads: tenant_guest_threads.or(lower.tenant_guest_threads),
             memory_budget_mib: memory_budget_mib.or(lower.memory_budget_mib),
+            inference_table_retention_hours: inference_table_retention_hours
+                .or(lower.inference_table_retention_hours),
+            inference_table_max_mib: inference_table_max_mib.or(lower.inference_table_max_mib),
+            inference_table_payload_kib: inference_table_payload_kib
+                .or(lower.inference_table_payload_kib),
         }
     }
 
@@ -203,6 +224,26 @@ impl Settings {
             path: path.to_path_buf(),
             message: e.to_string(),
         })
+    }
+}
+
+fn table_settings(
+    hours: Option<u64>,
+    max_mib: Option<u64>,
+    payload_kib: Option<u64>,
+) -> crate::governance::tables::TableSettings {
+    let defaults = crate::governance::tables::TableSettings::default();
+    crate::governance::tables::TableSettings {
+        retention: hours.map_or(defaults.retention, |h| {
+            Duration::from_secs(h.saturating_mul(3600))
+        }),
+        max_bytes_per_endpoint: max_mib.map_or(defaults.max_bytes_per_endpoint, |m| {
+            m.saturating_mul(1 << 20)
+        }),
+        max_payload_bytes: payload_kib.map_or(defaults.max_payload_bytes, |k| {
+            usize::try_from(k.saturating_mul(1024)).unwrap_or(usize::MAX)
+        }),
+        ..defaults
     }
 }
 
@@ -247,6 +288,8 @@ pub struct ServeConfig {
     /// Uploads in progress at once across the server; more are refused with 429 and
     /// `Retry-After` (each holds disk, a blocking thread and, while it compiles, memory).
     pub max_concurrent_uploads: usize,
+    /// How inference tables are kept.
+    pub inference_tables: crate::governance::tables::TableSettings,
 }
 
 impl ServeConfig {
@@ -317,6 +360,11 @@ impl ServeConfig {
             max_concurrent_uploads: s
                 .max_concurrent_uploads
                 .unwrap_or(DEFAULT_MAX_CONCURRENT_UPLOADS),
+            inference_tables: table_settings(
+                s.inference_table_retention_hours,
+                s.inference_table_max_mib,
+                s.inference_table_payload_kib,
+            ),
         };
         config.validate()?;
         Ok(config)

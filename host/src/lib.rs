@@ -5,6 +5,7 @@ pub mod api;
 pub mod blobs;
 pub mod codec;
 pub mod config;
+pub mod governance;
 pub mod images;
 pub mod inference;
 pub mod listener;

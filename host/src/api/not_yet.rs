@@ -1,9 +1,8 @@
 //! Databricks serving-endpoint routes sandserve does not implement (yet), answered with a
 //! clear JSON error instead of the generic 404, so that databricks-sdk raises an error that
 //! says what is missing: logs, build logs and metrics export come with the governance and
-//! observability work (501 `NOT_IMPLEMENTED`); the deprecated rate-limit route, email
-//! notifications and telemetry tables are refused with a 400 naming the field, unless the
-//! body asks for nothing.
+//! observability work (501 `NOT_IMPLEMENTED`); email notifications and telemetry tables
+//! are refused with a 400 naming the field, unless the body asks for nothing.
 
 use super::{ApiError, Caller, JsonBody};
 use crate::tenancy::Permission;
@@ -39,30 +38,6 @@ pub async fn metrics(caller: Caller, Path(name): Path<String>) -> ApiError {
         Ok(_) => later("metrics export"),
         Err(e) => e,
     }
-}
-
-/// Answers `{field: []}` when `body[field]` is absent or empty, else refuses it.
-fn empty_only(body: &Value, field: &str, why: &str) -> Result<Json<Value>, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(Json(json!({}))),
-        Some(Value::Array(a)) if a.is_empty() => Ok(Json(json!({ field: [] }))),
-        Some(_) => Err(ApiError::bad_request(format!("field `{field}`: {why}"))
-            .with_reason("unsupported_field")),
-    }
-}
-
-/// `PUT /api/2.0/serving-endpoints/{name}/rate-limits` (deprecated by Databricks).
-pub async fn rate_limits(
-    caller: Caller,
-    Path(name): Path<String>,
-    JsonBody(body): JsonBody<Value>,
-) -> Result<Json<Value>, ApiError> {
-    caller.require(Permission::CanManage, "serving endpoint", &name)?;
-    empty_only(
-        &body,
-        "rate_limits",
-        "rate limits are not implemented yet (governance and observability work)",
-    )
 }
 
 /// `PATCH /api/2.0/serving-endpoints/{name}/notifications`.

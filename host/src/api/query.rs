@@ -8,11 +8,11 @@
 
 use super::{ApiError, AppState, Caller, RawBody};
 use crate::codec::DatabricksCodec;
-use crate::serving::query::{Names, Pick, Query, QueryError, Served};
+use crate::serving::query::{Answered, Names, Pick, Query, QueryError, Served};
 use crate::tenancy::Permission;
 use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 /// Largest query body.
@@ -49,6 +49,9 @@ impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         match e {
             QueryError::NotAllowed(_) => ApiError::forbidden(e.to_string()),
+            QueryError::Refused(refusal) => {
+                ApiError::rate_limited(refusal.to_string(), refusal.retry_after_secs())
+            }
             QueryError::Serving(e) => e.into(),
             QueryError::Codec(e) => e.into(),
             QueryError::CodecBudget { .. } => {
@@ -59,23 +62,40 @@ impl From<QueryError> for ApiError {
     }
 }
 
+impl Answered for ApiError {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's `x-request-id`, when it sent a printable one.
+pub fn request_id(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+}
+
 async fn databricks(
     state: &AppState,
     caller: &Caller,
-    name: &str,
+    (name, headers): (&str, &HeaderMap),
     pick: Pick<'_>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let grant = caller.require(Permission::CanQuery, "serving endpoint", name)?;
     let served = state
         .endpoints
-        .query(Query {
+        .query_as::<_, ApiError>(Query {
             grant,
             name,
             pick,
             names: Names::Endpoints,
             codec: &DatabricksCodec,
             body,
+            request_id: request_id(headers),
         })
         .await?;
     Ok(answer(served, |json| JsonText(json).into_response()))
@@ -86,9 +106,10 @@ pub async fn invocations(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
+    headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    databricks(&state, &caller, &name, Pick::Split, body).await
+    databricks(&state, &caller, (&name, &headers), Pick::Split, body).await
 }
 
 /// `POST /serving-endpoints/{name}/served-models/{entity}/invocations`: bypasses the split.
@@ -96,9 +117,17 @@ pub async fn served_model_invocations(
     State(state): State<AppState>,
     caller: Caller,
     Path((name, entity)): Path<(String, String)>,
+    headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    databricks(&state, &caller, &name, Pick::Entity(&entity), body).await
+    databricks(
+        &state,
+        &caller,
+        (&name, &headers),
+        Pick::Entity(&entity),
+        body,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -82,7 +82,7 @@ fn codec(name: String, headers: &HeaderMap) -> Result<V2Codec, ApiError> {
 
 async fn infer(
     state: &AppState,
-    grant: &TenantGrant,
+    (grant, headers): (&TenantGrant, &HeaderMap),
     codec: V2Codec,
     version: Option<u64>,
     body: Bytes,
@@ -90,13 +90,14 @@ async fn infer(
     let name = codec.model_name.as_str();
     let served = state
         .endpoints
-        .query(Query {
+        .query_as::<_, ApiError>(Query {
             grant,
             name,
             pick: version.map_or(Pick::Split, Pick::Version),
             names: Names::EndpointsThenModels,
             codec: &codec,
             body,
+            request_id: super::query::request_id(headers),
         })
         .await?;
     Ok(answer(served, |encoded| V2Answer(encoded).into_response()))
@@ -112,7 +113,7 @@ pub async fn infer_model(
 ) -> Result<Response, ApiError> {
     let grant = caller.require(Permission::CanQuery, "model", &name)?;
     let codec = codec(name, &headers)?;
-    infer(&state, grant, codec, None, body).await
+    infer(&state, (grant, &headers), codec, None, body).await
 }
 
 /// `POST /v2/models/{name}/versions/{version}/infer`.
@@ -126,5 +127,5 @@ pub async fn infer_version(
     let grant = caller.require(Permission::CanQuery, "model", &name)?;
     let version = parse_version(&version)?;
     let codec = codec(name, &headers)?;
-    infer(&state, grant, codec, Some(version), body).await
+    infer(&state, (grant, &headers), codec, Some(version), body).await
 }

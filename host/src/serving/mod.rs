@@ -25,6 +25,7 @@ pub use placement::InlinePolicy;
 pub use records::EndpointMeta;
 pub use routing::Split;
 
+use crate::governance::Governance;
 use crate::images::ImageService;
 use crate::registry::{EndpointConfig, EndpointRecord, EndpointStore, RegistryError};
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct EndpointManager {
     /// activation, failure, delete), so that none of them writes back a stale copy and two
     /// updates never both start.
     records: std::sync::Mutex<()>,
+    /// Rate limits, quotas, usage and inference tables (the query pipeline's hooks).
+    governance: Arc<Governance>,
 }
 
 impl EndpointManager {
@@ -58,6 +61,7 @@ impl EndpointManager {
         images: Arc<ImageService>,
         inline: InlinePolicy,
         threads: Arc<GuestThreads>,
+        governance: Arc<Governance>,
     ) -> Arc<Self> {
         let slots = images.runtime().config().max_concurrent_instances;
         Arc::new(Self {
@@ -68,6 +72,7 @@ impl EndpointManager {
             inline,
             live: live::LiveTable::default(),
             records: std::sync::Mutex::default(),
+            governance,
         })
     }
 

@@ -28,13 +28,18 @@ pub const ENCODE_COST_PER_BYTE: usize = 16;
 
 /// Tries the query on `entity`: decode (and check), invoke, encode.
 pub(super) async fn attempt<C: QueryCodec>(
+    context: &events::Context<'_>,
     entity: &Arc<EntityRuntime>,
     codec: &C,
     body: &Bytes,
 ) -> Result<C::Answer, QueryError> {
     let attempt = events::Attempt::started();
-    let result = run(entity, codec, body).await;
-    attempt.finished(entity, result.is_ok());
+    let mut tally = events::Tally::default();
+    let result = run(entity, codec, body, &mut tally).await;
+    if let Ok(answer) = &result {
+        tally.output_bytes = C::answer_bytes(answer).0;
+    }
+    attempt.finished(context, entity, result.is_ok(), &tally);
     result
 }
 
@@ -42,6 +47,7 @@ async fn run<C: QueryCodec>(
     entity: &Arc<EntityRuntime>,
     codec: &C,
     body: &Bytes,
+    tally: &mut events::Tally,
 ) -> Result<C::Answer, QueryError> {
     let decoding = {
         let (entity, body) = (entity.clone(), body.clone());
@@ -55,6 +61,7 @@ async fn run<C: QueryCodec>(
     let (decoded, request) =
         codec_work(entity, body.len(), PARSE_COST_PER_BYTE, codec, decoding).await?;
     let invocation = entity.invoke(request).await?;
+    tally.fuel = invocation.fuel_consumed;
     let size = output_bytes(&invocation.response);
     let encoding = {
         let entity = entity.clone();
