@@ -455,6 +455,15 @@ impl Client {
         Self::finish(request.send(body))
     }
 
+    /// GET with extra headers; the status, the response headers and the raw body.
+    pub fn get_raw(&self, path: &str, headers: &[(&str, &str)]) -> RawReply {
+        let mut request = self.auth(self.agent.get(format!("{}{path}", self.base)));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        Self::raw(request.call().expect("HTTP exchange"))
+    }
+
     /// POST raw bytes with extra headers; the status, the response headers (names in
     /// lower case) and the raw body.
     pub fn post_raw(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> RawReply {
@@ -462,7 +471,10 @@ impl Client {
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
-        let mut response = request.send(body).expect("HTTP exchange");
+        Self::raw(request.send(body).expect("HTTP exchange"))
+    }
+
+    fn raw(mut response: ureq::http::Response<ureq::Body>) -> RawReply {
         let headers = response
             .headers()
             .iter()

@@ -152,6 +152,7 @@ pub async fn inference_table(
     range.only(&["limit"])?;
     check_format(range.format.as_deref(), &["json", "jsonl"])?;
     let grant = caller.require(Permission::CanManage, "serving endpoint", &name)?;
+    state.endpoints.record(&grant.tenant, &name)?;
     let (from_ms, to_ms) = range.bounds()?;
     let limit = range.limit()?;
     let (governance, tenant) = (state.governance.clone(), grant.tenant.clone());

@@ -68,9 +68,9 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
-    /// Fresh buckets for `config`'s limits.
+    /// Fresh buckets for `config`'s limits, the per-user ones first.
     pub fn new(config: &GatewayConfig) -> Self {
-        let limits = config
+        let mut limits: Vec<Limit> = config
             .rate_limits
             .iter()
             .map(|l| {
@@ -90,11 +90,14 @@ impl RateLimits {
                 }
             })
             .collect();
+        limits.sort_by_key(|l| l.key != RateKey::User);
         Self { limits }
     }
 
     /// Takes one call from every limit that applies to `user`; the first one used up
-    /// refuses (a call a later limit refuses still counts against the earlier ones).
+    /// refuses. The caller's own limits are checked first, so a caller over its own
+    /// limit does not use up the endpoint's calls for the others (a call the endpoint's
+    /// limit refuses still counts against the caller's own).
     pub fn check(&self, user: &str) -> Result<(), Refusal> {
         for limit in &self.limits {
             let refused = |retry_after| Refusal::RateLimited {
