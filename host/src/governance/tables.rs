@@ -357,11 +357,13 @@ impl Writer {
         // The newest segment may be open: never removed here.
         for (i, (_, name, len)) in list.iter().enumerate().take(list.len().saturating_sub(1)) {
             let all_old = list[i + 1].0 < cutoff;
-            if all_old || total > self.settings.max_bytes_per_endpoint {
-                if dir.remove_file(name).is_ok() {
-                    total -= len;
-                }
+            let over = all_old || total > self.settings.max_bytes_per_endpoint;
+            if over && dir.remove_file(name).is_ok() {
+                total -= len;
             }
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
