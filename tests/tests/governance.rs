@@ -400,6 +400,16 @@ fn inference_tables_sample_truncate_export_and_survive_a_restart() {
     ready(&client, "all");
     assert_eq!(invoke(&client, "all", &ok, &[]).status, 200);
     assert_eq!(table_rows(&client, "all").len(), 4);
+
+    // Deleting the endpoint deletes its table and gateway: created again, it has neither.
+    assert_eq!(client.delete("/api/2.0/serving-endpoints/all").0, 200);
+    endpoint(&client, "all", "echo", json!({}));
+    assert!(table_rows(&client, "all").is_empty());
+    let (_, got) = client.get("/api/2.0/serving-endpoints/all");
+    assert_eq!(
+        got["ai_gateway"],
+        json!({"rate_limits": [], "fallback_config": {"enabled": false}})
+    );
 }
 
 #[test]

@@ -121,6 +121,18 @@ pub async fn usage(
             Some(grant.clone())
         }
     };
+    // A tenant token reads nothing from before its tenant was created (a tenant deleted
+    // and created again under the name does not see the old one's usage).
+    let from_ms = match &grant {
+        Some(g) => from_ms.max(
+            state
+                .directory
+                .tenant(&g.tenant)?
+                .created_at
+                .saturating_mul(1000),
+        ),
+        None => from_ms,
+    };
     let filter = UsageFilter {
         from_ms,
         to_ms,

@@ -226,10 +226,21 @@ impl Governance {
         Ok(config)
     }
 
-    /// Forgets a deleted endpoint's settings (its inference table stays until retention).
+    /// Forgets a deleted endpoint's settings and deletes its inference table (an endpoint
+    /// created again under the name starts with neither). Its usage stays.
     pub fn forget_endpoint(&self, tenant: &str, endpoint: &str) -> Result<(), GovernanceError> {
-        self.set_gateway(tenant, endpoint, GatewayConfig::default())
-            .map(|_| ())
+        self.set_gateway(tenant, endpoint, GatewayConfig::default())?;
+        self.tables.remove(tenant, endpoint);
+        Ok(())
+    }
+
+    /// Forgets a deleted tenant's quotas (a tenant created again under the name starts
+    /// with none). Its usage stays, readable by the admin.
+    pub fn forget_tenant(&self, tenant: &str) -> Result<(), GovernanceError> {
+        self.policies.put_quotas(tenant, &TenantQuotas::default())?;
+        let mut tenants = self.tenants.write().unwrap_or_else(|p| p.into_inner());
+        tenants.remove(tenant);
+        Ok(())
     }
 
     /// A tenant's quotas (none set: no limits).

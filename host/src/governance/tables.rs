@@ -85,6 +85,11 @@ enum Message {
         line: Vec<u8>,
     },
     Sync(Sender<()>),
+    Remove {
+        tenant: String,
+        endpoint: String,
+        done: Sender<()>,
+    },
 }
 
 /// The inference tables of all endpoints.
@@ -174,6 +179,24 @@ impl Tables {
         if self
             .queue
             .send_timeout(Message::Sync(tx), Duration::from_secs(10))
+            .is_ok()
+        {
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+        }
+    }
+
+    /// Deletes `tenant`'s `endpoint`'s table (its endpoint is deleted), after the rows
+    /// queued before are written; waits up to 10 s.
+    pub fn remove(&self, tenant: &str, endpoint: &str) {
+        let (done, rx) = bounded(1);
+        let message = Message::Remove {
+            tenant: tenant.to_string(),
+            endpoint: endpoint.to_string(),
+            done,
+        };
+        if self
+            .queue
+            .send_timeout(message, Duration::from_secs(10))
             .is_ok()
         {
             let _ = rx.recv_timeout(Duration::from_secs(10));
@@ -271,6 +294,20 @@ impl Writer {
         match message {
             Message::Sync(done) => {
                 self.flush();
+                let _ = done.send(());
+            }
+            Message::Remove {
+                tenant,
+                endpoint,
+                done,
+            } => {
+                self.open.remove(&(tenant.clone(), endpoint.clone()));
+                let dir = endpoint_dir(&tenant, &endpoint);
+                if let Err(e) = self.root.remove_dir_all(&dir) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!("inference table of a deleted endpoint not removed: {e}");
+                    }
+                }
                 let _ = done.send(());
             }
             Message::Row {

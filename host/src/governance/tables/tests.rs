@@ -100,3 +100,21 @@ fn payloads_are_cut_at_the_limit() {
     assert_eq!(payload_text(b"abcdef", 4), ("abcd".to_string(), true));
     assert_eq!(payload_text(b"ab", 4), ("ab".to_string(), false));
 }
+
+#[test]
+fn a_removed_table_is_gone_and_a_new_one_starts_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = Tables::open(dir.path(), TableSettings::default()).unwrap();
+    tables.submit("t", "ep", &row(0, "a"));
+    tables.submit("t", "other", &row(1, "b"));
+    tables.remove("t", "ep");
+    assert_eq!(tables.read("t", "ep", 0, u64::MAX, 10).unwrap().0.len(), 0);
+    assert_eq!(
+        tables.read("t", "other", 0, u64::MAX, 10).unwrap().0.len(),
+        1
+    );
+    tables.submit("t", "ep", &row(2, "c"));
+    let (rows, _) = tables.read("t", "ep", 0, u64::MAX, 10).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].contains("\"c2\""));
+}
