@@ -69,7 +69,8 @@ pub struct Settings {
     /// max_unpacked_mib, max_concurrent_uploads, max_instances, fuel_metering, engines_dir,
     /// inline_max_run_us, tls_cert, tls_key, plain_http, max_connections,
     /// header_read_timeout_secs, body_read_timeout_secs, keep_alive_timeout_secs,
-    /// tenant_guest_threads, memory_budget_mib, public_metrics, log_format).
+    /// tenant_guest_threads, memory_budget_mib, public_metrics, log_format,
+    /// inference_table_retention_hours, inference_table_max_mib, inference_table_payload_kib).
     // Not a key of the file itself: a file cannot name another.
     #[arg(long, env = "SANDSERVE_CONFIG")]
     #[serde(skip)]
@@ -150,6 +151,18 @@ pub struct Settings {
     /// line) [default: text].
     #[arg(long, env = "SANDSERVE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Hours an inference-table row is kept (whole segment files are deleted once all
+    /// their rows are older) [default: 168].
+    #[arg(long, env = "SANDSERVE_INFERENCE_TABLE_RETENTION_HOURS")]
+    pub inference_table_retention_hours: Option<u64>,
+    /// MiB of inference-table files kept per endpoint; the oldest segments go first
+    /// [default: 1024].
+    #[arg(long, env = "SANDSERVE_INFERENCE_TABLE_MAX_MIB")]
+    pub inference_table_max_mib: Option<u64>,
+    /// KiB of a request or response body an inference-table row keeps; longer ones are cut
+    /// and marked truncated [default: 64].
+    #[arg(long, env = "SANDSERVE_INFERENCE_TABLE_PAYLOAD_KIB")]
+    pub inference_table_payload_kib: Option<u64>,
 }
 
 /// How the server writes its log.
@@ -191,6 +204,9 @@ impl Settings {
             memory_budget_mib,
             public_metrics,
             log_format,
+            inference_table_retention_hours,
+            inference_table_max_mib,
+            inference_table_payload_kib,
         } = self;
         Settings {
             listen: listen.or(lower.listen),
@@ -215,6 +231,11 @@ impl Settings {
             memory_budget_mib: memory_budget_mib.or(lower.memory_budget_mib),
             public_metrics: public_metrics || lower.public_metrics,
             log_format: log_format.or(lower.log_format),
+            inference_table_retention_hours: inference_table_retention_hours
+                .or(lower.inference_table_retention_hours),
+            inference_table_max_mib: inference_table_max_mib.or(lower.inference_table_max_mib),
+            inference_table_payload_kib: inference_table_payload_kib
+                .or(lower.inference_table_payload_kib),
         }
     }
 
@@ -228,6 +249,26 @@ impl Settings {
             path: path.to_path_buf(),
             message: e.to_string(),
         })
+    }
+}
+
+fn table_settings(
+    hours: Option<u64>,
+    max_mib: Option<u64>,
+    payload_kib: Option<u64>,
+) -> crate::governance::tables::TableSettings {
+    let defaults = crate::governance::tables::TableSettings::default();
+    crate::governance::tables::TableSettings {
+        retention: hours.map_or(defaults.retention, |h| {
+            Duration::from_secs(h.saturating_mul(3600))
+        }),
+        max_bytes_per_endpoint: max_mib.map_or(defaults.max_bytes_per_endpoint, |m| {
+            m.saturating_mul(1 << 20)
+        }),
+        max_payload_bytes: payload_kib.map_or(defaults.max_payload_bytes, |k| {
+            usize::try_from(k.saturating_mul(1024)).unwrap_or(usize::MAX)
+        }),
+        ..defaults
     }
 }
 
@@ -276,6 +317,8 @@ pub struct ServeConfig {
     pub public_metrics: bool,
     /// The server log's format.
     pub log_format: LogFormat,
+    /// How inference tables are kept.
+    pub inference_tables: crate::governance::tables::TableSettings,
 }
 
 impl ServeConfig {
@@ -348,6 +391,11 @@ impl ServeConfig {
                 .unwrap_or(DEFAULT_MAX_CONCURRENT_UPLOADS),
             public_metrics: s.public_metrics,
             log_format: s.log_format.unwrap_or_default(),
+            inference_tables: table_settings(
+                s.inference_table_retention_hours,
+                s.inference_table_max_mib,
+                s.inference_table_payload_kib,
+            ),
         };
         config.validate()?;
         Ok(config)

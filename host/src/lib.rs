@@ -6,6 +6,7 @@ pub mod authoring;
 pub mod blobs;
 pub mod codec;
 pub mod config;
+pub mod governance;
 pub mod images;
 pub mod inference;
 pub mod listener;

@@ -7,6 +7,7 @@
 use crate::api::{router, AppState};
 use crate::blobs::BlobStore;
 use crate::config::ServeConfig;
+use crate::governance::{Governance, GovernanceSettings};
 use crate::images::{ComponentCache, ImageService, ImageSettings};
 use crate::inference::{EngineSettings, Engines};
 use crate::package::UnpackLimits;
@@ -131,6 +132,13 @@ impl App {
             Ok(removed) => tracing::info!(removed, "removed blobs no image references"),
             Err(e) => tracing::warn!("skipping the sweep of unreferenced blobs: {e}"),
         }
+        let governance = Governance::open(
+            data,
+            GovernanceSettings {
+                tables: config.inference_tables.clone(),
+            },
+        )
+        .map_err(|e| store_error("the governance database")(&e))?;
         let endpoints = EndpointManager::new(
             registry.clone(),
             images.clone(),
@@ -138,6 +146,7 @@ impl App {
                 max_run: config.inline_max_run,
             },
             Arc::new(guest_threads),
+            governance.clone(),
         );
         let state = AppState {
             directory,
@@ -145,6 +154,7 @@ impl App {
             engines,
             endpoints: endpoints.clone(),
             public_metrics: config.public_metrics,
+            governance,
         };
         Ok(Self {
             state,
@@ -216,6 +226,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         shutdown_signal(),
     )
     .await?;
+    // Usage still in memory and inference-table rows still queued reach the disk.
+    if let Err(e) = app.state.governance.flush() {
+        tracing::warn!("governance records not flushed at shutdown: {e}");
+    }
     Ok(())
 }
 

@@ -10,7 +10,8 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import BadRequest, NotFound
 from databricks.sdk.service.serving import (
     AiGatewayConfig,
-    AiGatewayUsageTrackingConfig,
+    AiGatewayGuardrailParameters,
+    AiGatewayGuardrails,
     DataframeSplitInput,
     EndpointCoreConfigInput,
     EndpointTag,
@@ -199,11 +200,13 @@ def test_permissions_map_onto_tokens(workspace, models):
 
 def test_unsupported_calls_and_fields_fail_clearly(workspace):
     w = workspace
-    with pytest.raises(BadRequest, match=r"ai_gateway\.usage_tracking_config"):
+    with pytest.raises(BadRequest, match=r"ai_gateway\.guardrails"):
         w.serving_endpoints.create(
             name="gw",
             config=EndpointCoreConfigInput(name="gw", served_entities=[entity("echo")]),
-            ai_gateway=AiGatewayConfig(usage_tracking_config=AiGatewayUsageTrackingConfig(enabled=True)),
+            ai_gateway=AiGatewayConfig(
+                guardrails=AiGatewayGuardrails(input=AiGatewayGuardrailParameters(safety=True))
+            ),
         )
     with pytest.raises(BadRequest, match=r"config\.name"):
         w.serving_endpoints.create(

@@ -89,12 +89,12 @@ def test_refused_fields_surface_as_mlflow_errors(mlflow_client):
     from requests.exceptions import HTTPError
 
     # MLflow raises requests' HTTPError with the server's status and message.
-    with pytest.raises(HTTPError, match=r"400 Client Error: field `rate_limits`") as info:
+    with pytest.raises(HTTPError, match=r"400 Client Error: field `rate_limits\[0\]\.key`") as info:
         mlflow_client.create_endpoint(
             config={
                 "name": "rl",
                 "config": {"served_entities": [{"entity_name": "echo", "entity_version": "1"}]},
-                "rate_limits": [{"calls": 10, "renewal_period": "minute", "key": "user"}],
+                "rate_limits": [{"calls": 10, "renewal_period": "minute", "key": "user_group"}],
             }
         )
     assert info.value.response.json()["error_code"] == "INVALID_PARAMETER_VALUE"

@@ -63,24 +63,10 @@ fn refused_creates() -> Vec<(&'static str, Value)> {
             ),
         ),
         (
-            "rate_limits",
-            with(
-                "rate_limits",
-                json!([{"calls": 1, "renewal_period": "minute"}]),
-            ),
-        ),
-        (
             "telemetry_config",
             with("telemetry_config", json!({"telemetry_profile_id": "x"})),
         ),
         ("route_optimized", with("route_optimized", json!(true))),
-        (
-            "config.auto_capture_config",
-            config(
-                "auto_capture_config",
-                json!({"enabled": true, "catalog_name": "c"}),
-            ),
-        ),
         ("config.name", config("name", json!("not-ep"))),
         (
             "config.served_entities[0].burst_scaling_enabled",
@@ -136,21 +122,6 @@ fn refused_creates() -> Vec<(&'static str, Value)> {
                 "guardrails",
                 json!({"input": {"pii": {"behavior": "BLOCK"}}}),
             ),
-        ),
-        (
-            "ai_gateway.inference_table_config",
-            gateway("inference_table_config", json!({"enabled": true})),
-        ),
-        (
-            "ai_gateway.rate_limits",
-            gateway(
-                "rate_limits",
-                json!([{"calls": 1, "renewal_period": "minute"}]),
-            ),
-        ),
-        (
-            "ai_gateway.usage_tracking_config",
-            gateway("usage_tracking_config", json!({"enabled": true})),
         ),
         (
             "config.served_models[0].environment_vars",
@@ -211,25 +182,28 @@ fn every_unimplemented_databricks_field_is_refused_by_name() {
     );
     let (status, reply) = s.client.put(
         "/api/2.0/serving-endpoints/ep/ai-gateway",
-        &json!({"usage_tracking_config": {"enabled": true}}),
+        &json!({"guardrails": {"input": {"safety": true}}}),
     );
     assert_eq!(status, 400, "{reply}");
     assert!(
-        reply["message"]
-            .as_str()
-            .unwrap()
-            .contains("`usage_tracking_config`"),
+        reply["message"].as_str().unwrap().contains("`guardrails`"),
         "{reply}"
     );
-    let (status, reply) = s.client.put(
-        "/api/2.0/serving-endpoints/ep/rate-limits",
-        &json!({"rate_limits": [{"calls": 1, "renewal_period": "minute"}]}),
-    );
-    assert_eq!(status, 400, "{reply}");
-    assert!(
-        reply["message"].as_str().unwrap().contains("`rate_limits`"),
-        "{reply}"
-    );
+    // Rate limits by token count or by group are Databricks features sandserve lacks.
+    for limit in [
+        json!({"calls": 1, "key": "user_group", "renewal_period": "minute"}),
+        json!({"tokens": 100, "renewal_period": "minute"}),
+    ] {
+        let (status, reply) = s.client.put(
+            "/api/2.0/serving-endpoints/ep/rate-limits",
+            &json!({ "rate_limits": [limit] }),
+        );
+        assert_eq!(status, 400, "{reply}");
+        assert!(
+            reply["message"].as_str().unwrap().contains("rate_limits"),
+            "{reply}"
+        );
+    }
     let (status, reply) = s.client.patch(
         "/api/2.0/serving-endpoints/ep/notifications",
         &json!({"email_notifications": {"on_update_success": ["a@b.c"]}}),

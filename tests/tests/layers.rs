@@ -11,7 +11,7 @@ use std::path::Path;
 
 /// What each module may import. Modules not listed (the composition root: `server`,
 /// `config`, `main`, `lib`) may import anything.
-const ALLOWED: [(&str, &[&str]); 13] = [
+const ALLOWED: [(&str, &[&str]); 14] = [
     ("runtime", &[]),
     ("inference", &[]),
     ("blobs", &[]),
@@ -20,6 +20,7 @@ const ALLOWED: [(&str, &[&str]); 13] = [
     ("package", &["runtime", "inference"]),
     ("registry", &["blobs"]),
     ("tenancy", &["registry"]),
+    ("governance", &[]),
     ("codec", &["package", "runtime"]),
     (
         "images",
@@ -44,6 +45,7 @@ const ALLOWED: [(&str, &[&str]); 13] = [
             "inference",
             "package",
             "blobs",
+            "governance",
         ],
     ),
     (
@@ -52,6 +54,7 @@ const ALLOWED: [(&str, &[&str]); 13] = [
             "blobs",
             "codec",
             "images",
+            "governance",
             "inference",
             "package",
             "registry",

@@ -21,6 +21,17 @@ pub fn is_admin(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|presented| matches!(authenticate(state, presented), Ok(Principal::Admin)))
 }
 
+/// Who the `Authorization` header names, when it names someone valid (the audit log).
+pub fn principal(state: &AppState, headers: &axum::http::HeaderMap) -> Option<Principal> {
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?
+        .trim();
+    authenticate(state, presented).ok()
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 

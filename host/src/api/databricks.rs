@@ -2,8 +2,8 @@
 //! before a body is read into its typed form. Every field of databricks-sdk's
 //! `EndpointCoreConfigInput`, `ServedEntityInput`, `ServedModelInput`, `AiGatewayConfig` and
 //! the create request is either honoured or refused here with a 400 that names it; a value
-//! that asks for nothing (`scale_to_zero_enabled: false`, `workload_type: "CPU"`, a disabled
-//! usage tracker) is what sandserve does anyway, so it is accepted. Unknown fields are left
+//! that asks for nothing (`scale_to_zero_enabled: false`, `workload_type: "CPU"`)
+//! is what sandserve does anyway, so it is accepted. Unknown fields are left
 //! to the typed parse, which refuses them by name too.
 
 use super::ApiError;
@@ -33,18 +33,9 @@ fn is_false(v: &Value) -> bool {
     v.is_null() || *v == Value::Bool(false)
 }
 
-fn disabled(v: &Value) -> bool {
-    v.is_null()
-        || v.get("enabled").is_some_and(is_false) && v.as_object().is_some_and(|o| o.len() == 1)
-}
-
-const GOVERNANCE: &str =
-    "not implemented yet (it comes with the governance and observability work)";
-
 const CREATE: &[Unsupported] = &[
     refused("budget_policy_id", "sandserve has no budget policies"),
     refused("email_notifications", "sandserve sends no email"),
-    refused("rate_limits", GOVERNANCE),
     refused(
         "telemetry_config",
         "sandserve has no Unity Catalog telemetry tables",
@@ -57,12 +48,9 @@ const CREATE: &[Unsupported] = &[
     },
 ];
 
-const CONFIG: &[Unsupported] = &[Unsupported {
-    field: "auto_capture_config",
-    reason: "inference tables (payload capture) are not implemented yet; only `{\"enabled\": false}` is honoured",
-    harmless: disabled,
-    keep: false,
-}];
+/// `auto_capture_config` is taken out of a config before it is vetted (it sets the
+/// endpoint's inference table: `api/endpoints.rs`).
+const CONFIG: &[Unsupported] = &[];
 
 const ENTITY: &[Unsupported] = &[
     Unsupported {
@@ -111,22 +99,9 @@ const ENTITY: &[Unsupported] = &[
     },
 ];
 
-const GATEWAY: &[Unsupported] = &[
-    refused("guardrails", "AI guardrails are not implemented"),
-    Unsupported {
-        field: "inference_table_config",
-        reason: "inference tables are not implemented yet (governance and observability work); only `{\"enabled\": false}` is honoured",
-        harmless: disabled,
-        keep: false,
-    },
-    refused("rate_limits", GOVERNANCE),
-    Unsupported {
-        field: "usage_tracking_config",
-        reason: "usage tracking is not implemented yet (governance and observability work); only `{\"enabled\": false}` is honoured",
-        harmless: disabled,
-        keep: false,
-    },
-];
+/// `rate_limits`, `usage_tracking_config` and `inference_table_config` are honoured
+/// (`governance/`); `fallback_config` too (the endpoint record).
+const GATEWAY: &[Unsupported] = &[refused("guardrails", "AI guardrails are not implemented")];
 
 /// Concurrency of Databricks' workload sizes (the top of each size's range).
 const WORKLOAD_SIZES: [(&str, u64); 3] = [("Small", 4), ("Medium", 16), ("Large", 64)];
@@ -287,9 +262,9 @@ mod tests {
             "{e}"
         );
         let e = refused_field(
-            json!({"name": "ep", "ai_gateway": {"usage_tracking_config": {"enabled": true}}}),
+            json!({"name": "ep", "ai_gateway": {"guardrails": {"input": {"pii": {}}}}}),
         );
-        assert!(e.contains("ai_gateway.usage_tracking_config"), "{e}");
+        assert!(e.contains("ai_gateway.guardrails"), "{e}");
         let e = refused_field(
             json!({"name": "ep", "config": {"name": "other", "served_entities": []}}),
         );
@@ -307,7 +282,8 @@ mod tests {
             body,
             json!({"name": "ep", "config": {"served_models": [{"model_name": "m",
                 "model_version": "1", "workload_size": "Small", "scale_to_zero_enabled": false,
-                "max_concurrency": 4}]}, "ai_gateway": {}})
+                "max_concurrency": 4}]},
+                "ai_gateway": {"usage_tracking_config": {"enabled": false}}})
         );
     }
 }

@@ -65,6 +65,12 @@ impl ApiError {
         Self::new(status, "INVALID_PARAMETER_VALUE", message)
     }
 
+    /// 403 `RESOURCE_EXHAUSTED`: a tenant quota set by the admin is used up.
+    pub fn quota_exceeded(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "RESOURCE_EXHAUSTED", message)
+            .with_reason("quota_exceeded")
+    }
+
     /// 501: a Databricks route sandserve does not implement (yet).
     pub fn not_implemented(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_IMPLEMENTED, "NOT_IMPLEMENTED", message)
@@ -162,6 +168,13 @@ impl ApiError {
             "INTERNAL_ERROR",
             "internal error; the server log has the details",
         )
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    /// The message the client reads (never an internal detail).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }
 

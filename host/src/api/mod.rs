@@ -12,7 +12,11 @@
 //! | `GET /api/2.0/models`, `GET /api/2.0/models/{name}/versions[/{v}]` | CAN_VIEW |
 //! | `POST /api/2.0/models/{name}/versions`, `DELETE .../versions/{v}` | CAN_MANAGE |
 //! | `POST/GET /api/2.0/serving-endpoints`, `GET/DELETE .../{name}` | CAN_MANAGE / CAN_VIEW |
-//! | `PUT /api/2.0/serving-endpoints/{name}/config`, `.../ai-gateway`, `PATCH .../tags` | CAN_MANAGE |
+//! | `PUT /api/2.0/serving-endpoints/{name}/config`, `.../ai-gateway`, `.../rate-limits`, `PATCH .../tags` | CAN_MANAGE |
+//! | `GET /api/2.0/serving-endpoints/{name}/inference-table` | CAN_MANAGE |
+//! | `GET /api/2.0/usage` | a tenant token (its own), or admin |
+//! | `GET /api/2.0/audit`, `GET/PUT /api/2.0/tenants/{name}/quotas` | admin |
+//! | every `POST/PUT/PATCH/DELETE /api/2.0/...` | written to the audit log (`governance::audit`) |
 //! | `GET /api/2.0/serving-endpoints/{name}/openapi` | CAN_QUERY |
 //! | `GET/PUT/PATCH /api/2.0/permissions/serving-endpoints/{id}` | CAN_MANAGE |
 //! | `GET /api/2.0/permissions/serving-endpoints/{id}/permissionLevels` | CAN_VIEW |
@@ -27,6 +31,7 @@ mod auth;
 mod databricks;
 mod endpoints;
 mod error;
+mod governance;
 mod health;
 mod json;
 mod models;
@@ -47,6 +52,7 @@ pub use auth::Caller;
 pub use error::ApiError;
 pub use json::{parse_json, parse_value, JsonBody, RawBody};
 
+use crate::governance::Governance;
 use crate::images::ImageService;
 use crate::inference::Engines;
 use crate::serving::EndpointManager;
@@ -71,6 +77,8 @@ pub struct AppState {
     pub endpoints: Arc<EndpointManager>,
     /// `GET /metrics` without a token (`--public-metrics`); else the admin's only.
     pub public_metrics: bool,
+    /// Gateway settings, quotas, usage, inference tables, audit log.
+    pub governance: Arc<Governance>,
 }
 
 /// Parses a model version from a path: a positive integer.
@@ -114,6 +122,16 @@ fn routes(state: AppState) -> Router {
         .route(
             "/api/2.0/tenants/{name}",
             get(tenants::get).delete(tenants::delete),
+        )
+        .route(
+            "/api/2.0/tenants/{name}/quotas",
+            get(governance::get_quotas).put(governance::put_quotas),
+        )
+        .route("/api/2.0/usage", get(governance::usage))
+        .route("/api/2.0/audit", get(governance::audit_log))
+        .route(
+            "/api/2.0/serving-endpoints/{name}/inference-table",
+            get(governance::inference_table),
         )
         .route("/api/2.0/tokens", post(tokens::create).get(tokens::list))
         .route(
@@ -169,7 +187,7 @@ fn routes(state: AppState) -> Router {
         )
         .route(
             "/api/2.0/serving-endpoints/{name}/rate-limits",
-            put(not_yet::rate_limits),
+            put(endpoints::put_rate_limits),
         )
         .route(
             "/api/2.0/serving-endpoints/{name}/notifications",
@@ -258,5 +276,9 @@ fn routes(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(1 << 20))
         .layer(axum::middleware::from_fn(plain_errors::errors_as_json))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            governance::audit,
+        ))
         .with_state(state)
 }

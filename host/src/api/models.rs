@@ -209,6 +209,10 @@ pub async fn upload(
             return Err(e);
         }
     };
+    if let Err(e) = super::governance::check_image_quota(&state, &grant.tenant, &headers) {
+        linger(&mut stream).await;
+        return Err(e);
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

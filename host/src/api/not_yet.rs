@@ -1,38 +1,13 @@
 //! Databricks serving-endpoint routes sandserve does not implement (yet), answered with a
 //! clear JSON error instead of the generic 404, so that databricks-sdk raises an error that
-//! says what is missing: the deprecated rate-limit route, email notifications and
-//! telemetry tables are refused with a 400 naming the field, unless the body asks for
-//! nothing.
+//! says what is missing: email notifications and telemetry tables are refused with a
+//! 400 naming the field, unless the body asks for nothing.
 
 use super::{ApiError, Caller, JsonBody};
 use crate::tenancy::Permission;
 use axum::extract::Path;
 use axum::Json;
 use serde_json::{json, Value};
-
-/// Answers `{field: []}` when `body[field]` is absent or empty, else refuses it.
-fn empty_only(body: &Value, field: &str, why: &str) -> Result<Json<Value>, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(Json(json!({}))),
-        Some(Value::Array(a)) if a.is_empty() => Ok(Json(json!({ field: [] }))),
-        Some(_) => Err(ApiError::bad_request(format!("field `{field}`: {why}"))
-            .with_reason("unsupported_field")),
-    }
-}
-
-/// `PUT /api/2.0/serving-endpoints/{name}/rate-limits` (deprecated by Databricks).
-pub async fn rate_limits(
-    caller: Caller,
-    Path(name): Path<String>,
-    JsonBody(body): JsonBody<Value>,
-) -> Result<Json<Value>, ApiError> {
-    caller.require(Permission::CanManage, "serving endpoint", &name)?;
-    empty_only(
-        &body,
-        "rate_limits",
-        "rate limits are not implemented yet (governance and observability work)",
-    )
-}
 
 /// `PATCH /api/2.0/serving-endpoints/{name}/notifications`.
 pub async fn notifications(

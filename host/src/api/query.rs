@@ -8,7 +8,7 @@
 
 use super::{ApiError, AppState, Caller, RawBody, RequestIdText};
 use crate::codec::DatabricksCodec;
-use crate::serving::query::{Names, Pick, Query, QueryError, Served};
+use crate::serving::query::{Answered, Names, Pick, Query, QueryError, Served};
 use crate::tenancy::Permission;
 use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
@@ -49,6 +49,9 @@ impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         match e {
             QueryError::NotAllowed(_) => ApiError::forbidden(e.to_string()),
+            QueryError::Refused(refusal) => {
+                ApiError::rate_limited(refusal.to_string(), refusal.retry_after_secs())
+            }
             QueryError::Serving(e) => e.into(),
             QueryError::Codec(e) => e.into(),
             QueryError::CodecBudget { .. } => {
@@ -56,6 +59,12 @@ impl From<QueryError> for ApiError {
             }
             QueryError::Output { .. } => ApiError::internal(e),
         }
+    }
+}
+
+impl Answered for ApiError {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
     }
 }
 
@@ -70,7 +79,7 @@ async fn databricks(
     let grant = caller.require(Permission::CanQuery, "serving endpoint", name)?;
     let served = state
         .endpoints
-        .query(Query {
+        .query_as::<_, ApiError>(Query {
             grant,
             name,
             pick,

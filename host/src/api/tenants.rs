@@ -60,7 +60,7 @@ pub async fn delete(
     caller.require_admin()?;
     blocking(move || {
         state.directory.delete_tenant(&name)?;
-        Ok(())
+        Ok(state.governance.forget_tenant(&name)?)
     })
     .await?;
     Ok(Json(json!({})))

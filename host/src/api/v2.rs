@@ -95,7 +95,7 @@ async fn infer(
         .unwrap_or_default();
     let served = state
         .endpoints
-        .query(Query {
+        .query_as::<_, ApiError>(Query {
             grant,
             name,
             pick: version.map_or(Pick::Split, Pick::Version),

@@ -39,6 +39,10 @@ pub trait QueryCodec: Clone + Send + Sync + 'static {
         decoded: Self::Decoded,
         response: Response,
     ) -> Result<Self::Answer, CodecError>;
+
+    /// The answer's size in bytes and its leading text part (the JSON), for usage and
+    /// inference tables.
+    fn answer_bytes(answer: &Self::Answer) -> (usize, &[u8]);
 }
 
 /// Databricks Model Serving: the four request formats in, `{"predictions": ...}` out.
@@ -67,6 +71,10 @@ impl QueryCodec for DatabricksCodec {
         let predictions = databricks::predictions(&response)?;
         serde_json::to_vec(&predictions)
             .map_err(|e| CodecError::field("predictions", format!("cannot be encoded: {e}")))
+    }
+
+    fn answer_bytes(answer: &Vec<u8>) -> (usize, &[u8]) {
+        (answer.len(), answer)
     }
 }
 
@@ -103,5 +111,10 @@ impl QueryCodec for V2Codec {
             &decoded,
             response,
         )
+    }
+
+    fn answer_bytes(answer: &EncodedResponse) -> (usize, &[u8]) {
+        let total = answer.chunks.iter().map(|c| c.len()).sum();
+        (total, answer.chunks.first().map_or(&[][..], |c| &c[..]))
     }
 }

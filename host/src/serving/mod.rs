@@ -27,6 +27,7 @@ pub use placement::InlinePolicy;
 pub use records::EndpointMeta;
 pub use routing::Split;
 
+use crate::governance::Governance;
 use crate::images::ImageService;
 use crate::registry::{EndpointConfig, EndpointRecord, EndpointStore, RegistryError};
 use crate::telemetry::metrics::EntityLabels;
@@ -51,6 +52,8 @@ pub struct EndpointManager {
     records: std::sync::Mutex<()>,
     /// Handler and build output of each entity, for its tenant.
     logs: Arc<EntityLogs>,
+    /// Rate limits, quotas, usage and inference tables (the query pipeline's hooks).
+    governance: Arc<Governance>,
 }
 
 impl EndpointManager {
@@ -64,6 +67,7 @@ impl EndpointManager {
         images: Arc<ImageService>,
         inline: InlinePolicy,
         threads: Arc<GuestThreads>,
+        governance: Arc<Governance>,
     ) -> Arc<Self> {
         let slots = images.runtime().config().max_concurrent_instances;
         Arc::new(Self {
@@ -75,6 +79,7 @@ impl EndpointManager {
             live: live::LiveTable::default(),
             records: std::sync::Mutex::default(),
             logs: Arc::default(),
+            governance,
         })
     }
 

@@ -105,6 +105,14 @@ pub fn parse_query(
             found.push((format, *value));
         } else if key == "params" {
             params = Some(tree(value)?);
+        } else if key == "client_request_id" {
+            // Databricks' id for the inference table: recorded there, not passed on.
+            if !value.get().starts_with('"') {
+                return Err(CodecError::field(
+                    "client_request_id",
+                    "expected a string".to_string(),
+                ));
+            }
         } else {
             return Err(CodecError::field(
                 key.as_str(),

@@ -2,6 +2,7 @@
 
 use super::super::ServingError;
 use crate::codec::CodecError;
+use crate::governance::Refusal;
 use thiserror::Error;
 
 /// A failed query.
@@ -12,6 +13,9 @@ pub enum QueryError {
     /// they call the pipeline; the pipeline refuses a query that skipped it).
     #[error("this token may not query `{0}`")]
     NotAllowed(String),
+    /// A rate limit or the tenant's concurrency quota refused it (nothing was run).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     /// Routing, admission or the handler failed.
     #[error(transparent)]
     Serving(#[from] ServingError),
@@ -44,9 +48,27 @@ impl QueryError {
     /// the caller or its body: the fallback decision.
     pub fn is_server_side(&self) -> bool {
         match self {
-            Self::NotAllowed(_) | Self::Codec(_) => false,
+            Self::NotAllowed(_) | Self::Codec(_) | Self::Refused(_) => false,
             Self::CodecBudget { .. } | Self::Output { .. } => true,
             Self::Serving(e) => e.is_server_side(),
+        }
+    }
+}
+
+/// The error a query's caller answers with, as the pipeline's hooks record it: the API's
+/// error type (its HTTP status) or, in tests, [`QueryError`] itself.
+pub trait Answered: From<QueryError> + std::fmt::Display {
+    /// The status code the caller answers.
+    fn status_code(&self) -> u16;
+}
+
+impl Answered for QueryError {
+    /// Without the API's mapping: 500 for a server-side failure, else 400.
+    fn status_code(&self) -> u16 {
+        if self.is_server_side() {
+            500
+        } else {
+            400
         }
     }
 }

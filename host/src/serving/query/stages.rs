@@ -28,14 +28,18 @@ pub const ENCODE_COST_PER_BYTE: usize = 16;
 
 /// Tries the query on `entity`: decode (and check), invoke, encode.
 pub(super) async fn attempt<C: QueryCodec>(
+    context: &events::Context<'_>,
     entity: &Arc<EntityRuntime>,
     codec: &C,
     body: &Bytes,
-    request_id: &str,
 ) -> Result<C::Answer, QueryError> {
     let attempt = events::Attempt::started();
-    let result = run(entity, codec, body, request_id).await;
-    attempt.finished(entity, result.as_ref().err());
+    let mut tally = events::Tally::default();
+    let result = run(entity, codec, body, context.request_id, &mut tally).await;
+    if let Ok(answer) = &result {
+        tally.output_bytes = C::answer_bytes(answer).0;
+    }
+    attempt.finished(context, entity, result.as_ref().err(), &tally);
     result
 }
 
@@ -44,6 +48,7 @@ async fn run<C: QueryCodec>(
     codec: &C,
     body: &Bytes,
     request_id: &str,
+    tally: &mut events::Tally,
 ) -> Result<C::Answer, QueryError> {
     let decoding = {
         let (entity, body) = (entity.clone(), body.clone());
@@ -57,6 +62,7 @@ async fn run<C: QueryCodec>(
     let (decoded, request) =
         codec_work(entity, body.len(), PARSE_COST_PER_BYTE, codec, decoding).await?;
     let invocation = entity.invoke(request, request_id).await?;
+    tally.fuel = invocation.fuel_consumed;
     let size = output_bytes(&invocation.response);
     let encoding = {
         let entity = entity.clone();

@@ -132,9 +132,9 @@ fn grant(permission: Permission, resources: &[&str]) -> TenantGrant {
 
 #[test]
 fn a_query_needs_can_query_on_its_name() {
-    assert!(authorize(&grant(Permission::CanQuery, &["ep"]), "ep").is_ok());
-    assert!(authorize(&grant(Permission::CanManage, &["*"]), "ep").is_ok());
-    let e = authorize(&grant(Permission::CanView, &["ep"]), "ep").unwrap_err();
+    assert!(authorize::<QueryError>(&grant(Permission::CanQuery, &["ep"]), "ep").is_ok());
+    assert!(authorize::<QueryError>(&grant(Permission::CanManage, &["*"]), "ep").is_ok());
+    let e: QueryError = authorize(&grant(Permission::CanView, &["ep"]), "ep").unwrap_err();
     assert_eq!(e.to_string(), "this token may not query `ep`");
-    assert!(authorize(&grant(Permission::CanQuery, &["other"]), "ep").is_err());
+    assert!(authorize::<QueryError>(&grant(Permission::CanQuery, &["other"]), "ep").is_err());
 }
