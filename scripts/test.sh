@@ -12,11 +12,14 @@ step "toolchain and wasm target"
 rustup target add wasm32-wasip2 >/dev/null
 rustup component add rustfmt clippy >/dev/null
 
-step "promtool (checks /metrics in tests/tests/observability.rs; Debian's prometheus package)"
-if ! command -v promtool >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then apt-get install -y prometheus >/dev/null || { apt-get update >/dev/null && apt-get install -y prometheus >/dev/null; }
-  else sudo apt-get install -y prometheus >/dev/null || { sudo apt-get update >/dev/null && sudo apt-get install -y prometheus >/dev/null; }
-  fi
+step "Debian tools the tests use: promtool (checks /metrics), tmux (records the CLI's progress bar), curl"
+need=()
+command -v promtool >/dev/null || need+=(prometheus)
+command -v tmux >/dev/null || need+=(tmux)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get install -y "${need[@]}" >/dev/null || { $sudo apt-get update >/dev/null && $sudo apt-get install -y "${need[@]}" >/dev/null; }
 fi
 
 step "inference engines and generated models"
