@@ -17,6 +17,9 @@
 //! round, ...), each side measured for a second after a short warm-up, and pools each
 //! side's samples: a slow spell of this shared machine then hits both sides alike.
 //!
+//! `SANDSERVE_BENCH_GOVERNANCE=1` turns usage tracking and an inference table at fraction
+//! 1.0 on for both endpoints (the server's metrics are always on).
+//!
 //! A third table drives the echo and digits rows with `wrk` (an external C client; skipped
 //! when it is not installed, or with `SANDSERVE_BENCH_WRK=0`; `SANDSERVE_BENCH_WRK_SECS`
 //! per side and round, default 3) and reports each server's CPU time per request from
@@ -192,6 +195,17 @@ fn main() {
             ]}}),
         );
         assert_eq!(status, 200, "{reply}");
+        if std::env::var("SANDSERVE_BENCH_GOVERNANCE").as_deref() == Ok("1") {
+            // Governance on: usage tracking and an inference table capturing every query.
+            let (status, reply) = client.put(
+                &format!("/api/2.0/serving-endpoints/{model}/ai-gateway"),
+                &json!({
+                    "usage_tracking_config": {"enabled": true},
+                    "inference_table_config": {"enabled": true, "sampling_fraction": 1.0}
+                }),
+            );
+            assert_eq!(status, 200, "{reply}");
+        }
         loop {
             let (_, state) = client.get(&format!("/api/2.0/serving-endpoints/{model}"));
             if state["state"]["ready"] == "READY" {
