@@ -19,6 +19,18 @@ pub struct Declared {
     pub dims: Vec<i64>,
 }
 
+impl Declared {
+    /// Declarations from (name, dimensions) pairs.
+    pub fn list<'a>(specs: impl Iterator<Item = (&'a String, &'a Vec<i64>)>) -> Vec<Self> {
+        specs
+            .map(|(name, dims)| Self {
+                name: name.clone(),
+                dims: dims.clone(),
+            })
+            .collect()
+    }
+}
+
 /// A loaded graph that runs named tensors.
 pub trait RunGraph: Send + Sync + 'static {
     /// Name of input number `index`.

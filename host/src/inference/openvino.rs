@@ -332,15 +332,7 @@ impl RunGraph for GraphInner {
     }
 
     fn declared(&self) -> (Vec<Declared>, Vec<Declared>) {
-        let list = |specs: &[TensorSpec]| {
-            specs
-                .iter()
-                .map(|s| Declared {
-                    name: s.name.clone(),
-                    dims: s.dims.clone(),
-                })
-                .collect()
-        };
+        let list = |specs: &[TensorSpec]| Declared::list(specs.iter().map(|s| (&s.name, &s.dims)));
         (list(&self.inputs), list(&self.outputs))
     }
 
