@@ -57,6 +57,19 @@ const EXPECT: &[(&str, &[&str])] = &[
     ("sandserve endpoints update", &["hello:1=50%hello:2=50%"]),
     ("for i in", &["servedbyhello-1", "servedbyhello-2"]),
     ("sandserve models get hello", &["hello1", "hello2"]),
+    ("--lang python", &["created hello-py"]),
+    (
+        "sandserve invoke hello-py.tar.gz",
+        &["\"model_name\":\"hello-py\"", "\"data\":[2.0,4.0,6.0]"],
+    ),
+    (
+        "sandserve deploy hello-py.tar.gz",
+        &["READY", "hello-py:1=100%"],
+    ),
+    (
+        "--endpoint hello-py",
+        &["[2.0,4.0,6.0]", "servedbyhello-py-1"],
+    ),
 ];
 
 #[test]
@@ -92,7 +105,7 @@ fn the_quickstart_works_as_written() {
         .filter(|name| {
             (name.starts_with("CARGO_") && name != "CARGO_HOME" && name != "CARGO_TARGET_DIR")
                 || name == "OUT_DIR"
-                || name.starts_with("SANDSERVE_")
+                || (name.starts_with("SANDSERVE_") && name != "SANDSERVE_COMPONENTIZE_PY")
         })
         .collect();
     // The project's builds go to a folder of this target (kept between runs, so a rerun

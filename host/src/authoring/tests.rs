@@ -64,10 +64,29 @@ fn a_rust_project_has_no_path_outside_itself() {
 }
 
 #[test]
-fn python_is_not_built_yet() {
+fn a_python_project_is_its_app_manifest_and_sdk_and_only_the_echo_template() {
     let dir = tempfile::tempdir().unwrap();
-    let err = scaffold(&dir.path().join("p"), "p", Lang::Python, Template::Echo).unwrap_err();
-    assert!(err.to_string().contains("not built yet"), "{err}");
+    let project = dir.path().join("p");
+    let made = scaffold(&project, "p", Lang::Python, Template::Echo).unwrap();
+    for file in &made.files {
+        assert!(project.join(file).is_file(), "{file} was not written");
+    }
+    assert!(made.files.iter().any(|f| f == "app.py"), "{:?}", made.files);
+    let manifest = std::fs::read_to_string(project.join("sandserve.toml")).unwrap();
+    crate::package::Manifest::parse(&manifest).unwrap();
+    assert!(super::python::is_python_project(&project));
+    // Nothing accepted and ignored: there is no Python classifier template.
+    let err = scaffold(
+        &dir.path().join("q"),
+        "q",
+        Lang::Python,
+        Template::Classifier,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("Python template is `echo`"),
+        "{err}"
+    );
 }
 
 #[test]
