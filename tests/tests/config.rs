@@ -38,12 +38,14 @@ const NOT_SERVE: &[&str] = &[
 ];
 
 /// Environment variables the docs name that are not `serve` flags.
-const NOT_FLAGS: [&str; 5] = [
+const NOT_FLAGS: &[&str] = &[
     "SANDSERVE_ADMIN_TOKEN",
     "SANDSERVE_LOG",
     "SANDSERVE_OPENVINO_LIB",
     "SANDSERVE_BIN",
     "SANDSERVE_COMPONENTIZE_PY",
+    // The test harness: the log level of the servers the end-to-end tests start.
+    "SANDSERVE_TEST_LOG",
 ];
 
 /// Variables of the benchmarks (`SANDSERVE_BENCH_*`), not of the server.
