@@ -13,7 +13,7 @@ use std::path::Path;
 /// `config`, `main`, `lib`) may import anything.
 const ALLOWED: [(&str, &[&str]); 14] = [
     ("runtime", &[]),
-    ("inference", &[]),
+    ("inference", &["runtime"]),
     ("blobs", &[]),
     ("telemetry", &[]),
     ("listener", &[]),

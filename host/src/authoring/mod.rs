@@ -38,6 +38,25 @@ pub enum Template {
     Classifier,
 }
 
+/// What `sandserve package DIR -o OUTPUT` and `sandserve build` do: a Python project
+/// (`app.py`, see [`python`]) is built with componentize-py and packed with that component;
+/// anything else goes to [`crate::package::package_dir`] (a Rust crate is built with cargo).
+pub fn package_dir(
+    dir: &Path,
+    output: &Path,
+) -> Result<crate::package::PackSummary, crate::package::PackageError> {
+    use crate::package::{pack, PackageError};
+    if !python::is_python_project(dir) {
+        return crate::package::package_dir(dir, output);
+    }
+    let build = tempfile::tempdir().map_err(|e| PackageError::io("creating a build folder", e))?;
+    let handler = build.path().join("handler.wasm");
+    python::build(dir, &handler).map_err(|e| PackageError::BuildFailed {
+        detail: e.to_string(),
+    })?;
+    pack(dir, output, Some(&handler))
+}
+
 /// A request the project `template` makes answers, for hints and READMEs.
 pub fn example_request(template: Template) -> &'static str {
     rust::example_request(template)

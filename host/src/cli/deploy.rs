@@ -26,7 +26,7 @@ pub fn build(dir: &Path, output: Option<PathBuf>) -> Result<PathBuf> {
         toolchain::check(dir)?;
     }
     let output = output.unwrap_or_else(|| dir.join(format!("{}.tar.gz", parsed.name)));
-    let summary = sandserve_host::package::package_dir(dir, &output)?;
+    let summary = sandserve_host::authoring::package_dir(dir, &output)?;
     eprintln!(
         "wrote {} ({} files, {} bytes, sha256 {})",
         output.display(),

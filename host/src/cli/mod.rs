@@ -287,7 +287,7 @@ pub fn run(command: Command) -> Result<()> {
             name,
         } => match (dir, model) {
             (Some(dir), _) => {
-                let summary = sandserve_host::package::package_dir(&dir, &output)?;
+                let summary = sandserve_host::authoring::package_dir(&dir, &output)?;
                 println!(
                     "wrote {} ({} files, {} bytes, sha256 {})",
                     output.display(),

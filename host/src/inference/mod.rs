@@ -18,8 +18,8 @@ mod stats;
 mod types;
 
 pub use batching::{
-    cpu_for_others, take_cpu_for_others, BatchPolicy, BatchStatsSnapshot, DeadlineScope,
-    DEFAULT_MAX_BATCH_MIB, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_DELAY_US,
+    BatchPolicy, BatchStatsSnapshot, DEFAULT_MAX_BATCH_MIB, DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_DELAY_US,
 };
 pub use engines::{EngineSettings, EngineStatus, Engines};
 pub use error::InferenceError;

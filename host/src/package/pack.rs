@@ -5,7 +5,6 @@
 use super::archive::MAX_MANIFEST_BYTES;
 use super::paths::MANIFEST_PATH;
 use super::{build_handler, Manifest, PackageError};
-use crate::authoring::python;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use sha2::{Digest, Sha256};
@@ -24,20 +23,12 @@ pub struct PackSummary {
     pub sha256: String,
 }
 
-/// What `sandserve package DIR -o OUTPUT` does: builds the handler with cargo when `dir`
-/// has a `Cargo.toml` (see [`build_handler`]), or with componentize-py when it is a Python
-/// project (`app.py`, see [`crate::authoring::python`]), then packs `dir` into `output`.
+/// Builds the handler with cargo when `dir` has a `Cargo.toml` (see [`build_handler`]),
+/// then packs `dir` into `output`. Python projects are built by
+/// `authoring::package_dir` (which calls [`pack`] with the built component).
 pub fn package_dir(dir: &Path, output: &Path) -> Result<PackSummary, PackageError> {
     if dir.join("Cargo.toml").is_file() {
         let handler = build_handler(dir)?;
-        pack(dir, output, Some(&handler))
-    } else if python::is_python_project(dir) {
-        let build =
-            tempfile::tempdir().map_err(|e| PackageError::io("creating a build folder", e))?;
-        let handler = build.path().join("handler.wasm");
-        python::build(dir, &handler).map_err(|e| PackageError::BuildFailed {
-            detail: e.to_string(),
-        })?;
         pack(dir, output, Some(&handler))
     } else {
         pack(dir, output, None)

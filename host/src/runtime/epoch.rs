@@ -38,7 +38,7 @@ pub(super) fn at_deadline(state: &HostState, tick: Duration) -> wasmtime::Result
         // CPU a batch leader spent on other requests' rows is not this run's.
         let used = priority::this_threads_cpu_time()
             .saturating_sub(state.cpu_at_start)
-            .saturating_sub(crate::inference::cpu_for_others());
+            .saturating_sub(super::call_scope::cpu_for_others());
         if used >= priority::LONG_RUN {
             priority::long_run_on_this_thread();
         } else {

@@ -8,6 +8,7 @@
 
 mod bindings;
 mod budget;
+pub mod call_scope;
 mod datatype;
 mod epoch;
 mod error;
@@ -297,7 +298,7 @@ impl LoadedHandler {
         };
         let instantiated = Instant::now();
         // Host calls that may wait (a batched `compute`) see the call's deadline.
-        let deadline = crate::inference::DeadlineScope::enter(store.data().deadline);
+        let deadline = call_scope::DeadlineScope::enter(store.data().deadline);
         let outcome = instance
             .sandserve_handler_handler()
             .call_predict(&mut store, request);

@@ -422,7 +422,7 @@ fn worker(shared: &Arc<Shared>, class: Class) {
         // CPU spent running a batch for other requests is theirs, not this job's.
         let used = cpu_now
             .saturating_sub(cpu_mark)
-            .saturating_sub(crate::inference::take_cpu_for_others());
+            .saturating_sub(crate::runtime::call_scope::take_cpu_for_others());
         cpu_mark = cpu_now;
         last = Some(Ran {
             tenant: key,

@@ -6,7 +6,6 @@
 //! in `queue`, joining and cutting tensors in `tensors`, the settings in `policy`, and how
 //! the request's deadline reaches a host call in `deadline`.
 
-mod deadline;
 mod policy;
 mod queue;
 mod tensors;
@@ -14,7 +13,6 @@ mod tensors;
 #[cfg(test)]
 mod tests;
 
-pub use deadline::{cpu_for_others, take_cpu_for_others, DeadlineScope};
 pub use policy::{
     BatchPolicy, DEFAULT_MAX_BATCH_MIB, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_DELAY_US,
 };
@@ -76,6 +74,7 @@ impl RunGraph for Batched {
     }
 
     fn run(&self, inputs: &[(String, &Tensor)]) -> Result<Vec<NamedTensor>, BackendError> {
-        self.0.run(inputs, deadline::current(), may_wait())
+        self.0
+            .run(inputs, crate::runtime::call_scope::current(), may_wait())
     }
 }

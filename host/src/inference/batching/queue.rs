@@ -20,9 +20,9 @@
 use super::super::context::RunGraph;
 use super::super::failed;
 use super::super::types::wasi_nn_name;
-use super::deadline;
 use super::policy::BatchPolicy;
 use super::tensors;
+use crate::runtime::call_scope as deadline;
 use crate::runtime::priority;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use serde::Serialize;
