@@ -169,8 +169,13 @@ pub(super) fn finished<E: Answered>(
     tables.submit(&context.grant.tenant, context.name, &row);
 }
 
-/// The body's top-level `client_request_id` string (Databricks), if any.
+/// The body's top-level `client_request_id` string (Databricks), if any. A body that does
+/// not hold the key's text (most) is not parsed a second time.
 fn client_request_id(body: &[u8]) -> Option<String> {
+    const KEY: &[u8] = b"client_request_id";
+    if !body.windows(KEY.len()).any(|w| w == KEY) {
+        return None;
+    }
     #[derive(serde::Deserialize)]
     struct Id {
         client_request_id: Option<String>,
