@@ -12,11 +12,12 @@ step "toolchain and wasm target"
 rustup target add wasm32-wasip2 >/dev/null
 rustup component add rustfmt clippy >/dev/null
 
-step "Debian tools the tests use: promtool (checks /metrics), tmux (records the CLI's progress bar), curl"
+step "Debian tools the tests use: promtool (checks /metrics), tmux (records the CLI's progress bar), curl, PostgreSQL (cluster mode)"
 need=()
 command -v promtool >/dev/null || need+=(prometheus)
 command -v tmux >/dev/null || need+=(tmux)
 command -v curl >/dev/null || need+=(curl)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get install -y "${need[@]}" >/dev/null || { $sudo apt-get update >/dev/null && $sudo apt-get install -y "${need[@]}" >/dev/null; }

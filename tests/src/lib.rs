@@ -6,6 +6,7 @@ pub mod hostile_onnx;
 pub mod load;
 pub mod native;
 pub mod packages;
+pub mod postgres;
 pub mod server;
 pub mod wrk;
 
