@@ -94,8 +94,7 @@ impl Admission {
         if gate.sampling <= 0.0 {
             return false;
         }
-        let draw = getrandom::u64().unwrap_or(0) >> 11; // 53 bits
-        (draw as f64) / ((1u64 << 53) as f64) < gate.sampling
+        fastrand::f64() < gate.sampling
     }
 }
 

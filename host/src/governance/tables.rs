@@ -1,21 +1,32 @@
 //! Inference tables: a sampled record of an endpoint's queries (request, response or
 //! error, status, latency, served entity, request ids), kept as append-only JSON Lines
 //! segment files under `inference-tables/{tenant}/{endpoint}/` in the data folder (a
-//! cap-std `Dir`: no path leaves it). The query path only hands a row to a bounded queue
-//! (`try_send`); when it is full the row is counted as dropped, never waited for. One
-//! writer thread appends, rolls segments and applies retention (age and bytes per
-//! endpoint). Reads ask the writer to sync first, so they see every row queued before.
+//! cap-std `Dir`: no path leaves it). The query path only hands a [`Capture`] (the bodies
+//! as they are, the request's shared, not copied) to a bounded queue (`try_send`); when it
+//! is full the row is counted as dropped, never waited for. One writer thread turns
+//! captures into rows (cuts, text, `client_request_id`, JSON), appends, rolls segments and
+//! applies retention (age and bytes per endpoint).
+//!
+//! The writer is not woken per row: it wakes every [`WRITE_EVERY`], or at once when the
+//! queue is half full or a caller waits for it (sync, remove). A request therefore never
+//! pays for a thread wake-up, and rows are written in batches. Reads ask the writer to
+//! sync first, so they see every row queued before.
 
 use super::GovernanceError;
+use bytes::Bytes;
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a row may wait in the queue before the writer wakes for it (unless the
+/// queue fills up to half first).
+pub const WRITE_EVERY: Duration = Duration::from_millis(50);
 
 /// How the tables are kept.
 #[derive(Debug, Clone)]
@@ -78,11 +89,81 @@ pub fn payload_text(bytes: &[u8], limit: usize) -> (String, bool) {
     (String::from_utf8_lossy(kept).into_owned(), cut)
 }
 
+/// One query as the query path hands it to the table: the bodies as they are (the
+/// request's bytes shared, the answer's first `max_payload_bytes + 1` copied); the writer
+/// thread makes the [`Row`].
+#[derive(Debug, Clone)]
+pub struct Capture {
+    /// When the query arrived, Unix milliseconds.
+    pub timestamp_ms: u64,
+    /// The server's request id.
+    pub request_id: Option<String>,
+    /// The served entity that answered (or failed), when one was picked.
+    pub served_entity_name: Option<String>,
+    /// The HTTP status answered.
+    pub status_code: u16,
+    /// From arrival to answer, milliseconds.
+    pub execution_time_ms: f64,
+    /// The request body.
+    pub request: Bytes,
+    /// The answer body on success: at most the payload limit plus one byte (enough to
+    /// tell that it was cut).
+    pub response: Option<Vec<u8>>,
+    /// The error message, on failure.
+    pub error: Option<String>,
+}
+
+impl Capture {
+    /// The start of `answer` a capture keeps under `limit` (one byte more, so the
+    /// writer can mark it cut).
+    pub fn answer_prefix(answer: &[u8], limit: usize) -> Vec<u8> {
+        answer[..answer.len().min(limit.saturating_add(1))].to_vec()
+    }
+
+    fn into_row(self, limit: usize) -> Row {
+        let (request, request_truncated) = payload_text(&self.request, limit);
+        let (response, response_truncated) = match &self.response {
+            Some(answer) => {
+                let (text, cut) = payload_text(answer, limit);
+                (Some(text), cut)
+            }
+            None => (None, false),
+        };
+        Row {
+            timestamp_ms: self.timestamp_ms,
+            request_id: self.request_id,
+            client_request_id: client_request_id(&self.request),
+            served_entity_name: self.served_entity_name,
+            status_code: self.status_code,
+            execution_time_ms: self.execution_time_ms,
+            request,
+            request_truncated,
+            response,
+            response_truncated,
+            error: self.error,
+        }
+    }
+}
+
+/// The body's top-level `client_request_id` string (Databricks), if any. A body that does
+/// not hold the key's text (most) is not parsed.
+fn client_request_id(body: &[u8]) -> Option<String> {
+    const KEY: &[u8] = b"client_request_id";
+    if !body.windows(KEY.len()).any(|w| w == KEY) {
+        return None;
+    }
+    #[derive(Deserialize)]
+    struct Id {
+        client_request_id: Option<String>,
+    }
+    serde_json::from_slice::<Id>(body).ok()?.client_request_id
+}
+
 enum Message {
     Row {
         tenant: String,
         endpoint: String,
-        line: Vec<u8>,
+        capture: Capture,
     },
     Sync(Sender<()>),
     Remove {
@@ -95,6 +176,8 @@ enum Message {
 /// The inference tables of all endpoints.
 pub struct Tables {
     queue: Sender<Message>,
+    /// The writer thread, unparked when a row should not wait for [`WRITE_EVERY`].
+    writer: std::thread::Thread,
     dropped: AtomicU64,
     root: Dir,
     /// How they are kept.
@@ -137,13 +220,17 @@ impl Tables {
             root: root.try_clone().map_err(io_error)?,
             settings: settings.clone(),
             open: HashMap::new(),
+            line: Vec::new(),
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("inference-tables".into())
             .spawn(move || writer.run(rx))
-            .map_err(io_error)?;
+            .map_err(io_error)?
+            .thread()
+            .clone();
         Ok(Self {
             queue,
+            writer,
             dropped: AtomicU64::new(0),
             root,
             settings,
@@ -151,20 +238,19 @@ impl Tables {
     }
 
     /// Queues a row for `tenant`'s `endpoint`; counted as dropped when the queue is full.
-    pub fn submit(&self, tenant: &str, endpoint: &str, row: &Row) {
-        let Ok(mut line) = serde_json::to_vec(row) else {
-            return;
-        };
-        line.push(b'\n');
+    pub fn submit(&self, tenant: &str, endpoint: &str, capture: Capture) {
         let message = Message::Row {
             tenant: tenant.to_string(),
             endpoint: endpoint.to_string(),
-            line,
+            capture,
         };
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
             self.queue.try_send(message)
         {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.queue.len() * 2 >= self.settings.queue_rows {
+            self.writer.unpark();
         }
     }
 
@@ -176,11 +262,13 @@ impl Tables {
     /// Waits (up to 10 s) until every row queued before is written.
     pub fn sync(&self) {
         let (tx, rx) = bounded(1);
+        self.writer.unpark();
         if self
             .queue
             .send_timeout(Message::Sync(tx), Duration::from_secs(10))
             .is_ok()
         {
+            self.writer.unpark();
             let _ = rx.recv_timeout(Duration::from_secs(10));
         }
     }
@@ -194,11 +282,13 @@ impl Tables {
             endpoint: endpoint.to_string(),
             done,
         };
+        self.writer.unpark();
         if self
             .queue
             .send_timeout(message, Duration::from_secs(10))
             .is_ok()
         {
+            self.writer.unpark();
             let _ = rx.recv_timeout(Duration::from_secs(10));
         }
     }
@@ -257,6 +347,8 @@ struct Writer {
     root: Dir,
     settings: TableSettings,
     open: HashMap<(String, String), Segment>,
+    /// The row being serialised (reused).
+    line: Vec<u8>,
 }
 
 fn now_ms() -> u64 {
@@ -266,27 +358,33 @@ fn now_ms() -> u64 {
 }
 
 impl Writer {
+    /// Drains the queue, writes, flushes; then sleeps until [`WRITE_EVERY`] has passed or
+    /// a sender unparks it. Ends (after a last flush) once every sender is gone.
     fn run(mut self, rx: Receiver<Message>) {
-        let mut last_sweep = std::time::Instant::now();
+        let mut last_sweep = Instant::now();
         loop {
-            match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(message) => {
-                    self.handle(message);
-                    while let Ok(more) = rx.try_recv() {
-                        self.handle(more);
+            let mut wrote = false;
+            loop {
+                match rx.try_recv() {
+                    Ok(message) => {
+                        self.handle(message);
+                        wrote = true;
                     }
-                    self.flush();
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.flush();
+                        return;
+                    }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.flush();
-                    return;
-                }
+            }
+            if wrote {
+                self.flush();
             }
             if last_sweep.elapsed() > Duration::from_secs(60) {
                 self.sweep_all();
-                last_sweep = std::time::Instant::now();
+                last_sweep = Instant::now();
             }
+            std::thread::park_timeout(WRITE_EVERY);
         }
     }
 
@@ -313,9 +411,18 @@ impl Writer {
             Message::Row {
                 tenant,
                 endpoint,
-                line,
+                capture,
             } => {
-                if let Err(e) = self.append(tenant, endpoint, &line) {
+                let row = capture.into_row(self.settings.max_payload_bytes);
+                self.line.clear();
+                if serde_json::to_writer(&mut self.line, &row).is_err() {
+                    return;
+                }
+                self.line.push(b'\n');
+                let line = std::mem::take(&mut self.line);
+                let written = self.append(tenant, endpoint, &line);
+                self.line = line;
+                if let Err(e) = written {
                     tracing::warn!("inference table row not written: {e}");
                 }
             }

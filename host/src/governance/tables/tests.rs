@@ -1,17 +1,14 @@
 use super::*;
 
-fn row(i: u64, payload: &str) -> Row {
-    Row {
+fn row(i: u64, payload: &str) -> Capture {
+    Capture {
         timestamp_ms: now_ms() + i,
         request_id: None,
-        client_request_id: Some(format!("c{i}")),
         served_entity_name: Some("e".into()),
         status_code: 200,
         execution_time_ms: 1.0,
-        request: payload.into(),
-        request_truncated: false,
+        request: format!(r#"{{"client_request_id": "c{i}", "p": "{payload}"}}"#).into(),
         response: None,
-        response_truncated: false,
         error: None,
     }
 }
@@ -34,7 +31,7 @@ fn segments_roll_and_the_oldest_go_past_the_byte_budget() {
     let tables = Tables::open(dir.path(), settings).unwrap();
     let payload = "x".repeat(400);
     for i in 0..40 {
-        tables.submit("t", "ep", &row(i, &payload));
+        tables.submit("t", "ep", row(i, &payload));
         if i % 5 == 4 {
             // Distinct segment names (they are named by the millisecond they open in).
             tables.sync();
@@ -66,11 +63,11 @@ fn rows_past_the_retention_age_are_deleted_with_their_segment() {
     };
     let tables = Tables::open(dir.path(), settings).unwrap();
     for i in 0..3 {
-        tables.submit("t", "ep", &row(i, "a"));
+        tables.submit("t", "ep", row(i, "a"));
         tables.sync();
         std::thread::sleep(Duration::from_millis(2));
     }
-    tables.submit("t", "ep", &row(3, "a"));
+    tables.submit("t", "ep", row(3, "a"));
     tables.sync();
     // Every closed segment was older than zero seconds: only the open one is left.
     let (rows, _) = tables.read("t", "ep", 0, u64::MAX, 100).unwrap();
@@ -87,7 +84,7 @@ fn a_full_queue_drops_rows_and_counts_them() {
     };
     let tables = Tables::open(dir.path(), settings).unwrap();
     for i in 0..2000 {
-        tables.submit("t", "ep", &row(i, "a"));
+        tables.submit("t", "ep", row(i, "a"));
     }
     tables.sync();
     let (rows, _) = tables.read("t", "ep", 0, u64::MAX, 10_000).unwrap();
@@ -105,16 +102,77 @@ fn payloads_are_cut_at_the_limit() {
 fn a_removed_table_is_gone_and_a_new_one_starts_empty() {
     let dir = tempfile::tempdir().unwrap();
     let tables = Tables::open(dir.path(), TableSettings::default()).unwrap();
-    tables.submit("t", "ep", &row(0, "a"));
-    tables.submit("t", "other", &row(1, "b"));
+    tables.submit("t", "ep", row(0, "a"));
+    tables.submit("t", "other", row(1, "b"));
     tables.remove("t", "ep");
     assert_eq!(tables.read("t", "ep", 0, u64::MAX, 10).unwrap().0.len(), 0);
     assert_eq!(
         tables.read("t", "other", 0, u64::MAX, 10).unwrap().0.len(),
         1
     );
-    tables.submit("t", "ep", &row(2, "c"));
+    tables.submit("t", "ep", row(2, "c"));
     let (rows, _) = tables.read("t", "ep", 0, u64::MAX, 10).unwrap();
     assert_eq!(rows.len(), 1);
     assert!(rows[0].contains("\"c2\""));
+}
+
+#[test]
+fn a_capture_becomes_a_row_cut_at_the_limit_with_its_client_request_id() {
+    let capture = Capture {
+        response: Some(Capture::answer_prefix(b"0123456789", 4)),
+        ..row(7, "abc")
+    };
+    assert_eq!(capture.response.as_deref(), Some(&b"01234"[..]));
+    let row = capture.into_row(4);
+    assert_eq!(row.client_request_id.as_deref(), Some("c7"));
+    assert_eq!(
+        (row.request.as_str(), row.request_truncated),
+        ("{\"cl", true)
+    );
+    assert_eq!(
+        (row.response.as_deref(), row.response_truncated),
+        (Some("0123"), true)
+    );
+    let short = Capture {
+        request: Bytes::from_static(b"{}"),
+        response: Some(Capture::answer_prefix(b"ok", 4)),
+        ..row_without_id()
+    }
+    .into_row(4);
+    assert_eq!(short.client_request_id, None);
+    assert_eq!(
+        (short.response.as_deref(), short.response_truncated),
+        (Some("ok"), false)
+    );
+    assert!(!short.request_truncated);
+}
+
+fn row_without_id() -> Capture {
+    Capture {
+        request: Bytes::new(),
+        ..row(0, "")
+    }
+}
+
+#[test]
+fn a_row_is_written_without_a_sync_within_the_writer_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = Tables::open(dir.path(), TableSettings::default()).unwrap();
+    tables.submit("t", "ep", row(0, "a"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stored_bytes_or_zero(dir.path()) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the writer never woke up for the row"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn stored_bytes_or_zero(path: &Path) -> u64 {
+    if path.join("t/ep").exists() {
+        stored_bytes(path)
+    } else {
+        0
+    }
 }

@@ -20,10 +20,11 @@
 
 use super::super::EntityRuntime;
 use super::error::{Answered, QueryError};
-use crate::governance::tables::{payload_text, Row};
+use crate::governance::tables::Capture;
 use crate::governance::usage::{Counters, UsageKey};
 use crate::governance::{Admission, Governance};
 use crate::tenancy::TenantGrant;
+use bytes::Bytes;
 use std::time::{Duration, Instant};
 
 /// Who asked what: what the hooks record a query under.
@@ -132,11 +133,12 @@ pub(super) fn falling_back(from: &EntityRuntime, to: &EntityRuntime) {
     tracing::warn!(from = %from.name, to = %to.name, "falling back after a server-side failure");
 }
 
-/// The query is answered (`Ok`: the answer's text) or failed: a sampled row goes to the
-/// endpoint's inference table (queued; never waited for).
+/// The query is answered (`Ok`: the answer's text) or failed: a sampled capture goes to
+/// the endpoint's inference table (queued, never waited for; the writer thread makes the
+/// row, so the request pays for no text conversion or JSON here).
 pub(super) fn finished<E: Answered>(
     context: &Context<'_>,
-    body: &[u8],
+    body: &Bytes,
     entity: Option<&EntityRuntime>,
     outcome: Result<&[u8], &E>,
 ) {
@@ -144,41 +146,26 @@ pub(super) fn finished<E: Answered>(
         return;
     }
     let tables = &context.governance.tables;
-    let limit = tables.settings.max_payload_bytes;
-    let (request, request_truncated) = payload_text(body, limit);
-    let (status_code, response, response_truncated, error) = match outcome {
-        Ok(answer) => {
-            let (text, cut) = payload_text(answer, limit);
-            (200, Some(text), cut, None)
-        }
-        Err(e) => (e.status_code(), None, false, Some(e.to_string())),
+    let (status_code, response, error) = match outcome {
+        Ok(answer) => (
+            200,
+            Some(Capture::answer_prefix(
+                answer,
+                tables.settings.max_payload_bytes,
+            )),
+            None,
+        ),
+        Err(e) => (e.status_code(), None, Some(e.to_string())),
     };
-    let row = Row {
+    let capture = Capture {
         timestamp_ms: context.admission.arrived_ms,
         request_id: Some(context.request_id.to_string()),
-        client_request_id: client_request_id(body),
         served_entity_name: entity.map(|e| e.name.clone()),
         status_code,
         execution_time_ms: context.admission.arrived.elapsed().as_secs_f64() * 1000.0,
-        request,
-        request_truncated,
+        request: body.clone(),
         response,
-        response_truncated,
         error,
     };
-    tables.submit(&context.grant.tenant, context.name, &row);
-}
-
-/// The body's top-level `client_request_id` string (Databricks), if any. A body that does
-/// not hold the key's text (most) is not parsed a second time.
-fn client_request_id(body: &[u8]) -> Option<String> {
-    const KEY: &[u8] = b"client_request_id";
-    if !body.windows(KEY.len()).any(|w| w == KEY) {
-        return None;
-    }
-    #[derive(serde::Deserialize)]
-    struct Id {
-        client_request_id: Option<String>,
-    }
-    serde_json::from_slice::<Id>(body).ok()?.client_request_id
+    tables.submit(&context.grant.tenant, context.name, capture);
 }
