@@ -14,13 +14,14 @@ mod pins;
 mod slots;
 mod upload;
 
+pub use crate::blobs::BlobPin;
 pub use cache::{CacheStats, ComponentCache};
 pub use error::ImageError;
-pub use pins::{BlobPin, OrphanError};
+pub use pins::OrphanError;
 pub use slots::{UploadSlot, DEFAULT_MAX_CONCURRENT_UPLOADS};
 pub use upload::{Upload, UploadError};
 
-use crate::blobs::{BlobStore, Digest};
+use crate::blobs::{BlobStore, Digest, PinTable};
 use crate::inference::{Engines, GraphFile, GraphSet, GraphSpec, InferenceError};
 use crate::package::{unpack, Manifest, PackageError, UnpackLimits};
 use crate::registry::{ImageDraft, ImageFile, ImageRecord, ImageStore, RegistryError};
@@ -44,6 +45,8 @@ pub struct LoadedImage {
     pub limits: RequestLimits,
     /// Its inference counters (they outlive this loaded copy).
     pub stats: Arc<ModelStats>,
+    /// Its blobs, kept in the node's blob cache while this copy lives.
+    _blobs: Vec<BlobPin>,
 }
 
 type ImageKey = (String, String, u64);
@@ -56,7 +59,7 @@ pub struct ImageService {
     engines: &'static Engines,
     cache: ComponentCache,
     loaded: Mutex<HashMap<ImageKey, Arc<LoadedImage>>>,
-    in_flight: pins::PinTable,
+    in_flight: PinTable,
     uploads: slots::UploadSlots,
     unpack_limits: UnpackLimits,
     max_upload_bytes: u64,
@@ -99,13 +102,13 @@ impl ImageService {
         settings: ImageSettings,
     ) -> Self {
         Self {
+            in_flight: blobs.upload_pins().clone(),
             blobs,
             registry,
             runtime,
             engines,
             cache,
             loaded: Mutex::default(),
-            in_flight: pins::PinTable::default(),
             uploads: slots::UploadSlots::new(settings.max_concurrent_uploads),
             unpack_limits: settings.unpack_limits,
             max_upload_bytes: settings.max_upload_bytes,
@@ -355,6 +358,13 @@ impl ImageService {
         let record = self.registry.image(tenant, name, version)?;
         let manifest = Manifest::parse(&record.manifest)?;
         let label = format!("{tenant}/{name}@{version}");
+        // Pinned before they are read: in cluster mode the cache keeps them while in use.
+        let pins = self.blobs.use_pins();
+        let blobs = record
+            .files
+            .iter()
+            .map(|f| pins.pin(f.digest.clone(), f.size_bytes))
+            .collect();
         let handler = self.prepare_handler(&label, &manifest, &record.files)?;
         let graphs = self.load_graphs(&manifest, &record.files)?;
         let limits = manifest.limits.request_limits();
@@ -365,6 +375,7 @@ impl ImageService {
             graphs,
             limits,
             stats: self.stats.model(tenant, name, version),
+            _blobs: blobs,
         });
         self.loaded
             .lock()
