@@ -309,8 +309,9 @@ impl From<BlobError> for ApiError {
                 tracing::warn!("the object store is unavailable: {detail}");
                 Self::unavailable(
                     format!(
-                        "the model's files are not on this node and the object store cannot \
-                         be reached; retry in {BLOB_STORE_RETRY_AFTER_SECS} seconds"
+                        "the object store that holds model files cannot be reached (files \
+                         this node has cached are still served); retry in \
+                         {BLOB_STORE_RETRY_AFTER_SECS} seconds"
                     ),
                     Some(BLOB_STORE_RETRY_AFTER_SECS),
                 )

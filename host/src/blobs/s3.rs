@@ -12,10 +12,11 @@
 use super::remote::{RemoteBlobs, RemoteObject};
 use super::{BlobError, Digest};
 use futures_util::StreamExt as _;
+use object_store::aws::AmazonS3ConfigKey::Client;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt as _, PutPayload, RetryConfig,
+    BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreExt as _, PutPayload, RetryConfig,
 };
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -65,11 +66,10 @@ impl S3Blobs {
                 max_retries: 2,
                 retry_timeout: Duration::from_secs(5),
             })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(2))
-                    .with_timeout(Duration::from_secs(120)),
-            );
+            // Keys, not `with_client_options`: that would replace the client options the
+            // environment set (and `allow_http` with them).
+            .with_config(Client(ClientConfigKey::ConnectTimeout), "2s")
+            .with_config(Client(ClientConfigKey::Timeout), "120s");
         if let Some(endpoint) = &settings.endpoint {
             builder = builder.with_endpoint(endpoint);
         }

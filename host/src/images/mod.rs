@@ -251,14 +251,19 @@ impl ImageService {
             .ok_or_else(|| PackageError::MissingFile {
                 path: manifest.handler.clone(),
             })?;
+        // A blob that cannot be read (the object store is down, the object is corrupted)
+        // is the store's failure, not an invalid component.
+        let mut unreadable = None;
         let component = self
             .cache
             .get_or_compile(&self.runtime, &handler.digest, || {
-                self.blobs
-                    .read(&handler.digest)
-                    .map_err(|e| crate::runtime::RuntimeError::InvalidComponent(e.to_string()))
+                self.blobs.read(&handler.digest).map_err(|e| {
+                    let message = e.to_string();
+                    unreadable = Some(e);
+                    crate::runtime::RuntimeError::InvalidComponent(message)
+                })
             })
-            .map_err(ImageError::Component)?;
+            .map_err(|e| unreadable.map_or(ImageError::Component(e), ImageError::Blob))?;
         self.runtime
             .prepare(label, component)
             .map_err(ImageError::Component)
