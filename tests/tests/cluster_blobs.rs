@@ -189,9 +189,24 @@ fn a_node_on_s3_serves_from_the_bucket_survives_outages_and_refuses_corruption()
     assert_digits_served(&acme, "from the bucket, with an empty cache");
     assert!(cached(data, &onnx_hex), "the fetched blob is cached");
 
-    // The bucket goes down: what is loaded or cached keeps serving.
+    // The bucket goes down: what is loaded or cached keeps serving; an upload is refused
+    // with 503 and leaves nothing behind.
     s3.stop();
     assert_digits_served(&acme, "loaded, with the bucket down");
+    let echo = example_package("echo");
+    let (status, body) = acme.upload("echo", &echo);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(reason(&body), "blob_store_unavailable", "{body}");
+    assert!(
+        !cached(data, &sha256_hex(&echo)),
+        "the refused upload is not kept"
+    );
+    assert_eq!(
+        std::fs::read_dir(data.join("cache/blobs/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
     node.stop();
     let node = start_node(data, &s3);
     let acme = node.client(&acme_token(&node));

@@ -185,6 +185,8 @@ impl ImageService {
     ) -> Result<ImageRecord, ImageError> {
         let file = self.blobs.open_blob(archive.digest())?;
         let mut files: Vec<ImageFile> = Vec::new();
+        // Why a blob could not be stored (the object store is down): answered as such.
+        let mut not_stored = None;
         let unpacked = {
             let mut sink =
                 |path: &str, reader: &mut dyn std::io::Read| -> Result<u64, PackageError> {
@@ -194,9 +196,11 @@ impl ImageService {
                         .map_err(|e| PackageError::Io(e.to_string()))?;
                     let copied = std::io::copy(reader, &mut writer)
                         .map_err(|e| PackageError::Io(e.to_string()))?;
-                    let pin = self
-                        .finish_pinned(writer)
-                        .map_err(|e| PackageError::Io(e.to_string()))?;
+                    let pin = self.finish_pinned(writer).map_err(|e| {
+                        let message = e.to_string();
+                        not_stored = Some(e);
+                        PackageError::Io(message)
+                    })?;
                     files.push(ImageFile {
                         path: path.to_string(),
                         digest: pin.digest().clone(),
@@ -205,7 +209,12 @@ impl ImageService {
                     pins.push(pin);
                     Ok(copied)
                 };
-            unpack(BufReader::new(file), &self.unpack_limits, &mut sink)?
+            unpack(BufReader::new(file), &self.unpack_limits, &mut sink)
+        };
+        let unpacked = match (unpacked, not_stored) {
+            (Ok(unpacked), _) => unpacked,
+            (Err(_), Some(blob)) => return Err(ImageError::Blob(blob)),
+            (Err(e), None) => return Err(e.into()),
         };
         let manifest = unpacked.manifest;
         if manifest.name != name {
