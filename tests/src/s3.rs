@@ -41,6 +41,7 @@ pub struct S3Server {
     ports: Ports,
     child: Option<Child>,
     runtime: tokio::runtime::Runtime,
+    probes: u64,
 }
 
 fn weed_bin() -> PathBuf {
@@ -62,7 +63,8 @@ fn free_port() -> u16 {
 }
 
 impl S3Server {
-    /// Starts a server with an empty `bucket` and waits until the bucket answers.
+    /// Starts a server with `bucket` (empty but for `readiness/`) and waits until it
+    /// stores and returns objects.
     pub fn start(bucket: &str) -> S3Server {
         let dir = tempfile::Builder::new()
             .prefix("sandserve-s3-")
@@ -99,6 +101,7 @@ impl S3Server {
             ports,
             child: None,
             runtime,
+            probes: 0,
         };
         server.restart();
         server
@@ -123,8 +126,8 @@ impl S3Server {
         ]
     }
 
-    /// Starts the server (again, on the same ports and folder) and waits until the bucket
-    /// answers.
+    /// Starts the server (again, on the same ports and folder) and waits until an object
+    /// can be written to the bucket and read back (under `readiness/`).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the S3 server is already running");
         let p = self.ports;
@@ -173,13 +176,19 @@ impl S3Server {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("weed exited at start-up ({status}): {}", self.log_tail());
             }
+            // A write and a read of a new object: the bucket exists and the volume server
+            // that stores data has registered (listing alone answers before it has).
+            self.probes += 1;
             let client = self.client();
-            let prefix = ObjectPath::from("readiness");
-            match self
-                .runtime
-                .block_on(async { client.list_with_delimiter(Some(&prefix)).await })
-            {
-                Ok(_) => return,
+            let key = ObjectPath::from(format!("readiness/probe-{}", self.probes));
+            let content = format!("probe {}", self.probes).into_bytes();
+            let round_trip = self.runtime.block_on(async {
+                client.put(&key, PutPayload::from(content.clone())).await?;
+                client.get(&key).await?.bytes().await
+            });
+            match round_trip {
+                Ok(read) if read.as_ref() == content.as_slice() => return,
+                Ok(read) => last = format!("read back {} bytes that differ", read.len()),
                 Err(e) => last = e.to_string(),
             }
             std::thread::sleep(Duration::from_millis(250));
