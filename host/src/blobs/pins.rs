@@ -36,11 +36,6 @@ impl PinTable {
         let mut guard = self.lock();
         self.pin_locked(&mut guard, digest, size)
     }
-
-    /// Whether `digest` has a pin.
-    pub fn is_pinned(&self, digest: &Digest) -> bool {
-        self.lock().contains_key(digest)
-    }
 }
 
 /// A claim on one blob, given back when dropped.
