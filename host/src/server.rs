@@ -5,8 +5,8 @@
 //! tests.
 
 use crate::api::{router, AppState};
-use crate::blobs::BlobStore;
-use crate::config::ServeConfig;
+use crate::blobs::{BlobError, BlobStore, S3Blobs};
+use crate::config::{BlobsConfig, ServeConfig};
 use crate::governance::{Governance, GovernanceSettings};
 use crate::images::{ComponentCache, ImageService, ImageSettings};
 use crate::inference::{EngineSettings, Engines};
@@ -87,8 +87,7 @@ impl App {
         let registry = Arc::new(registry);
         let directory = Arc::new(Directory::new(registry.clone(), registry.clone()));
         bootstrap_admin(&directory, config.admin_token.as_deref())?;
-        let blobs =
-            BlobStore::open(&data.join("blobs")).map_err(|e| store_error("the blob store")(&e))?;
+        let blobs = open_blobs(config).map_err(|e| store_error("the blob store")(&e))?;
 
         let mut engine_settings = EngineSettings::from_env();
         if config.engines_dir.is_some() {
@@ -231,6 +230,25 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         tracing::warn!("governance records not flushed at shutdown: {e}");
     }
     Ok(())
+}
+
+/// The blob store `config` asks for: the data folder's `blobs/`, or S3 cached in its
+/// `cache/blobs/`.
+fn open_blobs(config: &ServeConfig) -> Result<BlobStore, BlobError> {
+    match &config.blobs {
+        BlobsConfig::Local => BlobStore::open(&config.data_dir.join("blobs")),
+        BlobsConfig::S3 { s3, cache } => {
+            let remote = Arc::new(S3Blobs::connect(s3.clone())?);
+            let store =
+                BlobStore::open_cached(&config.data_dir.join("cache/blobs"), remote, *cache)?;
+            tracing::info!(
+                blobs = store.remote().unwrap_or_default(),
+                cache_mib = cache.budget_bytes >> 20,
+                "blobs in the object store, cached on this node"
+            );
+            Ok(store)
+        }
+    }
 }
 
 /// Stores the admin token's salted hash; keeps the stored one when none is given.

@@ -7,6 +7,7 @@ pub mod load;
 pub mod native;
 pub mod packages;
 pub mod postgres;
+pub mod s3;
 pub mod server;
 pub mod wrk;
 

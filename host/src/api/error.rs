@@ -3,6 +3,7 @@
 //! codes; a `google.rpc.ErrorInfo` detail with a specific `reason` where there is one), plus
 //! `"error"` (the message again), the field of KServe's Open Inference Protocol errors.
 
+use crate::blobs::BlobError;
 use crate::codec::CodecError;
 use crate::images::{ImageError, UploadError};
 use crate::inference::{InferenceError, NotSelfContained};
@@ -292,6 +293,39 @@ impl From<ImageError> for ApiError {
             ImageError::Graph(g) => g.into(),
             ImageError::Unsupported(m) => Self::bad_request(m).with_reason("unsupported"),
             ImageError::Registry(r) => r.into(),
+            ImageError::Blob(b) => b.into(),
+        }
+    }
+}
+
+/// When a request that found the object store unreachable may be tried again, seconds.
+pub const BLOB_STORE_RETRY_AFTER_SECS: u64 = 5;
+
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            // The detail names the store's endpoint: for the log only.
+            BlobError::Unavailable(detail) => {
+                tracing::warn!("the object store is unavailable: {detail}");
+                Self::unavailable(
+                    format!(
+                        "the object store that holds model files cannot be reached (files \
+                         this node has cached are still served); retry in \
+                         {BLOB_STORE_RETRY_AFTER_SECS} seconds"
+                    ),
+                    Some(BLOB_STORE_RETRY_AFTER_SECS),
+                )
+                .with_reason("blob_store_unavailable")
+            }
+            BlobError::Corrupt { expected, .. } => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "DATA_LOSS",
+                format!(
+                    "blob {expected} in the object store is corrupted (its content does not \
+                     match its sha256) and was refused; upload the model version again"
+                ),
+            )
+            .with_reason("blob_corrupt"),
             other => Self::internal(other),
         }
     }
@@ -310,7 +344,8 @@ impl From<UploadError> for ApiError {
                 Self::bad_request(e.to_string()).with_reason("digest_mismatch")
             }
             UploadError::Image(image) => image.into(),
-            UploadError::Blob(_) | UploadError::Io(_) => Self::internal(e),
+            UploadError::Blob(blob) => blob.into(),
+            UploadError::Io(_) => Self::internal(e),
         }
     }
 }

@@ -1,21 +1,30 @@
 //! The content-addressed blob store: large immutable files (archives, components, model
-//! weights) named by their sha256, on a cap-std `Dir` under the data folder.
+//! weights) named by their sha256.
 //!
-//! A write goes to `tmp/` while it is hashed, is fsynced, renamed to `sha256/<hex>` and the
-//! directory fsynced, so a blob either exists completely or not at all. Blobs are never
-//! modified; the registry decides when one is garbage and removes it.
+//! [`BlobStore`] (`store.rs`) is what the rest of the server uses. On a single node it is
+//! the local folder alone (`local.rs`). In cluster mode it puts an object store behind the
+//! [`RemoteBlobs`] trait (`remote.rs`; S3-compatible storage in `s3.rs`) and keeps the local
+//! folder as a node-local cache with a byte budget (`cache.rs`: LRU that never evicts a
+//! pinned blob, `pins.rs`), checking the sha256 of every fetched blob and fetching each
+//! missing blob once however many ask for it at the same time (`flight.rs`).
 
-use cap_std::ambient_authority;
-use cap_std::fs::{Dir, File};
+mod cache;
+mod flight;
+mod local;
+mod pins;
+mod remote;
+mod s3;
+mod store;
+
+pub use local::{BlobWriter, LocalBlobs};
+pub use pins::{BlobPin, PinTable};
+pub use remote::{RemoteBlobs, RemoteObject};
+pub use s3::{S3Blobs, S3Settings};
+pub use store::{BlobStore, CacheSettings, REMOTE_DELETE_GRACE};
+
 use sha2::{Digest as _, Sha256};
 use std::fmt;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use thiserror::Error;
-
-const BLOB_DIR: &str = "sha256";
-const TMP_DIR: &str = "tmp";
 
 /// A sha256 content digest, shown as `sha256:<64 hex>`.
 #[derive(
@@ -46,6 +55,11 @@ impl Digest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
         Self(hex::encode(Sha256::digest(bytes)))
+    }
+
+    /// The digest whose raw sha256 output is `hash`.
+    pub(crate) fn from_hash(hash: &[u8]) -> Self {
+        Self(hex::encode(hash))
     }
 }
 
@@ -92,6 +106,40 @@ pub enum BlobError {
         /// The limit.
         limit: u64,
     },
+    /// The object store could not be reached or failed (the detail is for the log, not
+    /// for clients: it names the endpoint).
+    #[error("the object store is unavailable: {0}")]
+    Unavailable(String),
+    /// What the object store returned is not the blob it was asked for; it was refused
+    /// and not cached.
+    #[error("blob {expected} in the object store is corrupted (its content hashes to {actual}); it was refused")]
+    Corrupt {
+        /// The digest asked for.
+        expected: Digest,
+        /// The digest of what arrived.
+        actual: Digest,
+    },
+}
+
+impl BlobError {
+    /// A copy for the other waiters of a shared fetch (`flight.rs`): the same kind, the
+    /// I/O source kept as text.
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::Io { action, source } => Self::Io {
+                action: action.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Self::NotFound(d) => Self::NotFound(d.clone()),
+            Self::BadDigest(t) => Self::BadDigest(t.clone()),
+            Self::TooLarge { limit } => Self::TooLarge { limit: *limit },
+            Self::Unavailable(m) => Self::Unavailable(m.clone()),
+            Self::Corrupt { expected, actual } => Self::Corrupt {
+                expected: expected.clone(),
+                actual: actual.clone(),
+            },
+        }
+    }
 }
 
 fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> BlobError {
@@ -99,249 +147,5 @@ fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> BlobError {
     move |source| BlobError::Io { action, source }
 }
 
-/// The blob store of one data folder. Cheap to clone (shared handles).
-#[derive(Debug, Clone)]
-pub struct BlobStore {
-    root: Arc<Dir>,
-    root_path: Arc<PathBuf>,
-}
-
-impl BlobStore {
-    /// Opens (creating if needed) the store in `path`, and clears writes a crash left behind.
-    pub fn open(path: &Path) -> Result<Self, BlobError> {
-        std::fs::create_dir_all(path).map_err(io(format!("creating {}", path.display())))?;
-        let root = Dir::open_ambient_dir(path, ambient_authority())
-            .map_err(io(format!("opening {}", path.display())))?;
-        root.create_dir_all(BLOB_DIR)
-            .map_err(io("creating sha256/"))?;
-        if root.exists(TMP_DIR) {
-            root.remove_dir_all(TMP_DIR).map_err(io("clearing tmp/"))?;
-        }
-        root.create_dir_all(TMP_DIR).map_err(io("creating tmp/"))?;
-        let root_path = std::fs::canonicalize(path).map_err(io("resolving the store path"))?;
-        Ok(Self {
-            root: Arc::new(root),
-            root_path: Arc::new(root_path),
-        })
-    }
-
-    /// Starts writing a new blob of at most `limit` bytes.
-    pub fn writer(&self, limit: u64) -> Result<BlobWriter, BlobError> {
-        let mut name = [0u8; 16];
-        getrandom::fill(&mut name).map_err(|e| BlobError::Io {
-            action: "naming a temp file".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let tmp = format!("{TMP_DIR}/{}", hex::encode(name));
-        let file = self.root.create(&tmp).map_err(io("creating a temp file"))?;
-        Ok(BlobWriter {
-            store: self.clone(),
-            tmp: Some(tmp),
-            file: Some(file),
-            hasher: Sha256::new(),
-            written: 0,
-            limit,
-        })
-    }
-
-    /// Stores `bytes` and returns their digest.
-    pub fn put(&self, bytes: &[u8]) -> Result<Digest, BlobError> {
-        let mut writer = self.writer(u64::MAX)?;
-        writer.write_all(bytes).map_err(io("writing a blob"))?;
-        Ok(writer.finish()?.0)
-    }
-
-    fn blob_path(digest: &Digest) -> String {
-        format!("{BLOB_DIR}/{}", digest.hex())
-    }
-
-    /// Whether the blob exists.
-    pub fn contains(&self, digest: &Digest) -> bool {
-        self.root.exists(Self::blob_path(digest))
-    }
-
-    /// Opens a blob for reading.
-    pub fn open_blob(&self, digest: &Digest) -> Result<File, BlobError> {
-        self.root.open(Self::blob_path(digest)).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                BlobError::NotFound(digest.clone())
-            } else {
-                BlobError::Io {
-                    action: format!("opening {digest}"),
-                    source: e,
-                }
-            }
-        })
-    }
-
-    /// Reads a whole blob into memory (for small blobs such as components).
-    pub fn read(&self, digest: &Digest) -> Result<Vec<u8>, BlobError> {
-        let mut bytes = Vec::new();
-        self.open_blob(digest)?
-            .read_to_end(&mut bytes)
-            .map_err(io(format!("reading {digest}")))?;
-        Ok(bytes)
-    }
-
-    /// The file-system path of a blob, for engines that load models from a path.
-    pub fn path_of(&self, digest: &Digest) -> Result<PathBuf, BlobError> {
-        if self.contains(digest) {
-            Ok(self.root_path.join(Self::blob_path(digest)))
-        } else {
-            Err(BlobError::NotFound(digest.clone()))
-        }
-    }
-
-    /// Removes a blob (absent blobs are not an error).
-    pub fn remove(&self, digest: &Digest) -> Result<(), BlobError> {
-        match self.root.remove_file(Self::blob_path(digest)) {
-            Ok(()) => self.sync_dir(BLOB_DIR),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(BlobError::Io {
-                action: format!("removing {digest}"),
-                source: e,
-            }),
-        }
-    }
-
-    /// Every stored blob.
-    pub fn list(&self) -> Result<Vec<Digest>, BlobError> {
-        let mut digests = Vec::new();
-        for entry in self.root.read_dir(BLOB_DIR).map_err(io("listing blobs"))? {
-            let entry = entry.map_err(io("listing blobs"))?;
-            if let Ok(digest) = Digest::parse(&entry.file_name().to_string_lossy()) {
-                digests.push(digest);
-            }
-        }
-        digests.sort();
-        Ok(digests)
-    }
-
-    /// Files in `tmp/` (writes in progress or abandoned).
-    pub fn pending_writes(&self) -> Result<usize, BlobError> {
-        Ok(self
-            .root
-            .read_dir(TMP_DIR)
-            .map_err(io("listing tmp/"))?
-            .count())
-    }
-
-    fn sync_dir(&self, dir: &str) -> Result<(), BlobError> {
-        // cap-std opens directories with O_PATH, which cannot be fsynced; open our own
-        // store folder (a fixed name under the root, never user input) for reading instead.
-        std::fs::File::open(self.root_path.join(dir))
-            .and_then(|handle| handle.sync_all())
-            .map_err(io(format!("syncing {dir}/")))
-    }
-}
-
-/// A blob being written: hashed as it goes, published by [`BlobWriter::finish`], removed
-/// if dropped unfinished.
-pub struct BlobWriter {
-    store: BlobStore,
-    tmp: Option<String>,
-    file: Option<File>,
-    hasher: Sha256,
-    written: u64,
-    limit: u64,
-}
-
-impl BlobWriter {
-    /// Bytes written so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// Fsyncs, names the blob by its digest and fsyncs the directory; returns the digest
-    /// and size. Content already stored is not written twice.
-    pub fn finish(mut self) -> Result<(Digest, u64), BlobError> {
-        let file = self.file.take().ok_or_else(|| BlobError::Io {
-            action: "finishing a blob".into(),
-            source: std::io::Error::other("writer already finished"),
-        })?;
-        file.sync_all().map_err(io("syncing a blob"))?;
-        drop(file);
-        let digest = Digest(hex::encode(std::mem::take(&mut self.hasher).finalize()));
-        let tmp = self.tmp.take().unwrap_or_default();
-        let target = BlobStore::blob_path(&digest);
-        if self.store.root.exists(&target) {
-            self.store
-                .root
-                .remove_file(&tmp)
-                .map_err(io("removing a duplicate temp file"))?;
-        } else {
-            self.store
-                .root
-                .rename(&tmp, &self.store.root, &target)
-                .map_err(io(format!("publishing {digest}")))?;
-            self.store.sync_dir(BLOB_DIR)?;
-        }
-        Ok((digest, self.written))
-    }
-}
-
-impl Write for BlobWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let Some(file) = self.file.as_mut() else {
-            return Err(std::io::Error::other("writer already finished"));
-        };
-        if self.written + buf.len() as u64 > self.limit {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::FileTooLarge,
-                format!("blob larger than the {}-byte limit", self.limit),
-            ));
-        }
-        let n = file.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.as_mut().map_or(Ok(()), Write::flush)
-    }
-}
-
-impl Drop for BlobWriter {
-    fn drop(&mut self) {
-        if let Some(tmp) = self.tmp.take() {
-            self.file = None;
-            let _ = self.store.root.remove_file(tmp);
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stores_by_content_and_cleans_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path()).unwrap();
-        let a = store.put(b"hello").unwrap();
-        assert_eq!(a, Digest::of(b"hello"));
-        assert_eq!(store.put(b"hello").unwrap(), a, "same content, same blob");
-        assert_eq!(store.read(&a).unwrap(), b"hello");
-        assert_eq!(store.list().unwrap(), vec![a.clone()]);
-        {
-            let mut w = store.writer(4).unwrap();
-            assert!(w.write_all(b"too long").is_err());
-        }
-        assert_eq!(
-            store.pending_writes().unwrap(),
-            0,
-            "abandoned writes vanish"
-        );
-        store.remove(&a).unwrap();
-        assert!(matches!(store.read(&a), Err(BlobError::NotFound(_))));
-    }
-
-    #[test]
-    fn digests_parse_strictly() {
-        let d = Digest::of(b"x");
-        assert_eq!(Digest::parse(&d.to_string()).unwrap(), d);
-        assert!(Digest::parse("sha256:xyz").is_err());
-        assert!(Digest::parse("../../etc/passwd").is_err());
-    }
-}
+mod tests;

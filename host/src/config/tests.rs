@@ -185,9 +185,9 @@ fn every_key_is_a_flag_of_the_same_name_with_its_variable() {
 fn sample(key: &str) -> &'static str {
     match key {
         "listen" => "\"127.0.0.1:1\"",
-        "fuel_metering" | "plain_http" | "public_metrics" => "true",
+        "fuel_metering" | "plain_http" | "public_metrics" | "blobs_allow_http" => "true",
         "log_format" => "\"json\"",
-        "data_dir" | "engines_dir" | "tls_cert" | "tls_key" => "\"x\"",
+        "data_dir" | "engines_dir" | "tls_cert" | "tls_key" | "blobs" | "blobs_endpoint" => "\"x\"",
         _ => "1",
     }
 }

@@ -14,13 +14,14 @@ mod pins;
 mod slots;
 mod upload;
 
+pub use crate::blobs::BlobPin;
 pub use cache::{CacheStats, ComponentCache};
 pub use error::ImageError;
-pub use pins::{BlobPin, OrphanError};
+pub use pins::OrphanError;
 pub use slots::{UploadSlot, DEFAULT_MAX_CONCURRENT_UPLOADS};
 pub use upload::{Upload, UploadError};
 
-use crate::blobs::{BlobStore, Digest};
+use crate::blobs::{BlobStore, Digest, PinTable};
 use crate::inference::{Engines, GraphFile, GraphSet, GraphSpec, InferenceError};
 use crate::package::{unpack, Manifest, PackageError, UnpackLimits};
 use crate::registry::{ImageDraft, ImageFile, ImageRecord, ImageStore, RegistryError};
@@ -44,6 +45,8 @@ pub struct LoadedImage {
     pub limits: RequestLimits,
     /// Its inference counters (they outlive this loaded copy).
     pub stats: Arc<ModelStats>,
+    /// Its blobs, kept in the node's blob cache while this copy lives.
+    _blobs: Vec<BlobPin>,
 }
 
 type ImageKey = (String, String, u64);
@@ -56,7 +59,7 @@ pub struct ImageService {
     engines: &'static Engines,
     cache: ComponentCache,
     loaded: Mutex<HashMap<ImageKey, Arc<LoadedImage>>>,
-    in_flight: pins::PinTable,
+    in_flight: PinTable,
     uploads: slots::UploadSlots,
     unpack_limits: UnpackLimits,
     max_upload_bytes: u64,
@@ -99,13 +102,13 @@ impl ImageService {
         settings: ImageSettings,
     ) -> Self {
         Self {
+            in_flight: blobs.upload_pins().clone(),
             blobs,
             registry,
             runtime,
             engines,
             cache,
             loaded: Mutex::default(),
-            in_flight: pins::PinTable::default(),
             uploads: slots::UploadSlots::new(settings.max_concurrent_uploads),
             unpack_limits: settings.unpack_limits,
             max_upload_bytes: settings.max_upload_bytes,
@@ -182,6 +185,8 @@ impl ImageService {
     ) -> Result<ImageRecord, ImageError> {
         let file = self.blobs.open_blob(archive.digest())?;
         let mut files: Vec<ImageFile> = Vec::new();
+        // Why a blob could not be stored (the object store is down): answered as such.
+        let mut not_stored = None;
         let unpacked = {
             let mut sink =
                 |path: &str, reader: &mut dyn std::io::Read| -> Result<u64, PackageError> {
@@ -191,9 +196,11 @@ impl ImageService {
                         .map_err(|e| PackageError::Io(e.to_string()))?;
                     let copied = std::io::copy(reader, &mut writer)
                         .map_err(|e| PackageError::Io(e.to_string()))?;
-                    let pin = self
-                        .finish_pinned(writer)
-                        .map_err(|e| PackageError::Io(e.to_string()))?;
+                    let pin = self.finish_pinned(writer).map_err(|e| {
+                        let message = e.to_string();
+                        not_stored = Some(e);
+                        PackageError::Io(message)
+                    })?;
                     files.push(ImageFile {
                         path: path.to_string(),
                         digest: pin.digest().clone(),
@@ -202,7 +209,12 @@ impl ImageService {
                     pins.push(pin);
                     Ok(copied)
                 };
-            unpack(BufReader::new(file), &self.unpack_limits, &mut sink)?
+            unpack(BufReader::new(file), &self.unpack_limits, &mut sink)
+        };
+        let unpacked = match (unpacked, not_stored) {
+            (Ok(unpacked), _) => unpacked,
+            (Err(_), Some(blob)) => return Err(ImageError::Blob(blob)),
+            (Err(e), None) => return Err(e.into()),
         };
         let manifest = unpacked.manifest;
         if manifest.name != name {
@@ -248,14 +260,19 @@ impl ImageService {
             .ok_or_else(|| PackageError::MissingFile {
                 path: manifest.handler.clone(),
             })?;
+        // A blob that cannot be read (the object store is down, the object is corrupted)
+        // is the store's failure, not an invalid component.
+        let mut unreadable = None;
         let component = self
             .cache
             .get_or_compile(&self.runtime, &handler.digest, || {
-                self.blobs
-                    .read(&handler.digest)
-                    .map_err(|e| crate::runtime::RuntimeError::InvalidComponent(e.to_string()))
+                self.blobs.read(&handler.digest).map_err(|e| {
+                    let message = e.to_string();
+                    unreadable = Some(e);
+                    crate::runtime::RuntimeError::InvalidComponent(message)
+                })
             })
-            .map_err(ImageError::Component)?;
+            .map_err(|e| unreadable.map_or(ImageError::Component(e), ImageError::Blob))?;
         self.runtime
             .prepare(label, component)
             .map_err(ImageError::Component)
@@ -355,6 +372,13 @@ impl ImageService {
         let record = self.registry.image(tenant, name, version)?;
         let manifest = Manifest::parse(&record.manifest)?;
         let label = format!("{tenant}/{name}@{version}");
+        // Pinned before they are read: in cluster mode the cache keeps them while in use.
+        let pins = self.blobs.use_pins();
+        let blobs = record
+            .files
+            .iter()
+            .map(|f| pins.pin(f.digest.clone(), f.size_bytes))
+            .collect();
         let handler = self.prepare_handler(&label, &manifest, &record.files)?;
         let graphs = self.load_graphs(&manifest, &record.files)?;
         let limits = manifest.limits.request_limits();
@@ -365,6 +389,7 @@ impl ImageService {
             graphs,
             limits,
             stats: self.stats.model(tenant, name, version),
+            _blobs: blobs,
         });
         self.loaded
             .lock()

@@ -7,65 +7,35 @@
 //! the records second, so a blob is never both unpinned and not yet referenced while it
 //! runs. A crash (kill -9) skips that last step: [`ImageService::collect_orphans`], run at
 //! start-up, removes every blob no record names.
+//!
+//! In cluster mode a finished blob is uploaded to the object store right after it is
+//! pinned, and removing a blob removes its object only once it is older than the grace
+//! period (`blobs/store.rs`): other nodes' uploads are not pinned here.
 
 use super::ImageService;
-use crate::blobs::{BlobError, BlobWriter, Digest};
+use crate::blobs::{BlobError, BlobPin, BlobWriter, Digest};
 use crate::registry::RegistryError;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-/// Uploads in flight: how many of them pin each blob.
-pub(crate) type PinTable = Arc<Mutex<HashMap<Digest, usize>>>;
-
-/// A finished blob that garbage collection leaves alone while this value lives (an upload
-/// still using it).
-pub struct BlobPin {
-    table: PinTable,
-    digest: Digest,
-    size: u64,
-}
-
-impl BlobPin {
-    /// The blob's digest.
-    pub fn digest(&self) -> &Digest {
-        &self.digest
-    }
-
-    /// The blob's size.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-}
-
-impl Drop for BlobPin {
-    fn drop(&mut self) {
-        let mut pins = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = pins.get_mut(&self.digest) {
-            *count -= 1;
-            if *count == 0 {
-                pins.remove(&self.digest);
-            }
-        }
-    }
-}
 
 impl ImageService {
     /// Publishes `writer`'s blob and pins it, atomically with respect to garbage collection.
+    /// In cluster mode the blob is then uploaded; when that fails it is collected again.
     pub fn finish_pinned(&self, writer: BlobWriter) -> Result<BlobPin, BlobError> {
-        let mut pins = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let (digest, size) = writer.finish()?;
-        *pins.entry(digest.clone()).or_default() += 1;
-        Ok(BlobPin {
-            table: self.in_flight.clone(),
-            digest,
-            size,
-        })
+        let pin = {
+            let mut pins = self.in_flight.lock();
+            let (digest, size) = writer.finish()?;
+            self.in_flight.pin_locked(&mut pins, digest, size)
+        };
+        if let Err(e) = self.blobs.persist(pin.digest(), pin.size()) {
+            self.discard(pin);
+            return Err(e);
+        }
+        Ok(pin)
     }
 
     /// Gives up an uploaded blob (for example on a digest mismatch), removing it unless an
     /// image or another upload uses it.
     pub fn discard(&self, blob: BlobPin) {
-        let digest = blob.digest.clone();
+        let digest = blob.digest().clone();
         drop(blob);
         self.collect_garbage(&[digest]);
     }
@@ -75,7 +45,7 @@ impl ImageService {
         // Pins first, references second: an upload publishing an image that uses one of
         // the candidates either still pins it here or is already in the references read
         // below (it drops its pins only after publishing, and dropping needs this lock).
-        let pinned = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let pinned = self.in_flight.lock();
         let referenced = match self.registry.referenced_blobs() {
             Ok(r) => r,
             Err(e) => {
@@ -95,7 +65,7 @@ impl ImageService {
     /// [`ImageService::collect_garbage`]: pins, then references, then the blobs on disk,
     /// where a blob appears only under the pin lock). Returns how many it removed.
     pub fn collect_orphans(&self) -> Result<usize, OrphanError> {
-        let pinned = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let pinned = self.in_flight.lock();
         let referenced = self.registry.referenced_blobs()?;
         let mut removed = 0;
         for digest in self.blobs.list()? {
@@ -104,6 +74,15 @@ impl ImageService {
                 self.remove_blob(&digest);
                 removed += 1;
             }
+        }
+        // Cluster mode: objects no image references, older than the grace period.
+        match self
+            .blobs
+            .sweep_remote(|d| referenced.contains(d) || pinned.contains_key(d))
+        {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "deleted objects no image references"),
+            Err(e) => tracing::warn!("skipping the sweep of the object store: {e}"),
         }
         Ok(removed)
     }

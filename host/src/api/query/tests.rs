@@ -91,6 +91,11 @@ fn image_errors() -> Vec<ImageError> {
             action: "reading".into(),
             source: std::io::Error::other("disk"),
         }),
+        ImageError::Blob(BlobError::Unavailable("connection refused".into())),
+        ImageError::Blob(BlobError::Corrupt {
+            expected: crate::blobs::Digest::of(b"a"),
+            actual: crate::blobs::Digest::of(b"b"),
+        }),
     ];
     errors.extend(registry_errors().into_iter().map(ImageError::Registry));
     errors
