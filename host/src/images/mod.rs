@@ -25,7 +25,7 @@ use crate::inference::{Engines, GraphFile, GraphSet, GraphSpec, InferenceError};
 use crate::package::{unpack, Manifest, PackageError, UnpackLimits};
 use crate::registry::{ImageDraft, ImageFile, ImageRecord, ImageStore, RegistryError};
 use crate::runtime::{LoadedHandler, RequestLimits, Runtime};
-use crate::telemetry::{ModelStats, StatsTable};
+use crate::telemetry::StatsTable;
 use std::collections::HashMap;
 use std::io::BufReader;
 use std::sync::{Arc, Mutex};
@@ -42,8 +42,6 @@ pub struct LoadedImage {
     pub graphs: GraphSet,
     /// Limits of each request.
     pub limits: RequestLimits,
-    /// Its inference counters (they outlive this loaded copy).
-    pub stats: Arc<ModelStats>,
 }
 
 type ImageKey = (String, String, u64);
@@ -230,7 +228,7 @@ impl ImageService {
         // Validate: the handler compiles and links, every graph loads.
         let label = format!("{tenant}/{name}@new");
         self.prepare_handler(&label, &manifest, &draft.files)?;
-        self.load_graphs(&manifest, &draft.files)?;
+        self.load_graphs(&label, &manifest, &draft.files)?;
         let record = self.registry.publish_image(draft)?;
         tracing::info!(tenant, model = name, version = record.version, digest = %record.digest, "model image published");
         Ok(record)
@@ -263,6 +261,7 @@ impl ImageService {
 
     fn load_graphs(
         &self,
+        image: &str,
         manifest: &Manifest,
         files: &[ImageFile],
     ) -> Result<GraphSet, ImageError> {
@@ -291,6 +290,7 @@ impl ImageService {
                     encoding: g.encoding,
                     files,
                     options: g.options(),
+                    image: image.to_string(),
                 })
             })
             .collect::<Result<Vec<_>, ImageError>>()?;
@@ -336,6 +336,26 @@ impl ImageService {
         self.registry.image(tenant, name, version)
     }
 
+    /// Marks one version shared with other tenants or not (`by`: `admin` or a token id);
+    /// the record keeps who changed it and when.
+    pub fn set_sharing(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: u64,
+        shared: bool,
+        by: &str,
+    ) -> Result<ImageRecord, RegistryError> {
+        let sharing = crate::registry::Sharing {
+            shared,
+            changed_by: by.to_string(),
+            changed_at_ms: crate::registry::unix_millis(),
+        };
+        let record = self.registry.set_sharing(tenant, name, version, sharing)?;
+        tracing::info!(tenant, model = name, version, shared, by, "model version sharing changed");
+        Ok(record)
+    }
+
     /// The image version ready to run, loading it on first use.
     pub fn load(
         &self,
@@ -356,7 +376,7 @@ impl ImageService {
         let manifest = Manifest::parse(&record.manifest)?;
         let label = format!("{tenant}/{name}@{version}");
         let handler = self.prepare_handler(&label, &manifest, &record.files)?;
-        let graphs = self.load_graphs(&manifest, &record.files)?;
+        let graphs = self.load_graphs(&label, &manifest, &record.files)?;
         let limits = manifest.limits.request_limits();
         let image = Arc::new(LoadedImage {
             record,
@@ -364,7 +384,6 @@ impl ImageService {
             handler,
             graphs,
             limits,
-            stats: self.stats.model(tenant, name, version),
         });
         self.loaded
             .lock()
