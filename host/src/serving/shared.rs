@@ -32,9 +32,10 @@ pub fn owner_and_model<'a>(tenant: &'a str, entity_name: &'a str) -> (&'a str, &
 }
 
 /// The record of `owner/model` version `version` when `tenant` may serve it: its own, or
-/// another tenant's that is shared now. Otherwise the same "does not exist" as for a
-/// version that does not exist (whether another tenant has a model is not told).
-fn servable(
+/// another tenant's that is shared now (whose manifest, as the interface of what it
+/// serves, the tenant may read: signature, limits). Otherwise the same "does not exist" as
+/// for a version that does not exist (whether another tenant has a model is not told).
+pub fn record_for(
     images: &ImageService,
     tenant: &str,
     entity_name: &str,
@@ -72,7 +73,7 @@ pub fn check_config(
                 entity.entity_version
             ))
         })?;
-        servable(images, tenant, &entity.entity_name, version)?;
+        record_for(images, tenant, &entity.entity_name, version)?;
     }
     Ok(())
 }
@@ -88,7 +89,7 @@ pub(super) fn check_load(
     if owner_and_model(tenant, entity_name).0 == tenant {
         return Ok(());
     }
-    servable(images, tenant, entity_name, version)
+    record_for(images, tenant, entity_name, version)
         .map(|_| ())
         .map_err(|_| PrepareError::NotShared {
             entity: entity.to_string(),
