@@ -199,11 +199,6 @@ pub async fn delete_version(
     let grant = caller.require(Permission::CanManage, "model", &name)?;
     let version = parse_version(&version)?;
     let tenant = grant.tenant.clone();
-    if let Some(endpoint) = state.endpoints.serves_image(&tenant, &name, version)? {
-        return Err(ApiError::conflict(format!(
-            "version {version} of `{name}` is served by endpoint `{endpoint}`; take it out of that endpoint's config first"
-        )));
-    }
     // Which tenants serve it is theirs to know: the answer says only that some do.
     if state
         .endpoints
@@ -213,6 +208,11 @@ pub async fn delete_version(
             "version {version} of `{name}` is shared and another tenant's endpoint serves it; \
              unshare it first (PATCH this version with {{\"shared\": false}}; their endpoints \
              stop serving it), then delete it"
+        )));
+    }
+    if let Some(endpoint) = state.endpoints.serves_image(&tenant, &name, version)? {
+        return Err(ApiError::conflict(format!(
+            "version {version} of `{name}` is served by endpoint `{endpoint}`; take it out of that endpoint's config first"
         )));
     }
     let endpoints = state.endpoints.clone();

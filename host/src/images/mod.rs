@@ -46,6 +46,30 @@ pub struct LoadedImage {
 
 type ImageKey = (String, String, u64);
 
+/// The loaded versions: those kept loaded, and every copy something still holds. One copy
+/// per version while anything holds it, so that every entity serving a version (the
+/// owner's and, for a shared version, other tenants') runs the same graphs, and a graph
+/// that batches gathers all their requests in one batcher; a version released from `kept`
+/// while an entity still held it (an endpoint being prepared when another one's prepare
+/// released what no live config served) is found again in `held` instead of loaded twice.
+#[derive(Default)]
+struct Loaded {
+    kept: HashMap<ImageKey, Arc<LoadedImage>>,
+    held: HashMap<ImageKey, std::sync::Weak<LoadedImage>>,
+}
+
+impl Loaded {
+    /// The copy of `key` kept or still held somewhere (kept again from now on).
+    fn find(&mut self, key: &ImageKey) -> Option<Arc<LoadedImage>> {
+        if let Some(image) = self.kept.get(key) {
+            return Some(image.clone());
+        }
+        let image = self.held.get(key)?.upgrade()?;
+        self.kept.insert(key.clone(), image.clone());
+        Some(image)
+    }
+}
+
 /// Publishes and loads model images.
 pub struct ImageService {
     blobs: BlobStore,
@@ -53,7 +77,7 @@ pub struct ImageService {
     runtime: Arc<Runtime>,
     engines: &'static Engines,
     cache: ComponentCache,
-    loaded: Mutex<HashMap<ImageKey, Arc<LoadedImage>>>,
+    loaded: Mutex<Loaded>,
     in_flight: pins::PinTable,
     uploads: slots::UploadSlots,
     unpack_limits: UnpackLimits,
@@ -364,13 +388,8 @@ impl ImageService {
         version: u64,
     ) -> Result<Arc<LoadedImage>, ImageError> {
         let key = (tenant.to_string(), name.to_string(), version);
-        if let Some(image) = self
-            .loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Ok(image.clone());
+        if let Some(image) = self.lock_loaded().find(&key) {
+            return Ok(image);
         }
         let record = self.registry.image(tenant, name, version)?;
         let manifest = Manifest::parse(&record.manifest)?;
@@ -385,29 +404,36 @@ impl ImageService {
             graphs,
             limits,
         });
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
-            .or_insert_with(|| image.clone());
+        // Another load of the version may have finished meanwhile: keep one copy.
+        let mut loaded = self.lock_loaded();
+        if let Some(first) = loaded.find(&key) {
+            return Ok(first);
+        }
+        loaded.held.retain(|_, held| held.strong_count() > 0);
+        loaded.held.insert(key.clone(), Arc::downgrade(&image));
+        loaded.kept.insert(key, image.clone());
         Ok(image)
     }
 
-    /// Forgets a loaded version (its graphs are freed when the last request using them ends).
+    fn lock_loaded(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets a loaded version, held copies too (it is being deleted: a later load must
+    /// find it gone); its graphs are freed when the last request using them ends.
     pub fn unload(&self, tenant: &str, name: &str, version: u64) {
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(tenant.to_string(), name.to_string(), version));
+        let key = (tenant.to_string(), name.to_string(), version);
+        let mut loaded = self.lock_loaded();
+        loaded.kept.remove(&key);
+        loaded.held.remove(&key);
     }
 
     /// Unloads every loaded version not in `keep` (graphs are freed when the last request
-    /// using them ends).
+    /// using them ends; until then a load finds the copy still held).
     pub fn retain_only(&self, keep: &std::collections::HashSet<(String, String, u64)>) {
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|key, _| keep.contains(key));
+        let mut loaded = self.lock_loaded();
+        loaded.kept.retain(|key, _| keep.contains(key));
+        loaded.held.retain(|_, held| held.strong_count() > 0);
     }
 
     /// Deletes a version and collects the blobs nothing references any more.
