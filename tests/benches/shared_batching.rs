@@ -84,7 +84,10 @@ fn main() {
             &json!({"shared": true}),
         );
         assert_eq!(status, 200, "{reply}");
-        for (client, entity) in [(&owner, name.to_string()), (&guest, format!("owner/{name}"))] {
+        for (client, entity) in [
+            (&owner, name.to_string()),
+            (&guest, format!("owner/{name}")),
+        ] {
             let (status, reply) = client.post(
                 "/api/2.0/serving-endpoints",
                 &json!({"name": name, "config": {"served_entities": [
@@ -137,13 +140,16 @@ fn main() {
                 let n = l.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok());
                 (l.contains("cross_tenant=\"true\""), n.unwrap_or(0.0) as u64)
             })
-            .fold((0, 0), |(c, o), (is_cross, n)| {
-                if is_cross {
-                    (c + n, o)
-                } else {
-                    (c, o + n)
-                }
-            })
+            .fold(
+                (0, 0),
+                |(c, o), (is_cross, n)| {
+                    if is_cross {
+                        (c + n, o)
+                    } else {
+                        (c, o + n)
+                    }
+                },
+            )
     };
     println!(
         "max_delay_us = {delay}, {concurrency} clients per tenant, tenant guest threads = \
@@ -156,10 +162,5 @@ fn main() {
     );
     println!("| model | concurrency | unbatched req/s | batched req/s | throughput ratio | unbatched p50 / p99 (us) | batched p50 / p99 (us) | p50 ratio |");
     println!("|---|---|---|---|---|---|---|---|");
-    print_row(
-        "mlp 4x2048, two tenants",
-        concurrency * 2,
-        &plain,
-        &batched,
-    );
+    print_row("mlp 4x2048, two tenants", concurrency * 2, &plain, &batched);
 }

@@ -215,7 +215,10 @@ fn two_tenants_batch_together_on_a_shared_version_and_see_only_their_own() {
         &endpoint_body("b-mlp", "acme/nothing"),
     );
     assert_eq!(
-        absent["message"].as_str().unwrap().replace("nothing", "mlp"),
+        absent["message"]
+            .as_str()
+            .unwrap()
+            .replace("nothing", "mlp"),
         refused["message"].as_str().unwrap(),
         "not shared and absent must read alike"
     );
@@ -225,19 +228,28 @@ fn two_tenants_batch_together_on_a_shared_version_and_see_only_their_own() {
     // Bodies and parameters that are not understood are refused, naming the field.
     let (status, body) = acme.patch("/api/2.0/models/mlp/versions/1", &json!({"shared": "yes"}));
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("shared"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("shared"),
+        "{body}"
+    );
     let (status, body) = acme.patch(
         "/api/2.0/models/mlp/versions/1",
         &json!({"shared": true, "public": true}),
     );
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("public"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("public"),
+        "{body}"
+    );
     let (status, body) = acme.patch(
         "/api/2.0/models/mlp/versions/1?tenant=acme",
         &json!({"shared": true}),
     );
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("tenant"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("tenant"),
+        "{body}"
+    );
     let (status, body) = admin.patch("/api/2.0/models/mlp/versions/1", &json!({"shared": true}));
     assert_eq!(status, 400, "{body}");
 
@@ -301,7 +313,8 @@ fn two_tenants_batch_together_on_a_shared_version_and_see_only_their_own() {
             panic!("no batch mixed the two tenants in 5 rounds; batches: {lines:#?}");
         }
         let answers = burst(&[&a, &b]);
-        for ((s, expected), answers) in [(&a, &a_expected), (&b, &b_expected)].iter().zip(&answers) {
+        for ((s, expected), answers) in [(&a, &a_expected), (&b, &b_expected)].iter().zip(&answers)
+        {
             for (i, (status, reply)) in answers.iter().enumerate() {
                 assert_eq!(*status, 200, "{} request {i}: {reply}", s.endpoint);
                 let got = outputs(reply, &s.ids[i], rows_of(i));
@@ -381,7 +394,10 @@ fn two_tenants_batch_together_on_a_shared_version_and_see_only_their_own() {
     }
     let (_, models) = globex.get("/api/2.0/models");
     assert_eq!(models["models"], json!([]), "{models}");
-    for path in ["/api/2.0/models/mlp/versions", "/api/2.0/models/mlp/versions/1"] {
+    for path in [
+        "/api/2.0/models/mlp/versions",
+        "/api/2.0/models/mlp/versions/1",
+    ] {
         assert_eq!(globex.get(path).0, 404, "{path}");
     }
     assert_eq!(globex.delete("/api/2.0/models/mlp/versions/1").0, 404);
@@ -400,7 +416,10 @@ fn two_tenants_batch_together_on_a_shared_version_and_see_only_their_own() {
     assert_eq!(status, 409, "{body}");
     let message = body["message"].as_str().unwrap();
     assert!(message.contains("unshare"), "{message}");
-    assert!(!message.contains("globex") && !message.contains("b-mlp"), "{message}");
+    assert!(
+        !message.contains("globex") && !message.contains("b-mlp"),
+        "{message}"
+    );
 
     // Unsharing stops globex's endpoint at once; acme's serves on.
     let (status, body) = acme.patch("/api/2.0/models/mlp/versions/1", &json!({"shared": false}));

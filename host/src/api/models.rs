@@ -112,10 +112,9 @@ pub async fn patch_version(
         }
     };
     let endpoints = state.endpoints.clone();
-    let record = blocking(move || {
-        Ok(endpoints.set_sharing(&tenant, &name, version, body.shared, &by)?)
-    })
-    .await?;
+    let record =
+        blocking(move || Ok(endpoints.set_sharing(&tenant, &name, version, body.shared, &by)?))
+            .await?;
     Ok(Json(version_summary(&record)))
 }
 

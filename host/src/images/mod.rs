@@ -376,7 +376,14 @@ impl ImageService {
             changed_at_ms: crate::registry::unix_millis(),
         };
         let record = self.registry.set_sharing(tenant, name, version, sharing)?;
-        tracing::info!(tenant, model = name, version, shared, by, "model version sharing changed");
+        tracing::info!(
+            tenant,
+            model = name,
+            version,
+            shared,
+            by,
+            "model version sharing changed"
+        );
         Ok(record)
     }
 

@@ -224,16 +224,16 @@ fn with_batching<G: context::RunGraph>(
         return Ok((graph_from(graph), None));
     };
     let inner: Arc<dyn context::RunGraph> = graph.0;
-    let batched = batching::Batched::new(&spec.name, &spec.image, inner, policy.clone()).map_err(|reason| {
-        InferenceError::GraphRejected {
+    let batched = batching::Batched::new(&spec.name, &spec.image, inner, policy.clone()).map_err(
+        |reason| InferenceError::GraphRejected {
             graph: spec.name.clone(),
             engine: match spec.encoding {
                 Encoding::Onnx => "onnx",
                 Encoding::Openvino => "openvino",
             },
             reason,
-        }
-    })?;
+        },
+    )?;
     let batcher = batched.batcher();
     Ok((
         graph_from(context::SharedGraph(Arc::new(batched))),

@@ -205,7 +205,10 @@ mod tests {
             })
             .unwrap_err()
             .to_string();
-            assert!(err.contains("served_entities[0].entity_name"), "{bad}: {err}");
+            assert!(
+                err.contains("served_entities[0].entity_name"),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -74,7 +74,13 @@ fn load_entity(
     );
     // Another tenant's version only while it is shared (`shared`); it is the owner's
     // loaded image, so its graphs (and their batches) are shared with the owner's entities.
-    super::shared::check_load(images, at.tenant, &entity.name, &entity.entity_name, version)?;
+    super::shared::check_load(
+        images,
+        at.tenant,
+        &entity.name,
+        &entity.entity_name,
+        version,
+    )?;
     let (owner, model) = super::shared::owner_and_model(at.tenant, &entity.entity_name);
     let image = images
         .load(owner, model, version)

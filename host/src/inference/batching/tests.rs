@@ -147,7 +147,8 @@ fn requests_of_two_tenants_share_a_batch_and_each_is_charged_its_own_rows() {
             thread::spawn(move || {
                 let tenant = if i % 2 == 0 { "acme" } else { "globex" };
                 let _tenant = call_scope::TenantScope::enter(tenant.into());
-                let _call = call_scope::DeadlineScope::enter(Instant::now() + Duration::from_secs(5));
+                let _call =
+                    call_scope::DeadlineScope::enter(Instant::now() + Duration::from_secs(5));
                 start.wait();
                 let x = tensor(&[1, 2], &[i as f32, 100.0 + i as f32]);
                 let y = call(&b, &x, None);

@@ -62,7 +62,9 @@ fn sharing_is_recorded_with_who_and_when_and_survives_reopen() {
         reg.create_tenant("acme").unwrap();
         let published = reg.publish_image(draft("acme", "a")).unwrap();
         assert!(!published.is_shared() && published.sharing.is_none());
-        let shared = reg.set_sharing("acme", "a", 1, sharing(true, "t1")).unwrap();
+        let shared = reg
+            .set_sharing("acme", "a", 1, sharing(true, "t1"))
+            .unwrap();
         assert!(shared.is_shared());
         assert!(matches!(
             reg.set_sharing("acme", "a", 2, sharing(true, "t1")),
@@ -76,7 +78,9 @@ fn sharing_is_recorded_with_who_and_when_and_survives_reopen() {
     let reg = SledRegistry::open(dir.path()).unwrap();
     let record = reg.image("acme", "a", 1).unwrap();
     assert_eq!(record.sharing, Some(sharing(true, "t1")));
-    let unshared = reg.set_sharing("acme", "a", 1, sharing(false, "admin")).unwrap();
+    let unshared = reg
+        .set_sharing("acme", "a", 1, sharing(false, "admin"))
+        .unwrap();
     assert!(!unshared.is_shared());
     assert_eq!(unshared.sharing.unwrap().changed_by, "admin");
     // Nothing else of the record changes.
