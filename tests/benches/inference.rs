@@ -153,6 +153,7 @@ fn main() {
                 encoding: Encoding::Onnx,
                 files: vec![GraphFile::open(path).expect("model file opens")],
                 options: GraphOptions::default(),
+                image: String::new(),
             }],
             GuestLoadPolicy::Denied,
         )

@@ -129,6 +129,28 @@ pub fn load(url: &str, token: &str, body: &Value, concurrency: usize) -> Samples
     }
 }
 
+/// [`load`] on several `(url, token)` targets at once, `concurrency` clients each, pooled
+/// over the same seconds: the throughput is the targets' together.
+pub fn load_together(targets: &[(String, String)], body: &Value, concurrency: usize) -> Samples {
+    let parts: Vec<Samples> = std::thread::scope(|scope| {
+        let handles: Vec<_> = targets
+            .iter()
+            .map(|(url, token)| scope.spawn(move || load(url, token, body, concurrency)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("load"))
+            .collect()
+    });
+    let mut pooled = Samples::default();
+    for part in parts {
+        pooled.latencies.extend(part.latencies);
+        pooled.errors += part.errors;
+    }
+    pooled.seconds = run_time().as_secs_f64();
+    pooled
+}
+
 /// A duration in microseconds.
 pub fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6

@@ -326,6 +326,7 @@ impl Drop for TestServer {
 }
 
 /// An HTTP client bound to one server and one token.
+#[derive(Clone)]
 pub struct Client {
     agent: ureq::Agent,
     base: String,

@@ -53,6 +53,7 @@ fn spec(name: &str, encoding: Encoding, file: PathBuf, options: GraphOptions) ->
         encoding,
         files: vec![GraphFile::open(&file).expect("model file opens")],
         options,
+        image: String::new(),
     }
 }
 
@@ -478,6 +479,7 @@ fn a_graph_whose_engine_is_missing_fails_with_a_clear_error() {
                 encoding,
                 files: vec![GraphFile::Bytes(b"not even a model".to_vec())],
                 options: GraphOptions::default(),
+                image: String::new(),
             },
         );
         match result {
@@ -515,6 +517,7 @@ fn graphs_that_name_files_outside_themselves_do_not_load() {
             encoding,
             files,
             options: GraphOptions::default(),
+            image: String::new(),
         };
         let _loading = GRAPH_LOADING.lock().unwrap_or_else(|p| p.into_inner());
         match load_graph(engines(), &spec) {

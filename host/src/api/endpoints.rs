@@ -26,9 +26,9 @@ impl From<ServingError> for ApiError {
             }
             ServingError::UpdateInProgress(_) => ApiError::conflict(e.to_string()),
             ServingError::NotReady(_) => ApiError::unavailable(e.to_string(), Some(1)),
-            ServingError::NoSuchEntity { .. } | ServingError::NoSuchModel(_) => {
-                ApiError::not_found(e.to_string())
-            }
+            ServingError::NoSuchEntity { .. }
+            | ServingError::NoSuchModel(_)
+            | ServingError::NotShared { .. } => ApiError::not_found(e.to_string()),
             ServingError::Overloaded { .. } => ApiError::rate_limited(e.to_string(), 1),
             ServingError::QueueTimeout(_) => ApiError::unavailable(e.to_string(), Some(1)),
             ServingError::Internal(_) => ApiError::internal(e),

@@ -11,6 +11,7 @@
 //! | `POST/GET /api/2.0/tokens`, `DELETE /api/2.0/tokens/{id}` | admin, or CAN_MANAGE for its tenant |
 //! | `GET /api/2.0/models`, `GET /api/2.0/models/{name}/versions[/{v}]` | CAN_VIEW |
 //! | `POST /api/2.0/models/{name}/versions`, `DELETE .../versions/{v}` | CAN_MANAGE |
+//! | `PATCH /api/2.0/models/{name}/versions/{v}` (sharing) | CAN_MANAGE, or admin with `?tenant=` |
 //! | `POST/GET /api/2.0/serving-endpoints`, `GET/DELETE .../{name}` | CAN_MANAGE / CAN_VIEW |
 //! | `PUT /api/2.0/serving-endpoints/{name}/config`, `.../ai-gateway`, `.../rate-limits`, `PATCH .../tags` | CAN_MANAGE |
 //! | `GET /api/2.0/serving-endpoints/{name}/inference-table` | CAN_MANAGE |
@@ -147,7 +148,9 @@ fn routes(state: AppState) -> Router {
         )
         .route(
             "/api/2.0/models/{name}/versions/{version}",
-            get(models::get_version).delete(models::delete_version),
+            get(models::get_version)
+                .delete(models::delete_version)
+                .patch(models::patch_version),
         )
         .route(
             "/api/2.0/serving-endpoints",

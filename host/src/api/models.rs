@@ -1,6 +1,7 @@
 //! `/api/2.0/models`: uploading model packages as new image versions, listing, reading and
-//! deleting them. Everything happens inside the caller's tenant; another tenant's models
-//! are simply not there (404).
+//! deleting them, and marking a version shared with other tenants (`PATCH`; see
+//! `serving::shared`). Everything happens inside the caller's tenant; another tenant's
+//! models are simply not there (404), shared or not.
 
 use super::{blocking, parse_version, ApiError, AppState, Caller};
 use crate::blobs::Digest;
@@ -9,10 +10,11 @@ use crate::package::Manifest;
 use crate::registry::ImageRecord;
 use crate::tenancy::{validate_name, Permission};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use futures_util::StreamExt;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// How much of an oversized upload is read and discarded before answering 413, so that
@@ -50,7 +52,70 @@ fn version_summary(image: &ImageRecord) -> Value {
         // Stored in seconds; answered in epoch milliseconds, as Databricks answers.
         "creation_timestamp": image.created_at.saturating_mul(1000),
         "created_by": image.created_by,
+        "shared": image.is_shared(),
+        // The last change of `shared`: who (`admin` or a token id) and when (epoch ms).
+        "sharing": image.sharing.as_ref().map(|s| json!({
+            "changed_by": s.changed_by,
+            "changed_at": s.changed_at_ms,
+        })),
     })
+}
+
+/// `PATCH /api/2.0/models/{name}/versions/{v}` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchVersion {
+    /// Whether other tenants may serve the version from their own endpoints.
+    shared: bool,
+}
+
+/// `PATCH /api/2.0/models/{name}/versions/{v}` query: the admin names the tenant.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerQuery {
+    #[serde(default)]
+    tenant: Option<String>,
+}
+
+/// `PATCH /api/2.0/models/{name}/versions/{v}` `{"shared": true|false}`: marks the version
+/// shared with every other tenant (they may serve it from their own endpoints as
+/// `owner/model`; nothing else of it is theirs to see) or not (every other tenant's
+/// endpoint serving it stops at once). CAN_MANAGE on the model, or the admin with
+/// `?tenant=`.
+pub async fn patch_version(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, version)): Path<(String, String)>,
+    Query(owner): Query<OwnerQuery>,
+    super::JsonBody(body): super::JsonBody<PatchVersion>,
+) -> Result<Json<Value>, ApiError> {
+    let version = parse_version(&version)?;
+    let (tenant, by) = match (&caller.0, owner.tenant) {
+        (crate::tenancy::Principal::Admin, Some(tenant)) => {
+            validate_name("tenant", &tenant)?;
+            (tenant, "admin".to_string())
+        }
+        (crate::tenancy::Principal::Admin, None) => {
+            return Err(ApiError::bad_request(
+                "query parameter `tenant`: the admin token names the model's tenant",
+            ))
+        }
+        (crate::tenancy::Principal::Tenant(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "query parameter `tenant`: only the admin token names a tenant; a tenant \
+                 token acts on its own models",
+            ))
+        }
+        (crate::tenancy::Principal::Tenant(_), None) => {
+            let grant = caller.require(Permission::CanManage, "model", &name)?;
+            (grant.tenant.clone(), grant.token_id.clone())
+        }
+    };
+    let endpoints = state.endpoints.clone();
+    let record =
+        blocking(move || Ok(endpoints.set_sharing(&tenant, &name, version, body.shared, &by)?))
+            .await?;
+    Ok(Json(version_summary(&record)))
 }
 
 /// `GET /api/2.0/models`: the caller's models.
@@ -133,6 +198,17 @@ pub async fn delete_version(
     let grant = caller.require(Permission::CanManage, "model", &name)?;
     let version = parse_version(&version)?;
     let tenant = grant.tenant.clone();
+    // Which tenants serve it is theirs to know: the answer says only that some do.
+    if state
+        .endpoints
+        .shared_and_served_by_others(&tenant, &name, version)?
+    {
+        return Err(ApiError::conflict(format!(
+            "version {version} of `{name}` is shared and another tenant's endpoint serves it; \
+             unshare it first (PATCH this version with {{\"shared\": false}}; their endpoints \
+             stop serving it), then delete it"
+        )));
+    }
     if let Some(endpoint) = state.endpoints.serves_image(&tenant, &name, version)? {
         return Err(ApiError::conflict(format!(
             "version {version} of `{name}` is served by endpoint `{endpoint}`; take it out of that endpoint's config first"

@@ -169,9 +169,13 @@ pub async fn get(
     let mut signatures = Vec::new();
     for entity in &config.served_entities {
         let version = entity.version().unwrap_or(0);
-        let image = state
-            .images
-            .version(&grant.tenant, &entity.entity_name, version)?;
+        // `owner/model`: another tenant's shared version (its signature is its interface).
+        let image = crate::serving::shared::record_for(
+            &state.images,
+            &grant.tenant,
+            &entity.entity_name,
+            version,
+        )?;
         let manifest = Manifest::parse(&image.manifest).map_err(ApiError::internal)?;
         signatures.push(manifest.signature);
     }

@@ -31,7 +31,8 @@ pub(super) struct Described {
 }
 
 fn manifest_of(state: &AppState, tenant: &str, model: &str, version: u64) -> Option<Manifest> {
-    let record = state.images.version(tenant, model, version).ok()?;
+    // `owner/model`: a shared version's manifest (its interface) is the server's to show.
+    let record = crate::serving::shared::record_for(&state.images, tenant, model, version).ok()?;
     Manifest::parse(&record.manifest).ok()
 }
 

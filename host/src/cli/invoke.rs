@@ -249,6 +249,7 @@ fn load(target: &Path) -> Result<Local> {
                     encoding: g.encoding,
                     files,
                     options: g.options(),
+                    image: String::new(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;

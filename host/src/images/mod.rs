@@ -26,7 +26,7 @@ use crate::inference::{Engines, GraphFile, GraphSet, GraphSpec, InferenceError};
 use crate::package::{unpack, Manifest, PackageError, UnpackLimits};
 use crate::registry::{ImageDraft, ImageFile, ImageRecord, ImageStore, RegistryError};
 use crate::runtime::{LoadedHandler, RequestLimits, Runtime};
-use crate::telemetry::{ModelStats, StatsTable};
+use crate::telemetry::StatsTable;
 use std::collections::HashMap;
 use std::io::BufReader;
 use std::sync::{Arc, Mutex};
@@ -43,13 +43,35 @@ pub struct LoadedImage {
     pub graphs: GraphSet,
     /// Limits of each request.
     pub limits: RequestLimits,
-    /// Its inference counters (they outlive this loaded copy).
-    pub stats: Arc<ModelStats>,
     /// Its blobs, kept in the node's blob cache while this copy lives.
     _blobs: Vec<BlobPin>,
 }
 
 type ImageKey = (String, String, u64);
+
+/// The loaded versions: those kept loaded, and every copy something still holds. One copy
+/// per version while anything holds it, so that every entity serving a version (the
+/// owner's and, for a shared version, other tenants') runs the same graphs, and a graph
+/// that batches gathers all their requests in one batcher; a version released from `kept`
+/// while an entity still held it (an endpoint being prepared when another one's prepare
+/// released what no live config served) is found again in `held` instead of loaded twice.
+#[derive(Default)]
+struct Loaded {
+    kept: HashMap<ImageKey, Arc<LoadedImage>>,
+    held: HashMap<ImageKey, std::sync::Weak<LoadedImage>>,
+}
+
+impl Loaded {
+    /// The copy of `key` kept or still held somewhere (kept again from now on).
+    fn find(&mut self, key: &ImageKey) -> Option<Arc<LoadedImage>> {
+        if let Some(image) = self.kept.get(key) {
+            return Some(image.clone());
+        }
+        let image = self.held.get(key)?.upgrade()?;
+        self.kept.insert(key.clone(), image.clone());
+        Some(image)
+    }
+}
 
 /// Publishes and loads model images.
 pub struct ImageService {
@@ -58,7 +80,7 @@ pub struct ImageService {
     runtime: Arc<Runtime>,
     engines: &'static Engines,
     cache: ComponentCache,
-    loaded: Mutex<HashMap<ImageKey, Arc<LoadedImage>>>,
+    loaded: Mutex<Loaded>,
     in_flight: PinTable,
     uploads: slots::UploadSlots,
     unpack_limits: UnpackLimits,
@@ -242,7 +264,7 @@ impl ImageService {
         // Validate: the handler compiles and links, every graph loads.
         let label = format!("{tenant}/{name}@new");
         self.prepare_handler(&label, &manifest, &draft.files)?;
-        self.load_graphs(&manifest, &draft.files)?;
+        self.load_graphs(&label, &manifest, &draft.files)?;
         let record = self.registry.publish_image(draft)?;
         tracing::info!(tenant, model = name, version = record.version, digest = %record.digest, "model image published");
         Ok(record)
@@ -280,6 +302,7 @@ impl ImageService {
 
     fn load_graphs(
         &self,
+        image: &str,
         manifest: &Manifest,
         files: &[ImageFile],
     ) -> Result<GraphSet, ImageError> {
@@ -308,6 +331,7 @@ impl ImageService {
                     encoding: g.encoding,
                     files,
                     options: g.options(),
+                    image: image.to_string(),
                 })
             })
             .collect::<Result<Vec<_>, ImageError>>()?;
@@ -353,6 +377,33 @@ impl ImageService {
         self.registry.image(tenant, name, version)
     }
 
+    /// Marks one version shared with other tenants or not (`by`: `admin` or a token id);
+    /// the record keeps who changed it and when.
+    pub fn set_sharing(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: u64,
+        shared: bool,
+        by: &str,
+    ) -> Result<ImageRecord, RegistryError> {
+        let sharing = crate::registry::Sharing {
+            shared,
+            changed_by: by.to_string(),
+            changed_at_ms: crate::registry::unix_millis(),
+        };
+        let record = self.registry.set_sharing(tenant, name, version, sharing)?;
+        tracing::info!(
+            tenant,
+            model = name,
+            version,
+            shared,
+            by,
+            "model version sharing changed"
+        );
+        Ok(record)
+    }
+
     /// The image version ready to run, loading it on first use.
     pub fn load(
         &self,
@@ -361,13 +412,8 @@ impl ImageService {
         version: u64,
     ) -> Result<Arc<LoadedImage>, ImageError> {
         let key = (tenant.to_string(), name.to_string(), version);
-        if let Some(image) = self
-            .loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Ok(image.clone());
+        if let Some(image) = self.lock_loaded().find(&key) {
+            return Ok(image);
         }
         let record = self.registry.image(tenant, name, version)?;
         let manifest = Manifest::parse(&record.manifest)?;
@@ -380,7 +426,7 @@ impl ImageService {
             .map(|f| pins.pin(f.digest.clone(), f.size_bytes))
             .collect();
         let handler = self.prepare_handler(&label, &manifest, &record.files)?;
-        let graphs = self.load_graphs(&manifest, &record.files)?;
+        let graphs = self.load_graphs(&label, &manifest, &record.files)?;
         let limits = manifest.limits.request_limits();
         let image = Arc::new(LoadedImage {
             record,
@@ -388,32 +434,38 @@ impl ImageService {
             handler,
             graphs,
             limits,
-            stats: self.stats.model(tenant, name, version),
             _blobs: blobs,
         });
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
-            .or_insert_with(|| image.clone());
+        // Another load of the version may have finished meanwhile: keep one copy.
+        let mut loaded = self.lock_loaded();
+        if let Some(first) = loaded.find(&key) {
+            return Ok(first);
+        }
+        loaded.held.retain(|_, held| held.strong_count() > 0);
+        loaded.held.insert(key.clone(), Arc::downgrade(&image));
+        loaded.kept.insert(key, image.clone());
         Ok(image)
     }
 
-    /// Forgets a loaded version (its graphs are freed when the last request using them ends).
+    fn lock_loaded(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets a loaded version, held copies too (it is being deleted: a later load must
+    /// find it gone); its graphs are freed when the last request using them ends.
     pub fn unload(&self, tenant: &str, name: &str, version: u64) {
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(tenant.to_string(), name.to_string(), version));
+        let key = (tenant.to_string(), name.to_string(), version);
+        let mut loaded = self.lock_loaded();
+        loaded.kept.remove(&key);
+        loaded.held.remove(&key);
     }
 
     /// Unloads every loaded version not in `keep` (graphs are freed when the last request
-    /// using them ends).
+    /// using them ends; until then a load finds the copy still held).
     pub fn retain_only(&self, keep: &std::collections::HashSet<(String, String, u64)>) {
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|key, _| keep.contains(key));
+        let mut loaded = self.lock_loaded();
+        loaded.kept.retain(|key, _| keep.contains(key));
+        loaded.held.retain(|_, held| held.strong_count() > 0);
     }
 
     /// Deletes a version and collects the blobs nothing references any more.

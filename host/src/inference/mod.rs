@@ -113,6 +113,9 @@ pub struct GraphSpec {
     pub files: Vec<GraphFile>,
     /// Load options.
     pub options: GraphOptions,
+    /// The image version it belongs to, `tenant/model@version` (labels its batching
+    /// metric; empty outside the server).
+    pub image: String,
 }
 
 /// A loaded graph with its counters.
@@ -221,16 +224,16 @@ fn with_batching<G: context::RunGraph>(
         return Ok((graph_from(graph), None));
     };
     let inner: Arc<dyn context::RunGraph> = graph.0;
-    let batched = batching::Batched::new(&spec.name, inner, policy.clone()).map_err(|reason| {
-        InferenceError::GraphRejected {
+    let batched = batching::Batched::new(&spec.name, &spec.image, inner, policy.clone()).map_err(
+        |reason| InferenceError::GraphRejected {
             graph: spec.name.clone(),
             engine: match spec.encoding {
                 Encoding::Onnx => "onnx",
                 Encoding::Openvino => "openvino",
             },
             reason,
-        }
-    })?;
+        },
+    )?;
     let batcher = batched.batcher();
     Ok((
         graph_from(context::SharedGraph(Arc::new(batched))),
@@ -371,6 +374,7 @@ impl BackendInner for GuestOnnxLoader {
             encoding: Encoding::Onnx,
             files: vec![GraphFile::Bytes(model.to_vec())],
             options: GraphOptions::default(),
+            image: String::new(),
         };
         load_graph(engines, &spec)
             .map(|g| g.graph)

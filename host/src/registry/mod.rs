@@ -15,7 +15,9 @@ pub use endpoints::{
     Readiness, Route, ServedEntity, TrafficConfig,
 };
 pub use permission::Permission;
-pub use records::{now_secs, ImageDraft, ImageFile, ImageRecord, TenantRecord, TokenRecord};
+pub use records::{
+    now_secs, ImageDraft, ImageFile, ImageRecord, Sharing, TenantRecord, TokenRecord,
+};
 pub use sled_registry::SledRegistry;
 
 use crate::blobs::Digest;
@@ -109,6 +111,15 @@ pub trait ImageStore: Send + Sync {
         tenant: &str,
         name: &str,
         version: u64,
+    ) -> Result<ImageRecord, RegistryError>;
+    /// Sets whether one image version is shared with other tenants (the one metadata
+    /// change an image takes; its files never change) and returns the record.
+    fn set_sharing(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: u64,
+        sharing: Sharing,
     ) -> Result<ImageRecord, RegistryError>;
     /// Every blob some image still references.
     fn referenced_blobs(&self) -> Result<HashSet<Digest>, RegistryError>;

@@ -144,9 +144,30 @@ pub struct ImageRecord {
     pub created_at: u64,
     /// Who uploaded it (a token id).
     pub created_by: String,
+    /// Whether other tenants may serve it, and the last change of that (absent: never
+    /// shared; records of older releases have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharing: Option<Sharing>,
+}
+
+/// A model version's sharing state as its last change left it: shared or not, by whom
+/// (`admin` or a token id) and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sharing {
+    /// Whether other tenants may serve the version from their own endpoints.
+    pub shared: bool,
+    /// Who made the change (`admin` or a token id).
+    pub changed_by: String,
+    /// When (Unix milliseconds).
+    pub changed_at_ms: u64,
 }
 
 impl ImageRecord {
+    /// Whether other tenants may serve this version now.
+    pub fn is_shared(&self) -> bool {
+        self.sharing.as_ref().is_some_and(|s| s.shared)
+    }
+
     /// Every blob this image keeps alive.
     pub fn blobs(&self) -> impl Iterator<Item = &Digest> {
         std::iter::once(&self.digest).chain(self.files.iter().map(|f| &f.digest))

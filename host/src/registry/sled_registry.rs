@@ -6,7 +6,7 @@
 
 use super::contents::{self, abort, require_tenant, TxError};
 use super::endpoints::EndpointRecord;
-use super::records::{now_secs, ImageDraft, ImageRecord, TenantRecord, TokenRecord};
+use super::records::{now_secs, ImageDraft, ImageRecord, Sharing, TenantRecord, TokenRecord};
 use super::{EndpointStore, ImageStore, RegistryError, TenantStore, TokenStore};
 use crate::blobs::Digest;
 use serde::de::DeserializeOwned;
@@ -286,6 +286,7 @@ impl ImageStore for SledRegistry {
                     files: draft.files.clone(),
                     created_at: now_secs(),
                     created_by: draft.created_by.clone(),
+                    sharing: None,
                 };
                 let value = encode(&record).map_err(abort)?;
                 images.insert(image_key(&draft.tenant, &draft.name, version), value)?;
@@ -341,6 +342,33 @@ impl ImageStore for SledRegistry {
                 let record: ImageRecord = decode(&bytes).map_err(abort)?;
                 contents::update(index, tenant, |owned| owned.remove_version(name, version))?;
                 Ok(record)
+            })
+            .map_err(tx_error)?;
+        self.flush()?;
+        Ok(record)
+    }
+
+    fn set_sharing(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: u64,
+        sharing: Sharing,
+    ) -> Result<ImageRecord, RegistryError> {
+        let key = image_key(tenant, name, version);
+        let record = self
+            .images
+            .transaction(|images| {
+                let Some(bytes) = images.get(&key)? else {
+                    return Err(abort(RegistryError::NotFound {
+                        kind: "model version",
+                        name: format!("{name}/{version}"),
+                    }));
+                };
+                let mut record: ImageRecord = decode(&bytes).map_err(abort)?;
+                record.sharing = Some(sharing.clone());
+                images.insert(key.as_slice(), encode(&record).map_err(abort)?)?;
+                Ok::<_, TxError>(record)
             })
             .map_err(tx_error)?;
         self.flush()?;

@@ -35,10 +35,12 @@ pub(super) fn at_deadline(state: &HostState, tick: Duration) -> wasmtime::Result
         return Err(Trap::Interrupt.into());
     }
     if priority::this_thread_may_be_demoted() {
-        // CPU a batch leader spent on other requests' rows is not this run's.
+        // CPU a batch leader spent on other requests' rows is not this run's; what another
+        // leader spent on this run's rows is.
         let used = priority::this_threads_cpu_time()
             .saturating_sub(state.cpu_at_start)
-            .saturating_sub(super::call_scope::cpu_for_others());
+            .saturating_sub(super::call_scope::cpu_for_others())
+            .saturating_add(super::call_scope::cpu_from_others());
         if used >= priority::LONG_RUN {
             priority::long_run_on_this_thread();
         } else {

@@ -25,8 +25,20 @@ pub fn normalise(mut config: EndpointConfig) -> Result<EndpointConfig, ServingEr
     let mut names = HashSet::new();
     for (i, entity) in config.served_entities.iter_mut().enumerate() {
         let field = format!("config.served_entities[{i}]");
-        validate_name("entity_name", &entity.entity_name)
-            .map_err(|e| invalid(format!("{field}.{e}")))?;
+        // `owner/model`: a model version another tenant shares (see `shared`).
+        let model = match entity.entity_name.split_once('/') {
+            Some((owner, model)) => {
+                validate_name("entity_name", owner)
+                    .and_then(|()| validate_name("entity_name", model))
+                    .map_err(|e| invalid(format!("{field}.{e} (`owner/model` or `model`)")))?;
+                model.to_string()
+            }
+            None => {
+                validate_name("entity_name", &entity.entity_name)
+                    .map_err(|e| invalid(format!("{field}.{e}")))?;
+                entity.entity_name.clone()
+            }
+        };
         let Some(version) = entity.version() else {
             return Err(invalid(format!(
                 "{field}.entity_version: `{}` is not a version number",
@@ -36,11 +48,12 @@ pub fn normalise(mut config: EndpointConfig) -> Result<EndpointConfig, ServingEr
         if entity.name.is_empty() {
             // From the version as sent where that makes a valid name, so routes that name
             // `digits-01` still find it.
-            let as_sent = format!("{}-{}", entity.entity_name, entity.entity_version.trim());
+            // `owner/model` is named after the model alone.
+            let as_sent = format!("{model}-{}", entity.entity_version.trim());
             entity.name = if validate_name("name", &as_sent).is_ok() {
                 as_sent
             } else {
-                format!("{}-{version}", entity.entity_name)
+                format!("{model}-{version}")
             };
         }
         // Stored in one spelling ("01", "+1" and " 1" are version 1), so that every
@@ -172,6 +185,31 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("entity_version"));
+    }
+
+    #[test]
+    fn another_tenants_model_is_named_owner_slash_model() {
+        let config = normalise(EndpointConfig {
+            served_entities: vec![entity("acme/mlp", "1")],
+            traffic_config: None,
+            config_version: 0,
+        })
+        .unwrap();
+        assert_eq!(config.served_entities[0].entity_name, "acme/mlp");
+        assert_eq!(config.served_entities[0].name, "mlp-1");
+        for bad in ["acme/", "/mlp", "acme/mlp/x", "Acme/mlp", "a b/mlp"] {
+            let err = normalise(EndpointConfig {
+                served_entities: vec![entity(bad, "1")],
+                traffic_config: None,
+                config_version: 0,
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("served_entities[0].entity_name"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -41,7 +41,8 @@ pub struct EntityRuntime {
     waiting: AtomicUsize,
     history: RunHistory,
     spare: Spare,
-    /// The owning tenant: its share of the guest threads is counted under this key.
+    /// The serving tenant (the endpoint's, which for a shared model version is not the
+    /// owner's): its share of the guest threads is counted under this key.
     tenant: FairKey,
     threads: Arc<GuestThreads>,
     /// Its metrics and log ring.
@@ -73,7 +74,7 @@ impl EntityRuntime {
             .max(1);
         let max_queue = config.max_queue.unwrap_or(max_concurrency * 2);
         Self {
-            tenant: image.record.tenant.as_str().into(),
+            tenant: observed.tenant.clone(),
             name: config.name.clone(),
             model: config.entity_name.clone(),
             version,
@@ -142,7 +143,7 @@ impl EntityRuntime {
         // entity's concurrency limit holds whatever the clients do.
         let permit = self.admit(arrived + self.limits.timeout).await?;
         let waited = arrived.elapsed();
-        self.image.stats.queued(waited);
+        self.observed.stats.queued(waited);
         self.observed.metrics.queued(waited);
         self.observed.metrics.in_flight(1.0);
         let _left = scopeguard(|| self.observed.metrics.in_flight(-1.0));
@@ -168,7 +169,7 @@ impl EntityRuntime {
             Ok(invocation) => {
                 let ran = invocation.instantiate_time + invocation.predict_time;
                 self.history.record(ran);
-                self.image.stats.ran(ran);
+                self.observed.stats.ran(ran);
                 self.observed.metrics.ran(
                     invocation.instantiate_time,
                     invocation.predict_time,

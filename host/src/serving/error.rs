@@ -30,6 +30,15 @@ pub enum ServingError {
     /// A model name with no version (a query of a bare model name).
     #[error("model `{0}` does not exist")]
     NoSuchModel(String),
+    /// Another tenant's model version that does not exist or is not shared (one answer for
+    /// both, so that nobody learns what another tenant has).
+    #[error("model `{model}` version {version} does not exist or is not shared by its owner")]
+    NotShared {
+        /// `owner/model` as the config names it.
+        model: String,
+        /// The version.
+        version: u64,
+    },
     /// The entity is at its concurrency limit and its queue is full.
     #[error("served entity `{entity}` is at capacity ({running} running, {queued} queued); retry after a moment")]
     Overloaded {
@@ -67,6 +76,7 @@ impl ServingError {
             | Self::UpdateInProgress(_)
             | Self::NoSuchEntity { .. }
             | Self::NoSuchModel(_)
+            | Self::NotShared { .. }
             | Self::Overloaded { .. } => false,
             Self::NotReady(_) | Self::QueueTimeout(_) | Self::Internal(_) => true,
             Self::Runtime(e) => !e.is_client_error(),
@@ -106,6 +116,19 @@ pub enum PrepareError {
         needs_mib: usize,
         /// The server's whole budget.
         budget_mib: usize,
+    },
+    /// Another tenant's model version that is not shared (any more), or does not exist.
+    #[error(
+        "served entity `{entity}`: model `{model}` version {version} does not exist or is \
+         not shared by its owner"
+    )]
+    NotShared {
+        /// The served entity.
+        entity: String,
+        /// `owner/model`.
+        model: String,
+        /// The version.
+        version: u64,
     },
     /// The preparing task itself failed (it panicked); the server log says why.
     #[error("preparing the config failed: {0}")]

@@ -417,12 +417,18 @@ fn worker(shared: &Arc<Shared>, class: Class) {
                 Err(_) => return,
             },
         };
-        job();
+        {
+            // The job's tenant, for a batch to tell whose rows it holds.
+            let _tenant = crate::runtime::call_scope::TenantScope::enter(key.clone());
+            job();
+        }
         let cpu_now = priority::this_threads_cpu_time();
-        // CPU spent running a batch for other requests is theirs, not this job's.
+        // CPU spent running a batch for other requests is theirs, not this job's; what a
+        // batch leader spent on this job's rows is this job's.
         let used = cpu_now
             .saturating_sub(cpu_mark)
-            .saturating_sub(crate::runtime::call_scope::take_cpu_for_others());
+            .saturating_sub(crate::runtime::call_scope::take_cpu_for_others())
+            .saturating_add(crate::runtime::call_scope::take_cpu_from_others());
         cpu_mark = cpu_now;
         last = Some(Ran {
             tenant: key,

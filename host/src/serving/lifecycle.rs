@@ -142,6 +142,14 @@ pub(super) fn failed(record: &mut EndpointRecord, restoring: bool, reason: &Prep
     record.last_updated_timestamp = unix_millis();
 }
 
+/// The active config serves a model version its owner has just unshared: it stops
+/// serving (the config stays recorded, so the tenant sees what it was and why).
+pub(super) fn revoked(record: &mut EndpointRecord, reason: &str) {
+    record.state.ready = Readiness::NotReady;
+    record.update_error = Some(reason.to_string());
+    record.last_updated_timestamp = unix_millis();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -105,6 +105,21 @@ impl LiveTable {
         self.write().remove(&key(tenant, name));
     }
 
+    /// The endpoints (tenant, name) whose active config serves the image version
+    /// `owner/model@version`.
+    pub fn serving_image(&self, owner: &str, model: &str, version: u64) -> Vec<EndpointKey> {
+        self.read()
+            .iter()
+            .filter(|(_, active)| {
+                active.entities.iter().any(|e| {
+                    let record = &e.image.record;
+                    record.tenant == owner && record.name == model && record.version == version
+                })
+            })
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
     /// Every entity serving now: endpoints' and direct ones.
     pub fn entities(&self) -> Vec<Arc<EntityRuntime>> {
         let mut entities: Vec<Arc<EntityRuntime>> = self
@@ -116,16 +131,20 @@ impl LiveTable {
         entities
     }
 
-    /// The image versions something serves: (tenant, model, version).
+    /// The image versions something serves: (owner, model, version); a version shared by
+    /// another tenant is the owner's.
     pub fn served_versions(&self) -> HashSet<VersionKey> {
         let mut served: HashSet<VersionKey> = self
             .read()
-            .iter()
-            .flat_map(|((tenant, _), active)| {
+            .values()
+            .flat_map(|active| {
                 active
                     .entities
                     .iter()
-                    .map(|e| (tenant.clone(), e.model.clone(), e.version))
+                    .map(|e| {
+                        let record = &e.image.record;
+                        (record.tenant.clone(), record.name.clone(), record.version)
+                    })
                     .collect::<Vec<_>>()
             })
             .collect();

@@ -72,12 +72,26 @@ fn load_entity(
             entity.entity_name
         ),
     );
+    // Another tenant's version only while it is shared (`shared`); it is the owner's
+    // loaded image, so its graphs (and their batches) are shared with the owner's entities.
+    super::shared::check_load(
+        images,
+        at.tenant,
+        &entity.name,
+        &entity.entity_name,
+        version,
+    )?;
+    let (owner, model) = super::shared::owner_and_model(at.tenant, &entity.entity_name);
     let image = images
-        .load(at.tenant, &entity.entity_name, version)
+        .load(owner, model, version)
         .map_err(|source| PrepareError::Load {
             entity: entity.name.clone(),
             source,
         })?;
+    // Counters, metrics and logs are the serving tenant's, under the name its config uses.
+    let stats = images
+        .stats()
+        .model(at.tenant, &entity.entity_name, version);
     let observed = observe::Observed::endpoint_entity(
         at.logs,
         &EntityLabels {
@@ -87,6 +101,7 @@ fn load_entity(
             model: &entity.entity_name,
             version,
         },
+        stats,
     );
     let entity = EntityRuntime::new(entity, version, image, inline, spares, threads, observed);
     entity.fits_memory_budget()?;

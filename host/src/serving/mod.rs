@@ -17,6 +17,7 @@ mod placement;
 pub mod query;
 mod records;
 mod routing;
+pub mod shared;
 mod spare;
 
 pub use entity::EntityRuntime;
@@ -125,6 +126,7 @@ impl EndpointManager {
             config,
             meta,
         )?;
+        shared::check_config(&self.images, tenant, &config)?;
         let _records = self.lock_records();
         self.registry.create_endpoint(&record)?;
         self.spawn_prepare(tenant, name, config);
@@ -139,6 +141,7 @@ impl EndpointManager {
         config: EndpointConfig,
     ) -> Result<EndpointRecord, ServingError> {
         let config = lifecycle::checked(config)?;
+        shared::check_config(&self.images, tenant, &config)?;
         let _records = self.lock_records();
         let mut record = self.registry.endpoint(tenant, name)?;
         let config = lifecycle::begin_update(&mut record, config)?;
@@ -215,6 +218,13 @@ impl EndpointManager {
                 "a newer config replaced this one while it was prepared; dropping it"
             );
             return Ok(());
+        }
+        // An owner may have unshared a version while it loaded (its revocation takes this
+        // lock too, so either it sees this config serving or this sees it unshared).
+        if let Err(reason) = shared::still_servable(&self.images, tenant, &entities) {
+            tracing::warn!(tenant, endpoint = name, "endpoint update failed: {reason}");
+            lifecycle::failed(&mut record, restoring, &reason);
+            return self.registry.put_endpoint(&record);
         }
         let routes = config
             .traffic_config
@@ -359,13 +369,16 @@ impl EndpointManager {
             model,
             &version.to_string(),
         );
-        let observed = observe::Observed::direct(&EntityLabels {
-            tenant,
-            endpoint: "",
-            entity: &config.name,
-            model,
-            version,
-        });
+        let observed = observe::Observed::direct(
+            &EntityLabels {
+                tenant,
+                endpoint: "",
+                entity: &config.name,
+                model,
+                version,
+            },
+            self.images.stats().model(tenant, model, version),
+        );
         let entity = EntityRuntime::new(
             &config,
             version,

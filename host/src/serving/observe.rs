@@ -2,17 +2,24 @@
 //! ([`EntityMetrics`]) and its ring of handler output (the tenant's `.../logs` route),
 //! with the request id on each line and the cause of each failed run (a handler's own
 //! error message, a trap, a limit) as a line of its own; and the build lines written
-//! while an endpoint's entities are loaded (the `.../build-logs` route).
+//! while an endpoint's entities are loaded (the `.../build-logs` route). Everything here
+//! is the serving tenant's: for a model version shared by another tenant, the counters,
+//! log lines and fairness share are those of the tenant whose endpoint serves it, never the
+//! owner's.
 
 use crate::runtime::{GuestLog, RuntimeError, MAX_LINE_BYTES};
 use crate::telemetry::metrics::{EntityLabels, EntityMetrics};
-use crate::telemetry::{EntityLogs, LogLine, LogRing};
+use crate::telemetry::{EntityLogs, LogLine, LogRing, ModelStats};
 use std::sync::Arc;
 
-/// An entity's metrics and log ring.
+/// An entity's metrics, inference counters and log ring, and the tenant they are for.
 pub struct Observed {
+    /// The tenant whose endpoint (or direct query) serves the entity.
+    pub tenant: Arc<str>,
     /// Its Prometheus handles.
     pub metrics: EntityMetrics,
+    /// Its Triton statistics (`/v2/models/.../stats`), under the serving tenant.
+    pub stats: Arc<ModelStats>,
     /// Its handler-output ring (`None` for a model version queried directly: no route
     /// reads it).
     logs: Option<Arc<LogRing>>,
@@ -21,9 +28,15 @@ pub struct Observed {
 impl Observed {
     /// The handles and ring of an endpoint's entity (the ring is kept across config
     /// updates of the endpoint).
-    pub fn endpoint_entity(logs: &EntityLogs, labels: &EntityLabels<'_>) -> Self {
+    pub fn endpoint_entity(
+        logs: &EntityLogs,
+        labels: &EntityLabels<'_>,
+        stats: Arc<ModelStats>,
+    ) -> Self {
         Self {
+            tenant: labels.tenant.into(),
             metrics: EntityMetrics::new(labels),
+            stats,
             logs: Some(
                 logs.requests
                     .ring(labels.tenant, labels.endpoint, labels.entity),
@@ -32,9 +45,11 @@ impl Observed {
     }
 
     /// The handles of a model version queried directly (no endpoint, no ring).
-    pub fn direct(labels: &EntityLabels<'_>) -> Self {
+    pub fn direct(labels: &EntityLabels<'_>, stats: Arc<ModelStats>) -> Self {
         Self {
+            tenant: labels.tenant.into(),
             metrics: EntityMetrics::new(labels),
+            stats,
             logs: None,
         }
     }

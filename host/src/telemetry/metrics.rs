@@ -117,6 +117,9 @@ pub mod names {
     pub const UPLOAD_BYTES: &str = "sandserve_upload_bytes_total";
     /// Graphs loaded into an engine, by engine.
     pub const GRAPH_LOADS: &str = "sandserve_graph_loads_total";
+    /// Batched runs of two or more requests, by image version, graph and whether the
+    /// batch held more than one tenant's requests (`inference::batching`).
+    pub const BATCHES: &str = "sandserve_batches_total";
     /// Time in one wasi-nn `compute` call, by engine.
     pub const NN_COMPUTE: &str = "sandserve_wasi_nn_compute_seconds";
     /// HTTP responses, by status class.
@@ -183,6 +186,10 @@ fn describe() {
         "Package upload bytes received."
     );
     describe_counter!(names::GRAPH_LOADS, "Graphs loaded into an engine.");
+    describe_counter!(
+        names::BATCHES,
+        "Batched runs of two or more requests (cross_tenant: of more than one tenant)."
+    );
     describe_histogram!(
         names::NN_COMPUTE,
         Unit::Seconds,

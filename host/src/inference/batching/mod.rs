@@ -1,7 +1,7 @@
 //! Dynamic batching at the wasi-nn boundary: a graph whose manifest declares `batching`
 //! is wrapped in [`Batched`], so that the `compute` calls of concurrent sandboxes (every
 //! instance of the image version shares the graph, so every entity serving that version
-//! too) are gathered for up to the graph's delay and run as one batched inference; each
+//! too, and for a version shared by its owner every tenant serving it) are gathered for up to the graph's delay and run as one batched inference; each
 //! guest gets its own slice of the outputs and its code does not change. The batcher is
 //! in `queue`, joining and cutting tensors in `tensors`, the settings in `policy`, and how
 //! the request's deadline reaches a host call in `deadline`.
@@ -27,9 +27,14 @@ use wasmtime_wasi_nn::Tensor;
 pub struct Batched(Arc<Batcher>);
 
 impl Batched {
-    /// Wraps `graph` (named `name`), after checking that every declared input and output
+    /// Wraps `graph` (named `name`, of image version `image`), after checking that every declared input and output
     /// has a free batch dimension; the error says which does not.
-    pub fn new(name: &str, graph: Arc<dyn RunGraph>, policy: BatchPolicy) -> Result<Self, String> {
+    pub fn new(
+        name: &str,
+        image: &str,
+        graph: Arc<dyn RunGraph>,
+        policy: BatchPolicy,
+    ) -> Result<Self, String> {
         let d = policy.batch_dimension;
         let (inputs, outputs) = graph.declared();
         for (kind, list) in [("input", &inputs), ("output", &outputs)] {
@@ -45,7 +50,7 @@ impl Batched {
                 }
             }
         }
-        Ok(Self(Arc::new(Batcher::new(name, graph, policy))))
+        Ok(Self(Arc::new(Batcher::new(name, image, graph, policy))))
     }
 
     /// Its batcher (for its counters).

@@ -16,6 +16,14 @@
 //! follower whose deadline passes while it waits leaves with a timeout; the batch runs on
 //! for the others and its slice is dropped. A follower whose leader went away without an
 //! answer runs alone.
+//!
+//! Tenants: a graph belongs to one loaded image version, so its batches hold one tenant's
+//! requests unless the version is shared, when the requests of every tenant serving it
+//! meet here. Each member's rows go back only to its own thread (its own sandbox); the
+//! CPU the leader spent on a follower's rows is handed to the follower with its answer
+//! (`call_scope`), so each tenant is charged for its own rows. Batches that mixed tenants
+//! are counted apart ([`BatchStatsSnapshot::cross_tenant_batches`] and the
+//! `sandserve_batches_total` metric's `cross_tenant` label).
 
 use super::super::context::RunGraph;
 use super::super::failed;
@@ -41,8 +49,9 @@ type Key = Vec<(String, &'static str, Vec<u32>)>;
 
 /// What a follower is told.
 enum Reply {
-    /// Its own slice of the outputs, or the error of its request.
-    Done(Result<Outputs, BackendError>),
+    /// Its own slice of the outputs, or the error of its request, and the CPU the leader
+    /// spent on its rows.
+    Done(Result<Outputs, BackendError>, Duration),
     /// The batch failed as a whole: run alone.
     RunAlone,
 }
@@ -51,6 +60,8 @@ enum Reply {
 struct Member {
     inputs: Vec<Tensor>,
     rows: usize,
+    /// The tenant it runs for (`None` off the guest-thread pool).
+    tenant: Option<Arc<str>>,
     /// `None` for the leader, which answers itself.
     reply: Option<Sender<Reply>>,
 }
@@ -87,6 +98,8 @@ pub struct BatchStatsSnapshot {
     pub alone_requests: u64,
     /// Batched runs that failed as a whole (their members ran again alone).
     pub failed_batches: u64,
+    /// Batched runs whose requests came from more than one tenant (a shared version).
+    pub cross_tenant_batches: u64,
 }
 
 #[derive(Default)]
@@ -95,11 +108,14 @@ struct Counters {
     batched_requests: AtomicU64,
     alone_requests: AtomicU64,
     failed_batches: AtomicU64,
+    cross_tenant_batches: AtomicU64,
 }
 
 /// The batcher of one graph.
 pub struct Batcher {
     name: String,
+    /// The image version the graph belongs to (`tenant/model@version`; the metric's label).
+    image: String,
     graph: Arc<dyn RunGraph>,
     policy: BatchPolicy,
     state: Mutex<State>,
@@ -109,10 +125,11 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// A batcher over `graph` (named `name` in messages).
-    pub fn new(name: &str, graph: Arc<dyn RunGraph>, policy: BatchPolicy) -> Self {
+    /// A batcher over `graph` (named `name` in messages) of image version `image`.
+    pub fn new(name: &str, image: &str, graph: Arc<dyn RunGraph>, policy: BatchPolicy) -> Self {
         Self {
             name: name.to_string(),
+            image: image.to_string(),
             graph,
             policy,
             state: Mutex::default(),
@@ -134,6 +151,7 @@ impl Batcher {
             batched_requests: c.batched_requests.load(Ordering::Relaxed),
             alone_requests: c.alone_requests.load(Ordering::Relaxed),
             failed_batches: c.failed_batches.load(Ordering::Relaxed),
+            cross_tenant_batches: c.cross_tenant_batches.load(Ordering::Relaxed),
         }
     }
 
@@ -164,9 +182,11 @@ impl Batcher {
         if state.held_bytes.saturating_add(bytes) > self.policy.max_batch_bytes {
             return self.alone_unlocked(state, inputs);
         }
+        let tenant = deadline::current_tenant();
         let member = |reply| Member {
             inputs: sorted.iter().map(|(_, t)| (*t).clone()).collect(),
             rows,
+            tenant: tenant.clone(),
             reply,
         };
         if let Some(open) = state.open.get_mut(&key) {
@@ -293,7 +313,10 @@ impl Batcher {
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match reply {
-            Ok(Reply::Done(result)) => result,
+            Ok(Reply::Done(result, cpu)) => {
+                deadline::charge_cpu_from_others(cpu);
+                result
+            }
             Ok(Reply::RunAlone) | Err(RecvTimeoutError::Disconnected) => self.graph.run(inputs),
             Err(RecvTimeoutError::Timeout) => Err(failed(format!(
                 "graph `{}`: the request's deadline passed while it waited for its batch",
@@ -329,17 +352,33 @@ impl Batcher {
                     own.iter().map(|(n, t)| (n.clone(), t)).collect();
                 self.graph.run(&refs)
             }
-            Some(Ok(mut slices)) => {
+            Some(Ok((mut slices, shares))) => {
                 self.counters.batches.fetch_add(1, Ordering::Relaxed);
                 self.counters
                     .batched_requests
                     .fetch_add(members.len() as u64, Ordering::Relaxed);
-                tracing::debug!(graph = %self.name, requests = members.len(), "batch of {} requests ran", members.len());
+                let tenants = distinct_tenants(&members);
+                let cross = tenants > 1;
+                if cross {
+                    self.counters
+                        .cross_tenant_batches
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                // Named in telemetry/metrics.rs (`names::BATCHES`); the facade is a crate,
+                // so this module still imports no other.
+                metrics::counter!(
+                    "sandserve_batches_total",
+                    "image" => self.image.clone(),
+                    "graph" => self.name.clone(),
+                    "cross_tenant" => if cross { "true" } else { "false" },
+                )
+                .increment(1);
+                tracing::debug!(graph = %self.name, requests = members.len(), tenants, "batch of {} requests ran", members.len());
                 let mut own = Vec::new();
-                for (member, slice) in members.iter().zip(slices.drain(..)) {
+                for ((member, slice), cpu) in members.iter().zip(slices.drain(..)).zip(shares) {
                     match &member.reply {
                         // A follower that left (deadline) no longer listens: fine.
-                        Some(tx) => drop(tx.send(Reply::Done(Ok(slice)))),
+                        Some(tx) => drop(tx.send(Reply::Done(Ok(slice), cpu))),
                         None => own = slice,
                     }
                 }
@@ -362,8 +401,12 @@ impl Batcher {
     }
 
     /// Joins the members' inputs, runs the graph once, and cuts the outputs into one slice
-    /// per member (in member order).
-    fn run_joined(&self, members: &[Member], names: &[String]) -> Result<Vec<Outputs>, String> {
+    /// per member (in member order); with each member's share of the run's CPU.
+    fn run_joined(
+        &self,
+        members: &[Member],
+        names: &[String],
+    ) -> Result<(Vec<Outputs>, Vec<Duration>), String> {
         let d = self.policy.batch_dimension;
         let mut joined = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
@@ -381,9 +424,12 @@ impl Batcher {
         let rows: Vec<usize> = members.iter().map(|m| m.rows).collect();
         // The leader's own rows are its work; the rest it did for the followers.
         let total: usize = rows.iter().sum();
-        let others = u32::try_from(total - rows[0]).unwrap_or(u32::MAX);
-        let total = u32::try_from(total).unwrap_or(u32::MAX).max(1);
-        deadline::credit_cpu_for_others(cpu * others / total);
+        let share = |r: usize| {
+            let nanos = cpu.as_nanos() * r as u128 / (total.max(1) as u128);
+            Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        };
+        let shares: Vec<Duration> = rows.iter().map(|&r| share(r)).collect();
+        deadline::credit_cpu_for_others(share(total - rows[0]));
         let outputs = outputs.map_err(|e| e.to_string())?;
         let mut slices: Vec<Outputs> = members.iter().map(|_| Vec::new()).collect();
         for output in outputs {
@@ -396,6 +442,18 @@ impl Batcher {
                 });
             }
         }
-        Ok(slices)
+        Ok((slices, shares))
     }
+}
+
+/// How many tenants the members of a batch run for (members off the guest-thread pool,
+/// which never wait for a batch, count as none).
+fn distinct_tenants(members: &[Member]) -> usize {
+    let mut seen: Vec<&str> = Vec::with_capacity(2);
+    for tenant in members.iter().filter_map(|m| m.tenant.as_deref()) {
+        if !seen.contains(&tenant) {
+            seen.push(tenant);
+        }
+    }
+    seen.len()
 }

@@ -80,7 +80,7 @@ fn policy(max_delay_us: u64) -> BatchPolicy {
 
 fn batcher(graph: &Arc<Doubler>, policy: BatchPolicy) -> Arc<Batcher> {
     let graph: Arc<dyn RunGraph> = graph.clone();
-    Arc::new(Batcher::new("test", graph, policy))
+    Arc::new(Batcher::new("test", "acme/test@1", graph, policy))
 }
 
 /// Runs `x` through `b` and returns `y`'s values.
@@ -130,6 +130,68 @@ fn concurrent_requests_run_as_one_batch_and_each_gets_its_own_slice() {
     assert_eq!(*graph.runs.lock().unwrap(), [vec![6, 2]]);
     let stats = b.stats();
     assert_eq!((stats.batches, stats.batched_requests), (1, 5));
+}
+
+#[test]
+fn requests_of_two_tenants_share_a_batch_and_each_is_charged_its_own_rows() {
+    use crate::runtime::call_scope;
+    let graph = Arc::new(Doubler {
+        delay: Duration::from_millis(30),
+        ..Doubler::default()
+    });
+    let b = batcher(&graph, policy(200_000));
+    let start = Arc::new(Barrier::new(4));
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let (b, start) = (b.clone(), start.clone());
+            thread::spawn(move || {
+                let tenant = if i % 2 == 0 { "acme" } else { "globex" };
+                let _tenant = call_scope::TenantScope::enter(tenant.into());
+                let _call =
+                    call_scope::DeadlineScope::enter(Instant::now() + Duration::from_secs(5));
+                start.wait();
+                let x = tensor(&[1, 2], &[i as f32, 100.0 + i as f32]);
+                let y = call(&b, &x, None);
+                // The leader credited away what it spent for the others; each follower
+                // was charged a share; nobody both.
+                let charged = call_scope::take_cpu_from_others();
+                let credited = call_scope::take_cpu_for_others();
+                (i, y, charged, credited)
+            })
+        })
+        .collect();
+    let mut leaders = 0;
+    for t in threads {
+        let (i, y, charged, credited) = t.join().unwrap();
+        // Each request gets its own rows back, never another tenant's.
+        assert_eq!(y, Ok(vec![2.0 * i as f32, 200.0 + 2.0 * i as f32]));
+        if !credited.is_zero() {
+            leaders += 1;
+            assert!(charged.is_zero());
+        }
+    }
+    assert!(leaders <= 1, "{leaders} leaders for one batch");
+    assert_eq!(*graph.runs.lock().unwrap(), [vec![4, 2]]);
+    let stats = b.stats();
+    assert_eq!((stats.batches, stats.cross_tenant_batches), (1, 1));
+
+    // One tenant's requests alone: a batch, but not a cross-tenant one.
+    let start = Arc::new(Barrier::new(2));
+    let threads: Vec<_> = (0..2)
+        .map(|i| {
+            let (b, start) = (b.clone(), start.clone());
+            thread::spawn(move || {
+                let _tenant = call_scope::TenantScope::enter("acme".into());
+                start.wait();
+                call(&b, &tensor(&[1, 2], &[i as f32, 0.0]), None)
+            })
+        })
+        .collect();
+    for t in threads {
+        assert!(t.join().unwrap().is_ok());
+    }
+    let stats = b.stats();
+    assert_eq!((stats.batches, stats.cross_tenant_batches), (2, 1));
 }
 
 #[test]

@@ -48,3 +48,41 @@ fn versions_count_up_per_model_and_survive_reopen() {
     ));
     assert_eq!(reg.referenced_blobs().unwrap().len(), 3);
 }
+
+#[test]
+fn sharing_is_recorded_with_who_and_when_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let sharing = |shared, by: &str| Sharing {
+        shared,
+        changed_by: by.into(),
+        changed_at_ms: 1_700_000_000_000,
+    };
+    {
+        let reg = SledRegistry::open(dir.path()).unwrap();
+        reg.create_tenant("acme").unwrap();
+        let published = reg.publish_image(draft("acme", "a")).unwrap();
+        assert!(!published.is_shared() && published.sharing.is_none());
+        let shared = reg
+            .set_sharing("acme", "a", 1, sharing(true, "t1"))
+            .unwrap();
+        assert!(shared.is_shared());
+        assert!(matches!(
+            reg.set_sharing("acme", "a", 2, sharing(true, "t1")),
+            Err(RegistryError::NotFound { .. })
+        ));
+        assert!(matches!(
+            reg.set_sharing("globex", "a", 1, sharing(true, "admin")),
+            Err(RegistryError::NotFound { .. })
+        ));
+    }
+    let reg = SledRegistry::open(dir.path()).unwrap();
+    let record = reg.image("acme", "a", 1).unwrap();
+    assert_eq!(record.sharing, Some(sharing(true, "t1")));
+    let unshared = reg
+        .set_sharing("acme", "a", 1, sharing(false, "admin"))
+        .unwrap();
+    assert!(!unshared.is_shared());
+    assert_eq!(unshared.sharing.unwrap().changed_by, "admin");
+    // Nothing else of the record changes.
+    assert_eq!(reg.image("acme", "a", 1).unwrap().files, record.files);
+}

@@ -86,7 +86,7 @@ impl Attempt {
     ) {
         let took = self.started.elapsed();
         let ok = error.is_none();
-        entity.image.stats.request(ok, took);
+        entity.observed.stats.request(ok, took);
         entity
             .observed
             .metrics
@@ -117,14 +117,14 @@ impl Attempt {
 /// The body was decoded and checked (or refused) in `took`.
 #[inline]
 pub(super) fn decoded(entity: &EntityRuntime, took: Duration) {
-    entity.image.stats.decoded(took);
+    entity.observed.stats.decoded(took);
     entity.observed.metrics.decoded(took);
 }
 
 /// The answer was encoded (or failed to be) in `took`.
 #[inline]
 pub(super) fn encoded(entity: &EntityRuntime, took: Duration) {
-    entity.image.stats.encoded(took);
+    entity.observed.stats.encoded(took);
     entity.observed.metrics.encoded(took);
 }
 

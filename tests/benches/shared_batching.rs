@@ -1,0 +1,166 @@
+//! Batching across tenants: two tenants query one shared, weight-bound model version
+//! (`models/bench_mlp.onnx`, 4 layers of 2048, behind the `nn-proxy` fixture) at the same
+//! time, each from its own endpoint. Tenant `owner` uploads the model twice, plain and with
+//! `[graphs.batching]`, and shares both versions; tenant `guest` serves them as
+//! `owner/mlp-plain` and `owner/mlp-batched`. The pair (16 closed-loop clients per tenant,
+//! each on its own endpoint) is measured on the plain version and on the batched one, in
+//! alternating rounds of the same run; the throughput is the pair's together.
+//!
+//! Run: `scripts/bench-http.sh` (or, after a release build, `cargo bench -p sandserve-tests
+//! --bench shared_batching`). `SANDSERVE_BENCH_BATCH_DELAY_US` (default 2000),
+//! `SANDSERVE_BENCH_PAIR_CONCURRENCY` (clients per tenant, default 16),
+//! `SANDSERVE_BENCH_ROUNDS` and `SANDSERVE_BENCH_SECS` as in the other benchmarks. Results
+//! go in docs/benchmarks.md, with the load average it prints.
+
+use sandserve_tests::load::{env_number, load_together, print_row, Samples};
+use sandserve_tests::packages::handler_package;
+use sandserve_tests::server::{Client, TestServer};
+use sandserve_tests::{read, repo_root};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const WIDTH: usize = 2048;
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn wait_ready(client: &Client, endpoint: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, body) = client.get(&format!("/api/2.0/serving-endpoints/{endpoint}"));
+        assert_eq!(status, 200, "{body}");
+        if body["state"]["ready"] == "READY" && body["state"]["config_update"] == "NOT_UPDATING" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never ready: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn main() {
+    sandserve_tests::engines()
+        .require_onnx()
+        .expect("ONNX Runtime (scripts/setup-engines.sh, then source .engines/env.sh)");
+    let model_path = repo_root().join("models/bench_mlp.onnx");
+    assert!(
+        model_path.is_file(),
+        "{} is missing: run scripts/setup-engines.sh",
+        model_path.display()
+    );
+    let model = read(&model_path);
+    let delay = env_number("SANDSERVE_BENCH_BATCH_DELAY_US", 2000);
+    let concurrency = env_number("SANDSERVE_BENCH_PAIR_CONCURRENCY", 16) as usize;
+    let threads = concurrency.to_string();
+    let data = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::start(data.path(), &["--tenant-guest-threads", &threads]);
+    eprintln!("sandserve pid {}", server.pid());
+    let admin = server.admin();
+    let owner_token = admin.tenant_with_token("owner", "CAN_MANAGE");
+    let guest_token = admin.tenant_with_token("guest", "CAN_MANAGE");
+    let (owner, guest) = (server.client(&owner_token), server.client(&guest_token));
+    for (name, batching) in [
+        ("mlp-plain", String::new()),
+        (
+            "mlp-batched",
+            format!("[graphs.batching]\nmax_batch_size = 32\nmax_delay_us = {delay}\n"),
+        ),
+    ] {
+        let package = handler_package(
+            name,
+            "nn-proxy",
+            &format!(
+                "[limits]\ntimeout_ms = 30000\nmax_concurrency = 64\n[[graphs]]\nname = \"mlp\"\n\
+                 encoding = \"onnx\"\nfiles = [\"model/mlp.onnx\"]\n{batching}"
+            ),
+            &[("model/mlp.onnx", model.clone())],
+        );
+        let (status, reply) = owner.upload(name, &package);
+        assert_eq!(status, 201, "{reply}");
+        let (status, reply) = owner.patch(
+            &format!("/api/2.0/models/{name}/versions/1"),
+            &json!({"shared": true}),
+        );
+        assert_eq!(status, 200, "{reply}");
+        for (client, entity) in [
+            (&owner, name.to_string()),
+            (&guest, format!("owner/{name}")),
+        ] {
+            let (status, reply) = client.post(
+                "/api/2.0/serving-endpoints",
+                &json!({"name": name, "config": {"served_entities": [
+                    {"entity_name": entity, "entity_version": "1", "max_concurrency": 64}]}}),
+            );
+            assert_eq!(status, 200, "{reply}");
+            wait_ready(client, name);
+        }
+    }
+    let x: Vec<f32> = (0..WIDTH)
+        .map(|i| ((i * 37 % 101) as f32) / 100.0 - 0.5)
+        .collect();
+    let body = json!({"inputs": [
+        {"name": "graph", "shape": [1], "datatype": "BYTES", "data": ["mlp"]},
+        {"name": "x", "shape": [1, WIDTH], "datatype": "FP32", "data": x},
+    ]});
+    let pair = |endpoint: &str| -> Vec<(String, String)> {
+        let url = format!("{}/v2/models/{endpoint}/infer", server.url);
+        vec![
+            (url.clone(), owner_token.clone()),
+            (url, guest_token.clone()),
+        ]
+    };
+    // Every endpoint answers, the same for both tenants.
+    let (status, mine) = owner.post("/v2/models/mlp-batched/infer", &body);
+    assert_eq!(status, 200, "{mine}");
+    let (status, theirs) = guest.post("/v2/models/mlp-batched/infer", &body);
+    assert_eq!(status, 200, "{theirs}");
+    assert_eq!(mine["outputs"][0]["shape"], theirs["outputs"][0]["shape"]);
+
+    let before = load_average();
+    let (mut plain, mut batched) = (Samples::default(), Samples::default());
+    for round in 0..env_number("SANDSERVE_BENCH_ROUNDS", 6) {
+        if round % 2 == 0 {
+            plain.add(load_together(&pair("mlp-plain"), &body, concurrency));
+            batched.add(load_together(&pair("mlp-batched"), &body, concurrency));
+        } else {
+            batched.add(load_together(&pair("mlp-batched"), &body, concurrency));
+            plain.add(load_together(&pair("mlp-plain"), &body, concurrency));
+        }
+    }
+    let (plain, batched) = (plain.stats(), batched.stats());
+    assert_eq!(plain.errors + batched.errors, 0, "requests failed");
+    let cross = {
+        let text = String::from_utf8(admin.get_raw("/metrics", &[]).body).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with("sandserve_batches_total{"))
+            .filter(|l| l.contains("image=\"owner/mlp-batched@1\""))
+            .map(|l| {
+                let n = l.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok());
+                (l.contains("cross_tenant=\"true\""), n.unwrap_or(0.0) as u64)
+            })
+            .fold(
+                (0, 0),
+                |(c, o), (is_cross, n)| {
+                    if is_cross {
+                        (c + n, o)
+                    } else {
+                        (c, o + n)
+                    }
+                },
+            )
+    };
+    println!(
+        "max_delay_us = {delay}, {concurrency} clients per tenant, tenant guest threads = \
+         {threads}; load average before {before}, after {}",
+        load_average()
+    );
+    println!(
+        "batches of the shared version: {} mixing both tenants, {} of one tenant",
+        cross.0, cross.1
+    );
+    println!("| model | concurrency | unbatched req/s | batched req/s | throughput ratio | unbatched p50 / p99 (us) | batched p50 / p99 (us) | p50 ratio |");
+    println!("|---|---|---|---|---|---|---|---|");
+    print_row("mlp 4x2048, two tenants", concurrency * 2, &plain, &batched);
+}
