@@ -70,7 +70,8 @@ pub struct Settings {
     /// inline_max_run_us, tls_cert, tls_key, plain_http, max_connections,
     /// header_read_timeout_secs, body_read_timeout_secs, keep_alive_timeout_secs,
     /// tenant_guest_threads, memory_budget_mib, public_metrics, log_format,
-    /// inference_table_retention_hours, inference_table_max_mib, inference_table_payload_kib).
+    /// inference_table_retention_hours, inference_table_max_mib, inference_table_payload_kib,
+    /// drain_timeout_secs, owners).
     // Not a key of the file itself: a file cannot name another.
     #[arg(long, env = "SANDSERVE_CONFIG")]
     #[serde(skip)]
@@ -163,6 +164,15 @@ pub struct Settings {
     /// and marked truncated [default: 64].
     #[arg(long, env = "SANDSERVE_INFERENCE_TABLE_PAYLOAD_KIB")]
     pub inference_table_payload_kib: Option<u64>,
+    /// On SIGTERM or SIGINT, seconds the requests in flight have to finish (no new
+    /// connection is accepted and /readyz answers 503 meanwhile); past it they are cut
+    /// [default: 30].
+    #[arg(long, env = "SANDSERVE_DRAIN_TIMEOUT_SECS")]
+    pub drain_timeout_secs: Option<u64>,
+    /// Cluster mode: how many nodes own (load and serve) each endpoint version; the others
+    /// forward its queries to them. 1 to 16 [default: 2].
+    #[arg(long, env = "SANDSERVE_OWNERS")]
+    pub owners: Option<usize>,
 }
 
 /// How the server writes its log.
@@ -207,6 +217,8 @@ impl Settings {
             inference_table_retention_hours,
             inference_table_max_mib,
             inference_table_payload_kib,
+            drain_timeout_secs,
+            owners,
         } = self;
         Settings {
             listen: listen.or(lower.listen),
@@ -236,6 +248,8 @@ impl Settings {
             inference_table_max_mib: inference_table_max_mib.or(lower.inference_table_max_mib),
             inference_table_payload_kib: inference_table_payload_kib
                 .or(lower.inference_table_payload_kib),
+            drain_timeout_secs: drain_timeout_secs.or(lower.drain_timeout_secs),
+            owners: owners.or(lower.owners),
         }
     }
 
@@ -271,6 +285,9 @@ fn table_settings(
         ..defaults
     }
 }
+
+/// Largest `owners` (each owner holds the version's graphs in memory).
+pub const MAX_OWNERS: usize = 16;
 
 /// Largest `max_concurrent_uploads`.
 pub const MAX_CONCURRENT_UPLOADS: usize = 1024;
@@ -319,6 +336,8 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// How inference tables are kept.
     pub inference_tables: crate::governance::tables::TableSettings,
+    /// Cluster mode: owners of each endpoint version.
+    pub owners: usize,
 }
 
 impl ServeConfig {
@@ -379,6 +398,7 @@ impl ServeConfig {
                 header_read_timeout: secs(s.header_read_timeout_secs, defaults.header_read_timeout),
                 body_read_timeout: secs(s.body_read_timeout_secs, defaults.body_read_timeout),
                 keep_alive_timeout: secs(s.keep_alive_timeout_secs, defaults.keep_alive_timeout),
+                drain_timeout: secs(s.drain_timeout_secs, defaults.drain_timeout),
             },
             guest_threads,
             memory_budget_bytes: s
@@ -396,12 +416,19 @@ impl ServeConfig {
                 s.inference_table_max_mib,
                 s.inference_table_payload_kib,
             ),
+            owners: s.owners.unwrap_or(crate::cluster::DEFAULT_OWNERS),
         };
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=MAX_OWNERS).contains(&self.owners) {
+            return Err(ConfigError::Invalid {
+                field: "owners",
+                problem: format!("must be 1 to {MAX_OWNERS}, not {}", self.owners),
+            });
+        }
         if let Some(token) = &self.admin_token {
             if token.len() < 16 {
                 return Err(ConfigError::Invalid {
