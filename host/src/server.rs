@@ -6,14 +6,14 @@
 //! tests.
 
 use crate::api::{router, AppState};
-use crate::cluster::{Cluster, Membership};
-use crate::readiness::{Gate, Readiness, STARTUP};
 use crate::blobs::BlobStore;
+use crate::cluster::{Cluster, Membership};
 use crate::config::ServeConfig;
 use crate::governance::{Governance, GovernanceSettings};
 use crate::images::{ComponentCache, ImageService, ImageSettings};
 use crate::inference::{EngineSettings, Engines};
 use crate::package::UnpackLimits;
+use crate::readiness::{Gate, Readiness, STARTUP};
 use crate::registry::SledRegistry;
 use crate::runtime::{MemoryBudget, Runtime, RuntimeConfig};
 use crate::serving::{EndpointManager, GuestThreads, InlinePolicy};
@@ -204,11 +204,13 @@ impl App {
                 crate::telemetry::metrics::upkeep();
             }
         });
-        self.endpoints.restore_all().map_err(|e| ServeError::Store {
-            what: "the serving endpoints",
-            path: self.data_dir.display().to_string(),
-            detail: e.to_string(),
-        })?;
+        self.endpoints
+            .restore_all()
+            .map_err(|e| ServeError::Store {
+                what: "the serving endpoints",
+                path: self.data_dir.display().to_string(),
+                detail: e.to_string(),
+            })?;
         // Built and restored (images load in the background, on first use at the latest).
         self.startup.set(true);
         Ok(())

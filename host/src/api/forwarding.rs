@@ -1,14 +1,14 @@
 //! Cluster mode's hook on the query routes: a query for an endpoint version this node does
 //! not own goes to an owner (`cluster::Cluster::route`), so that a graph is loaded only on
 //! its owners. The placement key is the endpoint and its config version
-//! (`endpoint:{tenant}/{name}@{config_version}`), or for a V2 query naming a model version
-//! directly, that version (`model:{tenant}/{name}@{version}`, the latest when none is
-//! named). The caller is authenticated here first (its tenant is part of the key; a
+//! ([`endpoint_key`]), or for a V2 query naming a model version directly, that version
+//! ([`model_key`]; the latest when none is named). The caller is authenticated here first (its tenant is part of the key; a
 //! request that does not authenticate, or names nothing that exists, is served here and
 //! gets its 401 or 404 from the route), and again by the owner, which receives the same
 //! `Authorization` header. Single-node servers never add this layer (see `query_route`).
 
 use super::{ApiError, AppState, Caller};
+use crate::cluster::placement::{endpoint_key, model_key};
 use crate::cluster::Routed;
 use crate::tenancy::Principal;
 use axum::extract::{FromRequestParts, RawPathParams, Request, State};
@@ -58,13 +58,13 @@ async fn placement_key(state: &AppState, parts: &mut axum::http::request::Parts)
     tokio::task::spawn_blocking(move || {
         if let Ok(Some(record)) = endpoints.find_record(&tenant, &name) {
             let config_version = record.config.map_or(0, |c| c.config_version);
-            return Some(format!("endpoint:{tenant}/{name}@{config_version}"));
+            return Some(endpoint_key(&tenant, &name, config_version));
         }
         let version = match version {
             Some(v) => v.parse::<u64>().ok()?,
             None => endpoints.latest_version(&tenant, &name).ok()?,
         };
-        Some(format!("model:{tenant}/{name}@{version}"))
+        Some(model_key(&tenant, &name, version))
     })
     .await
     .ok()

@@ -162,10 +162,9 @@ impl Forwarder {
                 let untouched = !started.load(Ordering::Acquire);
                 let body = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
                 match body {
-                    Some(body) if untouched => Outcome::Unreachable(
-                        Request::from_parts(parts, body),
-                        error_chain(&e),
-                    ),
+                    Some(body) if untouched => {
+                        Outcome::Unreachable(Request::from_parts(parts, body), error_chain(&e))
+                    }
                     _ => {
                         tracing::warn!(node = %owner.id, "forwarded request failed: {}", error_chain(&e));
                         Outcome::Failed(ForwardError::Interrupted {

@@ -12,7 +12,7 @@ pub mod placement;
 
 pub use forward::{ForwardError, Forwarder, Outcome, FORWARDED_BY, SERVED_BY};
 pub use membership::{Membership, NodeInfo};
-pub use placement::{Placement, DEFAULT_OWNERS};
+pub use placement::{endpoint_key, model_key, Placement, DEFAULT_OWNERS};
 
 use axum::body::Body;
 use axum::http::{Request, Response};

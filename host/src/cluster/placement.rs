@@ -15,6 +15,17 @@ use sha2::{Digest, Sha256};
 /// Default number of owners of each endpoint version (`--owners`).
 pub const DEFAULT_OWNERS: usize = 2;
 
+/// The placement key of an endpoint's config version: the owners of an endpoint change
+/// only when its config does (or nodes come and go).
+pub fn endpoint_key(tenant: &str, endpoint: &str, config_version: u64) -> String {
+    format!("endpoint:{tenant}/{endpoint}@{config_version}")
+}
+
+/// The placement key of a model version queried directly (KServe V2 by model name).
+pub fn model_key(tenant: &str, model: &str, version: u64) -> String {
+    format!("model:{tenant}/{model}@{version}")
+}
+
 /// The owner choice: how many owners each key has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placement {
@@ -43,7 +54,11 @@ impl Placement {
         // still agrees.
         scored.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
         scored.dedup_by(|a, b| a.1.id == b.1.id);
-        scored.into_iter().take(self.owners).map(|(_, n)| n).collect()
+        scored
+            .into_iter()
+            .take(self.owners)
+            .map(|(_, n)| n)
+            .collect()
     }
 
     /// Whether the node `id` owns `key` among `nodes`.
@@ -81,7 +96,9 @@ mod tests {
     }
 
     fn keys(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("tenant{}/endpoint{i}@{}", i % 7, i % 3 + 1)).collect()
+        (0..n)
+            .map(|i| format!("tenant{}/endpoint{i}@{}", i % 7, i % 3 + 1))
+            .collect()
     }
 
     fn owner_set(p: Placement, key: &str, nodes: &[NodeInfo]) -> BTreeSet<String> {
@@ -169,7 +186,11 @@ mod tests {
             let new = owner_set(p, key, &after);
             if new.contains("e") {
                 // The newcomer replaces exactly one owner.
-                assert_eq!(old.intersection(&new).count(), 1, "{key}: {old:?} -> {new:?}");
+                assert_eq!(
+                    old.intersection(&new).count(),
+                    1,
+                    "{key}: {old:?} -> {new:?}"
+                );
                 gained += 1;
             } else {
                 assert_eq!(old, new, "{key}: owners changed though e does not own it");

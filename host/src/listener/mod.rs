@@ -134,9 +134,7 @@ pub async fn serve(
     drop(listener);
     let _ = stop.send(true);
     let drain = limits.drain_timeout;
-    let drained = tokio::time::timeout(drain, async {
-        while tasks.join_next().await.is_some() {}
-    });
+    let drained = tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} });
     if drained.await.is_err() {
         tracing::warn!("shutdown: requests still running after {drain:?} were cut off");
         tasks.abort_all();

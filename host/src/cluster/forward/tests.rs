@@ -102,7 +102,11 @@ fn query(body: Vec<u8>) -> Request<Body> {
 async fn json_of(response: Response<Body>) -> (StatusCode, HeaderMap, Value) {
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
-    (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap())
+    (
+        parts.status,
+        parts.headers,
+        serde_json::from_slice(&bytes).unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -119,7 +123,10 @@ async fn forwards_method_path_headers_and_body_and_passes_the_answer_back() {
     assert_eq!(headers["x-owner"], "yes");
     assert_eq!(headers[&SERVED_BY], "node-b");
     assert_eq!(report["method"], "POST");
-    assert_eq!(report["path"], "/serving-endpoints/echo/invocations?x=1&y=two");
+    assert_eq!(
+        report["path"],
+        "/serving-endpoints/echo/invocations?x=1&y=two"
+    );
     assert_eq!(report["authorization"], "Bearer tok_secret");
     assert_eq!(report["request_id"], "req-42");
     assert_eq!(report["content_type"], "application/json");
@@ -205,18 +212,27 @@ async fn cluster_routes_to_the_owner_falls_back_when_it_is_gone_and_never_forwar
         panic!("node-b owns the key and is up");
     };
     let (status, headers, report) = json_of(answer).await;
-    assert_eq!((status, &headers[&SERVED_BY]), (StatusCode::CREATED, &"node-b".parse().unwrap()));
+    assert_eq!(
+        (status, &headers[&SERVED_BY]),
+        (StatusCode::CREATED, &"node-b".parse().unwrap())
+    );
     assert_eq!(report["forwarded_by"], "node-a");
     assert_eq!((cluster.forwarded(), cluster.fallbacks()), (1, 0));
 
     // Ours: served here.
-    assert!(matches!(cluster.route(&mine, query(body_of(10))).await, Routed::Local(_)));
+    assert!(matches!(
+        cluster.route(&mine, query(body_of(10))).await,
+        Routed::Local(_)
+    ));
     // Already forwarded once: served here whoever owns it.
     let mut again = query(body_of(10));
     again
         .headers_mut()
         .insert(FORWARDED_BY.clone(), HeaderValue::from_static("node-c"));
-    assert!(matches!(cluster.route(&theirs, again).await, Routed::Local(_)));
+    assert!(matches!(
+        cluster.route(&theirs, again).await,
+        Routed::Local(_)
+    ));
     assert_eq!((cluster.forwarded(), cluster.fallbacks()), (1, 0));
 
     // The owner is gone (its lease not yet expired): served here, and counted.
