@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, Response};
 use axum::Router;
 use http_body_util::BodyExt;
-use sandserve_host::cluster::{endpoint_key, Cluster, Membership, NodeInfo, Placement};
+use sandserve_host::cluster::{endpoint_key, model_key, Cluster, Membership, NodeInfo, Placement};
 use sandserve_host::config::{ServeConfig, Settings};
 use sandserve_host::server::App;
 use sandserve_host::serving::GuestThreadSettings;
@@ -285,6 +285,36 @@ fn queries_go_to_their_owner_and_fall_back_here_when_it_is_gone() {
             v2.body
         );
         assert_eq!(cluster.forwarded(), 2);
+        // A model version queried directly is placed by its own key.
+        let model_path = "/v2/models/echo/versions/1/infer";
+        let v2_query = json!({"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1.0, 2.0, 3.0]}]});
+        let model = model_key("acme", "echo", 1);
+        *nodes.live.lock().unwrap() = vec![me.clone(), other_node(&model, true, &owner_url)];
+        let direct = send(&router, Method::POST, model_path, Some(&token), &v2_query).await;
+        assert_eq!(
+            (direct.status, &direct.body["path"]),
+            (200, &json!(model_path)),
+            "{}",
+            direct.body
+        );
+        assert_eq!(cluster.forwarded(), 3);
+        *nodes.live.lock().unwrap() = vec![me.clone(), other_node(&model, false, &owner_url)];
+        let direct = send(&router, Method::POST, model_path, Some(&token), &v2_query).await;
+        assert_eq!(direct.status, 200, "{}", direct.body);
+        let x = direct.body["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == "x")
+            .unwrap();
+        assert_eq!(
+            x["data"],
+            json!([1.0, 2.0, 3.0]),
+            "served here: {}",
+            direct.body
+        );
+        assert_eq!(cluster.forwarded(), 3);
+        *nodes.live.lock().unwrap() = vec![me.clone(), other_node(&key, true, &owner_url)];
 
         // Already forwarded once: served here (the real echo), never sent on.
         let mut again = Request::post(path)
@@ -302,7 +332,7 @@ fn queries_go_to_their_owner_and_fall_back_here_when_it_is_gone() {
         let here: Value =
             serde_json::from_slice(&here.into_body().collect().await.unwrap().to_bytes()).unwrap();
         assert_eq!(here["predictions"]["x"], json!([1.0, 2.0, 3.0]), "{here}");
-        assert_eq!(cluster.forwarded(), 2);
+        assert_eq!(cluster.forwarded(), 3);
 
         // Without valid credentials: answered here (401), not forwarded.
         let anonymous = send(&router, Method::POST, path, None, &query).await;
@@ -321,14 +351,14 @@ fn queries_go_to_their_owner_and_fall_back_here_when_it_is_gone() {
         )
         .await;
         assert_eq!(forged.status, 401, "{}", forged.body);
-        assert_eq!(cluster.forwarded(), 2);
+        assert_eq!(cluster.forwarded(), 3);
 
         // This node owns it: served here.
         *nodes.live.lock().unwrap() = vec![me.clone(), other_node(&key, false, &owner_url)];
         let mine = send(&router, Method::POST, path, Some(&token), &query).await;
         assert_eq!(mine.status, 200, "{}", mine.body);
         assert_eq!(mine.body["predictions"]["x"], json!([1.0, 2.0, 3.0]));
-        assert_eq!((cluster.forwarded(), cluster.fallbacks()), (2, 0));
+        assert_eq!((cluster.forwarded(), cluster.fallbacks()), (3, 0));
 
         // The owner is gone (its lease not yet expired): served here, counted.
         *nodes.live.lock().unwrap() = vec![me, other_node(&key, true, &dead_url().await)];
@@ -336,7 +366,7 @@ fn queries_go_to_their_owner_and_fall_back_here_when_it_is_gone() {
         assert_eq!(fallback.status, 200, "{}", fallback.body);
         assert_eq!(fallback.body["predictions"]["x"], json!([1.0, 2.0, 3.0]));
         assert!(!fallback.headers.contains_key("x-sandserve-served-by"));
-        assert_eq!((cluster.forwarded(), cluster.fallbacks()), (2, 1));
+        assert_eq!((cluster.forwarded(), cluster.fallbacks()), (3, 1));
 
         // Draining: not ready, at once.
         app.readiness().start_draining();

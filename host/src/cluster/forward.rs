@@ -33,6 +33,12 @@ pub static SERVED_BY: HeaderName = HeaderName::from_static("x-sandserve-served-b
 /// does not answer at all).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Longest wait for the next bytes of an owner's answer: a handler may run for up to
+/// 300 s (`timeout_ms` is at most 300000), so an owner silent for longer is stuck (stopped
+/// with SIGSTOP, or its machine gone without a reset), and the query fails with a 503
+/// instead of hanging for as long as the caller waits.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(330);
+
 /// Why forwarding failed.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -113,6 +119,7 @@ impl Forwarder {
             .map_err(|_| ForwardError::Client("the node id is not a valid header value".into()))?;
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(ANSWER_TIMEOUT)
             // An answer is passed on as it is: a redirect is the caller's to follow.
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(30))
@@ -227,7 +234,7 @@ impl http_body::Body for Handoff {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.hint.clone()
+        self.hint
     }
 }
 
