@@ -12,8 +12,9 @@ step "toolchain and wasm target"
 rustup target add wasm32-wasip2 >/dev/null
 rustup component add rustfmt clippy >/dev/null
 
-step "Debian tools the tests use: promtool (checks /metrics), tmux (records the CLI's progress bar), curl, PostgreSQL (cluster mode)"
+step "Debian tools the tests use: promtool (checks /metrics), tmux (records the CLI's progress bar), curl, PostgreSQL (cluster mode), kubectl (Kubernetes manifests)"
 need=()
+command -v kubectl >/dev/null || need+=(kubernetes-client)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v tmux >/dev/null || need+=(tmux)
 command -v curl >/dev/null || need+=(curl)
@@ -36,6 +37,9 @@ cargo fmt --all -- --check
 
 step "vendored WIT matches wasmtime-wasi-nn"
 scripts/vendor-wit.sh --check
+
+step "Kubernetes manifests (kubectl kustomize + kubernetes-validate) and the Dockerfile (hadolint)"
+scripts/check-kubernetes.sh
 
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -75,7 +75,7 @@ pub struct Settings {
     /// header_read_timeout_secs, body_read_timeout_secs, keep_alive_timeout_secs,
     /// tenant_guest_threads, memory_budget_mib, public_metrics, log_format,
     /// inference_table_retention_hours, inference_table_max_mib, inference_table_payload_kib,
-    /// blobs, blobs_endpoint, blobs_allow_http, blob_cache_mib).
+    /// blobs, blobs_endpoint, blobs_allow_http, blob_cache_mib, drain_timeout_secs, owners).
     // Not a key of the file itself: a file cannot name another.
     #[arg(long, env = "SANDSERVE_CONFIG")]
     #[serde(skip)]
@@ -185,6 +185,15 @@ pub struct Settings {
     /// blobs not in use are evicted past it) [default: 10240].
     #[arg(long, env = "SANDSERVE_BLOB_CACHE_MIB")]
     pub blob_cache_mib: Option<u64>,
+    /// On SIGTERM or SIGINT, seconds the requests in flight have to finish (no new
+    /// connection is accepted and /readyz answers 503 meanwhile); past it they are cut
+    /// [default: 30].
+    #[arg(long, env = "SANDSERVE_DRAIN_TIMEOUT_SECS")]
+    pub drain_timeout_secs: Option<u64>,
+    /// Cluster mode: how many nodes own (load and serve) each endpoint version; the others
+    /// forward its queries to them. 1 to 16 [default: 2].
+    #[arg(long, env = "SANDSERVE_OWNERS")]
+    pub owners: Option<usize>,
 }
 
 /// How the server writes its log.
@@ -233,6 +242,8 @@ impl Settings {
             blobs_endpoint,
             blobs_allow_http,
             blob_cache_mib,
+            drain_timeout_secs,
+            owners,
         } = self;
         Settings {
             listen: listen.or(lower.listen),
@@ -266,6 +277,8 @@ impl Settings {
             blobs_endpoint: blobs_endpoint.or(lower.blobs_endpoint),
             blobs_allow_http: blobs_allow_http || lower.blobs_allow_http,
             blob_cache_mib: blob_cache_mib.or(lower.blob_cache_mib),
+            drain_timeout_secs: drain_timeout_secs.or(lower.drain_timeout_secs),
+            owners: owners.or(lower.owners),
         }
     }
 
@@ -301,6 +314,9 @@ fn table_settings(
         ..defaults
     }
 }
+
+/// Largest `owners` (each owner holds the version's graphs in memory).
+pub const MAX_OWNERS: usize = 16;
 
 /// Largest `max_concurrent_uploads`.
 pub const MAX_CONCURRENT_UPLOADS: usize = 1024;
@@ -351,6 +367,8 @@ pub struct ServeConfig {
     pub inference_tables: crate::governance::tables::TableSettings,
     /// Where blobs are kept.
     pub blobs: BlobsConfig,
+    /// Cluster mode: owners of each endpoint version.
+    pub owners: usize,
 }
 
 impl ServeConfig {
@@ -417,6 +435,7 @@ impl ServeConfig {
                 header_read_timeout: secs(s.header_read_timeout_secs, defaults.header_read_timeout),
                 body_read_timeout: secs(s.body_read_timeout_secs, defaults.body_read_timeout),
                 keep_alive_timeout: secs(s.keep_alive_timeout_secs, defaults.keep_alive_timeout),
+                drain_timeout: secs(s.drain_timeout_secs, defaults.drain_timeout),
             },
             guest_threads,
             memory_budget_bytes: s
@@ -435,12 +454,19 @@ impl ServeConfig {
                 s.inference_table_payload_kib,
             ),
             blobs,
+            owners: s.owners.unwrap_or(crate::cluster::DEFAULT_OWNERS),
         };
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=MAX_OWNERS).contains(&self.owners) {
+            return Err(ConfigError::Invalid {
+                field: "owners",
+                problem: format!("must be 1 to {MAX_OWNERS}, not {}", self.owners),
+            });
+        }
         if let Some(token) = &self.admin_token {
             if token.len() < 16 {
                 return Err(ConfigError::Invalid {

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod authoring;
 pub mod blobs;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod governance;
@@ -11,6 +12,7 @@ pub mod images;
 pub mod inference;
 pub mod listener;
 pub mod package;
+pub mod readiness;
 pub mod registry;
 pub mod runtime;
 pub mod server;

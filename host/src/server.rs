@@ -1,16 +1,19 @@
 //! The composition root: [`App`] builds one server's state from its [`ServeConfig`] (the
 //! data folder's stores, the engines, the runtime and memory budget, the guest threads,
-//! the endpoints), and [`serve`] binds it and serves until SIGINT or SIGTERM, finishing
-//! requests in flight. [`app`] gives the same routes without a listener, for in-process
+//! the endpoints), and [`serve`] binds it and serves until SIGINT or SIGTERM. On the
+//! signal the node drains: `/readyz` answers 503 at once, no new connection is accepted,
+//! requests in flight finish (within `--drain-timeout-secs`), and the process exits 0. [`app`] gives the same routes without a listener, for in-process
 //! tests.
 
 use crate::api::{router, AppState};
 use crate::blobs::{BlobError, BlobStore, S3Blobs};
+use crate::cluster::{Cluster, Membership};
 use crate::config::{BlobsConfig, ServeConfig};
 use crate::governance::{Governance, GovernanceSettings};
 use crate::images::{ComponentCache, ImageService, ImageSettings};
 use crate::inference::{EngineSettings, Engines};
 use crate::package::UnpackLimits;
+use crate::readiness::{Gate, Readiness, STARTUP};
 use crate::registry::SledRegistry;
 use crate::runtime::{MemoryBudget, Runtime, RuntimeConfig};
 use crate::serving::{EndpointManager, GuestThreads, InlinePolicy};
@@ -64,6 +67,7 @@ pub struct App {
     state: AppState,
     endpoints: Arc<EndpointManager>,
     data_dir: std::path::PathBuf,
+    startup: Gate,
 }
 
 impl App {
@@ -147,6 +151,8 @@ impl App {
             Arc::new(guest_threads),
             governance.clone(),
         );
+        let readiness = Readiness::new();
+        let startup = readiness.gate(STARTUP);
         let state = AppState {
             directory,
             images,
@@ -154,12 +160,36 @@ impl App {
             endpoints: endpoints.clone(),
             public_metrics: config.public_metrics,
             governance,
+            readiness,
+            cluster: None,
         };
         Ok(Self {
             state,
             endpoints,
             data_dir: data.clone(),
+            startup,
         })
+    }
+
+    /// Cluster mode: queries for endpoint versions this node does not own go to their
+    /// owners among `membership`'s live nodes, each version owned by `owners` nodes. Call
+    /// before [`App::router`].
+    pub fn join_cluster(
+        &mut self,
+        membership: Arc<dyn Membership>,
+        owners: usize,
+    ) -> Result<Arc<Cluster>, ServeError> {
+        let cluster = Arc::new(
+            Cluster::new(membership, owners).map_err(|e| ServeError::Runtime(e.to_string()))?,
+        );
+        self.state.cluster = Some(cluster.clone());
+        Ok(cluster)
+    }
+
+    /// This node's readiness, for conditions of its own (cluster mode: membership caught
+    /// up, owned versions warm) and for draining.
+    pub fn readiness(&self) -> &Arc<Readiness> {
+        &self.state.readiness
     }
 
     /// Starts the idle sweeper and restores the endpoints the registry holds (their
@@ -173,11 +203,16 @@ impl App {
                 crate::telemetry::metrics::upkeep();
             }
         });
-        self.endpoints.restore_all().map_err(|e| ServeError::Store {
-            what: "the serving endpoints",
-            path: self.data_dir.display().to_string(),
-            detail: e.to_string(),
-        })
+        self.endpoints
+            .restore_all()
+            .map_err(|e| ServeError::Store {
+                what: "the serving endpoints",
+                path: self.data_dir.display().to_string(),
+                detail: e.to_string(),
+            })?;
+        // Built and restored (images load in the background, on first use at the latest).
+        self.startup.set(true);
+        Ok(())
     }
 
     /// The routes over this server's state; what [`serve`] puts behind the listener, and
@@ -217,14 +252,20 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     tracing::info!(%addr, data_dir = %config.data_dir.display(), max_connections = limits.max_connections, "sandserve listening ({scheme})");
     // Scripts and tests read the bound address (the port may be 0 = any) from stdout.
     println!("listening on {scheme}://{addr}");
+    let readiness = app.readiness().clone();
     crate::listener::serve(
         listener,
         app.router(),
         limits,
         config.tls.as_ref(),
-        shutdown_signal(),
+        async move {
+            shutdown_signal().await;
+            // Before the listener closes: a probe on an open connection sees 503 at once.
+            readiness.start_draining();
+        },
     )
     .await?;
+    tracing::info!("drained; exiting");
     // Usage still in memory and inference-table rows still queued reach the disk.
     if let Err(e) = app.state.governance.flush() {
         tracing::warn!("governance records not flushed at shutdown: {e}");

@@ -11,8 +11,10 @@ use std::path::Path;
 
 /// What each module may import. Modules not listed (the composition root: `server`,
 /// `config`, `main`, `lib`) may import anything.
-const ALLOWED: [(&str, &[&str]); 14] = [
+const ALLOWED: [(&str, &[&str]); 16] = [
     ("runtime", &[]),
+    ("cluster", &[]),
+    ("readiness", &[]),
     ("inference", &["runtime"]),
     ("blobs", &[]),
     ("telemetry", &[]),
@@ -52,11 +54,13 @@ const ALLOWED: [(&str, &[&str]); 14] = [
         "api",
         &[
             "blobs",
+            "cluster",
             "codec",
             "images",
             "governance",
             "inference",
             "package",
+            "readiness",
             "registry",
             "runtime",
             "serving",

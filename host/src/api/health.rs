@@ -4,9 +4,11 @@
 //! (which would tell one tenant whether another had uploaded the same component).
 
 use super::auth::is_admin;
-use super::AppState;
+use super::{ApiError, AppState};
+use crate::readiness::ReadyState;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -46,12 +48,41 @@ pub async fn live() -> StatusCode {
     StatusCode::OK
 }
 
-/// `GET /v2/health/ready`: 200 with an empty body. The server listens only once start-up
-/// has finished (registry open, engines loaded or refused), and models load on their
-/// first request, so a server that answers is ready; an endpoint that is not is told by
+/// Why the node is not ready, as a 503 (`None` when it is ready).
+fn not_ready(state: &AppState) -> Option<ApiError> {
+    match state.readiness.state() {
+        ReadyState::Ready => None,
+        ReadyState::Draining => Some(
+            ApiError::unavailable("the server is shutting down", Some(1)).with_reason("draining"),
+        ),
+        ReadyState::Waiting(gates) => Some(
+            ApiError::unavailable(
+                format!("the server is starting: waiting for {}", gates.join(", ")),
+                Some(1),
+            )
+            .with_reason("starting"),
+        ),
+    }
+}
+
+/// `GET /readyz`: 200 `{"status": "ready"}` when this node should get traffic (started; in
+/// cluster mode also caught up and its owned versions warm), else 503 saying why
+/// (`starting`, or `draining` from the moment a shutdown begins). Liveness is `GET /health`.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match not_ready(&state) {
+        None => Json(json!({"status": "ready"})).into_response(),
+        Some(e) => e.into_response(),
+    }
+}
+
+/// `GET /v2/health/ready`: 200 with an empty body when the node is ready (as `/readyz`),
+/// else 503. Models load on their first request; an endpoint that is not ready is told by
 /// `GET /v2/models/{name}/ready`.
-pub async fn ready() -> StatusCode {
-    StatusCode::OK
+pub async fn ready(State(state): State<AppState>) -> Response {
+    match not_ready(&state) {
+        None => StatusCode::OK.into_response(),
+        Some(e) => e.into_response(),
+    }
 }
 
 /// The V2 extensions sandserve implements, as `GET /v2` lists them: the binary tensor

@@ -3,7 +3,7 @@
 //!
 //! | route | who |
 //! |---|---|
-//! | `GET /health`, `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2` | anyone |
+//! | `GET /health`, `GET /readyz`, `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2` | anyone |
 //! | `GET /metrics` | admin (anyone with `--public-metrics`) |
 //! | `GET /api/2.0/serving-endpoints/{name}/metrics` | CAN_VIEW |
 //! | `GET /api/2.0/serving-endpoints/{name}/served-models/{e}/logs`, `.../build-logs` | CAN_MANAGE |
@@ -32,6 +32,7 @@ mod auth;
 mod databricks;
 mod endpoints;
 mod error;
+mod forwarding;
 mod governance;
 mod health;
 mod json;
@@ -53,13 +54,15 @@ pub use auth::Caller;
 pub use error::ApiError;
 pub use json::{parse_json, parse_value, JsonBody, RawBody};
 
+use crate::cluster::Cluster;
 use crate::governance::Governance;
 use crate::images::ImageService;
 use crate::inference::Engines;
+use crate::readiness::Readiness;
 use crate::serving::EndpointManager;
 use crate::tenancy::Directory;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{any, get, patch, post, put};
+use axum::routing::{any, get, patch, post, put, MethodRouter};
 use axum::Router;
 use std::sync::Arc;
 use tower::Layer;
@@ -80,6 +83,10 @@ pub struct AppState {
     pub public_metrics: bool,
     /// Gateway settings, quotas, usage, inference tables, audit log.
     pub governance: Arc<Governance>,
+    /// Whether this node takes traffic (`GET /readyz`).
+    pub readiness: Arc<Readiness>,
+    /// Cluster mode's routing of queries to their owners; `None` on a single node.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// Parses a model version from a path: a positive integer.
@@ -108,9 +115,24 @@ pub fn router(state: AppState) -> Router {
     )
 }
 
+/// A query route: in cluster mode, behind the layer that sends a query to its owner
+/// (`forwarding`); on a single node, the route alone (no layer, no cost).
+fn query_route(state: &AppState, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    if state.cluster.is_some() {
+        route.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forwarding::to_owner,
+        ))
+    } else {
+        route
+    }
+}
+
 fn routes(state: AppState) -> Router {
+    let clustered = |route| query_route(&state, route);
     Router::new()
         .route("/health", get(health::health))
+        .route("/readyz", get(health::readyz))
         .route("/metrics", get(observe::all))
         .route(
             "/.well-known/databricks-config",
@@ -212,12 +234,16 @@ fn routes(state: AppState) -> Router {
         )
         .route(
             "/serving-endpoints/{name}/invocations",
-            post(query::invocations).layer(DefaultBodyLimit::max(query::MAX_QUERY_BYTES)),
+            clustered(
+                post(query::invocations).layer(DefaultBodyLimit::max(query::MAX_QUERY_BYTES)),
+            ),
         )
         .route(
             "/serving-endpoints/{name}/served-models/{entity}/invocations",
-            post(query::served_model_invocations)
-                .layer(DefaultBodyLimit::max(query::MAX_QUERY_BYTES)),
+            clustered(
+                post(query::served_model_invocations)
+                    .layer(DefaultBodyLimit::max(query::MAX_QUERY_BYTES)),
+            ),
         )
         .route("/v2/models/stats", get(v2_extensions::all_stats))
         .route(
@@ -230,7 +256,7 @@ fn routes(state: AppState) -> Router {
         .route("/v2/models/{name}/stats", get(v2_extensions::stats))
         .route(
             "/v2/models/{name}/infer",
-            post(v2::infer_model).layer(DefaultBodyLimit::max(query::MAX_QUERY_BYTES)),
+            clustered(post(v2::infer_model).layer(DefaultBodyLimit::max(query::MAX_QUERY_BYTES))),
         )
         .route(
             "/v2/models/{name}/versions/{version}",
@@ -250,7 +276,7 @@ fn routes(state: AppState) -> Router {
         )
         .route(
             "/v2/models/{name}/versions/{version}/infer",
-            post(v2::infer_version).layer(DefaultBodyLimit::max(query::MAX_QUERY_BYTES)),
+            clustered(post(v2::infer_version).layer(DefaultBodyLimit::max(query::MAX_QUERY_BYTES))),
         )
         .route(
             "/v2/repository/models/{name}/load",

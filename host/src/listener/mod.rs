@@ -41,6 +41,8 @@ pub struct ConnectionLimits {
     pub body_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
     pub keep_alive_timeout: Duration,
+    /// On shutdown, how long requests in flight may take to finish; past it they are cut.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -50,6 +52,7 @@ impl Default for ConnectionLimits {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(15),
             keep_alive_timeout: Duration::from_secs(60),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
@@ -57,8 +60,9 @@ impl Default for ConnectionLimits {
 /// Streams HTTP/2 allows on one connection at once.
 const MAX_H2_STREAMS: u32 = 128;
 
-/// How long a shutdown waits for requests in flight.
-const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+/// How long a shutdown waits for requests in flight, unless configured (Kubernetes gives a
+/// pod 30 s between SIGTERM and SIGKILL by default; the manifests leave room above this).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `app` on `listener` (over TLS when `tls` is set) until `shutdown` resolves.
 pub async fn serve(
@@ -125,12 +129,15 @@ pub async fn serve(
             drop(admitted);
         });
     }
+    // No new connections from here on: a client that connects now is refused by the
+    // kernel (and tries another node) instead of waiting in a backlog nobody accepts.
+    drop(listener);
     let _ = stop.send(true);
-    let drained = tokio::time::timeout(DRAIN_LIMIT, async {
-        while tasks.join_next().await.is_some() {}
-    });
+    let drain = limits.drain_timeout;
+    let drained = tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} });
     if drained.await.is_err() {
-        tracing::warn!("shutdown: requests still running after {DRAIN_LIMIT:?} were cut off");
+        tracing::warn!("shutdown: requests still running after {drain:?} were cut off");
+        tasks.abort_all();
     }
     Ok(())
 }
@@ -207,7 +214,7 @@ async fn serve_connection<S>(
             () = connection.evicted() => return,
             _ = stopping.changed() => {
                 served.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(DRAIN_LIMIT, served.as_mut()).await;
+                let _ = tokio::time::timeout(limits.drain_timeout, served.as_mut()).await;
                 return;
             }
             _ = check.tick() => {

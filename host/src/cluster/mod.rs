@@ -1,0 +1,126 @@
+//! Cluster mode's request routing: several nodes share one metadata store and one blob
+//! store, and each endpoint version is served by a few of them. [`Membership`] says which
+//! nodes are live (the PostgreSQL nodes table with heartbeat leases); [`Placement`] picks a
+//! key's owners by rendezvous hashing; [`Cluster::route`] sends a query this node does not
+//! own to an owner ([`Forwarder`]), or serves it here when it owns the key, when the
+//! request was already forwarded once, or when no owner can be reached (the fallback,
+//! counted). Single-node servers have no [`Cluster`] and never reach this module.
+
+pub mod forward;
+pub mod membership;
+pub mod placement;
+
+pub use forward::{ForwardError, Forwarder, Outcome, FORWARDED_BY, SERVED_BY};
+pub use membership::{Membership, NodeInfo};
+pub use placement::{endpoint_key, model_key, Placement, DEFAULT_OWNERS};
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Counter of queries forwarded to an owner that answered.
+pub const FORWARDED_METRIC: &str = "sandserve_cluster_forwarded_total";
+/// Counter of queries served here because no owner could be reached.
+pub const FALLBACK_METRIC: &str = "sandserve_cluster_fallback_total";
+
+/// Where a query goes.
+pub enum Routed {
+    /// Serve it here.
+    Local(Request<Body>),
+    /// An owner answered; pass its answer on.
+    Answered(Response<Body>),
+    /// Forwarding broke off after the body had left (answer 503, retryable).
+    Failed(ForwardError),
+}
+
+/// One node's view of the cluster and its client to the others.
+pub struct Cluster {
+    membership: Arc<dyn Membership>,
+    placement: Placement,
+    forwarder: Forwarder,
+    forwarded: AtomicU64,
+    fallbacks: AtomicU64,
+}
+
+impl Cluster {
+    /// Routing over `membership`, each key owned by `owners` nodes.
+    pub fn new(membership: Arc<dyn Membership>, owners: usize) -> Result<Self, ForwardError> {
+        let forwarder = Forwarder::new(membership.self_id())?;
+        metrics::describe_counter!(
+            FORWARDED_METRIC,
+            "Queries forwarded to the node that owns their endpoint version."
+        );
+        metrics::describe_counter!(
+            FALLBACK_METRIC,
+            "Queries served by a node that does not own them because no owner could be reached."
+        );
+        Ok(Self {
+            membership,
+            placement: Placement::new(owners),
+            forwarder,
+            forwarded: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
+        })
+    }
+
+    /// The live nodes that own `key`, the preferred one first.
+    pub fn owners(&self, key: &str) -> Vec<NodeInfo> {
+        let nodes = self.membership.live_nodes();
+        self.placement
+            .owners(key, &nodes)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Whether this node owns `key` (what it should load and keep warm).
+    pub fn is_owner(&self, key: &str) -> bool {
+        let nodes = self.membership.live_nodes();
+        self.placement
+            .is_owner(key, self.membership.self_id(), &nodes)
+    }
+
+    /// Queries forwarded to an owner so far.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(Ordering::Relaxed)
+    }
+
+    /// Queries served here because no owner could be reached, so far.
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// Where the query `request` for `key` is served: here when this node owns `key` or
+    /// the request was forwarded already, else by the first owner that can be reached,
+    /// else here (the fallback).
+    pub async fn route(&self, key: &str, request: Request<Body>) -> Routed {
+        if request.headers().contains_key(&FORWARDED_BY) {
+            return Routed::Local(request);
+        }
+        let owners = self.owners(key);
+        let me = self.membership.self_id();
+        if owners.is_empty() || owners.iter().any(|n| n.id == me) {
+            return Routed::Local(request);
+        }
+        let mut request = request;
+        for owner in &owners {
+            match self.forwarder.send(owner, request).await {
+                Outcome::Answered(answer) => {
+                    self.forwarded.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(FORWARDED_METRIC).increment(1);
+                    return Routed::Answered(answer);
+                }
+                Outcome::Unreachable(back, why) => {
+                    tracing::warn!(node = %owner.id, key, "owner unreachable: {why}");
+                    request = back;
+                }
+                Outcome::Failed(e) => return Routed::Failed(e),
+            }
+        }
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(FALLBACK_METRIC).increment(1);
+        tracing::warn!(key, "no owner reachable: serving here");
+        Routed::Local(request)
+    }
+}
