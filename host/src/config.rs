@@ -8,6 +8,10 @@
 //! any socket is bound. The admin token comes only from the environment or the file, never
 //! from a flag (flags show up in `ps`).
 
+mod cluster;
+
+pub use cluster::{ClusterConfig, Metadata};
+
 use crate::images::DEFAULT_MAX_CONCURRENT_UPLOADS;
 use crate::listener::{ConnectionLimits, TlsFiles};
 use crate::serving::GuestThreadSettings;
@@ -70,7 +74,8 @@ pub struct Settings {
     /// inline_max_run_us, tls_cert, tls_key, plain_http, max_connections,
     /// header_read_timeout_secs, body_read_timeout_secs, keep_alive_timeout_secs,
     /// tenant_guest_threads, memory_budget_mib, public_metrics, log_format,
-    /// inference_table_retention_hours, inference_table_max_mib, inference_table_payload_kib).
+    /// inference_table_retention_hours, inference_table_max_mib, inference_table_payload_kib,
+    /// metadata, node_id, advertise_url).
     // Not a key of the file itself: a file cannot name another.
     #[arg(long, env = "SANDSERVE_CONFIG")]
     #[serde(skip)]
@@ -163,6 +168,16 @@ pub struct Settings {
     /// and marked truncated [default: 64].
     #[arg(long, env = "SANDSERVE_INFERENCE_TABLE_PAYLOAD_KIB")]
     pub inference_table_payload_kib: Option<u64>,
+    /// Where the metadata lives: a PostgreSQL URL (`postgres://user@host:port/db`) for
+    /// cluster mode, several nodes sharing it [default: the sled database in the data dir].
+    #[arg(long, env = "SANDSERVE_METADATA")]
+    pub metadata: Option<String>,
+    /// This node's id in the cluster [default: the host name and a random suffix].
+    #[arg(long, env = "SANDSERVE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// The URL other nodes reach this one at [default: http(s)://<listen address>].
+    #[arg(long, env = "SANDSERVE_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
 }
 
 /// How the server writes its log.
@@ -207,6 +222,9 @@ impl Settings {
             inference_table_retention_hours,
             inference_table_max_mib,
             inference_table_payload_kib,
+            metadata,
+            node_id,
+            advertise_url,
         } = self;
         Settings {
             listen: listen.or(lower.listen),
@@ -236,6 +254,9 @@ impl Settings {
             inference_table_max_mib: inference_table_max_mib.or(lower.inference_table_max_mib),
             inference_table_payload_kib: inference_table_payload_kib
                 .or(lower.inference_table_payload_kib),
+            metadata: metadata.or(lower.metadata),
+            node_id: node_id.or(lower.node_id),
+            advertise_url: advertise_url.or(lower.advertise_url),
         }
     }
 
@@ -319,6 +340,8 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// How inference tables are kept.
     pub inference_tables: crate::governance::tables::TableSettings,
+    /// Metadata store and cluster membership.
+    pub cluster: ClusterConfig,
 }
 
 impl ServeConfig {
@@ -396,6 +419,7 @@ impl ServeConfig {
                 s.inference_table_max_mib,
                 s.inference_table_payload_kib,
             ),
+            cluster: cluster::resolve(s.metadata, s.node_id, s.advertise_url)?,
         };
         config.validate()?;
         Ok(config)

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod authoring;
 pub mod blobs;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod governance;

@@ -1,6 +1,6 @@
 //! The composition root: [`App`] builds one server's state from its [`ServeConfig`] (the
-//! data folder's stores, the engines, the runtime and memory budget, the guest threads,
-//! the endpoints), and [`serve`] binds it and serves until SIGINT or SIGTERM, finishing
+//! data folder's stores or, in cluster mode, the shared PostgreSQL metadata, the engines,
+//! the runtime and memory budget, the guest threads, the endpoints), and [`serve`] binds it and serves until SIGINT or SIGTERM, finishing
 //! requests in flight. [`app`] gives the same routes without a listener, for in-process
 //! tests.
 
@@ -11,13 +11,14 @@ use crate::governance::{Governance, GovernanceSettings};
 use crate::images::{ComponentCache, ImageService, ImageSettings};
 use crate::inference::{EngineSettings, Engines};
 use crate::package::UnpackLimits;
-use crate::registry::SledRegistry;
 use crate::runtime::{MemoryBudget, Runtime, RuntimeConfig};
 use crate::serving::{EndpointManager, GuestThreads, InlinePolicy};
 use crate::tenancy::{redacted, AdminBootstrap, Directory};
 use axum::Router;
 use std::sync::Arc;
 use thiserror::Error;
+
+mod metadata;
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
@@ -64,6 +65,8 @@ pub struct App {
     state: AppState,
     endpoints: Arc<EndpointManager>,
     data_dir: std::path::PathBuf,
+    /// Cluster mode's follower and lease; `None` with sled metadata.
+    shared: Option<metadata::SharedMetadata>,
 }
 
 impl App {
@@ -82,9 +85,11 @@ impl App {
                 detail: e.to_string(),
             }
         };
-        let registry = SledRegistry::open(&data.join("metadata"))
-            .map_err(|e| store_error("the metadata database")(&e))?;
-        let registry = Arc::new(registry);
+        let metadata::OpenedMetadata {
+            registry,
+            membership,
+            shared,
+        } = metadata::open(config).map_err(|e| store_error("the metadata database")(&e))?;
         let directory = Arc::new(Directory::new(registry.clone(), registry.clone()));
         bootstrap_admin(&directory, config.admin_token.as_deref())?;
         let blobs =
@@ -126,11 +131,14 @@ impl App {
             .map_err(|e| ServeError::Runtime(format!("cannot start the guest threads: {e}")))?;
         // Blobs a crash (kill -9 during an upload) left behind: nothing runs yet, so every
         // blob no image references is an orphan (the sweep is safe with uploads anyway).
-        // Writes a crash cut short were cleared from `tmp/` when the store opened.
-        match images.collect_orphans() {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "removed blobs no image references"),
-            Err(e) => tracing::warn!("skipping the sweep of unreferenced blobs: {e}"),
+        // Writes a crash cut short were cleared from `tmp/` when the store opened. Not with
+        // shared metadata: another node's upload may be writing a blob no record names yet.
+        if shared.is_none() {
+            match images.collect_orphans() {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "removed blobs no image references"),
+                Err(e) => tracing::warn!("skipping the sweep of unreferenced blobs: {e}"),
+            }
         }
         let governance = Governance::open(
             data,
@@ -155,16 +163,19 @@ impl App {
             endpoints: endpoints.clone(),
             public_metrics: config.public_metrics,
             governance,
+            membership,
         };
         Ok(Self {
             state,
             endpoints,
             data_dir: data.clone(),
+            shared,
         })
     }
 
     /// Starts the idle sweeper and restores the endpoints the registry holds (their
-    /// images load in the background). Call within a Tokio runtime.
+    /// images load in the background); in cluster mode, also starts applying the changes
+    /// the other nodes make. Call within a Tokio runtime.
     pub fn start(&self) -> Result<(), ServeError> {
         self.endpoints.sweep_idle();
         tokio::spawn(async {
@@ -174,7 +185,25 @@ impl App {
                 crate::telemetry::metrics::upkeep();
             }
         });
-        self.endpoints.restore_all().map_err(|e| ServeError::Store {
+        let restored = match &self.shared {
+            None => self.endpoints.restore_all(),
+            Some(shared) => {
+                let changes = shared
+                    .changes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                if let Some(changes) = changes {
+                    crate::cluster::follow::apply_changes(
+                        changes,
+                        self.state.directory.clone(),
+                        self.endpoints.clone(),
+                    );
+                }
+                self.endpoints.restore_shared()
+            }
+        };
+        restored.map_err(|e| ServeError::Store {
             what: "the serving endpoints",
             path: self.data_dir.display().to_string(),
             detail: e.to_string(),
@@ -197,8 +226,7 @@ pub fn app(config: &ServeConfig) -> Result<Router, ServeError> {
 }
 
 /// Builds the server from `config` and serves it until a shutdown signal.
-pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
-    let app = App::open(&config)?;
+pub async fn serve(mut config: ServeConfig) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -206,6 +234,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Serve)?;
+    // The bound address (port 0 picks one) is what the node advertises by default.
+    config.listen = addr;
+    let app = App::open(&config)?;
     app.start()?;
     let mut limits = config.connections.clone();
     // Descriptors beyond the connections: sled, blobs being read, engines, the compile cache.
@@ -226,6 +257,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         shutdown_signal(),
     )
     .await?;
+    if let Some(shared) = &app.shared {
+        shared.lease.leave();
+    }
     // Usage still in memory and inference-table rows still queued reach the disk.
     if let Err(e) = app.state.governance.flush() {
         tracing::warn!("governance records not flushed at shutdown: {e}");

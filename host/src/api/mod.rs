@@ -28,6 +28,7 @@
 
 mod access;
 mod auth;
+mod cluster;
 mod databricks;
 mod endpoints;
 mod error;
@@ -79,6 +80,8 @@ pub struct AppState {
     pub public_metrics: bool,
     /// Gateway settings, quotas, usage, inference tables, audit log.
     pub governance: Arc<Governance>,
+    /// The cluster's live nodes (this one alone with sled metadata).
+    pub membership: Arc<dyn crate::cluster::membership::Membership>,
 }
 
 /// Parses a model version from a path: a positive integer.
@@ -127,6 +130,7 @@ fn routes(state: AppState) -> Router {
             "/api/2.0/tenants/{name}/quotas",
             get(governance::get_quotas).put(governance::put_quotas),
         )
+        .route("/api/2.0/cluster/nodes", get(cluster::nodes))
         .route("/api/2.0/usage", get(governance::usage))
         .route("/api/2.0/audit", get(governance::audit_log))
         .route(

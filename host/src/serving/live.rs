@@ -105,6 +105,11 @@ impl LiveTable {
         self.write().remove(&key(tenant, name));
     }
 
+    /// The endpoints with an active config: (tenant, name).
+    pub fn endpoint_keys(&self) -> Vec<(String, String)> {
+        self.read().keys().cloned().collect()
+    }
+
     /// Every entity serving now: endpoints' and direct ones.
     pub fn entities(&self) -> Vec<Arc<EntityRuntime>> {
         let mut entities: Vec<Arc<EntityRuntime>> = self
