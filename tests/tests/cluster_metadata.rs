@@ -470,6 +470,34 @@ fn three_nodes_share_metadata_and_follow_each_others_changes() {
         });
     }
 
+    // Many requests at once on B, each reading the shared metadata from an async worker
+    // (listing endpoints) or serving from memory (queries): none waits on another.
+    let started = Instant::now();
+    let workers: Vec<_> = (0..16)
+        .map(|i| {
+            let client = on(&b);
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    if i % 2 == 0 {
+                        let (status, body) = client.get("/api/2.0/serving-endpoints");
+                        assert_eq!(status, 200, "{body}");
+                        assert_eq!(body["endpoints"][0]["name"], "echo", "{body}");
+                    } else {
+                        assert_eq!(query(&client), (200, "echo-1".into()));
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    println!(
+        "400 requests on B, half of them reading PostgreSQL: {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+
     // A node started again neither sweeps the shared blobs nor rewrites the records: it
     // loads the endpoint and serves it; the record is as A left it.
     let before = wait_settled(&on(&a));

@@ -32,6 +32,7 @@ pub(super) fn active_config(
         .collect();
     ActiveConfig {
         config_version: config.config_version,
+        config: Arc::new(config.clone()),
         entities,
         split: Split::new(&shares),
         fallback,
@@ -128,7 +129,9 @@ impl EndpointManager {
         };
         let (tenant, name) = (record.tenant, record.name);
         if let Some(active) = self.live.get(&tenant, &name) {
-            if active.config_version == config.config_version {
+            // The whole config, not only its version: an endpoint deleted and created again
+            // meanwhile counts its versions from 1 again.
+            if *active.config == config {
                 if active.fallback != record.fallback_enabled {
                     let enabled = record.fallback_enabled;
                     self.live
