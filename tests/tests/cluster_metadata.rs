@@ -450,6 +450,8 @@ fn three_nodes_share_metadata_and_follow_each_others_changes() {
     // A tenant and token made on A work on B and C at once; an upload on A is listed there.
     let token = a.server.admin().tenant_with_token("acme", "CAN_MANAGE");
     let on = |node: &Node| node.server.client(&token);
+    let (status, body) = on(&b).get("/api/2.0/cluster/nodes");
+    assert_eq!(status, 403, "{body}");
     assert_eq!(on(&a).upload("echo", &example_package("echo")).0, 201);
     for node in [&b, &c] {
         let (status, body) = on(node).get("/api/2.0/models/echo/versions");

@@ -16,6 +16,7 @@
 //! | `GET /api/2.0/serving-endpoints/{name}/inference-table` | CAN_MANAGE |
 //! | `GET /api/2.0/usage` | a tenant token (its own), or admin |
 //! | `GET /api/2.0/audit`, `GET/PUT /api/2.0/tenants/{name}/quotas` | admin |
+//! | `GET /api/2.0/cluster/nodes` | admin |
 //! | every `POST/PUT/PATCH/DELETE /api/2.0/...` | written to the audit log (`governance::audit`) |
 //! | `GET /api/2.0/serving-endpoints/{name}/openapi` | CAN_QUERY |
 //! | `GET/PUT/PATCH /api/2.0/permissions/serving-endpoints/{id}` | CAN_MANAGE |

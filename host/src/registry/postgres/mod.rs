@@ -90,7 +90,9 @@ impl PostgresRegistry {
     /// in `host/migrations/`, applied once however many nodes start at the same time).
     pub fn connect(url: &str) -> Result<Self, RegistryError> {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(storage("the metadata URL is not a PostgreSQL URL (postgres://...)"));
+            return Err(storage(
+                "the metadata URL is not a PostgreSQL URL (postgres://...)",
+            ));
         }
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| storage(format!("the metadata URL is not a PostgreSQL URL: {e}")))?
