@@ -21,6 +21,11 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(rel).display());
     }
+    // `sqlx::migrate!` embeds the PostgreSQL migrations: a changed one rebuilds the host.
+    println!(
+        "cargo:rerun-if-changed={}",
+        host.join("migrations").display()
+    );
     let target_dir = out.join("guest-target");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);

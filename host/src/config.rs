@@ -9,8 +9,10 @@
 //! from a flag (flags show up in `ps`).
 
 mod blobs;
+mod cluster;
 
 pub use blobs::{BlobSettings, BlobsConfig, DEFAULT_BLOB_CACHE_MIB};
+pub use cluster::{ClusterConfig, Metadata};
 
 use crate::images::DEFAULT_MAX_CONCURRENT_UPLOADS;
 use crate::listener::{ConnectionLimits, TlsFiles};
@@ -75,7 +77,8 @@ pub struct Settings {
     /// header_read_timeout_secs, body_read_timeout_secs, keep_alive_timeout_secs,
     /// tenant_guest_threads, memory_budget_mib, public_metrics, log_format,
     /// inference_table_retention_hours, inference_table_max_mib, inference_table_payload_kib,
-    /// blobs, blobs_endpoint, blobs_allow_http, blob_cache_mib, drain_timeout_secs, owners).
+    /// blobs, blobs_endpoint, blobs_allow_http, blob_cache_mib, drain_timeout_secs, owners,
+    /// metadata, node_id, advertise_url).
     // Not a key of the file itself: a file cannot name another.
     #[arg(long, env = "SANDSERVE_CONFIG")]
     #[serde(skip)]
@@ -194,6 +197,16 @@ pub struct Settings {
     /// forward its queries to them. 1 to 16 [default: 2].
     #[arg(long, env = "SANDSERVE_OWNERS")]
     pub owners: Option<usize>,
+    /// Where the metadata lives: a PostgreSQL URL (`postgres://user@host:port/db`) for
+    /// cluster mode, several nodes sharing it [default: the sled database in the data dir].
+    #[arg(long, env = "SANDSERVE_METADATA")]
+    pub metadata: Option<String>,
+    /// This node's id in the cluster [default: the host name and a random suffix].
+    #[arg(long, env = "SANDSERVE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// The URL other nodes reach this one at [default: http(s)://<listen address>].
+    #[arg(long, env = "SANDSERVE_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
 }
 
 /// How the server writes its log.
@@ -244,6 +257,9 @@ impl Settings {
             blob_cache_mib,
             drain_timeout_secs,
             owners,
+            metadata,
+            node_id,
+            advertise_url,
         } = self;
         Settings {
             listen: listen.or(lower.listen),
@@ -279,6 +295,9 @@ impl Settings {
             blob_cache_mib: blob_cache_mib.or(lower.blob_cache_mib),
             drain_timeout_secs: drain_timeout_secs.or(lower.drain_timeout_secs),
             owners: owners.or(lower.owners),
+            metadata: metadata.or(lower.metadata),
+            node_id: node_id.or(lower.node_id),
+            advertise_url: advertise_url.or(lower.advertise_url),
         }
     }
 
@@ -369,6 +388,8 @@ pub struct ServeConfig {
     pub blobs: BlobsConfig,
     /// Cluster mode: owners of each endpoint version.
     pub owners: usize,
+    /// Metadata store and cluster membership.
+    pub cluster: ClusterConfig,
 }
 
 impl ServeConfig {
@@ -455,6 +476,7 @@ impl ServeConfig {
             ),
             blobs,
             owners: s.owners.unwrap_or(crate::cluster::DEFAULT_OWNERS),
+            cluster: cluster::resolve(s.metadata, s.node_id, s.advertise_url)?,
         };
         config.validate()?;
         Ok(config)

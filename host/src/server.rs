@@ -1,9 +1,12 @@
 //! The composition root: [`App`] builds one server's state from its [`ServeConfig`] (the
-//! data folder's stores, the engines, the runtime and memory budget, the guest threads,
-//! the endpoints), and [`serve`] binds it and serves until SIGINT or SIGTERM. On the
-//! signal the node drains: `/readyz` answers 503 at once, no new connection is accepted,
-//! requests in flight finish (within `--drain-timeout-secs`), and the process exits 0. [`app`] gives the same routes without a listener, for in-process
-//! tests.
+//! data folder's stores or, in cluster mode, the shared PostgreSQL metadata and S3 blobs;
+//! the engines, the runtime and memory budget, the guest threads, the endpoints), and
+//! [`serve`] binds it and serves until SIGINT or SIGTERM. In cluster mode the node joins
+//! the cluster's query routing (queries for versions it does not own go to their owners).
+//! On the signal the node drains: `/readyz` answers 503 at once, no new connection is
+//! accepted, requests in flight finish (within `--drain-timeout-secs`), the node gives up
+//! its lease, and the process exits 0. [`app`] gives the same routes without a listener,
+//! for in-process tests.
 
 use crate::api::{router, AppState};
 use crate::blobs::{BlobError, BlobStore, S3Blobs};
@@ -14,13 +17,15 @@ use crate::images::{ComponentCache, ImageService, ImageSettings};
 use crate::inference::{EngineSettings, Engines};
 use crate::package::UnpackLimits;
 use crate::readiness::{Gate, Readiness, STARTUP};
-use crate::registry::SledRegistry;
 use crate::runtime::{MemoryBudget, Runtime, RuntimeConfig};
 use crate::serving::{EndpointManager, GuestThreads, InlinePolicy};
 use crate::tenancy::{redacted, AdminBootstrap, Directory};
 use axum::Router;
 use std::sync::Arc;
 use thiserror::Error;
+
+mod follow;
+mod metadata;
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
@@ -68,6 +73,8 @@ pub struct App {
     endpoints: Arc<EndpointManager>,
     data_dir: std::path::PathBuf,
     startup: Gate,
+    /// Cluster mode's follower and lease; `None` with sled metadata.
+    shared: Option<metadata::SharedMetadata>,
 }
 
 impl App {
@@ -86,9 +93,11 @@ impl App {
                 detail: e.to_string(),
             }
         };
-        let registry = SledRegistry::open(&data.join("metadata"))
-            .map_err(|e| store_error("the metadata database")(&e))?;
-        let registry = Arc::new(registry);
+        let metadata::OpenedMetadata {
+            registry,
+            membership,
+            shared,
+        } = metadata::open(config).map_err(|e| store_error("the metadata database")(&e))?;
         let directory = Arc::new(Directory::new(registry.clone(), registry.clone()));
         bootstrap_admin(&directory, config.admin_token.as_deref())?;
         let blobs = open_blobs(config).map_err(|e| store_error("the blob store")(&e))?;
@@ -129,11 +138,14 @@ impl App {
             .map_err(|e| ServeError::Runtime(format!("cannot start the guest threads: {e}")))?;
         // Blobs a crash (kill -9 during an upload) left behind: nothing runs yet, so every
         // blob no image references is an orphan (the sweep is safe with uploads anyway).
-        // Writes a crash cut short were cleared from `tmp/` when the store opened.
-        match images.collect_orphans() {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "removed blobs no image references"),
-            Err(e) => tracing::warn!("skipping the sweep of unreferenced blobs: {e}"),
+        // Writes a crash cut short were cleared from `tmp/` when the store opened. Not with
+        // shared metadata: another node's upload may be writing a blob no record names yet.
+        if shared.is_none() {
+            match images.collect_orphans() {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "removed blobs no image references"),
+                Err(e) => tracing::warn!("skipping the sweep of unreferenced blobs: {e}"),
+            }
         }
         let governance = Governance::open(
             data,
@@ -162,12 +174,14 @@ impl App {
             governance,
             readiness,
             cluster: None,
+            membership,
         };
         Ok(Self {
             state,
             endpoints,
             data_dir: data.clone(),
             startup,
+            shared,
         })
     }
 
@@ -193,7 +207,8 @@ impl App {
     }
 
     /// Starts the idle sweeper and restores the endpoints the registry holds (their
-    /// images load in the background). Call within a Tokio runtime.
+    /// images load in the background); in cluster mode, also starts applying the changes
+    /// the other nodes make. Call within a Tokio runtime.
     pub fn start(&self) -> Result<(), ServeError> {
         self.endpoints.sweep_idle();
         tokio::spawn(async {
@@ -203,13 +218,29 @@ impl App {
                 crate::telemetry::metrics::upkeep();
             }
         });
-        self.endpoints
-            .restore_all()
-            .map_err(|e| ServeError::Store {
-                what: "the serving endpoints",
-                path: self.data_dir.display().to_string(),
-                detail: e.to_string(),
-            })?;
+        let restored = match &self.shared {
+            None => self.endpoints.restore_all(),
+            Some(shared) => {
+                let changes = shared
+                    .changes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                if let Some(changes) = changes {
+                    follow::apply_changes(
+                        changes,
+                        self.state.directory.clone(),
+                        self.endpoints.clone(),
+                    );
+                }
+                self.endpoints.restore_shared()
+            }
+        };
+        restored.map_err(|e| ServeError::Store {
+            what: "the serving endpoints",
+            path: self.data_dir.display().to_string(),
+            detail: e.to_string(),
+        })?;
         // Built and restored (images load in the background, on first use at the latest).
         self.startup.set(true);
         Ok(())
@@ -231,8 +262,7 @@ pub fn app(config: &ServeConfig) -> Result<Router, ServeError> {
 }
 
 /// Builds the server from `config` and serves it until a shutdown signal.
-pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
-    let app = App::open(&config)?;
+pub async fn serve(mut config: ServeConfig) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -240,6 +270,13 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Serve)?;
+    // The bound address (port 0 picks one) is what the node advertises by default.
+    config.listen = addr;
+    let mut app = App::open(&config)?;
+    if app.shared.is_some() {
+        let membership = app.state.membership.clone();
+        app.join_cluster(membership, config.owners)?;
+    }
     app.start()?;
     let mut limits = config.connections.clone();
     // Descriptors beyond the connections: sled, blobs being read, engines, the compile cache.
@@ -266,6 +303,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     )
     .await?;
     tracing::info!("drained; exiting");
+    if let Some(shared) = &app.shared {
+        shared.lease.leave();
+    }
     // Usage still in memory and inference-table rows still queued reach the disk.
     if let Err(e) = app.state.governance.flush() {
         tracing::warn!("governance records not flushed at shutdown: {e}");

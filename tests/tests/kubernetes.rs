@@ -19,7 +19,9 @@
 #![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 
 use base64::Engine as _;
+use sandserve_tests::postgres::Postgres;
 use sandserve_tests::repo_root;
+use sandserve_tests::s3::S3Server;
 use sandserve_tests::server::sandserve_bin;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -27,10 +29,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Variables the manifests set for settings other branches add (cluster mode's metadata
-/// and blob stores); not passed here, where the single-node stores stand in.
-const PENDING: [&str; 2] = ["SANDSERVE_METADATA", "SANDSERVE_BLOBS"];
 
 const ADMIN: &str = "entrypoint-test-admin-token-0123";
 
@@ -51,7 +49,8 @@ fn tools() -> Option<PathBuf> {
 
 /// Renders the production overlay of a copy of deploy/kubernetes with throwaway secrets
 /// (under `work`) and returns its objects.
-fn render(python: &Path, work: &Path) -> Vec<Value> {
+/// Renders the production overlay with `secrets_env` as its Secret's env file.
+fn render(python: &Path, work: &Path, secrets_env: &str) -> Vec<Value> {
     let status = Command::new("cp")
         .arg("-r")
         .arg(repo_root().join("deploy/kubernetes"))
@@ -61,14 +60,7 @@ fn render(python: &Path, work: &Path) -> Vec<Value> {
     assert!(status.success());
     let secrets = work.join("kubernetes/overlays/production/secrets");
     std::fs::create_dir_all(&secrets).unwrap();
-    std::fs::write(
-        secrets.join("sandserve.env"),
-        format!(
-            "admin-token={ADMIN}\nmetadata-url=postgres://sandserve:x@postgres:5432/sandserve\n\
-             blobs-url=s3://bucket/sandserve\ns3-access-key-id=x\ns3-secret-access-key=y\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(secrets.join("sandserve.env"), secrets_env).unwrap();
     let made = Command::new(sandserve_bin())
         .args(["cert", "--self-signed", "--host", "localhost", "--cert"])
         .arg(secrets.join("tls.crt"))
@@ -174,7 +166,21 @@ fn curl(ca: &Path, url: &str, token: Option<&str>) -> (u16, String) {
 fn the_container_entry_point_runs_as_the_manifests_run_it() {
     let Some(python) = tools() else { return };
     let work = tempfile::tempdir().unwrap();
-    let objects = render(&python, work.path());
+    // The stores the manifests point at, real: PostgreSQL and an S3 server on loopback.
+    let postgres = Postgres::start();
+    let metadata_url = postgres.create_database("sandserve");
+    let s3 = S3Server::start("sandserve-k8s");
+    let credentials: std::collections::HashMap<_, _> = s3.env().into_iter().collect();
+    let secrets_env = format!(
+        "admin-token={ADMIN}\nmetadata-url={metadata_url}\n\
+         blobs-url=s3://{}/sandserve\nblobs-endpoint={}\n\
+         s3-access-key-id={}\ns3-secret-access-key={}\n",
+        s3.bucket(),
+        s3.endpoint(),
+        credentials["AWS_ACCESS_KEY_ID"],
+        credentials["AWS_SECRET_ACCESS_KEY"],
+    );
+    let objects = render(&python, work.path(), &secrets_env);
     let deployment = object(&objects, "Deployment", "sandserve");
     let pod = &deployment["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
@@ -254,15 +260,12 @@ fn the_container_entry_point_runs_as_the_manifests_run_it() {
         // The admin token is read from the environment only (never a flag).
         if name.starts_with("SANDSERVE_") && name != "SANDSERVE_ADMIN_TOKEN" {
             assert!(
-                help.contains(&format!("[env: {name}=")) || PENDING.contains(&name.as_str()),
+                help.contains(&format!("[env: {name}=")),
                 "the manifest sets {name}, which `sandserve serve` does not read"
             );
-            if PENDING.contains(&name.as_str()) && !help.contains(&format!("[env: {name}=")) {
-                continue;
-            }
         }
         let value = if let Some(value) = var["value"].as_str() {
-            value.to_string()
+            expand(value, &env)
         } else if let Some(secret) = var["valueFrom"]["secretKeyRef"].as_object() {
             String::from_utf8(secret_value(
                 &objects,
@@ -319,8 +322,9 @@ fn the_container_entry_point_runs_as_the_manifests_run_it() {
                 }
             }
             _ => panic!(
-                "the entry point exited before listening: {:?}",
-                child.wait()
+                "the entry point exited before listening: {:?}\nPostgreSQL's log:\n{}",
+                child.wait(),
+                postgres.log()
             ),
         }
     };
@@ -362,8 +366,15 @@ fn the_container_entry_point_runs_as_the_manifests_run_it() {
         Some("wrong-token-0123456789"),
     );
     assert_eq!(status, 401);
-    // Logs are JSON lines (log_format), data lands in the data volume.
-    assert!(root.map("/var/lib/sandserve/metadata").exists());
+    // Cluster mode, as the Secret asks: the metadata is PostgreSQL's (no sled database in
+    // the data volume), and the node holds a lease under its pod's name and address.
+    assert!(!root.map("/var/lib/sandserve/metadata").exists());
+    let (status, body) = curl(&ca, &format!("{base}/api/2.0/cluster/nodes"), Some(ADMIN));
+    assert_eq!(status, 200, "{body}");
+    let nodes: Value = serde_json::from_str(&body).unwrap();
+    let me = &nodes["nodes"][0];
+    assert_eq!(me["id"], "sandserve-7d9f8-abcde", "{body}");
+    assert_eq!(me["url"], "https://127.0.0.1:8443", "{body}");
     eprintln!("entry point ready after {:?}", started.elapsed());
 
     // Termination: SIGTERM, exit 0 within the grace period.
@@ -385,4 +396,14 @@ fn the_container_entry_point_runs_as_the_manifests_run_it() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(exit.code(), Some(0), "{exit}");
+}
+
+/// `value` with each `$(NAME)` replaced by the value of a variable defined before it, as
+/// Kubernetes expands dependent environment variables (an undefined one stays as written).
+fn expand(value: &str, defined: &[(String, String)]) -> String {
+    let mut out = value.to_string();
+    for (name, set) in defined {
+        out = out.replace(&format!("$({name})"), set);
+    }
+    out
 }

@@ -20,7 +20,7 @@ const ALLOWED: [(&str, &[&str]); 16] = [
     ("telemetry", &[]),
     ("listener", &[]),
     ("package", &["runtime", "inference"]),
-    ("registry", &["blobs"]),
+    ("registry", &["blobs", "cluster"]),
     ("tenancy", &["registry"]),
     ("governance", &[]),
     ("codec", &["package", "runtime"]),

@@ -17,6 +17,7 @@
 //! | `GET /api/2.0/serving-endpoints/{name}/inference-table` | CAN_MANAGE |
 //! | `GET /api/2.0/usage` | a tenant token (its own), or admin |
 //! | `GET /api/2.0/audit`, `GET/PUT /api/2.0/tenants/{name}/quotas` | admin |
+//! | `GET /api/2.0/cluster/nodes` | admin |
 //! | every `POST/PUT/PATCH/DELETE /api/2.0/...` | written to the audit log (`governance::audit`) |
 //! | `GET /api/2.0/serving-endpoints/{name}/openapi` | CAN_QUERY |
 //! | `GET/PUT/PATCH /api/2.0/permissions/serving-endpoints/{id}` | CAN_MANAGE |
@@ -29,6 +30,7 @@
 
 mod access;
 mod auth;
+mod cluster;
 mod databricks;
 mod endpoints;
 mod error;
@@ -87,6 +89,8 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// Cluster mode's routing of queries to their owners; `None` on a single node.
     pub cluster: Option<Arc<Cluster>>,
+    /// The cluster's live nodes (this one alone with sled metadata).
+    pub membership: Arc<dyn crate::cluster::membership::Membership>,
 }
 
 /// Parses a model version from a path: a positive integer.
@@ -150,6 +154,7 @@ fn routes(state: AppState) -> Router {
             "/api/2.0/tenants/{name}/quotas",
             get(governance::get_quotas).put(governance::put_quotas),
         )
+        .route("/api/2.0/cluster/nodes", get(cluster::nodes))
         .route("/api/2.0/usage", get(governance::usage))
         .route("/api/2.0/audit", get(governance::audit_log))
         .route(

@@ -1,20 +1,46 @@
-//! Who is in the cluster: the live nodes and this node's own id. Cluster mode fills it
-//! from the PostgreSQL nodes table (heartbeat leases); placement and forwarding only read
-//! it through [`Membership`].
+//! Who is in the cluster: each node holds a lease in the metadata database, renewed by its
+//! heartbeat; the live nodes are those whose lease has not run out. Placement and
+//! forwarding read them through [`Membership`]. A single node (sled metadata) is a cluster
+//! of one: [`SingleNode`].
 
-/// One live node: its stable id and the base URL other nodes reach it at.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A live node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NodeInfo {
-    /// Stable id (unique in the cluster).
+    /// Its id (`--node-id`), unique in the cluster.
     pub id: String,
-    /// Base URL, e.g. `http://10.0.0.7:8080`.
+    /// The URL other nodes reach it at (`--advertise-url`).
     pub url: String,
 }
 
-/// The cluster's live nodes as this node sees them.
+/// What a node knows of the cluster's members.
 pub trait Membership: Send + Sync {
     /// This node's id.
     fn self_id(&self) -> &str;
-    /// The nodes whose lease is live, this one included.
+    /// The nodes whose lease is current (this one included while its heartbeat runs),
+    /// ordered by id. Answered from memory: cheap enough for the request path.
     fn live_nodes(&self) -> Vec<NodeInfo>;
+}
+
+/// The membership of a node that runs alone.
+pub struct SingleNode {
+    node: NodeInfo,
+}
+
+impl SingleNode {
+    /// This node, alone.
+    pub fn new(id: String, url: String) -> Self {
+        Self {
+            node: NodeInfo { id, url },
+        }
+    }
+}
+
+impl Membership for SingleNode {
+    fn self_id(&self) -> &str {
+        &self.node.id
+    }
+
+    fn live_nodes(&self) -> Vec<NodeInfo> {
+        vec![self.node.clone()]
+    }
 }

@@ -5,13 +5,15 @@
 //! own to an owner ([`Forwarder`]), or serves it here when it owns the key, when the
 //! request was already forwarded once, or when no owner can be reached (the fallback,
 //! counted). Single-node servers have no [`Cluster`] and never reach this module.
+//! (`server/follow.rs` applies the metadata changes other nodes make to this node's
+//! caches and live endpoints.)
 
 pub mod forward;
 pub mod membership;
 pub mod placement;
 
 pub use forward::{ForwardError, Forwarder, Outcome, FORWARDED_BY, SERVED_BY};
-pub use membership::{Membership, NodeInfo};
+pub use membership::{Membership, NodeInfo, SingleNode};
 pub use placement::{endpoint_key, model_key, Placement, DEFAULT_OWNERS};
 
 use axum::body::Body;

@@ -188,6 +188,7 @@ fn sample(key: &str) -> &'static str {
         "fuel_metering" | "plain_http" | "public_metrics" | "blobs_allow_http" => "true",
         "log_format" => "\"json\"",
         "data_dir" | "engines_dir" | "tls_cert" | "tls_key" | "blobs" | "blobs_endpoint" => "\"x\"",
+        "metadata" | "node_id" | "advertise_url" => "\"x\"",
         _ => "1",
     }
 }

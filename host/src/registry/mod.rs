@@ -1,20 +1,25 @@
 //! Metadata: tenants, tokens, model images and serving endpoints, one store trait per
 //! record kind ([`TenantStore`], [`TokenStore`], [`ImageStore`], [`EndpointStore`]; all
-//! four together are a [`ModelRegistry`]), kept in sled by [`SledRegistry`]. Every acknowledged write is
-//! flushed to disk before the call returns; changes touching several keys are one sled
-//! transaction.
+//! four together are a [`ModelRegistry`]), kept in sled by [`SledRegistry`] (one node, the
+//! default) or in PostgreSQL by [`PostgresRegistry`] (cluster mode: nodes share it and learn
+//! each other's writes as [`Change`]s). Every acknowledged write is durable before the call
+//! returns; changes touching several records are one transaction.
 
+mod change;
 mod contents;
 mod endpoints;
 mod permission;
+pub mod postgres;
 mod records;
 mod sled_registry;
 
+pub use change::Change;
 pub use endpoints::{
     unix_millis, ConfigUpdate, EndpointConfig, EndpointRecord, EndpointState, EndpointTag,
     Readiness, Route, ServedEntity, TrafficConfig,
 };
 pub use permission::Permission;
+pub use postgres::PostgresRegistry;
 pub use records::{
     now_secs, ImageDraft, ImageFile, ImageRecord, Sharing, TenantRecord, TokenRecord,
 };
@@ -132,6 +137,14 @@ pub trait EndpointStore: Send + Sync {
     fn create_endpoint(&self, endpoint: &EndpointRecord) -> Result<(), RegistryError>;
     /// Replaces an existing endpoint record (`NotFound` if it was deleted).
     fn put_endpoint(&self, endpoint: &EndpointRecord) -> Result<(), RegistryError>;
+    /// Replaces `current` with `next` (same tenant and name) only while the stored record
+    /// is still `current`: a compare-and-swap. `Conflict` when another writer (another
+    /// node, in cluster mode) changed it since it was read, `NotFound` if it was deleted.
+    fn swap_endpoint(
+        &self,
+        current: &EndpointRecord,
+        next: &EndpointRecord,
+    ) -> Result<(), RegistryError>;
     /// One endpoint.
     fn endpoint(&self, tenant: &str, name: &str) -> Result<EndpointRecord, RegistryError>;
     /// Endpoints of one tenant, or of all tenants.

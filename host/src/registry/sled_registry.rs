@@ -423,6 +423,36 @@ impl EndpointStore for SledRegistry {
         self.flush()
     }
 
+    fn swap_endpoint(
+        &self,
+        current: &EndpointRecord,
+        next: &EndpointRecord,
+    ) -> Result<(), RegistryError> {
+        let key = endpoint_key(&next.tenant, &next.name);
+        let value = encode(next)?;
+        self.endpoints
+            .transaction(|endpoints| {
+                let Some(stored) = endpoints.get(key.as_bytes())? else {
+                    return Err(abort(RegistryError::NotFound {
+                        kind: "serving endpoint",
+                        name: next.name.clone(),
+                    }));
+                };
+                let stored: EndpointRecord = decode(&stored).map_err(abort)?;
+                if &stored != current {
+                    return Err(abort(RegistryError::Conflict(format!(
+                        "serving endpoint `{}` was changed by another request meanwhile; \
+                         read it again and retry",
+                        next.name
+                    ))));
+                }
+                endpoints.insert(key.as_bytes(), value.clone())?;
+                Ok::<_, TxError>(())
+            })
+            .map_err(tx_error)?;
+        self.flush()
+    }
+
     fn endpoint(&self, tenant: &str, name: &str) -> Result<EndpointRecord, RegistryError> {
         match self
             .endpoints

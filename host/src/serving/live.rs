@@ -7,6 +7,7 @@
 use super::direct::{DirectModels, VersionKey};
 use super::entity::EntityRuntime;
 use super::routing::Split;
+use crate::registry::EndpointConfig;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -14,6 +15,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub struct ActiveConfig {
     /// Its revision.
     pub config_version: u64,
+    /// The config as stored (what a node following another's changes compares).
+    pub config: Arc<EndpointConfig>,
     /// Served entities, in config order.
     pub entities: Vec<Arc<EntityRuntime>>,
     /// Traffic split over `entities`.
@@ -32,6 +35,7 @@ impl ActiveConfig {
     pub fn with_fallback(&self, fallback: bool) -> Self {
         Self {
             config_version: self.config_version,
+            config: self.config.clone(),
             entities: self.entities.clone(),
             split: self.split.clone(),
             fallback,
@@ -118,6 +122,11 @@ impl LiveTable {
             })
             .map(|(key, _)| key.clone())
             .collect()
+    }
+
+    /// The endpoints with an active config: (tenant, name).
+    pub fn endpoint_keys(&self) -> Vec<(String, String)> {
+        self.read().keys().cloned().collect()
     }
 
     /// Every entity serving now: endpoints' and direct ones.

@@ -9,6 +9,7 @@ mod direct;
 mod entity;
 mod error;
 mod executor;
+mod follow;
 mod lifecycle;
 mod live;
 mod load;
@@ -19,6 +20,7 @@ mod records;
 mod routing;
 pub mod shared;
 mod spare;
+mod swap;
 
 pub use entity::EntityRuntime;
 pub use error::{PrepareError, ServingError};
@@ -143,9 +145,11 @@ impl EndpointManager {
         let config = lifecycle::checked(config)?;
         shared::check_config(&self.images, tenant, &config)?;
         let _records = self.lock_records();
-        let mut record = self.registry.endpoint(tenant, name)?;
-        let config = lifecycle::begin_update(&mut record, config)?;
-        self.registry.put_endpoint(&record)?;
+        // A compare-and-swap: of two updates accepted at once (on two nodes), one wins and
+        // the other finds it running.
+        let (record, config) = self.change_record(tenant, name, |record| {
+            lifecycle::begin_update(record, config.clone())
+        })?;
         self.spawn_prepare(tenant, name, config);
         Ok(record)
     }
@@ -164,20 +168,7 @@ impl EndpointManager {
         config: EndpointConfig,
         restoring: bool,
     ) {
-        let images = self.images.clone();
-        let (t, c) = (tenant.clone(), config.clone());
-        let (inline, spares, threads) = (self.inline, self.spares.clone(), self.threads.clone());
-        let (logs, n) = (self.logs.clone(), name.clone());
-        let loaded = tokio::task::spawn_blocking(move || {
-            let at = load::Endpoint {
-                tenant: &t,
-                name: &n,
-                logs: &logs,
-            };
-            load::load_entities(&images, &at, &c, inline, spares, threads)
-        })
-        .await
-        .unwrap_or_else(|e| Err(PrepareError::Crashed(e.to_string())));
+        let loaded = self.load_config(&tenant, &name, &config).await;
         let outcome = match loaded {
             Ok(entities) => self.activate(&tenant, &name, &config, entities, restoring),
             Err(reason) => self.fail(&tenant, &name, &config, restoring, reason),
@@ -205,54 +196,72 @@ impl EndpointManager {
         restoring: bool,
     ) -> Result<(), RegistryError> {
         let _records = self.lock_records();
-        let mut record = match self.registry.endpoint(tenant, name) {
-            Ok(record) => record,
-            Err(RegistryError::NotFound { .. }) => return Ok(()), // deleted meanwhile
-            Err(e) => return Err(e),
-        };
-        if !lifecycle::still_wanted(&record, config, restoring) {
-            tracing::info!(
-                tenant,
-                endpoint = name,
-                config_version = config.config_version,
-                "a newer config replaced this one while it was prepared; dropping it"
-            );
-            return Ok(());
-        }
         // An owner may have unshared a version while it loaded (its revocation takes this
         // lock too, so either it sees this config serving or this sees it unshared).
         if let Err(reason) = shared::still_servable(&self.images, tenant, &entities) {
             tracing::warn!(tenant, endpoint = name, "endpoint update failed: {reason}");
-            lifecycle::failed(&mut record, restoring, &reason);
-            return self.registry.put_endpoint(&record);
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let record = match self.registry.endpoint(tenant, name) {
+                    Ok(record) => record,
+                    Err(RegistryError::NotFound { .. }) => return Ok(()), // deleted meanwhile
+                    Err(e) => return Err(e),
+                };
+                if !lifecycle::still_wanted(&record, config, restoring) {
+                    return Ok(());
+                }
+                let mut next = record.clone();
+                lifecycle::failed(&mut next, restoring, &reason);
+                match self.registry.swap_endpoint(&record, &next) {
+                    Ok(()) => return Ok(()),
+                    Err(RegistryError::Conflict(_)) if attempt < 8 => {}
+                    Err(e) => return Err(e),
+                }
+            }
         }
-        let routes = config
-            .traffic_config
-            .as_ref()
-            .map(|t| t.routes.clone())
-            .unwrap_or_default();
-        let shares: Vec<(u32, usize)> = routes
-            .iter()
-            .filter_map(|r| {
-                entities
-                    .iter()
-                    .position(|e| e.name == r.served_entity_name)
-                    .map(|i| (r.traffic_percentage, i))
-            })
-            .collect();
-        let active = Arc::new(ActiveConfig {
-            config_version: config.config_version,
-            entities,
-            split: Split::new(&shares),
-            fallback: record.fallback_enabled,
-        });
-        lifecycle::activated(&mut record, config, restoring);
-        // Live first, so that whoever reads READY in the record finds the config serving;
-        // if the record cannot be written, the old config comes back.
-        let previous = self.live.swap_in(tenant, name, active);
-        if let Err(e) = self.registry.put_endpoint(&record) {
-            self.live.undo_swap(tenant, name, previous);
-            return Err(e);
+        let mut entities = Some(entities);
+        let mut previous = None;
+        for attempt in 1.. {
+            let record = match self.registry.endpoint(tenant, name) {
+                Ok(record) => record,
+                Err(RegistryError::NotFound { .. }) => return Ok(()), // deleted meanwhile
+                Err(e) => return Err(e),
+            };
+            if !lifecycle::still_wanted(&record, config, restoring) {
+                if let Some(previous) = previous.take() {
+                    self.live.undo_swap(tenant, name, previous);
+                }
+                tracing::info!(
+                    tenant,
+                    endpoint = name,
+                    config_version = config.config_version,
+                    "a newer config replaced this one while it was prepared; dropping it"
+                );
+                return Ok(());
+            }
+            let mut next = record.clone();
+            lifecycle::activated(&mut next, config, restoring);
+            // Live first, so that whoever reads READY in the record finds the config
+            // serving; if the record cannot be written, the old config comes back.
+            if let Some(entities) = entities.take() {
+                let active = follow::active_config(config, entities, record.fallback_enabled);
+                previous = Some(self.live.swap_in(tenant, name, Arc::new(active)));
+            } else if record.fallback_enabled != next.fallback_enabled {
+                let enabled = next.fallback_enabled;
+                self.live.modify(tenant, name, |a| a.with_fallback(enabled));
+            }
+            match self.registry.swap_endpoint(&record, &next) {
+                Ok(()) => break,
+                // Another node changed the record meanwhile (tags, fallback): decide again.
+                Err(RegistryError::Conflict(_)) if attempt < 8 => {}
+                Err(e) => {
+                    if let Some(previous) = previous.take() {
+                        self.live.undo_swap(tenant, name, previous);
+                    }
+                    return Err(e);
+                }
+            }
         }
         tracing::info!(
             tenant,
@@ -275,17 +284,20 @@ impl EndpointManager {
         reason: PrepareError,
     ) -> Result<(), RegistryError> {
         let _records = self.lock_records();
-        let mut record = match self.registry.endpoint(tenant, name) {
-            Ok(record) => record,
-            Err(RegistryError::NotFound { .. }) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        if !lifecycle::still_wanted(&record, config, restoring) {
-            return Ok(());
-        }
         tracing::warn!(tenant, endpoint = name, "endpoint update failed: {reason}");
-        lifecycle::failed(&mut record, restoring, &reason);
-        self.registry.put_endpoint(&record)
+        let changed = self.change_record_if(tenant, name, |record| {
+            if !lifecycle::still_wanted(record, config, restoring) {
+                return Ok(None);
+            }
+            lifecycle::failed(record, restoring, &reason);
+            Ok(Some(()))
+        });
+        match changed {
+            Ok(_) => Ok(()),
+            Err(ServingError::Registry(RegistryError::NotFound { .. })) => Ok(()),
+            Err(ServingError::Registry(e)) => Err(e),
+            Err(e) => Err(RegistryError::Storage(e.to_string())),
+        }
     }
 
     /// Deletes an endpoint; requests in flight finish.

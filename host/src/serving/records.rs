@@ -94,10 +94,11 @@ impl EndpointManager {
         enabled: bool,
     ) -> Result<EndpointRecord, ServingError> {
         let _records = self.lock_records();
-        let mut record = self.registry.endpoint(tenant, name)?;
-        record.fallback_enabled = enabled;
-        record.last_updated_timestamp = unix_millis();
-        self.registry.put_endpoint(&record)?;
+        let (record, ()) = self.change_record(tenant, name, |record| {
+            record.fallback_enabled = enabled;
+            record.last_updated_timestamp = unix_millis();
+            Ok(())
+        })?;
         self.live
             .modify(tenant, name, |active| active.with_fallback(enabled));
         Ok(record)
@@ -112,10 +113,11 @@ impl EndpointManager {
         delete: &[String],
     ) -> Result<Vec<EndpointTag>, ServingError> {
         let _records = self.lock_records();
-        let mut record: EndpointRecord = self.registry.endpoint(tenant, name)?;
-        record.tags = patched_tags(&record.tags, add, delete)?;
-        record.last_updated_timestamp = unix_millis();
-        self.registry.put_endpoint(&record)?;
+        let (record, ()) = self.change_record(tenant, name, |record| {
+            record.tags = patched_tags(&record.tags, add.clone(), delete)?;
+            record.last_updated_timestamp = unix_millis();
+            Ok(())
+        })?;
         Ok(record.tags)
     }
 }

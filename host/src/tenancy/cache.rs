@@ -73,6 +73,13 @@ impl TokenCache {
         state.records.remove(token_id);
     }
 
+    /// Forgets every token (another node changed what this one cannot tell).
+    pub fn forget_all(&self) {
+        let mut state = self.write();
+        state.epoch += 1;
+        state.records.clear();
+    }
+
     /// Forgets every token of `tenant`; call after the tenant's deletion is written to the
     /// registry.
     pub fn forget_tenant(&self, tenant: &str) {

@@ -169,6 +169,21 @@ impl Directory {
         self.cache.forget(token_id);
         Ok(())
     }
+
+    /// Drops the cached record of a token another node issued or revoked (cluster mode).
+    pub fn forget_cached_token(&self, token_id: &str) {
+        self.cache.forget(token_id);
+    }
+
+    /// Drops the cached tokens of a tenant another node created or deleted.
+    pub fn forget_cached_tenant(&self, tenant: &str) {
+        self.cache.forget_tenant(tenant);
+    }
+
+    /// Drops every cached token (the node could not tell what changed).
+    pub fn forget_all_cached(&self) {
+        self.cache.forget_all();
+    }
 }
 
 /// What [`Directory::bootstrap_admin`] did.

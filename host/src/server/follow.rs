@@ -1,0 +1,67 @@
+//! Applying the metadata changes of the cluster on this node: the PostgreSQL store's
+//! follower streams every [`Change`] (other nodes' and this one's), and each is applied to
+//! what this node keeps in memory: a token or tenant change drops the cached token records
+//! (the next request reads them again, so a revoked token is refused), an endpoint change
+//! brings the live table in step with the record, a deleted model version stops being
+//! served directly. Applying a change twice is harmless, so this node's own writes need no
+//! special case.
+
+use crate::registry::Change;
+use crate::serving::EndpointManager;
+use crate::tenancy::Directory;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Applies each batch of `changes` as it arrives, until the stream ends. Call within a
+/// Tokio runtime.
+pub fn apply_changes(
+    mut changes: mpsc::Receiver<Vec<Change>>,
+    directory: Arc<Directory>,
+    endpoints: Arc<EndpointManager>,
+) {
+    tokio::spawn(async move {
+        while let Some(batch) = changes.recv().await {
+            let (directory, endpoints) = (directory.clone(), endpoints.clone());
+            // Applying reads records (blocking calls into the store).
+            let applied = tokio::task::spawn_blocking(move || {
+                for change in &batch {
+                    apply(change, &directory, &endpoints);
+                }
+            })
+            .await;
+            if let Err(e) = applied {
+                tracing::error!("applying metadata changes failed: {e}");
+            }
+        }
+    });
+}
+
+fn apply(change: &Change, directory: &Directory, endpoints: &Arc<EndpointManager>) {
+    tracing::debug!(?change, "metadata change");
+    match change {
+        Change::Token { token_id } => directory.forget_cached_token(token_id),
+        Change::Tenant { name } => directory.forget_cached_tenant(name),
+        Change::Image {
+            tenant,
+            name,
+            version,
+        } => endpoints.release_direct(tenant, name, *version),
+        Change::Endpoint { tenant, name } => {
+            if let Err(e) = endpoints.apply_remote_change(tenant, name) {
+                tracing::warn!(
+                    tenant,
+                    endpoint = name,
+                    "cannot follow an endpoint change: {e}"
+                );
+            }
+        }
+        // The admin credential is read from the store on each use.
+        Change::Admin => {}
+        Change::Everything => {
+            directory.forget_all_cached();
+            if let Err(e) = endpoints.refresh_all() {
+                tracing::warn!("cannot reload the endpoints: {e}");
+            }
+        }
+    }
+}
