@@ -309,21 +309,31 @@ fn requests_of_different_shapes_are_not_mixed() {
 #[test]
 fn a_follower_that_leaves_at_its_deadline_does_not_break_the_batch() {
     let graph = Arc::new(Doubler {
-        delay: Duration::from_millis(400),
+        delay: Duration::from_millis(1500),
         ..Doubler::default()
     });
-    let b = batcher(&graph, policy(100_000));
-    // The first batch runs 400 ms; the impatient member (deadline 250 ms after the
-    // start) joins it (no run time is known yet) and leaves at its deadline.
-    let deadline = Some(Instant::now() + Duration::from_millis(250));
-    let answers = concurrently(
-        &b,
-        vec![
-            (tensor(&[1, 1], &[1.0]), None),
-            (tensor(&[1, 1], &[2.0]), deadline),
-            (tensor(&[1, 1], &[3.0]), None),
-        ],
+    // A patient request leads the batch (it waits up to 500 ms for members); 100 ms later
+    // the impatient one (deadline 1 s after the start) and another patient one join it
+    // (no run time is known yet), which fills it (max_batch_size 3): it is sent and runs
+    // for 1.5 s, and the impatient member leaves at its deadline, during the run. (The
+    // leader runs the batch itself, so the impatient one must not be the leader.)
+    let b = batcher(
+        &graph,
+        BatchPolicy {
+            max_batch_size: 3,
+            ..policy(500_000)
+        },
     );
+    let deadline = Some(Instant::now() + Duration::from_millis(1000));
+    let spawn = |value: f32, deadline: Option<Instant>| {
+        let b = b.clone();
+        thread::spawn(move || call(&b, &tensor(&[1, 1], &[value]), deadline))
+    };
+    let leader = spawn(1.0, None);
+    thread::sleep(Duration::from_millis(100));
+    let impatient = spawn(2.0, deadline);
+    let patient = spawn(3.0, None);
+    let answers = [leader, impatient, patient].map(|t| t.join().unwrap());
     assert_eq!(answers[0], Ok(vec![2.0]));
     assert!(
         answers[1].as_ref().unwrap_err().contains("deadline passed"),

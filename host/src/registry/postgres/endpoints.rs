@@ -61,10 +61,7 @@ impl PostgresRegistry {
                 .execute(&mut *tx)
                 .await
                 .map_err(storage)?;
-            outbox::record(&mut tx, &[changed(next)])
-                .await
-                .map_err(storage)?;
-            tx.commit().await.map_err(storage)
+            outbox::commit(tx, &[changed(next)]).await
         })
     }
 }
@@ -83,10 +80,7 @@ impl EndpointStore for PostgresRegistry {
                 .map_err(|e| {
                     write_error(e, "serving endpoint", &endpoint.name, &endpoint.tenant)
                 })?;
-            outbox::record(&mut tx, &[changed(endpoint)])
-                .await
-                .map_err(storage)?;
-            tx.commit().await.map_err(storage)
+            outbox::commit(tx, &[changed(endpoint)]).await
         })
     }
 
@@ -147,8 +141,7 @@ impl EndpointStore for PostgresRegistry {
                 tenant: tenant.into(),
                 name: name.into(),
             };
-            outbox::record(&mut tx, &[change]).await.map_err(storage)?;
-            tx.commit().await.map_err(storage)
+            outbox::commit(tx, &[change]).await
         })
     }
 }

@@ -83,8 +83,7 @@ impl ImageStore for PostgresRegistry {
                 name: draft.name.clone(),
                 version,
             };
-            outbox::record(&mut tx, &[change]).await.map_err(storage)?;
-            tx.commit().await.map_err(storage)?;
+            outbox::commit(tx, &[change]).await?;
             Ok(record)
         })
     }
@@ -164,8 +163,7 @@ impl ImageStore for PostgresRegistry {
                 name: name.into(),
                 version,
             };
-            outbox::record(&mut tx, &[change]).await.map_err(storage)?;
-            tx.commit().await.map_err(storage)?;
+            outbox::commit(tx, &[change]).await?;
             Ok(record)
         })
     }
@@ -214,8 +212,7 @@ impl ImageStore for PostgresRegistry {
                 name: name.into(),
                 version,
             };
-            outbox::record(&mut tx, &[change]).await.map_err(storage)?;
-            tx.commit().await.map_err(storage)?;
+            outbox::commit(tx, &[change]).await?;
             Ok(record)
         })
     }

@@ -8,14 +8,24 @@
 //! `r`. Metadata writes are rare (uploads, token and endpoint changes); serialising their
 //! last step costs nothing the request path sees.
 
-use crate::registry::Change;
-use sqlx::PgConnection;
+use super::storage;
+use crate::registry::{Change, RegistryError};
+use sqlx::{PgConnection, Postgres, Transaction};
 
 /// The channel the followers listen on; the payload is the new revision.
 pub(super) const CHANNEL: &str = "sandserve_metadata";
 
 /// How long the outbox keeps a change; a node further behind reloads everything.
 pub(super) const RETENTION_SECS: i64 = 3600;
+
+/// Records `changes` in the outbox and commits `tx`: how every write ends.
+pub(super) async fn commit(
+    mut tx: Transaction<'_, Postgres>,
+    changes: &[Change],
+) -> Result<(), RegistryError> {
+    record(&mut tx, changes).await.map_err(storage)?;
+    tx.commit().await.map_err(storage)
+}
 
 /// Records `changes` as the transaction's last step (see the module comment).
 pub(super) async fn record(tx: &mut PgConnection, changes: &[Change]) -> Result<(), sqlx::Error> {

@@ -23,8 +23,7 @@ impl TenantStore for PostgresRegistry {
                 .await
                 .map_err(|e| write_error(e, "tenant", name, name))?;
             let change = Change::Tenant { name: name.into() };
-            outbox::record(&mut tx, &[change]).await.map_err(storage)?;
-            tx.commit().await.map_err(storage)
+            outbox::commit(tx, &[change]).await
         })?;
         Ok(record)
     }
@@ -105,8 +104,7 @@ impl TenantStore for PostgresRegistry {
                 .await
                 .map_err(storage)?;
             let change = Change::Tenant { name: name.into() };
-            outbox::record(&mut tx, &[change]).await.map_err(storage)?;
-            tx.commit().await.map_err(storage)
+            outbox::commit(tx, &[change]).await
         })
     }
 }
@@ -127,8 +125,7 @@ impl TokenStore for PostgresRegistry {
             let change = Change::Token {
                 token_id: id.into(),
             };
-            outbox::record(&mut tx, &[change]).await.map_err(storage)?;
-            tx.commit().await.map_err(storage)
+            outbox::commit(tx, &[change]).await
         })
     }
 
@@ -180,8 +177,7 @@ impl TokenStore for PostgresRegistry {
             let change = Change::Token {
                 token_id: token_id.into(),
             };
-            outbox::record(&mut tx, &[change]).await.map_err(storage)?;
-            tx.commit().await.map_err(storage)
+            outbox::commit(tx, &[change]).await
         })
     }
 
@@ -198,10 +194,7 @@ impl TokenStore for PostgresRegistry {
             .execute(&mut *tx)
             .await
             .map_err(storage)?;
-            outbox::record(&mut tx, &[Change::Admin])
-                .await
-                .map_err(storage)?;
-            tx.commit().await.map_err(storage)
+            outbox::commit(tx, &[Change::Admin]).await
         })
     }
 
