@@ -11,24 +11,13 @@
 //! `SANDSERVE_BENCH_SECS` as in the HTTP benchmark. Results go in docs/benchmarks.md.
 
 use sandserve_tests::load::{compare, env_number, print_row};
-use sandserve_tests::packages::handler_package;
+use sandserve_tests::packages::bench_mlp_packages;
 use sandserve_tests::server::TestServer;
-use sandserve_tests::{read, repo_root};
 use serde_json::json;
 
 const WIDTH: usize = 2048;
 
 fn main() {
-    sandserve_tests::engines()
-        .require_onnx()
-        .expect("ONNX Runtime (scripts/setup-engines.sh, then source .engines/env.sh)");
-    let model_path = repo_root().join("models/bench_mlp.onnx");
-    assert!(
-        model_path.is_file(),
-        "{} is missing: run scripts/setup-engines.sh",
-        model_path.display()
-    );
-    let model = read(&model_path);
     let delay = env_number("SANDSERVE_BENCH_BATCH_DELAY_US", 2000);
     let threads = env_number("SANDSERVE_BENCH_TENANT_THREADS", 32).to_string();
     let data = tempfile::tempdir().expect("temp dir");
@@ -36,22 +25,7 @@ fn main() {
     eprintln!("sandserve pid {}", server.pid());
     let token = server.admin().tenant_with_token("bench", "CAN_MANAGE");
     let client = server.client(&token);
-    for (name, batching) in [
-        ("mlp-plain", String::new()),
-        (
-            "mlp-batched",
-            format!("[graphs.batching]\nmax_batch_size = 32\nmax_delay_us = {delay}\n"),
-        ),
-    ] {
-        let package = handler_package(
-            name,
-            "nn-proxy",
-            &format!(
-                "[limits]\ntimeout_ms = 30000\nmax_concurrency = 64\n[[graphs]]\nname = \"mlp\"\n\
-                 encoding = \"onnx\"\nfiles = [\"model/mlp.onnx\"]\n{batching}"
-            ),
-            &[("model/mlp.onnx", model.clone())],
-        );
+    for (name, package) in bench_mlp_packages(delay) {
         let (status, reply) = client.upload(name, &package);
         assert_eq!(status, 201, "{reply}");
     }

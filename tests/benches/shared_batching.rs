@@ -13,9 +13,8 @@
 //! go in docs/benchmarks.md, with the load average it prints.
 
 use sandserve_tests::load::{env_number, load_together, print_row, Samples};
-use sandserve_tests::packages::handler_package;
+use sandserve_tests::packages::bench_mlp_packages;
 use sandserve_tests::server::{Client, TestServer};
-use sandserve_tests::{read, repo_root};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -41,16 +40,6 @@ fn wait_ready(client: &Client, endpoint: &str) {
 }
 
 fn main() {
-    sandserve_tests::engines()
-        .require_onnx()
-        .expect("ONNX Runtime (scripts/setup-engines.sh, then source .engines/env.sh)");
-    let model_path = repo_root().join("models/bench_mlp.onnx");
-    assert!(
-        model_path.is_file(),
-        "{} is missing: run scripts/setup-engines.sh",
-        model_path.display()
-    );
-    let model = read(&model_path);
     let delay = env_number("SANDSERVE_BENCH_BATCH_DELAY_US", 2000);
     let concurrency = env_number("SANDSERVE_BENCH_PAIR_CONCURRENCY", 16) as usize;
     let threads = concurrency.to_string();
@@ -61,22 +50,7 @@ fn main() {
     let owner_token = admin.tenant_with_token("owner", "CAN_MANAGE");
     let guest_token = admin.tenant_with_token("guest", "CAN_MANAGE");
     let (owner, guest) = (server.client(&owner_token), server.client(&guest_token));
-    for (name, batching) in [
-        ("mlp-plain", String::new()),
-        (
-            "mlp-batched",
-            format!("[graphs.batching]\nmax_batch_size = 32\nmax_delay_us = {delay}\n"),
-        ),
-    ] {
-        let package = handler_package(
-            name,
-            "nn-proxy",
-            &format!(
-                "[limits]\ntimeout_ms = 30000\nmax_concurrency = 64\n[[graphs]]\nname = \"mlp\"\n\
-                 encoding = \"onnx\"\nfiles = [\"model/mlp.onnx\"]\n{batching}"
-            ),
-            &[("model/mlp.onnx", model.clone())],
-        );
+    for (name, package) in bench_mlp_packages(delay) {
         let (status, reply) = owner.upload(name, &package);
         assert_eq!(status, 201, "{reply}");
         let (status, reply) = owner.patch(

@@ -107,6 +107,39 @@ pub fn handler_package(name: &str, guest: &str, extra: &str, files: &[(&str, Vec
     tar.gzip()
 }
 
+/// The benchmarks' weight-bound model (`models/bench_mlp.onnx`, 4 layers of 2048, made by
+/// scripts/make_mlp_model.py, which scripts/setup-engines.sh runs) behind the `nn-proxy` fixture, as two packages: `mlp-plain`
+/// and `mlp-batched` (`[graphs.batching]`, up to 32 rows, `delay_us` of delay). Needs ONNX
+/// Runtime.
+pub fn bench_mlp_packages(delay_us: u64) -> [(&'static str, Vec<u8>); 2] {
+    crate::engines()
+        .require_onnx()
+        .expect("ONNX Runtime (scripts/setup-engines.sh, then source .engines/env.sh)");
+    let model_path = crate::repo_root().join("models/bench_mlp.onnx");
+    assert!(
+        model_path.is_file(),
+        "{} is missing: run scripts/setup-engines.sh",
+        model_path.display()
+    );
+    let model = crate::read(&model_path);
+    let package = |name: &str, batching: &str| {
+        handler_package(
+            name,
+            "nn-proxy",
+            &format!(
+                "[limits]\ntimeout_ms = 30000\nmax_concurrency = 64\n[[graphs]]\nname = \"mlp\"\n\
+                 encoding = \"onnx\"\nfiles = [\"model/mlp.onnx\"]\n{batching}"
+            ),
+            &[("model/mlp.onnx", model.clone())],
+        )
+    };
+    let batching = format!("[graphs.batching]\nmax_batch_size = 32\nmax_delay_us = {delay_us}\n");
+    [
+        ("mlp-plain", package("mlp-plain", "")),
+        ("mlp-batched", package("mlp-batched", &batching)),
+    ]
+}
+
 /// A gzip bomb: `sandserve.toml` holding `manifest`, the `files` (path, bytes), then a file
 /// at `path` of `mib` MiB of zeros, as one gzip member per MiB (a gzip stream may hold
 /// many members), so that a bomb of any size takes about 1 KiB of upload per MiB and

@@ -3,7 +3,7 @@
 //! what the writer read, and replaced only if it is still that; of two nodes that read the
 //! same record and both write, exactly one wins and the other gets `Conflict` (409).
 
-use super::{decode, decode_all, encode, outbox, storage, write_error, PostgresRegistry};
+use super::{decode, decode_all, encode, found, outbox, storage, write_error, PostgresRegistry};
 use crate::registry::{Change, EndpointRecord, EndpointStore, RegistryError};
 
 fn missing(name: &str) -> RegistryError {
@@ -105,10 +105,7 @@ impl EndpointStore for PostgresRegistry {
                 .await
                 .map_err(storage)
         })?;
-        match row {
-            Some(text) => decode(&text),
-            None => Err(missing(name)),
-        }
+        found(row, || missing(name))
     }
 
     fn endpoints(&self, tenant: Option<&str>) -> Result<Vec<EndpointRecord>, RegistryError> {

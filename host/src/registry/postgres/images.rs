@@ -3,7 +3,9 @@
 //! publishes of one model on two nodes get two distinct versions, in the order their
 //! transactions take the row, and a version is never handed out twice nor reused.
 
-use super::{decode, decode_all, encode, outbox, storage, to_db, write_error, PostgresRegistry};
+use super::{
+    decode, decode_all, encode, found, outbox, storage, to_db, write_error, PostgresRegistry,
+};
 use crate::blobs::Digest;
 use crate::registry::records::{now_secs, ImageDraft, ImageRecord, Sharing};
 use crate::registry::{Change, ImageStore, RegistryError};
@@ -103,10 +105,7 @@ impl ImageStore for PostgresRegistry {
             .await
             .map_err(storage)
         })?;
-        match row {
-            Some(text) => decode(&text),
-            None => Err(missing_version(name, version)),
-        }
+        found(row, || missing_version(name, version))
     }
 
     fn images(&self, tenant: &str, name: &str) -> Result<Vec<ImageRecord>, RegistryError> {

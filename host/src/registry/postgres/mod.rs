@@ -73,6 +73,14 @@ fn decode<T: DeserializeOwned>(text: &str) -> Result<T, RegistryError> {
     serde_json::from_str(text).map_err(storage)
 }
 
+/// The record a lookup by key found, decoded; `missing()` when it found none.
+fn found<T: DeserializeOwned>(
+    row: Option<String>,
+    missing: impl FnOnce() -> RegistryError,
+) -> Result<T, RegistryError> {
+    row.map_or_else(|| Err(missing()), |text| decode(&text))
+}
+
 fn decode_all<T: DeserializeOwned>(rows: Vec<String>) -> Result<Vec<T>, RegistryError> {
     rows.iter().map(|text| decode(text)).collect()
 }

@@ -1,6 +1,6 @@
 //! Tenants, tokens and the admin credential on PostgreSQL.
 
-use super::{decode, decode_all, encode, outbox, storage, write_error, PostgresRegistry};
+use super::{decode, decode_all, encode, found, outbox, storage, write_error, PostgresRegistry};
 use crate::registry::contents::TenantContents;
 use crate::registry::records::{now_secs, TenantRecord, TokenRecord};
 use crate::registry::{Change, RegistryError, TenantStore, TokenStore};
@@ -36,13 +36,10 @@ impl TenantStore for PostgresRegistry {
                 .await
                 .map_err(storage)
         })?;
-        match row {
-            Some(text) => decode(&text),
-            None => Err(RegistryError::NotFound {
-                kind: "tenant",
-                name: name.to_string(),
-            }),
-        }
+        found(row, || RegistryError::NotFound {
+            kind: "tenant",
+            name: name.to_string(),
+        })
     }
 
     fn tenants(&self) -> Result<Vec<TenantRecord>, RegistryError> {
@@ -137,13 +134,10 @@ impl TokenStore for PostgresRegistry {
                 .await
                 .map_err(storage)
         })?;
-        match row {
-            Some(text) => decode(&text),
-            None => Err(RegistryError::NotFound {
-                kind: "token",
-                name: token_id.to_string(),
-            }),
-        }
+        found(row, || RegistryError::NotFound {
+            kind: "token",
+            name: token_id.to_string(),
+        })
     }
 
     fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenRecord>, RegistryError> {
