@@ -195,11 +195,19 @@ impl EndpointRecord {
 
     /// Whether any config (active or pending) serves `model` version `version`.
     pub fn serves(&self, model: &str, version: u64) -> bool {
+        // The endpoint's tenant may also name its own model `tenant/model`.
+        let own = |name: &str| {
+            name.strip_prefix(self.tenant.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+                == Some(model)
+        };
         self.config
             .iter()
             .chain(self.pending_config.iter())
             .flat_map(|c| c.served_entities.iter())
-            .any(|e| e.entity_name == model && e.version() == Some(version))
+            .any(|e| {
+                (e.entity_name == model || own(&e.entity_name)) && e.version() == Some(version)
+            })
     }
 }
 
@@ -248,7 +256,9 @@ mod tests {
                 r#"{"served_entities": [{"entity_name": "digits", "entity_version": "01"}]}"#,
             )),
             pending_config: Some(config(
-                r#"{"served_entities": [{"entity_name": "digits", "entity_version": "3"}]}"#,
+                r#"{"served_entities": [{"entity_name": "digits", "entity_version": "3"},
+                    {"entity_name": "acme/echo", "entity_version": "5"},
+                    {"entity_name": "other/echo", "entity_version": "6"}]}"#,
             )),
             state: EndpointState {
                 ready: Readiness::Ready,
@@ -261,6 +271,10 @@ mod tests {
         assert!(record.serves("digits", 3));
         assert!(!record.serves("digits", 2));
         assert!(!record.serves("echo", 1));
+        // Its own model under the `tenant/model` spelling, and not another tenant's.
+        assert!(record.serves("echo", 5));
+        assert!(!record.serves("echo", 6));
+        assert!(record.serves("other/echo", 6));
     }
 
     #[test]
