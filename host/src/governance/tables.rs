@@ -2,7 +2,7 @@
 //! error, status, latency, served entity, request ids), kept as append-only JSON Lines
 //! segment files under `inference-tables/{tenant}/{endpoint}/` in the data folder (a
 //! cap-std `Dir`: no path leaves it). The query path only hands a [`Capture`] (the bodies
-//! as they are, the request's shared, not copied) to a bounded queue (`try_send`); when it
+//! cut at the payload limit, a small request shared, not copied) to a bounded queue (`try_send`); when it
 //! is full the row is counted as dropped, never waited for. One writer thread turns
 //! captures into rows (cuts, text, `client_request_id`, JSON), appends, rolls segments and
 //! applies retention (age and bytes per endpoint).
@@ -89,9 +89,9 @@ pub fn payload_text(bytes: &[u8], limit: usize) -> (String, bool) {
     (String::from_utf8_lossy(kept).into_owned(), cut)
 }
 
-/// One query as the query path hands it to the table: the bodies as they are (the
-/// request's bytes shared, the answer's first `max_payload_bytes + 1` copied); the writer
-/// thread makes the [`Row`].
+/// One query as the query path hands it to the table: the bodies within the payload limit
+/// plus one byte (the request's bytes shared when it is within the limit, else its start
+/// copied; the answer's start copied); the writer thread makes the [`Row`].
 #[derive(Debug, Clone)]
 pub struct Capture {
     /// When the query arrived, Unix milliseconds.
@@ -104,8 +104,12 @@ pub struct Capture {
     pub status_code: u16,
     /// From arrival to answer, milliseconds.
     pub execution_time_ms: f64,
-    /// The request body.
+    /// The request body: shared when within the payload limit, else its first
+    /// `max_payload_bytes + 1` bytes (see [`Capture::request_part`]).
     pub request: Bytes,
+    /// The body's `client_request_id` when it was read on the request path (a body over
+    /// the limit); else the writer reads it from `request`.
+    pub client_request_id: Option<String>,
     /// The answer body on success: at most the payload limit plus one byte (enough to
     /// tell that it was cut).
     pub response: Option<Vec<u8>>,
@@ -120,6 +124,18 @@ impl Capture {
         answer[..answer.len().min(limit.saturating_add(1))].to_vec()
     }
 
+    /// The request body as a capture keeps it: shared when within `limit` (no copy), else
+    /// a copy of its first `limit + 1` bytes, so that the queue never holds large bodies;
+    /// then the body's `client_request_id` is read here, while the whole body is at hand.
+    pub fn request_part(body: &Bytes, limit: usize) -> (Bytes, Option<String>) {
+        if body.len() <= limit {
+            (body.clone(), None)
+        } else {
+            let kept = Bytes::copy_from_slice(&body[..limit.saturating_add(1)]);
+            (kept, client_request_id(body))
+        }
+    }
+
     fn into_row(self, limit: usize) -> Row {
         let (request, request_truncated) = payload_text(&self.request, limit);
         let (response, response_truncated) = match &self.response {
@@ -132,7 +148,9 @@ impl Capture {
         Row {
             timestamp_ms: self.timestamp_ms,
             request_id: self.request_id,
-            client_request_id: client_request_id(&self.request),
+            client_request_id: self
+                .client_request_id
+                .or_else(|| client_request_id(&self.request)),
             served_entity_name: self.served_entity_name,
             status_code: self.status_code,
             execution_time_ms: self.execution_time_ms,

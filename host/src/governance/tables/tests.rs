@@ -8,6 +8,7 @@ fn row(i: u64, payload: &str) -> Capture {
         status_code: 200,
         execution_time_ms: 1.0,
         request: format!(r#"{{"client_request_id": "c{i}", "p": "{payload}"}}"#).into(),
+        client_request_id: None,
         response: None,
         error: None,
     }
@@ -175,4 +176,32 @@ fn stored_bytes_or_zero(path: &Path) -> u64 {
     } else {
         0
     }
+}
+
+#[test]
+fn a_capture_keeps_a_large_body_cut_with_its_client_request_id_and_shares_a_small_one() {
+    let large = Bytes::from(format!(
+        r#"{{"inputs": [{}], "client_request_id": "late-id"}}"#,
+        vec!["1"; 10_000].join(", ")
+    ));
+    let (kept, id) = Capture::request_part(&large, 64);
+    // The queue holds 65 bytes, not the body, and the id (past the cut) was read whole.
+    assert_eq!(kept.len(), 65);
+    assert_eq!(id.as_deref(), Some("late-id"));
+    let row = Capture {
+        request: kept,
+        client_request_id: id,
+        ..row(0, "")
+    }
+    .into_row(64);
+    assert!(row.request_truncated);
+    assert_eq!(row.client_request_id.as_deref(), Some("late-id"));
+    let small = Bytes::from_static(br#"{"client_request_id": "s"}"#);
+    let (kept, id) = Capture::request_part(&small, 64);
+    assert_eq!(
+        kept.as_ptr(),
+        small.as_ptr(),
+        "a small body is shared, not copied"
+    );
+    assert_eq!(id, None);
 }

@@ -146,15 +146,10 @@ pub(super) fn finished<E: Answered>(
         return;
     }
     let tables = &context.governance.tables;
+    let limit = tables.settings.max_payload_bytes;
+    let (request, client_request_id) = Capture::request_part(body, limit);
     let (status_code, response, error) = match outcome {
-        Ok(answer) => (
-            200,
-            Some(Capture::answer_prefix(
-                answer,
-                tables.settings.max_payload_bytes,
-            )),
-            None,
-        ),
+        Ok(answer) => (200, Some(Capture::answer_prefix(answer, limit)), None),
         Err(e) => (e.status_code(), None, Some(e.to_string())),
     };
     let capture = Capture {
@@ -163,7 +158,8 @@ pub(super) fn finished<E: Answered>(
         served_entity_name: entity.map(|e| e.name.clone()),
         status_code,
         execution_time_ms: context.admission.arrived.elapsed().as_secs_f64() * 1000.0,
-        request: body.clone(),
+        request,
+        client_request_id,
         response,
         error,
     };
