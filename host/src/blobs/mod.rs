@@ -106,9 +106,10 @@ pub enum BlobError {
         /// The limit.
         limit: u64,
     },
-    /// The object store could not be reached or failed (the detail is for the log, not
-    /// for clients: it names the endpoint).
-    #[error("the object store is unavailable: {0}")]
+    /// The object store could not be reached or failed. The detail names the store's
+    /// endpoint: it is logged where the failure happens and never shown, since this
+    /// message can reach a tenant (an endpoint's `update_error`).
+    #[error("the object store that holds model files cannot be reached")]
     Unavailable(String),
     /// What the object store returned is not the blob it was asked for; it was refused
     /// and not cached.

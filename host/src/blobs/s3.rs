@@ -179,6 +179,7 @@ impl S3Blobs {
 }
 
 fn unavailable(e: object_store::Error) -> BlobError {
+    tracing::warn!("the object store failed: {e}");
     BlobError::Unavailable(e.to_string())
 }
 
