@@ -290,6 +290,7 @@ pub async fn serve(mut config: ServeConfig) -> Result<(), ServeError> {
     // Scripts and tests read the bound address (the port may be 0 = any) from stdout.
     println!("listening on {scheme}://{addr}");
     let readiness = app.readiness().clone();
+    let lease = app.shared.as_ref().map(|shared| shared.lease.clone());
     crate::listener::serve(
         listener,
         app.router(),
@@ -299,13 +300,15 @@ pub async fn serve(mut config: ServeConfig) -> Result<(), ServeError> {
             shutdown_signal().await;
             // Before the listener closes: a probe on an open connection sees 503 at once.
             readiness.start_draining();
+            // Cluster mode: peers stop forwarding here now, not once the drain is over
+            // (the requests in flight still finish).
+            if let Some(lease) = lease {
+                lease.leave();
+            }
         },
     )
     .await?;
     tracing::info!("drained; exiting");
-    if let Some(shared) = &app.shared {
-        shared.lease.leave();
-    }
     // Usage still in memory and inference-table rows still queued reach the disk.
     if let Err(e) = app.state.governance.flush() {
         tracing::warn!("governance records not flushed at shutdown: {e}");
