@@ -29,7 +29,15 @@ pub async fn to_owner(State(state): State<AppState>, request: Request, next: Nex
     match cluster.route(&key, request).await {
         Routed::Local(request) => next.run(request).await,
         Routed::Answered(answer) => answer,
-        Routed::Failed(e) => ApiError::unavailable(e.to_string(), Some(1)).into_response(),
+        Routed::Failed(e) => {
+            // The detail names the node (its host name): for the log, not the tenant.
+            tracing::warn!("a forwarded query failed: {e}");
+            ApiError::unavailable(
+                "the node serving this endpoint stopped answering; retry".to_string(),
+                Some(1),
+            )
+            .into_response()
+        }
     }
 }
 
