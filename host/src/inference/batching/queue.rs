@@ -178,17 +178,20 @@ impl Batcher {
         let expected = Duration::from_nanos(self.last_run_nanos.load(Ordering::Relaxed));
         let in_time = |flush_at: Instant| deadline.is_none_or(|d| flush_at + expected < d);
 
+        // The member's copy of its inputs is made before the lock, which every request of
+        // the graph (of every tenant, for a shared version) takes.
+        let owned: Vec<Tensor> = sorted.iter().map(|(_, t)| (*t).clone()).collect();
+        let tenant = deadline::current_tenant();
+        let member = move |reply| Member {
+            inputs: owned,
+            rows,
+            tenant,
+            reply,
+        };
         let mut state = self.lock();
         if state.held_bytes.saturating_add(bytes) > self.policy.max_batch_bytes {
             return self.alone_unlocked(state, inputs);
         }
-        let tenant = deadline::current_tenant();
-        let member = |reply| Member {
-            inputs: sorted.iter().map(|(_, t)| (*t).clone()).collect(),
-            rows,
-            tenant: tenant.clone(),
-            reply,
-        };
         if let Some(open) = state.open.get_mut(&key) {
             if !in_time(open.flush_at) {
                 return self.alone_unlocked(state, inputs);
