@@ -239,6 +239,7 @@ impl Tables {
             settings: settings.clone(),
             open: HashMap::new(),
             line: Vec::new(),
+            last_segment_ms: 0,
         };
         let writer = std::thread::Builder::new()
             .name("inference-tables".into())
@@ -367,6 +368,8 @@ struct Writer {
     open: HashMap<(String, String), Segment>,
     /// The row being serialised (reused).
     line: Vec<u8>,
+    /// The name (start, Unix ms) of the last segment opened.
+    last_segment_ms: u64,
 }
 
 fn now_ms() -> u64 {
@@ -462,7 +465,11 @@ impl Writer {
         if !self.open.contains_key(&key) {
             let dir = endpoint_dir(&key.0, &key.1);
             self.root.create_dir_all(&dir)?;
-            let name = dir.join(format!("{:016}.jsonl", now_ms()));
+            // Named by the millisecond it opens in, and never the name of the segment
+            // before (a burst can roll several segments in one millisecond).
+            let start = now_ms().max(self.last_segment_ms.saturating_add(1));
+            self.last_segment_ms = start;
+            let name = dir.join(format!("{start:016}.jsonl"));
             let file = self
                 .root
                 .open_with(&name, OpenOptions::new().append(true).create(true))?;

@@ -205,3 +205,20 @@ fn a_capture_keeps_a_large_body_cut_with_its_client_request_id_and_shares_a_smal
     );
     assert_eq!(id, None);
 }
+
+#[test]
+fn segments_rolled_in_one_burst_get_distinct_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = TableSettings {
+        segment_bytes: 10,
+        ..TableSettings::default()
+    };
+    let tables = Tables::open(dir.path(), settings).unwrap();
+    for i in 0..5 {
+        tables.submit("t", "ep", row(i, "a"));
+    }
+    // One wake-up of the writer writes all five, each rolling a segment.
+    tables.sync();
+    let files = std::fs::read_dir(dir.path().join("t/ep")).unwrap().count();
+    assert_eq!(files, 5);
+}
