@@ -14,6 +14,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// Name of the gate the server opens once it is built and about to accept connections.
 pub const STARTUP: &str = "startup";
 
+/// Name of the gate a cluster node opens once the endpoint configs it owns are loaded (at
+/// start-up only: a node that gains configs later, as nodes come and go, stays ready and
+/// serves them, loading on demand, while they warm).
+pub const OWNED_WARM: &str = "owned_versions_warm";
+
 /// The node's readiness: named gates, and whether it is draining.
 #[derive(Debug, Default)]
 pub struct Readiness {

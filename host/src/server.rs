@@ -16,7 +16,7 @@ use crate::governance::{Governance, GovernanceSettings};
 use crate::images::{ComponentCache, ImageService, ImageSettings};
 use crate::inference::{EngineSettings, Engines};
 use crate::package::UnpackLimits;
-use crate::readiness::{Gate, Readiness, STARTUP};
+use crate::readiness::{Gate, Readiness, OWNED_WARM, STARTUP};
 use crate::runtime::{MemoryBudget, Runtime, RuntimeConfig};
 use crate::serving::{EndpointManager, GuestThreads, InlinePolicy};
 use crate::tenancy::{redacted, AdminBootstrap, Directory};
@@ -26,6 +26,7 @@ use thiserror::Error;
 
 mod follow;
 mod metadata;
+mod ownership;
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
@@ -197,6 +198,8 @@ impl App {
             Cluster::new(membership, owners).map_err(|e| ServeError::Runtime(e.to_string()))?,
         );
         self.state.cluster = Some(cluster.clone());
+        self.endpoints
+            .set_ownership(Arc::new(ownership::ClusterOwnership(cluster.clone())));
         Ok(cluster)
     }
 
@@ -243,6 +246,12 @@ impl App {
         })?;
         // Built and restored (images load in the background, on first use at the latest).
         self.startup.set(true);
+        if self.state.cluster.is_some() {
+            // Ready once the configs this node owns are loaded (or failed to).
+            let warm = self.state.readiness.gate(OWNED_WARM);
+            self.endpoints
+                .keep_owned_warm(Box::new(move || warm.set(true)));
+        }
         Ok(())
     }
 

@@ -185,7 +185,17 @@ fn queries_go_to_their_owner_and_fall_back_here_when_it_is_gone() {
             early.body
         );
         app.start().unwrap();
-        let ready = send(&router, Method::GET, "/readyz", None, &Value::Null).await;
+        // Ready once the endpoint configs this node owns are warm (none yet: at once).
+        let mut ready = send(&router, Method::GET, "/readyz", None, &Value::Null).await;
+        for _ in 0..100 {
+            if ready.status == 200 {
+                break;
+            }
+            let message = ready.body["message"].as_str().unwrap_or_default();
+            assert!(message.ends_with("owned_versions_warm"), "{}", ready.body);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ready = send(&router, Method::GET, "/readyz", None, &Value::Null).await;
+        }
         assert_eq!(
             (ready.status, &ready.body),
             (200, &json!({"status": "ready"}))

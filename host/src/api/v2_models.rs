@@ -46,7 +46,10 @@ pub(super) fn describe(
     let record = state.endpoints.find_record(&grant.tenant, name)?;
     if let Some(record) = record {
         let active = state.endpoints.active(&grant.tenant, name).ok();
-        let ready = if record.state.ready == crate::registry::Readiness::Ready && active.is_some() {
+        // In cluster mode a ready endpoint is served by its owners (and loaded here on
+        // demand), whether or not this node has it loaded.
+        let here = active.is_some() || state.endpoints.loads_on_demand();
+        let ready = if record.state.ready == crate::registry::Readiness::Ready && here {
             Ok(())
         } else {
             Err(match &record.update_error {

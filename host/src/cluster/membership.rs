@@ -19,6 +19,12 @@ pub trait Membership: Send + Sync {
     /// The nodes whose lease is current (this one included while its heartbeat runs),
     /// ordered by id. Answered from memory: cheap enough for the request path.
     fn live_nodes(&self) -> Vec<NodeInfo>;
+    /// Whether this node's own lease is current, so [`Membership::live_nodes`] is fresh.
+    /// While it is not (the node could not renew it: the database is down, or the node
+    /// was frozen), `live_nodes` is the last view the node had.
+    fn lease_current(&self) -> bool {
+        true
+    }
 }
 
 /// The membership of a node that runs alone.

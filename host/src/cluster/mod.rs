@@ -26,6 +26,67 @@ pub const FORWARDED_METRIC: &str = "sandserve_cluster_forwarded_total";
 /// Counter of queries served here because no owner could be reached.
 pub const FALLBACK_METRIC: &str = "sandserve_cluster_fallback_total";
 
+/// How often a node waiting for an owner's answer checks that the owner's lease holds.
+pub const OWNER_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Largest request body read before forwarding, so that the query can be sent again.
+pub const RESEND_LIMIT: usize = 1 << 20;
+
+/// A request and, when its body is small enough ([`RESEND_LIMIT`], by its
+/// `Content-Length`), its head and body kept for sending again. A body shorter than its
+/// `Content-Length` said, or broken off, answers 400 here.
+async fn resendable(
+    request: Request<Body>,
+) -> Result<
+    (
+        Request<Body>,
+        Option<(axum::http::request::Parts, bytes::Bytes)>,
+    ),
+    Response<Body>,
+> {
+    let small = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|len| len <= RESEND_LIMIT);
+    if !small {
+        return Ok((request, None));
+    }
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, RESEND_LIMIT).await {
+        Ok(bytes) => {
+            let request = copy(&parts, &bytes);
+            Ok((request, Some((parts, bytes))))
+        }
+        Err(e) => {
+            let body = serde_json::json!({
+                "error_code": "BAD_REQUEST",
+                "message": format!("the request body could not be read: {e}"),
+            });
+            let mut answer = Response::new(Body::from(body.to_string()));
+            *answer.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+            answer.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            );
+            Err(answer)
+        }
+    }
+}
+
+/// A request with `parts`' head and `body`.
+fn copy(parts: &axum::http::request::Parts, body: &bytes::Bytes) -> Request<Body> {
+    let mut request = Request::new(Body::from(body.clone()));
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    // What the router put there (the matched path's parameters, the request id): the
+    // route serving it here reads them.
+    *request.extensions_mut() = parts.extensions.clone();
+    request
+}
+
 /// Where a query goes.
 pub enum Routed {
     /// Serve it here.
@@ -83,6 +144,46 @@ impl Cluster {
             .is_owner(key, self.membership.self_id(), &nodes)
     }
 
+    /// A number that changes whenever the live nodes do (what each node owns may have
+    /// changed): a hash of their ids, for this process only.
+    pub fn live_epoch(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for node in self.membership.live_nodes() {
+            node.id.hash(&mut hasher);
+        }
+        hasher.finish()
+    }
+
+    /// Whether this node's own lease is current (its view of who owns what can be trusted;
+    /// a node just woken from a stop, or cut off from the database, must not act on it).
+    pub fn is_live_member(&self) -> bool {
+        self.membership.lease_current()
+    }
+
+    /// Forwards `request` to `owner`, giving up (a retryable failure) when the owner's lease
+    /// runs out before it answers: a stopped owner (SIGSTOP, a frozen machine) accepts
+    /// connections in its kernel but never answers, and its queries must fail after the
+    /// lease, not after [`forward::ANSWER_TIMEOUT`].
+    async fn send_while_live(&self, owner: &NodeInfo, request: Request<Body>) -> Outcome {
+        let sent = self.forwarder.send(owner, request);
+        tokio::pin!(sent);
+        let mut checks = tokio::time::interval(OWNER_CHECK);
+        checks.tick().await;
+        loop {
+            tokio::select! {
+                outcome = &mut sent => return outcome,
+                _ = checks.tick() => {
+                    if !self.membership.live_nodes().iter().any(|n| n.id == owner.id) {
+                        return Outcome::Failed(ForwardError::Interrupted {
+                            node: owner.id.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
     /// Queries forwarded to an owner so far.
     pub fn forwarded(&self) -> u64 {
         self.forwarded.load(Ordering::Relaxed)
@@ -105,9 +206,20 @@ impl Cluster {
         if owners.is_empty() || owners.iter().any(|n| n.id == me) {
             return Routed::Local(request);
         }
-        let mut request = request;
+        // A small body is read first, so that the query can go to the next owner (or be
+        // served here) when its owner dies or freezes after it was sent: running a query
+        // twice is harmless (a sandbox has no side effects). A large one streams, and such
+        // a failure answers 503.
+        let (mut request, resend) = match resendable(request).await {
+            Ok(ready) => ready,
+            Err(answer) => return Routed::Answered(answer),
+        };
         for owner in &owners {
-            match self.forwarder.send(owner, request).await {
+            let attempt = match &resend {
+                Some((parts, body)) => copy(parts, body),
+                None => request,
+            };
+            match self.send_while_live(owner, attempt).await {
                 Outcome::Answered(answer) => {
                     self.forwarded.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!(FORWARDED_METRIC).increment(1);
@@ -117,7 +229,13 @@ impl Cluster {
                     tracing::warn!(node = %owner.id, key, "owner unreachable: {why}");
                     request = back;
                 }
-                Outcome::Failed(e) => return Routed::Failed(e),
+                Outcome::Failed(e) => match &resend {
+                    Some((parts, body)) => {
+                        tracing::warn!(node = %owner.id, key, "owner failed, trying elsewhere: {e}");
+                        request = copy(parts, body);
+                    }
+                    None => return Routed::Failed(e),
+                },
             }
         }
         self.fallbacks.fetch_add(1, Ordering::Relaxed);

@@ -36,6 +36,7 @@ pub(super) fn active_config(
         entities,
         split: Split::new(&shares),
         fallback,
+        last_used_ms: Arc::new(super::placement::now_millis().into()),
     }
 }
 
@@ -121,8 +122,10 @@ impl EndpointManager {
     }
 
     /// Brings the live table in step with `record`: nothing to do while its active config
-    /// serves here already (the fallback switch aside); else the config loads in the
-    /// background and is swapped in if it is still the active one then.
+    /// serves here already (the fallback switch aside); else, when this node owns the
+    /// config, it loads in the background and is swapped in if it is still the active one
+    /// then. A config this node does not own is not loaded (its owners serve it; a query
+    /// that reaches this node loads it on demand), and an older one it served stops.
     fn follow_record(self: &Arc<Self>, record: EndpointRecord) {
         let Some(config) = record.config else {
             return;
@@ -140,23 +143,23 @@ impl EndpointManager {
                 return;
             }
         }
+        if !self.owns(&tenant, &name, config.config_version) {
+            self.stop_serving(&tenant, &name);
+            return;
+        }
         let manager = self.clone();
         tokio::spawn(async move {
-            let loaded = manager.load_config(&tenant, &name, &config).await;
-            match loaded {
-                Ok(entities) => manager.swap_in_followed(&tenant, &name, &config, entities),
-                Err(reason) => tracing::warn!(
+            if let Err(reason) = manager.load_and_swap(&tenant, &name, config).await {
+                tracing::warn!(
                     tenant,
                     endpoint = name,
-                    config_version = config.config_version,
                     "cannot load the endpoint config another node activated: {reason}"
-                ),
+                );
             }
-            manager.release_unserved();
         });
     }
 
-    fn swap_in_followed(
+    pub(super) fn swap_in_followed(
         &self,
         tenant: &str,
         name: &str,

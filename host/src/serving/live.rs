@@ -9,6 +9,7 @@ use super::entity::EntityRuntime;
 use super::routing::Split;
 use crate::registry::EndpointConfig;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The config an endpoint is serving right now.
@@ -23,6 +24,9 @@ pub struct ActiveConfig {
     pub split: Split,
     /// Retry 5xx failures once on another entity.
     pub fallback: bool,
+    /// When a query last used it ([`super::placement::now_millis`]); kept in cluster mode
+    /// only, where a config this node does not own is released once idle.
+    pub last_used_ms: Arc<AtomicU64>,
 }
 
 impl ActiveConfig {
@@ -39,12 +43,13 @@ impl ActiveConfig {
             entities: self.entities.clone(),
             split: self.split.clone(),
             fallback,
+            last_used_ms: self.last_used_ms.clone(),
         }
     }
 }
 
 /// (tenant, endpoint name).
-type EndpointKey = (String, String);
+pub(super) type EndpointKey = (String, String);
 
 fn key(tenant: &str, name: &str) -> EndpointKey {
     (tenant.to_string(), name.to_string())
@@ -107,6 +112,26 @@ impl LiveTable {
     /// Stops serving an endpoint (requests in flight finish on their copy).
     pub fn remove(&self, tenant: &str, name: &str) {
         self.write().remove(&key(tenant, name));
+    }
+
+    /// Stops serving an endpoint if `active` is still its config (not replaced meanwhile).
+    pub fn remove_if_same(&self, tenant: &str, name: &str, active: &Arc<ActiveConfig>) -> bool {
+        let mut endpoints = self.write();
+        let same = endpoints
+            .get(&key(tenant, name))
+            .is_some_and(|now| Arc::ptr_eq(now, active));
+        if same {
+            endpoints.remove(&key(tenant, name));
+        }
+        same
+    }
+
+    /// Every endpoint's active config: ((tenant, name), config).
+    pub fn active_configs(&self) -> Vec<(EndpointKey, Arc<ActiveConfig>)> {
+        self.read()
+            .iter()
+            .map(|(key, active)| (key.clone(), active.clone()))
+            .collect()
     }
 
     /// The endpoints (tenant, name) whose active config serves the image version

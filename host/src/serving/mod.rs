@@ -14,6 +14,7 @@ mod lifecycle;
 mod live;
 mod load;
 mod observe;
+mod owned;
 mod placement;
 pub mod query;
 mod records;
@@ -26,6 +27,7 @@ pub use entity::EntityRuntime;
 pub use error::{PrepareError, ServingError};
 pub use executor::{GuestThreadSettings, GuestThreads};
 pub use live::ActiveConfig;
+pub use owned::{Ownership, Warmed, UNOWNED_IDLE_LIMIT};
 pub use placement::InlinePolicy;
 pub use records::EndpointMeta;
 pub use routing::Split;
@@ -57,6 +59,10 @@ pub struct EndpointManager {
     logs: Arc<EntityLogs>,
     /// Rate limits, quotas, usage and inference tables (the query pipeline's hooks).
     governance: Arc<Governance>,
+    /// Cluster mode: which configs this node owns (and so keeps loaded).
+    ownership: std::sync::OnceLock<Arc<dyn Ownership>>,
+    /// Loads of followed or on-demand configs in flight (one per config).
+    loads: owned::Loads,
 }
 
 impl EndpointManager {
@@ -83,6 +89,8 @@ impl EndpointManager {
             records: std::sync::Mutex::default(),
             logs: Arc::default(),
             governance,
+            ownership: std::sync::OnceLock::new(),
+            loads: owned::Loads::default(),
         })
     }
 
@@ -468,6 +476,7 @@ impl EndpointManager {
                 if released > 0 {
                     tracing::debug!(released, "released idle directly queried model versions");
                 }
+                manager.release_unowned_idle();
             }
         });
     }

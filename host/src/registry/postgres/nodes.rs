@@ -145,18 +145,36 @@ impl Membership for PgMembership {
         &self.me.id
     }
 
+    fn lease_current(&self) -> bool {
+        let now = Instant::now();
+        self.leases
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|(node, until)| node.id == self.me.id && *until > now)
+    }
+
     fn live_nodes(&self) -> Vec<NodeInfo> {
         let now = Instant::now();
         let leases = self.leases.read().unwrap_or_else(|p| p.into_inner());
-        let mut live: Vec<NodeInfo> = leases
+        let current: Vec<NodeInfo> = leases
             .iter()
-            .filter(|(node, until)| *until > now || node.id == self.me.id)
+            .filter(|(_, until)| *until > now)
             .map(|(node, _)| node.clone())
             .collect();
-        if !live.iter().any(|node| node.id == self.me.id) {
-            live.push(self.me.clone());
-            live.sort_by(|a, b| a.id.cmp(&b.id));
+        if current.iter().any(|node| node.id == self.me.id) {
+            return current;
         }
-        live
+        // This node's own lease ran out: it could not renew it (the database is down, or
+        // the node was frozen). It knows nothing newer than its last view, and the other
+        // nodes are cut off (or were) just as it is, so it keeps that view, itself
+        // included, rather than forgetting every node. `lease_current` tells the callers
+        // that must not act on a stale view (loading or releasing by ownership).
+        let mut last: Vec<NodeInfo> = leases.iter().map(|(node, _)| node.clone()).collect();
+        if !last.iter().any(|node| node.id == self.me.id) {
+            last.push(self.me.clone());
+            last.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        last
     }
 }

@@ -122,7 +122,7 @@ pub(super) async fn choose(
     names: Names,
 ) -> Result<Chosen, ServingError> {
     // The live table answers for ready endpoints without touching the database.
-    let no_endpoint = match endpoints.active(tenant, name) {
+    let no_endpoint = match endpoints.active_or_load(tenant, name).await {
         Ok(active) => {
             let index = on_endpoint(name, &active.entities, &active.split, pick, Split::pick)?;
             return Ok(match pick {
