@@ -18,8 +18,12 @@ CREATE TABLE quotas (
 
 -- The rate limits' state, shared by every node (GCRA): per endpoint, limit and caller (''
 -- for a limit on the whole endpoint), the theoretical arrival time of the next call. A row
--- whose `tat` has passed means the same as no row (a full bucket) and is pruned.
-CREATE TABLE rate_limits (
+-- whose `tat` has passed means the same as no row (a full bucket) and is pruned. UNLOGGED:
+-- every admission writes here, and with WAL each would wait for a WAL flush (about 5 ms on
+-- the test machine, against 0.7 ms without); after a database crash the table is empty,
+-- which only means every bucket starts full (nor is it replicated to standbys: after a
+-- failover too, the buckets start full).
+CREATE UNLOGGED TABLE rate_limits (
     tenant   text NOT NULL,
     endpoint text NOT NULL,
     bucket   text NOT NULL,

@@ -6,12 +6,20 @@
 //! unreachable refuses a limited endpoint's queries with 503 (never admits them all);
 //! usage read on any node sums what every node served (JSON and CSV); an admin action on A
 //! is in the audit log read on B; quotas set on A are enforced on B and C. Also measures
-//! the latency a shared rate limit adds to a query (docs/benchmarks.md).
+//! the latency a shared rate limit adds to a query (docs/benchmarks.md). And the stores
+//! themselves, as two nodes would use them: a per-user limit exact under 40 concurrent
+//! callers, the `Retry-After` the row gives, a new gateway starting its buckets full and
+//! reaching the outbox, usage added by two nodes, the audit log's limit, pruning.
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 
+use sandserve_host::governance::audit::AuditEntry;
+use sandserve_host::governance::shared::Bucket;
+use sandserve_host::governance::usage::{Counters, UsageFilter, UsageKey};
+use sandserve_host::governance::{GatewayConfig, RateLimit};
+use sandserve_host::registry::{Change, PostgresRegistry};
 use sandserve_tests::packages::example_package;
-use sandserve_tests::postgres::Postgres;
+use sandserve_tests::postgres::{server_bin_dir, Postgres, ROLE};
 use sandserve_tests::server::{Client, RawReply, TestServer};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -295,4 +303,194 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
+}
+
+fn psql(pg: &Postgres, database: &str, sql: &str) -> String {
+    let out = std::process::Command::new(server_bin_dir().join("psql"))
+        .args(["-h", "127.0.0.1", "-p", &pg.port().to_string(), "-U", ROLE])
+        .args(["-d", database, "-tAc", sql])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "psql: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn bucket(caller: &str, calls: u32) -> Bucket {
+    Bucket {
+        tenant: "acme".into(),
+        endpoint: "ep".into(),
+        limit: format!("0:user:{calls}"),
+        caller: caller.into(),
+        calls,
+    }
+}
+
+fn usage_key(token: &str) -> UsageKey {
+    UsageKey {
+        minute: 29_000_000,
+        tenant: "acme".into(),
+        endpoint: "ep".into(),
+        entity: "e".into(),
+        token: token.into(),
+    }
+}
+
+#[test]
+fn the_shared_stores_are_exact_under_concurrency_and_sum_two_nodes() {
+    let pg = Postgres::start();
+    let url = pg.create_database("stores");
+    let (one, two) = (
+        PostgresRegistry::connect(&url).unwrap(),
+        PostgresRegistry::connect(&url).unwrap(),
+    );
+    let mut changes = one.follow().unwrap();
+    let (a, b) = (one.governance(), two.governance());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // 5 a minute per user: 40 calls of u1 at once through both "nodes" admit exactly 5.
+    let calls: Vec<_> = (0..40)
+        .map(|i| {
+            let limits = if i % 2 == 0 { &a.limits } else { &b.limits }.clone();
+            runtime.spawn(async move { limits.take(bucket("u1", 5)).await.unwrap() })
+        })
+        .collect();
+    let waits: Vec<Option<Duration>> = runtime.block_on(async {
+        let mut out = Vec::new();
+        for call in calls {
+            out.push(call.await.unwrap());
+        }
+        out
+    });
+    assert_eq!(waits.iter().filter(|w| w.is_none()).count(), 5);
+    // The next call is 12 s (60 / 5) after the burst began.
+    for wait in waits.iter().flatten() {
+        assert!(
+            *wait > Duration::from_secs(10) && *wait <= Duration::from_secs(13),
+            "{wait:?}"
+        );
+    }
+    // Another user has a bucket of its own.
+    assert_eq!(
+        runtime.block_on(b.limits.take(bucket("u2", 5))).unwrap(),
+        None
+    );
+
+    // Storing the endpoint's gateway starts its buckets full and reaches the outbox.
+    let config = GatewayConfig {
+        rate_limits: vec![serde_json::from_value::<RateLimit>(
+            json!({"calls": 5, "key": "user", "renewal_period": "minute"}),
+        )
+        .unwrap()],
+        ..GatewayConfig::default()
+    };
+    b.policies.put_gateway("acme", "ep", &config).unwrap();
+    assert_eq!(a.policies.gateway("acme", "ep").unwrap(), Some(config));
+    assert_eq!(
+        runtime.block_on(a.limits.take(bucket("u1", 5))).unwrap(),
+        None
+    );
+    let seen = runtime.block_on(async {
+        tokio::time::timeout(PROPAGATION_BOUND, changes.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    });
+    let expected = Change::Gateway {
+        tenant: "acme".into(),
+        name: "ep".into(),
+    };
+    assert_eq!(seen, vec![expected]);
+    b.policies
+        .put_gateway("acme", "ep", &GatewayConfig::default())
+        .unwrap();
+    assert_eq!(a.policies.gateway("acme", "ep").unwrap(), None);
+
+    // A bucket full again is pruned (600 a minute: full 0.1 s after one call).
+    runtime.block_on(a.limits.take(bucket("u3", 600))).unwrap();
+    assert_eq!(
+        psql(
+            &pg,
+            "stores",
+            "SELECT count(*) FROM rate_limits WHERE caller = 'u3'"
+        ),
+        "1"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    a.limits.prune().unwrap();
+    assert_eq!(
+        psql(
+            &pg,
+            "stores",
+            "SELECT count(*) FROM rate_limits WHERE caller = 'u3'"
+        ),
+        "0"
+    );
+
+    // Usage: two nodes add to the same row; another token's row apart.
+    let counters = |requests, bytes| Counters {
+        requests,
+        input_bytes: bytes,
+        ..Counters::default()
+    };
+    a.usage.add(&[(usage_key("k1"), counters(3, 30))]).unwrap();
+    b.usage
+        .add(&[
+            (usage_key("k2"), counters(1, 5)),
+            (usage_key("k1"), counters(4, 40)),
+        ])
+        .unwrap();
+    let rows = b
+        .usage
+        .read(&UsageFilter {
+            from_ms: 29_000_000 * 60_000,
+            to_ms: 29_000_001 * 60_000,
+            tenant: Some("acme".into()),
+            endpoint: Some("ep".into()),
+        })
+        .unwrap();
+    let got: Vec<(&str, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.token_id.as_str(),
+                r.counters.requests,
+                r.counters.input_bytes,
+            )
+        })
+        .collect();
+    assert_eq!(got, [("k1", 7, 70), ("k2", 1, 5)]);
+    let none = a
+        .usage
+        .read(&UsageFilter {
+            from_ms: 29_000_001 * 60_000,
+            to_ms: 29_000_002 * 60_000,
+            ..UsageFilter::default()
+        })
+        .unwrap();
+    assert!(none.is_empty());
+
+    // Audit: both nodes' entries, oldest first, `limit` honoured.
+    for (i, store) in [&a, &b, &a].into_iter().enumerate() {
+        let entry = AuditEntry {
+            timestamp_ms: 1_000 + i as u64,
+            actor: "admin".into(),
+            tenant: None,
+            method: "PUT".into(),
+            path: format!("/api/2.0/x/{i}"),
+            status: 200,
+        };
+        store.audit.append(&entry).unwrap();
+    }
+    let (entries, truncated) = b.audit.read(1_000, 2_000, 2).unwrap();
+    let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        (paths, truncated),
+        (vec!["/api/2.0/x/0", "/api/2.0/x/1"], true)
+    );
+    let (entries, truncated) = a.audit.read(1_002, 2_000, 10).unwrap();
+    assert_eq!((entries.len(), truncated), (1, false));
 }
