@@ -98,6 +98,7 @@ impl App {
             registry,
             membership,
             shared,
+            governance: shared_governance,
         } = metadata::open(config).map_err(|e| store_error("the metadata database")(&e))?;
         let directory = Arc::new(Directory::new(registry.clone(), registry.clone()));
         bootstrap_admin(&directory, config.admin_token.as_deref())?;
@@ -148,11 +149,12 @@ impl App {
                 Err(e) => tracing::warn!("skipping the sweep of unreferenced blobs: {e}"),
             }
         }
-        let governance = Governance::open(
+        let governance = Governance::open_with(
             data,
             GovernanceSettings {
                 tables: config.inference_tables.clone(),
             },
+            shared_governance,
         )
         .map_err(|e| store_error("the governance database")(&e))?;
         let endpoints = EndpointManager::new(
@@ -234,6 +236,7 @@ impl App {
                         changes,
                         self.state.directory.clone(),
                         self.endpoints.clone(),
+                        self.state.governance.clone(),
                     );
                 }
                 self.endpoints.restore_shared()

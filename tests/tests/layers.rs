@@ -20,7 +20,7 @@ const ALLOWED: [(&str, &[&str]); 16] = [
     ("telemetry", &[]),
     ("listener", &[]),
     ("package", &["runtime", "inference"]),
-    ("registry", &["blobs", "cluster"]),
+    ("registry", &["blobs", "cluster", "governance"]),
     ("tenancy", &["registry"]),
     ("governance", &[]),
     ("codec", &["package", "runtime"]),

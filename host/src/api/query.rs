@@ -8,6 +8,7 @@
 
 use super::{ApiError, AppState, Caller, RawBody, RequestIdText};
 use crate::codec::DatabricksCodec;
+use crate::governance::Refusal;
 use crate::serving::query::{Answered, Names, Pick, Query, QueryError, Served};
 use crate::tenancy::Permission;
 use axum::extract::{Path, State};
@@ -49,6 +50,9 @@ impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         match e {
             QueryError::NotAllowed(_) => ApiError::forbidden(e.to_string()),
+            QueryError::Refused(refusal @ Refusal::Unavailable) => {
+                ApiError::unavailable(refusal.to_string(), Some(refusal.retry_after_secs()))
+            }
             QueryError::Refused(refusal) => {
                 ApiError::rate_limited(refusal.to_string(), refusal.retry_after_secs())
             }

@@ -1,10 +1,13 @@
 //! The audit log: one entry per control-plane action (who, what, on what, when, with
-//! which result), appended to the `audit` sled tree under a time-and-sequence key, never
-//! changed; read by time range.
+//! which result), appended and never changed; read by time range. One node keeps it in the
+//! `audit` sled tree under a time-and-sequence key ([`SledAudit`]); a cluster in PostgreSQL
+//! (see `super::shared`), so any node reads every node's entries.
 
+use super::shared::AuditStore;
 use super::GovernanceError;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// One control-plane action.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,6 +28,11 @@ pub struct AuditEntry {
 
 /// The log.
 pub struct AuditLog {
+    store: Arc<dyn AuditStore>,
+}
+
+/// The log in a sled tree (one node).
+pub struct SledAudit {
     tree: sled::Tree,
     sequence: AtomicU64,
 }
@@ -34,16 +42,43 @@ fn db_error(e: impl std::fmt::Display) -> GovernanceError {
 }
 
 impl AuditLog {
-    /// The log in `tree`.
+    /// The log in the sled `tree`.
     pub fn new(tree: sled::Tree) -> Self {
-        Self {
+        Self::with_store(Self::sled_store(tree))
+    }
+
+    /// A sled tree as an audit store.
+    pub fn sled_store(tree: sled::Tree) -> Arc<dyn AuditStore> {
+        Arc::new(SledAudit {
             tree,
             sequence: AtomicU64::new(0),
-        }
+        })
+    }
+
+    /// The log in `store`.
+    pub fn with_store(store: Arc<dyn AuditStore>) -> Self {
+        Self { store }
     }
 
     /// Appends `entry`.
     pub fn append(&self, entry: &AuditEntry) -> Result<(), GovernanceError> {
+        self.store.append(entry)
+    }
+
+    /// Entries from `from_ms` (inclusive) to `to_ms` (exclusive), oldest first, at most
+    /// `limit`, and whether more were left out.
+    pub fn read(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        limit: usize,
+    ) -> Result<(Vec<AuditEntry>, bool), GovernanceError> {
+        self.store.read(from_ms, to_ms, limit)
+    }
+}
+
+impl AuditStore for SledAudit {
+    fn append(&self, entry: &AuditEntry) -> Result<(), GovernanceError> {
         let mut key = entry.timestamp_ms.to_be_bytes().to_vec();
         let n = self.sequence.fetch_add(1, Ordering::Relaxed);
         key.extend_from_slice(&n.to_be_bytes());
@@ -57,9 +92,7 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Entries from `from_ms` (inclusive) to `to_ms` (exclusive), oldest first, at most
-    /// `limit`, and whether more were left out.
-    pub fn read(
+    fn read(
         &self,
         from_ms: u64,
         to_ms: u64,

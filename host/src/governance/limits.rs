@@ -26,6 +26,10 @@ pub enum Refusal {
         /// When a call will be admitted again.
         retry_after: Duration,
     },
+    /// Cluster mode: the rate limits' shared state cannot be reached (a limited endpoint
+    /// admits nothing then, rather than everything).
+    #[error("the rate limit of this endpoint cannot be checked now; retry shortly")]
+    Unavailable,
     /// The tenant runs as many queries as its quota allows.
     #[error("the tenant's quota of {max} concurrent requests is reached; retry shortly")]
     TooManyConcurrent {
@@ -44,7 +48,7 @@ impl Refusal {
     pub fn retry_after_secs(&self) -> u64 {
         match self {
             Self::RateLimited { retry_after, .. } => retry_secs(*retry_after),
-            Self::TooManyConcurrent { .. } => 1,
+            Self::TooManyConcurrent { .. } | Self::Unavailable => 1,
         }
     }
 }

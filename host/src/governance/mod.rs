@@ -6,7 +6,9 @@
 //!   live in memory as [`Gate`]s for the query path;
 //! - admission on the query path (`limits.rs`: token buckets, concurrent-query quota);
 //! - the usage ledger (`usage.rs`), the inference tables (`tables.rs`) and the audit log
-//!   (`audit.rs`).
+//!   (`audit.rs`);
+//! - in cluster mode, the same in PostgreSQL, shared by every node (`shared.rs`: the
+//!   stores, cluster-wide rate limits, following the other nodes' changes).
 //!
 //! The query pipeline calls it from `serving/query/events.rs` only; the API's control
 //! plane reads and sets it. Nothing on the query path touches the disk: usage is summed
@@ -16,12 +18,14 @@
 pub mod audit;
 pub mod gateway;
 pub mod limits;
+pub mod shared;
 mod store;
 pub mod tables;
 pub mod usage;
 
 pub use gateway::{GatewayConfig, InferenceTable, RateLimit, TenantQuotas};
 pub use limits::Refusal;
+pub use shared::SharedStores;
 pub use store::PolicyStore;
 
 use limits::{InFlight, RateLimits, Slot};
@@ -109,8 +113,11 @@ type Gates = HashMap<String, HashMap<String, Arc<Gate>>>;
 
 /// The governance service (see the module doc).
 pub struct Governance {
-    db: Arc<GovernanceDb>,
+    /// The node's own database (`None` in cluster mode).
+    db: Option<Arc<GovernanceDb>>,
     policies: Arc<dyn PolicyStore>,
+    /// Cluster mode: the rate limits' shared state.
+    shared_limits: Option<Arc<dyn shared::SharedLimits>>,
     gates: RwLock<Gates>,
     tenants: RwLock<HashMap<String, Arc<TenantGate>>>,
     /// The usage ledger.
@@ -136,16 +143,40 @@ impl Governance {
         data_dir: &Path,
         settings: GovernanceSettings,
     ) -> Result<Arc<Self>, GovernanceError> {
-        let db = Arc::new(GovernanceDb::open(&data_dir.join("governance"))?);
+        Self::open_with(data_dir, settings, None)
+    }
+
+    /// [`Governance::open`], or in cluster mode (`shared`) with the cluster's stores in
+    /// place of the node's database (the inference tables stay in `data_dir`).
+    pub fn open_with(
+        data_dir: &Path,
+        settings: GovernanceSettings,
+        shared: Option<SharedStores>,
+    ) -> Result<Arc<Self>, GovernanceError> {
+        let (db, stores) = match shared {
+            Some(stores) => (None, stores),
+            None => {
+                let db = Arc::new(GovernanceDb::open(&data_dir.join("governance"))?);
+                let stores = SharedStores {
+                    policies: db.clone(),
+                    usage: Arc::new(usage::SledUsage(db.usage.clone())),
+                    audit: audit::AuditLog::sled_store(db.audit.clone()),
+                    limits: Arc::new(shared::NoSharedLimits),
+                };
+                (Some(db), stores)
+            }
+        };
+        let shared_limits = db.is_none().then(|| stores.limits.clone());
         let tables = tables::Tables::open(&data_dir.join("inference-tables"), settings.tables)?;
         let mut gates = Gates::new();
-        for (tenant, endpoint, config) in db.gateways()? {
+        for (tenant, endpoint, config) in stores.policies.gateways()? {
             gates
                 .entry(tenant)
                 .or_default()
                 .insert(endpoint, Arc::new(Gate::new(config)));
         }
-        let tenants = db
+        let tenants = stores
+            .policies
             .quotas()?
             .into_iter()
             .map(|(tenant, quotas)| {
@@ -157,9 +188,10 @@ impl Governance {
             })
             .collect();
         let governance = Arc::new(Self {
-            usage: usage::Usage::new(db.usage.clone()),
-            audit: audit::AuditLog::new(db.audit.clone()),
-            policies: db.clone(),
+            usage: usage::Usage::with_store(stores.usage),
+            audit: audit::AuditLog::with_store(stores.audit),
+            policies: stores.policies,
+            shared_limits,
             db,
             gates: RwLock::new(gates),
             tenants: RwLock::new(tenants),
@@ -175,8 +207,36 @@ impl Governance {
     }
 
     /// The query path's admission: the tenant's concurrency quota, then every rate limit
-    /// of the endpoint (`user` is the caller's token id).
-    pub fn admit(&self, tenant: &str, endpoint: &str, user: &str) -> Result<Admission, Refusal> {
+    /// of the endpoint (`user` is the caller's token id). In cluster mode the limits are
+    /// checked against the shared state (a database round trip, only for an endpoint that
+    /// has limits).
+    pub async fn admit(
+        &self,
+        tenant: &str,
+        endpoint: &str,
+        user: &str,
+    ) -> Result<Admission, Refusal> {
+        let Some(shared) = &self.shared_limits else {
+            return self.admit_here(tenant, endpoint, user, true);
+        };
+        let admission = self.admit_here(tenant, endpoint, user, false)?;
+        if let Some(gate) = &admission.gate {
+            if !gate.config.rate_limits.is_empty() {
+                Self::admit_shared(shared.as_ref(), gate, tenant, endpoint, user).await?;
+            }
+        }
+        Ok(admission)
+    }
+
+    /// Admission with what this node holds: the concurrency quota and, when `limits`, the
+    /// node's own rate-limit buckets.
+    fn admit_here(
+        &self,
+        tenant: &str,
+        endpoint: &str,
+        user: &str,
+        limits: bool,
+    ) -> Result<Admission, Refusal> {
         let arrived = Instant::now();
         let slot = {
             let tenants = self.tenants.read().unwrap_or_else(|p| p.into_inner());
@@ -189,7 +249,7 @@ impl Governance {
             }
         };
         let gate = self.gate(tenant, endpoint);
-        if let Some(gate) = &gate {
+        if let (Some(gate), true) = (&gate, limits) {
             gate.limits.check(user)?;
         }
         Ok(Admission {
@@ -254,15 +314,7 @@ impl Governance {
     /// Replaces a tenant's quotas (queries running now keep counting).
     pub fn set_quotas(&self, tenant: &str, quotas: TenantQuotas) -> Result<(), GovernanceError> {
         self.policies.put_quotas(tenant, &quotas)?;
-        let mut tenants = self.tenants.write().unwrap_or_else(|p| p.into_inner());
-        let in_flight = tenants
-            .get(tenant)
-            .map(|t| t.in_flight.clone())
-            .unwrap_or_default();
-        tenants.insert(
-            tenant.to_string(),
-            Arc::new(TenantGate { quotas, in_flight }),
-        );
+        self.replace_quotas(tenant, quotas);
         Ok(())
     }
 
@@ -270,7 +322,10 @@ impl Governance {
     pub fn flush(&self) -> Result<(), GovernanceError> {
         self.usage.flush()?;
         self.tables.sync();
-        self.db.flush()
+        match &self.db {
+            Some(db) => db.flush(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -279,17 +334,24 @@ impl Governance {
 fn spawn_flusher(governance: Weak<Governance>) {
     let spawned = std::thread::Builder::new()
         .name("usage-flush".into())
-        .spawn(move || loop {
-            std::thread::sleep(usage::FLUSH_EVERY);
-            let Some(g) = governance.upgrade() else {
-                return;
-            };
-            if let Err(e) = g.usage.flush() {
-                tracing::warn!("usage not flushed: {e}");
-            }
-            let gates = g.gates.read().unwrap_or_else(|p| p.into_inner());
-            for gate in gates.values().flat_map(HashMap::values) {
-                gate.limits.shrink();
+        .spawn(move || {
+            for round in 1u64.. {
+                std::thread::sleep(usage::FLUSH_EVERY);
+                let Some(g) = governance.upgrade() else {
+                    return;
+                };
+                if let Err(e) = g.usage.flush() {
+                    tracing::warn!("usage not flushed: {e}");
+                }
+                if let Some(limits) = g.shared_limits.as_ref().filter(|_| round % 30 == 0) {
+                    if let Err(e) = limits.prune() {
+                        tracing::debug!("rate limit state not pruned: {e}");
+                    }
+                }
+                let gates = g.gates.read().unwrap_or_else(|p| p.into_inner());
+                for gate in gates.values().flat_map(HashMap::values) {
+                    gate.limits.shrink();
+                }
             }
         });
     if let Err(e) = spawned {

@@ -22,6 +22,23 @@ pub trait PolicyStore: Send + Sync {
     fn quotas(&self) -> Result<Vec<(String, TenantQuotas)>, GovernanceError>;
     /// Stores a tenant's quotas.
     fn put_quotas(&self, tenant: &str, quotas: &TenantQuotas) -> Result<(), GovernanceError>;
+    /// One endpoint's stored gateway config.
+    fn gateway(
+        &self,
+        tenant: &str,
+        endpoint: &str,
+    ) -> Result<Option<GatewayConfig>, GovernanceError> {
+        let all = self.gateways()?;
+        Ok(all
+            .into_iter()
+            .find(|(t, e, _)| t == tenant && e == endpoint)
+            .map(|(_, _, c)| c))
+    }
+    /// One tenant's stored quotas.
+    fn tenant_quotas(&self, tenant: &str) -> Result<Option<TenantQuotas>, GovernanceError> {
+        let all = self.quotas()?;
+        Ok(all.into_iter().find(|(t, _)| t == tenant).map(|(_, q)| q))
+    }
 }
 
 /// The sled database and its trees.

@@ -1,13 +1,16 @@
 //! Usage per minute, per tenant, endpoint, served entity and token: requests, errors,
 //! input and output bytes, wall time and guest instructions (wasmtime fuel, when the
 //! server meters it). The query path adds to an in-memory map (one short mutex, no I/O);
-//! a background thread merges it into the `usage` sled tree every
-//! [`FLUSH_EVERY`]; a read flushes first, so it sees every finished query.
+//! a background thread merges it into the store every [`FLUSH_EVERY`]: the `usage` sled
+//! tree ([`SledUsage`]) or, in cluster mode, PostgreSQL, where every node adds to the same
+//! rows (see `super::shared`). A read flushes this node's first, so it sees every query this
+//! node finished (and the other nodes' up to their last flush).
 
+use super::shared::UsageStore;
 use super::GovernanceError;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How often pending usage is written to the database.
@@ -48,7 +51,8 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn add(&mut self, other: &Counters) {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &Counters) {
         self.requests += other.requests;
         self.errors += other.errors;
         self.input_bytes += other.input_bytes;
@@ -93,10 +97,13 @@ pub struct UsageFilter {
 /// The usage ledger.
 pub struct Usage {
     pending: Mutex<HashMap<UsageKey, Counters>>,
-    tree: sled::Tree,
+    store: Arc<dyn UsageStore>,
     /// Serialises flushes (the query path never takes it).
     flushing: Mutex<()>,
 }
+
+/// Usage in a sled tree (one node).
+pub struct SledUsage(pub sled::Tree);
 
 fn encode_key(k: &UsageKey) -> Vec<u8> {
     let mut out = k.minute.to_be_bytes().to_vec();
@@ -130,11 +137,16 @@ fn db_error(e: impl std::fmt::Display) -> GovernanceError {
 }
 
 impl Usage {
-    /// A ledger over `tree`.
+    /// A ledger over the sled `tree`.
     pub fn new(tree: sled::Tree) -> Self {
+        Self::with_store(Arc::new(SledUsage(tree)))
+    }
+
+    /// A ledger over `store`.
+    pub fn with_store(store: Arc<dyn UsageStore>) -> Self {
         Self {
             pending: Mutex::default(),
-            tree,
+            store,
             flushing: Mutex::default(),
         }
     }
@@ -145,34 +157,52 @@ impl Usage {
         pending.entry(key).or_default().add(one);
     }
 
-    /// Merges the pending counts into the database.
+    /// Merges the pending counts into the store; when it fails they stay pending.
     pub fn flush(&self) -> Result<(), GovernanceError> {
         let _one = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         if pending.is_empty() {
             return Ok(());
         }
-        for (key, counters) in pending {
-            let k = encode_key(&key);
-            let mut total: Counters = match self.tree.get(&k).map_err(db_error)? {
-                Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
-                None => Counters::default(),
-            };
-            total.add(&counters);
-            let v = serde_json::to_vec(&total).map_err(db_error)?;
-            self.tree.insert(k, v).map_err(db_error)?;
+        let rows: Vec<(UsageKey, Counters)> = pending.into_iter().collect();
+        if let Err(e) = self.store.add(&rows) {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            for (key, counters) in rows {
+                pending.entry(key).or_default().add(&counters);
+            }
+            return Err(e);
         }
-        self.tree.flush().map_err(db_error)?;
         Ok(())
     }
 
     /// The rows of `filter` (flushing first), oldest first.
     pub fn read(&self, filter: &UsageFilter) -> Result<Vec<UsageRow>, GovernanceError> {
         self.flush()?;
+        self.store.read(filter)
+    }
+}
+
+impl UsageStore for SledUsage {
+    fn add(&self, rows: &[(UsageKey, Counters)]) -> Result<(), GovernanceError> {
+        for (key, counters) in rows {
+            let k = encode_key(key);
+            let mut total: Counters = match self.0.get(&k).map_err(db_error)? {
+                Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
+                None => Counters::default(),
+            };
+            total.add(counters);
+            let v = serde_json::to_vec(&total).map_err(db_error)?;
+            self.0.insert(k, v).map_err(db_error)?;
+        }
+        self.0.flush().map_err(db_error)?;
+        Ok(())
+    }
+
+    fn read(&self, filter: &UsageFilter) -> Result<Vec<UsageRow>, GovernanceError> {
         let from = (filter.from_ms / 60_000).to_be_bytes();
         let to = filter.to_ms.div_ceil(60_000).to_be_bytes();
         let mut rows = Vec::new();
-        for item in self.tree.range(from..to) {
+        for item in self.0.range(from..to) {
             let (k, v) = item.map_err(db_error)?;
             let Some(key) = decode_key(&k) else { continue };
             if filter.tenant.as_ref().is_some_and(|t| *t != key.tenant)

@@ -31,6 +31,18 @@ pub enum Change {
         /// Its name.
         name: String,
     },
+    /// An endpoint's AI gateway settings were set or removed (governance, cluster mode).
+    Gateway {
+        /// Its tenant.
+        tenant: String,
+        /// The endpoint's name.
+        name: String,
+    },
+    /// A tenant's quotas were set or removed (governance, cluster mode).
+    Quotas {
+        /// The tenant.
+        tenant: String,
+    },
     /// The admin credential was replaced.
     Admin,
     /// The node cannot tell what changed (it fell behind the kept history, or the database
@@ -46,6 +58,8 @@ impl Change {
             Self::Token { .. } => "token",
             Self::Image { .. } => "image",
             Self::Endpoint { .. } => "endpoint",
+            Self::Gateway { .. } => "gateway",
+            Self::Quotas { .. } => "quotas",
             Self::Admin => "admin",
             Self::Everything => "everything",
         }
@@ -63,6 +77,8 @@ impl Change {
                 version,
             },
             ("endpoint", _) => Self::Endpoint { tenant, name },
+            ("gateway", _) => Self::Gateway { tenant, name },
+            ("quotas", _) => Self::Quotas { tenant },
             ("admin", _) => Self::Admin,
             _ => Self::Everything,
         }
@@ -78,7 +94,10 @@ impl Change {
                 name,
                 version,
             } => (tenant, name, Some(*version)),
-            Self::Endpoint { tenant, name } => (tenant, name, None),
+            Self::Endpoint { tenant, name } | Self::Gateway { tenant, name } => {
+                (tenant, name, None)
+            }
+            Self::Quotas { tenant } => (tenant, "", None),
             Self::Admin | Self::Everything => ("", "", None),
         }
     }
@@ -104,6 +123,11 @@ mod tests {
                 tenant: "a".into(),
                 name: "e".into(),
             },
+            Change::Gateway {
+                tenant: "a".into(),
+                name: "e".into(),
+            },
+            Change::Quotas { tenant: "a".into() },
             Change::Admin,
         ];
         for change in changes {
@@ -112,7 +136,7 @@ mod tests {
             assert_eq!(row, change);
         }
         assert_eq!(
-            Change::from_row("quota", "a".into(), String::new(), None),
+            Change::from_row("a-later-kind", "a".into(), String::new(), None),
             Change::Everything
         );
     }

@@ -3,9 +3,10 @@
 //! what this node keeps in memory: a token or tenant change drops the cached token records
 //! (the next request reads them again, so a revoked token is refused), an endpoint change
 //! brings the live table in step with the record, a deleted model version stops being
-//! served directly. Applying a change twice is harmless, so this node's own writes need no
-//! special case.
+//! served directly, a gateway or quota change is read again into governance's live gates.
+//! Applying a change twice is harmless, so this node's own writes need no special case.
 
+use crate::governance::Governance;
 use crate::registry::Change;
 use crate::serving::EndpointManager;
 use crate::tenancy::Directory;
@@ -18,14 +19,17 @@ pub fn apply_changes(
     mut changes: mpsc::Receiver<Vec<Change>>,
     directory: Arc<Directory>,
     endpoints: Arc<EndpointManager>,
+    governance: Arc<Governance>,
 ) {
     tokio::spawn(async move {
         while let Some(batch) = changes.recv().await {
             let (directory, endpoints) = (directory.clone(), endpoints.clone());
+            let governance = governance.clone();
             // Applying reads records (blocking calls into the store).
             let applied = tokio::task::spawn_blocking(move || {
                 for change in &batch {
                     apply(change, &directory, &endpoints);
+                    apply_governance(change, &governance);
                 }
             })
             .await;
@@ -55,13 +59,30 @@ fn apply(change: &Change, directory: &Directory, endpoints: &Arc<EndpointManager
                 );
             }
         }
-        // The admin credential is read from the store on each use.
-        Change::Admin => {}
+        // The admin credential is read from the store on each use; governance's changes
+        // are applied by `apply_governance`.
+        Change::Admin | Change::Gateway { .. } | Change::Quotas { .. } => {}
         Change::Everything => {
             directory.forget_all_cached();
             if let Err(e) = endpoints.refresh_all() {
                 tracing::warn!("cannot reload the endpoints: {e}");
             }
         }
+    }
+}
+
+/// What a change means for governance: the gateway or quotas read again (a tenant deleted
+/// takes its quotas with it; everything reloads after falling behind).
+fn apply_governance(change: &Change, governance: &Governance) {
+    let reloaded = match change {
+        Change::Gateway { tenant, name } => governance.reload_gateway(tenant, name),
+        Change::Quotas { tenant } | Change::Tenant { name: tenant } => {
+            governance.reload_quotas(tenant)
+        }
+        Change::Everything => governance.reload_all(),
+        _ => Ok(()),
+    };
+    if let Err(e) = reloaded {
+        tracing::warn!(?change, "cannot follow a governance change: {e}");
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::cluster::membership::{Membership, SingleNode};
 use crate::config::{Metadata, ServeConfig};
+use crate::governance::SharedStores;
 use crate::registry::postgres::PgMembership;
 use crate::registry::{Change, ModelRegistry, PostgresRegistry, RegistryError, SledRegistry};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,8 @@ pub(super) struct OpenedMetadata {
     pub membership: Arc<dyn Membership>,
     /// Cluster mode's parts; `None` with sled.
     pub shared: Option<SharedMetadata>,
+    /// Cluster mode: governance's stores in the same database; `None` with sled.
+    pub governance: Option<SharedStores>,
 }
 
 /// What a node sharing its metadata runs besides the store.
@@ -38,6 +41,7 @@ pub(super) fn open(config: &ServeConfig) -> Result<OpenedMetadata, RegistryError
                 registry: Arc::new(registry),
                 membership: Arc::new(SingleNode::new(cluster.node_id.clone(), advertised)),
                 shared: None,
+                governance: None,
             })
         }
         Metadata::Postgres(url) => {
@@ -51,6 +55,7 @@ pub(super) fn open(config: &ServeConfig) -> Result<OpenedMetadata, RegistryError
                 "joined the cluster"
             );
             Ok(OpenedMetadata {
+                governance: Some(registry.governance()),
                 registry: Arc::new(registry),
                 membership: lease.clone(),
                 shared: Some(SharedMetadata {

@@ -9,15 +9,22 @@
 //! in the same transaction ([`outbox`]); [`PostgresRegistry::follow`] streams the changes to
 //! this node (LISTEN/NOTIFY as a hint, catch-up by revision every second). The traits are
 //! synchronous; the queries run on the store's own runtime ([`bridge`]).
+//!
+//! Governance shares the database in cluster mode ([`PostgresRegistry::governance`]):
+//! gateway settings and quotas, usage, the audit log ([`governance`]) and the rate limits'
+//! state ([`rate_limits`]).
 
 mod bridge;
 mod endpoints;
 mod follow;
+mod governance;
 mod images;
 mod nodes;
 mod outbox;
+mod rate_limits;
 mod tenants;
 
+pub use governance::PgGovernance;
 pub use nodes::PgMembership;
 
 use super::RegistryError;

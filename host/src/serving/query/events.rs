@@ -41,13 +41,16 @@ pub(super) struct Context<'a> {
 
 /// An authorized query is about to pick its entity: the tenant's concurrency quota and
 /// the endpoint's rate limits admit or refuse it, before any work is done.
+/// (In cluster mode, an endpoint with rate limits waits here for the shared state.)
 #[inline]
-pub(super) fn received(
+pub(super) async fn received(
     governance: &Governance,
     grant: &TenantGrant,
     name: &str,
 ) -> Result<Admission, QueryError> {
-    Ok(governance.admit(&grant.tenant, name, &grant.token_id)?)
+    Ok(governance
+        .admit(&grant.tenant, name, &grant.token_id)
+        .await?)
 }
 
 /// What a try measured besides its time.

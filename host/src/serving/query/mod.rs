@@ -100,7 +100,7 @@ impl EndpointManager {
         authorize(grant, name)?;
         let context = events::Context {
             governance: &self.governance,
-            admission: events::received(&self.governance, grant, name)?,
+            admission: events::received(&self.governance, grant, name).await?,
             grant,
             name,
             body_len: body.len(),
