@@ -89,14 +89,23 @@ fn create(client: &Client, name: &str, model: &str) {
             {"entity_name": model, "entity_version": "1", "max_concurrency": 64}]}}),
     );
     assert_eq!(status, 200, "{body}");
-    wait_for(Duration::from_secs(120), "endpoint ready", || ready(client, name));
+    wait_for(Duration::from_secs(120), "endpoint ready", || {
+        ready(client, name)
+    });
 }
 
-/// Version `revision` of the digits classifier: the example's files plus a file that makes
-/// each version's archive (and blob) distinct.
+/// Version `revision` of the digits classifier: the example's files, with a description
+/// that makes each version's archive (and blob) distinct.
 fn digits_revision(revision: usize) -> Vec<u8> {
     let dir = repo_root().join("examples/digits");
-    let manifest = std::fs::read_to_string(dir.join("sandserve.toml")).expect("manifest");
+    let manifest = std::fs::read_to_string(dir.join("sandserve.toml"))
+        .expect("manifest")
+        .replacen("name = \"digits\"", "name = \"many\"", 1)
+        .replacen(
+            "description = \"",
+            &format!("description = \"Revision {revision}. "),
+            1,
+        );
     Tar::default()
         .file("sandserve.toml", manifest.as_bytes())
         .file("digits.wasm", &guest_wasm("digits"))
@@ -104,7 +113,6 @@ fn digits_revision(revision: usize) -> Vec<u8> {
             "model/digits.onnx",
             &std::fs::read(dir.join("model/digits.onnx")).expect("digits model"),
         )
-        .file("model/revision.txt", revision.to_string().as_bytes())
         .gzip()
 }
 
@@ -165,7 +173,10 @@ fn main() {
         let owner = owner_of(&key);
         let other = (owner + 1) % 3;
         let on = |node: &TestServer| node.client(&token);
-        assert_eq!(on(&nodes[owner]).upload(model, &example_package(model)).0, 201);
+        assert_eq!(
+            on(&nodes[owner]).upload(model, &example_package(model)).0,
+            201
+        );
         create(&on(&nodes[owner]), endpoint, model);
         let single_client = single.client(&single_token);
         assert_eq!(single_client.upload(model, &example_package(model)).0, 201);
@@ -176,10 +187,8 @@ fn main() {
             format!("/serving-endpoints/{endpoint}/invocations")
         };
         let url_of = |node: &TestServer| format!("{}{path}", node.url);
-        let spread: Vec<(String, String)> = nodes
-            .iter()
-            .map(|n| (url_of(n), token.clone()))
-            .collect();
+        let spread: Vec<(String, String)> =
+            nodes.iter().map(|n| (url_of(n), token.clone())).collect();
         let mut results: [Samples; 4] = Default::default();
         for round in 0..rounds {
             let mut order = [0, 1, 2, 3];

@@ -60,12 +60,14 @@ async fn placement_key(state: &AppState, parts: &mut axum::http::request::Parts)
         return None;
     };
     let tenant = grant.tenant.clone();
-    // One registry read (sled keeps hot pages in memory); off the async worker like the
-    // route's own reads would be if they were slow.
+    // From memory when this node knows the endpoint (it serves it, or placed a query for
+    // it since its last change); else one read of the metadata, off the async worker.
+    if let Some(version) = state.endpoints.known_routing_version(&tenant, &name) {
+        return Some(endpoint_key(&tenant, &name, version));
+    }
     let endpoints = state.endpoints.clone();
     tokio::task::spawn_blocking(move || {
-        if let Ok(Some(record)) = endpoints.find_record(&tenant, &name) {
-            let config_version = record.config.map_or(0, |c| c.config_version);
+        if let Ok(Some(config_version)) = endpoints.routing_version(&tenant, &name) {
             return Some(endpoint_key(&tenant, &name, config_version));
         }
         let version = match version {

@@ -81,6 +81,7 @@ impl EndpointManager {
         tenant: &str,
         name: &str,
     ) -> Result<(), ServingError> {
+        self.routing_versions.forget(tenant, name);
         match self.registry.endpoint(tenant, name) {
             Ok(record) => {
                 self.follow_record(record);
@@ -96,6 +97,7 @@ impl EndpointManager {
 
     /// Applies every endpoint's stored state (the node could not tell what changed).
     pub fn refresh_all(self: &Arc<Self>) -> Result<(), ServingError> {
+        self.routing_versions.forget_all();
         let records = self.registry.endpoints(None)?;
         for (tenant, name) in self.live.endpoint_keys() {
             if !records.iter().any(|r| r.tenant == tenant && r.name == name) {

@@ -63,6 +63,8 @@ pub struct EndpointManager {
     ownership: std::sync::OnceLock<Arc<dyn Ownership>>,
     /// Loads of followed or on-demand configs in flight (one per config).
     loads: owned::Loads,
+    /// The config versions queries are placed by, as last read (cluster mode).
+    routing_versions: owned::RoutingVersions,
 }
 
 impl EndpointManager {
@@ -91,6 +93,7 @@ impl EndpointManager {
             governance,
             ownership: std::sync::OnceLock::new(),
             loads: owned::Loads::default(),
+            routing_versions: owned::RoutingVersions::default(),
         })
     }
 

@@ -16,7 +16,7 @@
 use super::live::ActiveConfig;
 use super::placement::now_millis;
 use super::{EndpointManager, ServingError};
-use crate::registry::EndpointConfig;
+use crate::registry::{EndpointConfig, RegistryError};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -82,7 +82,65 @@ pub struct Warmed {
     pub failed: usize,
 }
 
+/// The config version each endpoint's queries are placed by, as last read (cluster mode):
+/// the forwarding layer asks on every query, and the metadata database is not to be read
+/// that often. Forgotten on every change of the endpoint.
+#[derive(Default)]
+pub(super) struct RoutingVersions(std::sync::RwLock<HashMap<(String, String), u64>>);
+
+impl RoutingVersions {
+    pub(super) fn forget(&self, tenant: &str, name: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(tenant.to_string(), name.to_string()));
+    }
+
+    pub(super) fn forget_all(&self) {
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
 impl EndpointManager {
+    /// The config version queries of endpoint `tenant`/`name` are placed by, when this node
+    /// knows it without reading the database: the config serving here, else the version
+    /// read last (see [`EndpointManager::routing_version`]).
+    pub fn known_routing_version(&self, tenant: &str, name: &str) -> Option<u64> {
+        if let Some(active) = self.live.get(tenant, name) {
+            return Some(active.config_version);
+        }
+        self.routing_versions
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(tenant.to_string(), name.to_string()))
+            .copied()
+    }
+
+    /// The config version queries of endpoint `tenant`/`name` are placed by (0 while it has
+    /// no active config), or `None` when the tenant has no such endpoint. Reads the record
+    /// when this node does not know it (a blocking call).
+    pub fn routing_version(&self, tenant: &str, name: &str) -> Result<Option<u64>, ServingError> {
+        if let Some(version) = self.known_routing_version(tenant, name) {
+            return Ok(Some(version));
+        }
+        let record = match self.registry.endpoint(tenant, name) {
+            Ok(record) => record,
+            Err(RegistryError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let version = record.config.map_or(0, |c| c.config_version);
+        self.routing_versions
+            .0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((tenant.to_string(), name.to_string()), version);
+        Ok(Some(version))
+    }
+
     /// Cluster mode: from now on this node loads only the configs `ownership` gives it
     /// (and those its queries need). Set once, before [`EndpointManager::keep_owned_warm`].
     pub fn set_ownership(&self, ownership: Arc<dyn Ownership>) {
