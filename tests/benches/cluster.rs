@@ -133,7 +133,10 @@ fn main() {
     let s3_endpoint = s3.endpoint();
     let single_data = tempfile::tempdir().expect("temp dir");
     let single = TestServer::start(single_data.path(), &[]);
-    let datas: Vec<tempfile::TempDir> = IDS.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+    let datas: Vec<tempfile::TempDir> = IDS
+        .iter()
+        .map(|_| tempfile::tempdir().expect("temp dir"))
+        .collect();
     let mut nodes: Vec<TestServer> = IDS
         .iter()
         .zip(&datas)

@@ -18,8 +18,8 @@ mod stats;
 mod types;
 
 pub use batching::{
-    BatchPolicy, BatchStatsSnapshot, DEFAULT_MAX_BATCH_MIB, DEFAULT_MAX_BATCH_SIZE,
-    DEFAULT_MAX_DELAY_US,
+    BatchPolicy, BatchStatsSnapshot, InFlightScope, RequestInFlight, DEFAULT_MAX_BATCH_MIB,
+    DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_DELAY_US,
 };
 pub use engines::{EngineSettings, EngineStatus, Engines};
 pub use error::InferenceError;
@@ -304,6 +304,18 @@ impl GraphSet {
     /// A graph by name.
     pub fn get(&self, name: &str) -> Option<&LoadedGraph> {
         self.graphs.get(name)
+    }
+
+    /// Counts a request that starts now in every batched graph, until it ends (drop the
+    /// result) or its `compute` of the graph is answered (see `batching::in_flight`).
+    pub fn requests_started(&self) -> batching::RequestInFlight {
+        batching::RequestInFlight(
+            self.graphs
+                .values()
+                .filter_map(|g| g.batcher.clone())
+                .map(batching::InFlight::start)
+                .collect(),
+        )
     }
 
     /// Graph names.

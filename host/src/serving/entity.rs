@@ -11,6 +11,7 @@ use super::placement::{
 use super::spare::{Spare, SpareBudget};
 use super::{PrepareError, ServingError};
 use crate::images::LoadedImage;
+use crate::inference::{InFlightScope, RequestInFlight};
 use crate::registry::ServedEntity;
 use crate::runtime::priority;
 use crate::runtime::{
@@ -147,13 +148,16 @@ impl EntityRuntime {
         self.observed.metrics.queued(waited);
         self.observed.metrics.in_flight(1.0);
         let _left = scopeguard(|| self.observed.metrics.in_flight(-1.0));
+        // Counted in its image's batched graphs until it ends: a batch that holds every
+        // request counted goes without waiting out its delay.
+        let in_flight = self.image.graphs.requests_started();
         let in_sandbox = self.threads.occupancy().enter();
         let inline = in_sandbox.alone()
             && self.history.inline_allowed(now_millis())
             && input_bytes(&request) <= MAX_INLINE_INPUT_BYTES;
         let (outcome, placement) = if inline {
             let ran = self
-                .run_inline_first(request, request_id, arrived, permit)
+                .run_inline_first(request, request_id, arrived, permit, &in_flight)
                 .await;
             drop(in_sandbox);
             ran
@@ -161,7 +165,7 @@ impl EntityRuntime {
             // Counted again only while its guest runs at normal priority (below).
             drop(in_sandbox);
             let outcome = self
-                .run_on_guest_thread(request, request_id, arrived, permit)
+                .run_on_guest_thread(request, request_id, arrived, permit, &in_flight)
                 .await;
             (outcome, Placement::GuestThread)
         };
@@ -203,6 +207,7 @@ impl EntityRuntime {
         request_id: &str,
         arrived: Instant,
         permit: OwnedSemaphorePermit,
+        in_flight: &RequestInFlight,
     ) -> (Result<Invocation, ServingError>, Placement) {
         let started = arrived;
         let left = (arrived + self.limits.timeout).saturating_duration_since(Instant::now());
@@ -210,6 +215,7 @@ impl EntityRuntime {
         let mut limits = self.limits.clone();
         limits.timeout = left.min(INLINE_BUDGET).max(MIN_RUN);
         let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _counted = InFlightScope::enter(in_flight);
             self.image
                 .handler
                 .run(self.spare.take(), &request, &limits, || {
@@ -232,7 +238,7 @@ impl EntityRuntime {
                      its requests run on guest threads from now on"
                 );
                 return self
-                    .run_again_on_guest_thread(request, request_id, started, permit)
+                    .run_again_on_guest_thread(request, request_id, started, permit, in_flight)
                     .await;
             }
         };
@@ -245,7 +251,7 @@ impl EntityRuntime {
                     entity = %self.name,
                     "inline run passed its budget; running it again on a guest thread"
                 );
-                self.run_again_on_guest_thread(request, request_id, started, permit)
+                self.run_again_on_guest_thread(request, request_id, started, permit, in_flight)
                     .await
             }
             other => (
@@ -263,9 +269,10 @@ impl EntityRuntime {
         request_id: &str,
         started: Instant,
         permit: OwnedSemaphorePermit,
+        in_flight: &RequestInFlight,
     ) -> (Result<Invocation, ServingError>, Placement) {
         let outcome = self
-            .run_on_guest_thread(request, request_id, started, permit)
+            .run_on_guest_thread(request, request_id, started, permit, in_flight)
             .await;
         (outcome, Placement::InlineThenGuestThread)
     }
@@ -278,8 +285,10 @@ impl EntityRuntime {
         request_id: &str,
         started: Instant,
         permit: OwnedSemaphorePermit,
+        in_flight: &RequestInFlight,
     ) -> Result<Invocation, ServingError> {
         let entity = self.clone();
+        let in_flight = in_flight.clone();
         let deadline = started + self.limits.timeout;
         let job = self.threads.run(&self.tenant, move || {
             let _slot = permit;
@@ -296,6 +305,7 @@ impl EntityRuntime {
                 };
                 (Err(timeout), None, GuestLog::default())
             } else {
+                let counted = InFlightScope::enter(&in_flight);
                 let Finished {
                     outcome,
                     spent,
@@ -306,6 +316,7 @@ impl EntityRuntime {
                     .run(entity.spare.take(), &request, &limits, || {
                         entity.image.graphs.nn_ctx()
                     });
+                drop(counted);
                 (outcome, Some(spent), log)
             };
             drop(presence);

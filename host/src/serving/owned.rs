@@ -49,14 +49,17 @@ const WARM_PARALLELISM: usize = 2;
 /// One endpoint config being loaded: (tenant, endpoint, config version).
 type LoadKey = (String, String, u64);
 
+/// One load's outcome, awaited by everyone who needs it.
+type LoadCell = Arc<OnceCell<Result<(), String>>>;
+
 /// The loads in flight, each awaited by everyone who needs it.
 #[derive(Default)]
 pub(super) struct Loads {
-    running: Mutex<HashMap<LoadKey, Arc<OnceCell<Result<(), String>>>>>,
+    running: Mutex<HashMap<LoadKey, LoadCell>>,
 }
 
 impl Loads {
-    fn cell(&self, key: &LoadKey) -> Arc<OnceCell<Result<(), String>>> {
+    fn cell(&self, key: &LoadKey) -> LoadCell {
         self.running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -65,7 +68,7 @@ impl Loads {
             .clone()
     }
 
-    fn finished(&self, key: &LoadKey, cell: &Arc<OnceCell<Result<(), String>>>) {
+    fn finished(&self, key: &LoadKey, cell: &LoadCell) {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         if running.get(key).is_some_and(|c| Arc::ptr_eq(c, cell)) {
             running.remove(key);

@@ -6,6 +6,7 @@
 //! in `queue`, joining and cutting tensors in `tensors`, the settings in `policy`, and how
 //! the request's deadline reaches a host call in `deadline`.
 
+mod in_flight;
 mod policy;
 mod queue;
 mod tensors;
@@ -13,6 +14,7 @@ mod tensors;
 #[cfg(test)]
 mod tests;
 
+pub use in_flight::{InFlight, InFlightScope, RequestInFlight};
 pub use policy::{
     BatchPolicy, DEFAULT_MAX_BATCH_MIB, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_DELAY_US,
 };
@@ -79,7 +81,10 @@ impl RunGraph for Batched {
     }
 
     fn run(&self, inputs: &[(String, &Tensor)]) -> Result<Vec<NamedTensor>, BackendError> {
-        self.0
-            .run(inputs, crate::runtime::call_scope::current(), may_wait())
+        let outputs = self
+            .0
+            .run(inputs, crate::runtime::call_scope::current(), may_wait());
+        in_flight::answered_here(&self.0);
+        outputs
     }
 }

@@ -35,7 +35,7 @@ use crate::runtime::priority;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use wasmtime_wasi_nn::backend::{BackendError, NamedTensor};
@@ -84,6 +84,8 @@ struct State {
     sealed: HashMap<u64, Open>,
     /// Input bytes held by open and running batches.
     held_bytes: usize,
+    /// Requests in open, sealed and running batches (see [`Batcher::everyone_joined`]).
+    held_members: usize,
     next_id: u64,
 }
 
@@ -122,6 +124,10 @@ pub struct Batcher {
     /// How long the last batched run took, in nanoseconds: the estimate of the next.
     last_run_nanos: AtomicU64,
     counters: Counters,
+    /// Requests of this graph's image that are running and have not yet had a `compute`
+    /// of it answered (`super::in_flight`): the most that can still join a batch. Zero
+    /// when nobody counts (the batcher used on its own): then batches wait out their delay.
+    pub(super) in_flight: AtomicUsize,
 }
 
 impl Batcher {
@@ -135,6 +141,7 @@ impl Batcher {
             state: Mutex::default(),
             last_run_nanos: AtomicU64::new(0),
             counters: Counters::default(),
+            in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -201,9 +208,10 @@ impl Batcher {
                 open.members.push(member(Some(tx)));
                 open.rows += rows;
                 open.bytes += bytes;
-                let send_now = self.policy.sends_at(open.rows);
+                let full = self.policy.sends_at(open.rows);
                 state.held_bytes += bytes;
-                if send_now {
+                state.held_members += 1;
+                if full || self.everyone_joined(&state) {
                     Self::seal(&mut state, &key);
                 }
                 drop(state);
@@ -231,12 +239,15 @@ impl Batcher {
             },
         );
         state.held_bytes += bytes;
+        state.held_members += 1;
         let batch = loop {
             if let Some(batch) = state.sealed.remove(&id) {
                 break batch;
             }
             let now = Instant::now();
-            if now >= flush_at {
+            // Nobody else can come (every request that may is already in a batch): send
+            // now rather than wait out the delay; a lone request runs at once.
+            if now >= flush_at || self.everyone_joined(&state) {
                 match state.open.remove(&key) {
                     Some(batch) if batch.id == id => break batch,
                     // Ours is neither sealed nor open (cannot happen): run alone rather
@@ -246,6 +257,7 @@ impl Batcher {
                             state.open.insert(key.clone(), other);
                         }
                         state.held_bytes = state.held_bytes.saturating_sub(bytes);
+                        state.held_members = state.held_members.saturating_sub(1);
                         return self.alone_unlocked(state, inputs);
                     }
                 }
@@ -261,6 +273,27 @@ impl Batcher {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether every request that may still join a batch is in one already (so waiting
+    /// longer gains nothing); never when nobody counts the requests in flight.
+    fn everyone_joined(&self, state: &State) -> bool {
+        let in_flight = self.in_flight.load(Ordering::Acquire);
+        in_flight > 0 && state.held_members >= in_flight
+    }
+
+    /// A request in flight had its `compute` answered or ended: if every one left is in a
+    /// batch now, the open batches go at once.
+    pub(super) fn one_less_in_flight(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let mut state = self.lock();
+        if state.open.is_empty() || !self.everyone_joined(&state) {
+            return;
+        }
+        let keys: Vec<Key> = state.open.keys().cloned().collect();
+        for key in keys {
+            Self::seal(&mut state, &key);
+        }
     }
 
     /// Moves the open batch of `key` to the sealed ones and wakes its leader.
@@ -339,6 +372,7 @@ impl Batcher {
         {
             let mut state = self.lock();
             state.held_bytes = state.held_bytes.saturating_sub(bytes);
+            state.held_members = state.held_members.saturating_sub(members.len());
         }
         let own_inputs = |members: &[Member]| -> Vec<(String, Tensor)> {
             names
