@@ -52,10 +52,15 @@ type LoadKey = (String, String, u64);
 /// One load's outcome, awaited by everyone who needs it.
 type LoadCell = Arc<OnceCell<Result<(), String>>>;
 
-/// The loads in flight, each awaited by everyone who needs it.
+/// How long a config that failed to load is not tried again (its queries answer 503 at
+/// once meanwhile, instead of each paying for a load that fails).
+pub const FAILED_LOAD_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The loads in flight, each awaited by everyone who needs it, and the recent failures.
 #[derive(Default)]
 pub(super) struct Loads {
     running: Mutex<HashMap<LoadKey, LoadCell>>,
+    failed: Mutex<HashMap<LoadKey, (std::time::Instant, String)>>,
 }
 
 impl Loads {
@@ -66,6 +71,20 @@ impl Loads {
             .entry(key.clone())
             .or_default()
             .clone()
+    }
+
+    /// Why `key` failed to load, if it did less than [`FAILED_LOAD_BACKOFF`] ago.
+    fn recently_failed(&self, key: &LoadKey) -> Option<String> {
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        failed.retain(|_, (at, _)| at.elapsed() < FAILED_LOAD_BACKOFF);
+        failed.get(key).map(|(_, why)| why.clone())
+    }
+
+    fn remember_failure(&self, key: &LoadKey, why: &str) {
+        self.failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone(), (std::time::Instant::now(), why.to_string()));
     }
 
     fn finished(&self, key: &LoadKey, cell: &LoadCell) {
@@ -210,6 +229,9 @@ impl EndpointManager {
         config: EndpointConfig,
     ) -> Result<(), String> {
         let key = (tenant.to_string(), name.to_string(), config.config_version);
+        if let Some(why) = self.loads.recently_failed(&key) {
+            return Err(why);
+        }
         let cell = self.loads.cell(&key);
         let outcome = cell
             .get_or_init(|| async {
@@ -219,7 +241,11 @@ impl EndpointManager {
                         self.swap_in_followed(tenant, name, &config, entities);
                         Ok(())
                     }
-                    Err(reason) => Err(reason.to_string()),
+                    Err(reason) => {
+                        let why = reason.to_string();
+                        self.loads.remember_failure(&key, &why);
+                        Err(why)
+                    }
                 };
                 self.release_unserved();
                 outcome
