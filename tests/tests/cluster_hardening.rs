@@ -232,3 +232,109 @@ fn a_forged_forwarding_header_is_routed_like_any_other_query() {
         assert!(!String::from_utf8_lossy(&metrics.body).contains(hex));
     }
 }
+
+#[test]
+fn bogus_bearers_cost_no_metadata_reads_and_an_outage_answers_503() {
+    let pg = Postgres::start();
+    let url = pg.create_database("cluster");
+    let blobs = tempfile::tempdir().unwrap();
+    let a = start_node(&url, blobs.path(), "node-a");
+    let token = a.server.admin().tenant_with_token("acme", "CAN_MANAGE");
+    echo_endpoint(&a, &token);
+    let client = a.server.client(&token);
+    assert_eq!(query(&client, &[]), (200, None));
+    // Issued, never used on this node yet: not cached.
+    let unused = a.server.admin().token("acme", "CAN_QUERY", &["*"], None);
+
+    // A flood of bogus bearers: one well-formed unknown token, and garbage.
+    let bogus = format!("ssv_{}_{}", "0123456789abcdef", "f".repeat(64));
+    let text = metrics_text(&a);
+    assert!(
+        text.contains("sandserve_metadata_calls_total "),
+        "the node counts its metadata calls"
+    );
+    let calls_before = counter_in(&text, "sandserve_metadata_calls_total");
+    for bearer in [bogus.as_str(), "garbage-token"] {
+        let flood = a.server.client(bearer);
+        for _ in 0..200 {
+            let (status, body) = flood.get("/api/2.0/serving-endpoints");
+            assert_eq!(
+                (status, &body["error_code"]),
+                (401, &json!("UNAUTHENTICATED")),
+                "{body}"
+            );
+        }
+    }
+    let calls = counter(&a, "sandserve_metadata_calls_total") - calls_before;
+    println!("400 requests with bogus bearers made {calls} metadata calls");
+    assert!(calls <= 2, "{calls} metadata calls for 400 bogus bearers");
+
+    // PostgreSQL stops.
+    pg.stop();
+    std::thread::sleep(Duration::from_secs(1));
+    // Queries of the live endpoint, with a cached token: served, promptly.
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(query(&client, &[]), (200, None));
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(1), "a query took {took:?}");
+    }
+    // Control-plane calls and an unknown token: 503 with Retry-After, nothing of the
+    // database in the answer.
+    let unavailable = |client: &Client, path: &str| {
+        let reply = client.get_raw(path, &[]);
+        let body = reply.json();
+        assert_eq!(
+            (reply.status, &body["error_code"]),
+            (503, &json!("TEMPORARILY_UNAVAILABLE")),
+            "{path}: {body}"
+        );
+        assert_eq!(reply.header("retry-after"), Some("2"), "{path}");
+        let message = body["message"].as_str().unwrap();
+        for detail in [
+            "127.0.0.1",
+            &pg.port().to_string(),
+            "postgres",
+            "sqlx",
+            "pool",
+        ] {
+            assert!(!message.to_lowercase().contains(detail), "{message}");
+        }
+    };
+    unavailable(&client, "/api/2.0/serving-endpoints/echo");
+    unavailable(&client, "/api/2.0/models/echo/versions");
+    unavailable(&a.server.admin(), "/api/2.0/tenants");
+    unavailable(&a.server.client(&unused), "/api/2.0/serving-endpoints");
+    let (status, body) = client.post(
+        "/api/2.0/serving-endpoints",
+        &json!({"name": "other", "config": {"served_entities": [
+            {"name": "e", "entity_name": "echo", "entity_version": "1"}]}}),
+    );
+    assert_eq!(
+        (status, &body["error_code"]),
+        (503, &json!("TEMPORARILY_UNAVAILABLE"))
+    );
+    // Bogus bearers still get their 401 (nothing to read).
+    assert_eq!(
+        a.server.client(&bogus).get("/api/2.0/serving-endpoints").0,
+        401
+    );
+    assert_eq!(
+        a.server
+            .client("garbage-token")
+            .get("/api/2.0/serving-endpoints")
+            .0,
+        401
+    );
+
+    // Back: everything answers again.
+    pg.restart();
+    let took = wait_for(Duration::from_secs(15), "control plane back", || {
+        client.get("/api/2.0/serving-endpoints/echo").0 == 200
+    });
+    println!("control plane answered again {took:?} after PostgreSQL restarted");
+    let (status, body) = a.server.client(&unused).get("/api/2.0/serving-endpoints");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["endpoints"][0]["name"], "echo", "{body}");
+    assert_eq!(query(&client, &[]), (200, None));
+}

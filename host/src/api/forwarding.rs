@@ -63,6 +63,11 @@ async fn placement_key(state: &AppState, parts: &mut axum::http::request::Parts)
     // One registry read (sled keeps hot pages in memory); off the async worker like the
     // route's own reads would be if they were slow.
     let endpoints = state.endpoints.clone();
+    // An endpoint this node serves is placed from memory: no database read on the request
+    // path (queries keep flowing while the metadata database is down).
+    if let Some(config_version) = state.endpoints.live_config_version(&tenant, &name) {
+        return Some(endpoint_key(&tenant, &name, config_version));
+    }
     tokio::task::spawn_blocking(move || {
         if let Ok(Some(record)) = endpoints.find_record(&tenant, &name) {
             let config_version = record.config.map_or(0, |c| c.config_version);

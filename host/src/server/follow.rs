@@ -3,8 +3,8 @@
 //! what this node keeps in memory: a token or tenant change drops the cached token records
 //! (the next request reads them again, so a revoked token is refused), an endpoint change
 //! brings the live table in step with the record, a deleted model version stops being
-//! served directly. Applying a change twice is harmless, so this node's own writes need no
-//! special case.
+//! served directly, and an admin change drops the cached admin credential. Applying a
+//! change twice is harmless, so this node's own writes need no special case.
 
 use crate::registry::Change;
 use crate::serving::EndpointManager;
@@ -55,8 +55,7 @@ fn apply(change: &Change, directory: &Directory, endpoints: &Arc<EndpointManager
                 );
             }
         }
-        // The admin credential is read from the store on each use.
-        Change::Admin => {}
+        Change::Admin => directory.forget_cached_admin(),
         Change::Everything => {
             directory.forget_all_cached();
             if let Err(e) = endpoints.refresh_all() {

@@ -336,6 +336,14 @@ impl EndpointManager {
         Ok(self.registry.endpoints(Some(tenant))?)
     }
 
+    /// The config version this node serves the endpoint at now, from memory (no store
+    /// read); `None` when it does not serve it.
+    pub fn live_config_version(&self, tenant: &str, name: &str) -> Option<u64> {
+        self.live
+            .get(tenant, name)
+            .map(|active| active.config_version)
+    }
+
     /// The config serving traffic now.
     pub fn active(&self, tenant: &str, name: &str) -> Result<Arc<ActiveConfig>, ServingError> {
         if let Some(active) = self.live.get(tenant, name) {
