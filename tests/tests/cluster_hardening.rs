@@ -338,3 +338,58 @@ fn bogus_bearers_cost_no_metadata_reads_and_an_outage_answers_503() {
     assert_eq!(body["endpoints"][0]["name"], "echo", "{body}");
     assert_eq!(query(&client, &[]), (200, None));
 }
+
+#[test]
+fn unsharing_through_one_node_stops_other_tenants_endpoints_on_every_node() {
+    let pg = Postgres::start();
+    let url = pg.create_database("cluster");
+    let blobs = tempfile::tempdir().unwrap();
+    // Two owners of each version, two nodes: both serve every endpoint themselves.
+    let a = start_node_owning(&url, blobs.path(), "node-a", "2");
+    let b = start_node_owning(&url, blobs.path(), "node-b", "2");
+    let acme = a.server.admin().tenant_with_token("acme", "CAN_MANAGE");
+    let globex = a.server.admin().tenant_with_token("globex", "CAN_MANAGE");
+    assert_eq!(
+        a.server
+            .client(&acme)
+            .upload("echo", &example_package("echo"))
+            .0,
+        201
+    );
+    let (status, body) = a
+        .server
+        .client(&acme)
+        .patch("/api/2.0/models/echo/versions/1", &json!({"shared": true}));
+    assert_eq!((status, &body["shared"]), (200, &json!(true)), "{body}");
+    endpoint_of(&a, &globex, "acme/echo");
+    for node in [&a, &b] {
+        wait_for(Duration::from_secs(60), "served on each node", || {
+            query(&node.server.client(&globex), &[]) == (200, None)
+        });
+    }
+
+    // Unshared through A: A stops at once, B within the bound, and stays stopped.
+    let (status, body) = a
+        .server
+        .client(&acme)
+        .patch("/api/2.0/models/echo/versions/1", &json!({"shared": false}));
+    assert_eq!((status, &body["shared"]), (200, &json!(false)), "{body}");
+    assert_eq!(query(&a.server.client(&globex), &[]).0, 503);
+    let took = wait_for(Duration::from_secs(10), "B stops serving", || {
+        let (status, by) = query(&b.server.client(&globex), &[]);
+        assert_eq!(by, None, "B serves it itself");
+        status != 200
+    });
+    println!("an unshare on A stopped the endpoint on B after {took:?}");
+    assert!(took <= PROPAGATION_BOUND, "took {took:?}");
+    std::thread::sleep(PROPAGATION_BOUND);
+    for node in [&a, &b] {
+        let client = node.server.client(&globex);
+        assert_eq!(query(&client, &[]).0, 503);
+        let (status, endpoint) = client.get("/api/2.0/serving-endpoints/echo");
+        assert_eq!(status, 200, "{endpoint}");
+        assert_eq!(endpoint["state"]["ready"], "NOT_READY", "{endpoint}");
+        let why = endpoint["state"]["update_error"].as_str().unwrap_or("");
+        assert!(why.contains("no longer shared"), "{endpoint}");
+    }
+}

@@ -3,8 +3,9 @@
 //! what this node keeps in memory: a token or tenant change drops the cached token records
 //! (the next request reads them again, so a revoked token is refused), an endpoint change
 //! brings the live table in step with the record, a deleted model version stops being
-//! served directly, and an admin change drops the cached admin credential. Applying a
-//! change twice is harmless, so this node's own writes need no special case.
+//! served directly, and an unshared one stops being served by other tenants' endpoints;
+//! an admin change drops the cached admin credential. Applying a change twice is harmless,
+//! so this node's own writes need no special case.
 
 use crate::registry::Change;
 use crate::serving::EndpointManager;
@@ -45,7 +46,11 @@ fn apply(change: &Change, directory: &Directory, endpoints: &Arc<EndpointManager
             tenant,
             name,
             version,
-        } => endpoints.release_direct(tenant, name, *version),
+        } => {
+            endpoints.release_direct(tenant, name, *version);
+            // Its sharing may have changed: other tenants' endpoints stop if unshared.
+            endpoints.recheck_shared(tenant, name, *version);
+        }
         Change::Endpoint { tenant, name } => {
             if let Err(e) = endpoints.apply_remote_change(tenant, name) {
                 tracing::warn!(
