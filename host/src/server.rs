@@ -26,6 +26,7 @@ use thiserror::Error;
 
 mod follow;
 mod metadata;
+mod sweep;
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
@@ -241,6 +242,9 @@ impl App {
                         self.endpoints.clone(),
                     );
                 }
+                // Updates of nodes that stopped (this one's before a restart included).
+                sweep::at_start(&shared.lease, &self.endpoints);
+                sweep::watch(shared.lease.clone(), self.endpoints.clone());
                 self.endpoints.restore_shared()
             }
         };

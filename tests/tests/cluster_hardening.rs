@@ -9,14 +9,18 @@
 //!   control-plane calls and unknown tokens answer 503 `TEMPORARILY_UNAVAILABLE` with
 //!   `Retry-After` and no detail of the database; everything works again after a restart;
 //! - a model version unshared through one node stops the other tenants' endpoints on every
-//!   node within the propagation bound, not only on the node that took the change.
+//!   node within the propagation bound, not only on the node that took the change;
+//! - an endpoint update whose node is killed while it prepares (its handler's blob made a
+//!   FIFO nobody writes, so the load hangs) is failed by another node once the lease runs out:
+//!   the old config serves on and the endpoint takes updates again.
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 
-use sandserve_tests::packages::example_package;
+use sandserve_tests::packages::{echo_manifest, example_package, Tar};
 use sandserve_tests::postgres::{server_bin_dir, Postgres, ROLE};
 use sandserve_tests::server::{Client, TestServer};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -392,4 +396,114 @@ fn unsharing_through_one_node_stops_other_tenants_endpoints_on_every_node() {
         let why = endpoint["state"]["update_error"].as_str().unwrap_or("");
         assert!(why.contains("no longer shared"), "{endpoint}");
     }
+}
+
+/// The node lease (operations.md): a node that stops renewing is gone after it.
+const LEASE: Duration = Duration::from_secs(5);
+
+#[test]
+fn an_update_whose_node_dies_is_failed_by_another_node_after_the_lease() {
+    let pg = Postgres::start();
+    let url = pg.create_database("cluster");
+    let blobs = tempfile::tempdir().unwrap();
+    let mut a = start_node_owning(&url, blobs.path(), "node-a", "2");
+    let b = start_node_owning(&url, blobs.path(), "node-b", "2");
+    let token = a.server.admin().tenant_with_token("acme", "CAN_MANAGE");
+    echo_endpoint(&a, &token);
+    let on_b = b.server.client(&token);
+    wait_for(Duration::from_secs(60), "B serves it", || {
+        query(&on_b, &[]) == (200, None)
+    });
+
+    // Version 2: echo with a custom section of its own, so its handler is a blob no other
+    // version shares. Uploaded on B (whatever B compiles stays in B's cache), then its blob
+    // is made a FIFO nobody writes: A, preparing an update to it, hangs reading it.
+    let mut handler = sandserve_tests::guest_wasm("echo");
+    handler.extend_from_slice(&[0, 20, 3, b'p', b'a', b'd']);
+    handler.extend_from_slice(&now_nanos().to_le_bytes());
+    let manifest = echo_manifest();
+    let handler_name = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("handler = \"")?.strip_suffix('"'))
+        .unwrap()
+        .to_string();
+    let package = Tar::default()
+        .file("sandserve.toml", manifest.as_bytes())
+        .file(&handler_name, &handler)
+        .gzip();
+    let (status, body) = on_b.upload("echo", &package);
+    assert_eq!((status, &body["version"]), (201, &json!(2)), "{body}");
+    let blob = blobs
+        .path()
+        .join("sha256")
+        .join(hex::encode(Sha256::digest(&handler)));
+    assert!(blob.is_file(), "{} is the handler's blob", blob.display());
+    std::fs::remove_file(&blob).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&blob)
+        .status()
+        .unwrap();
+    assert!(made.success());
+
+    let on_a = a.server.client(&token);
+    let update = json!({"served_entities": [
+        {"name": "echo-2", "entity_name": "echo", "entity_version": "2"}]});
+    let (status, body) = on_a.put("/api/2.0/serving-endpoints/echo/config", &update);
+    assert_eq!(status, 200, "{body}");
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, running) = on_b.get("/api/2.0/serving-endpoints/echo");
+    assert_eq!(
+        running["state"]["config_update"], "IN_PROGRESS",
+        "{running}"
+    );
+    // Nobody else may update it meanwhile.
+    let (status, body) = on_b.put("/api/2.0/serving-endpoints/echo/config", &update);
+    assert_eq!(status, 409, "{body}");
+
+    // A dies mid-update.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &a.server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(a.server.wait_exit(Duration::from_secs(10)).is_some());
+    let took = wait_for(Duration::from_secs(30), "the orphaned update fails", || {
+        let (_, body) = on_b.get("/api/2.0/serving-endpoints/echo");
+        body["state"]["config_update"] != "IN_PROGRESS"
+    });
+    println!("an update whose node was killed failed after {took:?}");
+    assert!(took <= LEASE + Duration::from_secs(3), "took {took:?}");
+    let (status, endpoint) = on_b.get("/api/2.0/serving-endpoints/echo");
+    assert_eq!(status, 200, "{endpoint}");
+    assert_eq!(
+        endpoint["state"]["config_update"], "UPDATE_FAILED",
+        "{endpoint}"
+    );
+    assert_eq!(endpoint["state"]["ready"], "READY", "{endpoint}");
+    assert!(endpoint.get("pending_config").is_none(), "{endpoint}");
+    assert_eq!(endpoint["config"]["config_version"], 1, "{endpoint}");
+    let why = endpoint["state"]["update_error"].as_str().unwrap_or("");
+    assert!(
+        why.contains("`node-a`") && why.contains("stopped"),
+        "{endpoint}"
+    );
+    // The old config serves on, and the endpoint takes an update again.
+    assert_eq!(query(&on_b, &[]), (200, None));
+    let renamed = json!({"served_entities": [
+        {"name": "renamed", "entity_name": "echo", "entity_version": "1"}]});
+    let (status, body) = on_b.put("/api/2.0/serving-endpoints/echo/config", &renamed);
+    assert_eq!(status, 200, "{body}");
+    wait_for(Duration::from_secs(60), "the next update settles", || {
+        let (_, body) = on_b.get("/api/2.0/serving-endpoints/echo");
+        body["state"]["config_update"] == "NOT_UPDATING"
+            && body["config"]["served_entities"][0]["name"] == "renamed"
+    });
+    std::fs::remove_file(&blob).unwrap();
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }

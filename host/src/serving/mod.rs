@@ -14,6 +14,7 @@ mod lifecycle;
 mod live;
 mod load;
 mod observe;
+mod orphans;
 mod placement;
 pub mod query;
 mod records;
@@ -57,6 +58,8 @@ pub struct EndpointManager {
     logs: Arc<EntityLogs>,
     /// Rate limits, quotas, usage and inference tables (the query pipeline's hooks).
     governance: Arc<Governance>,
+    /// Cluster mode: this node's id, recorded on the updates it runs (`orphans`).
+    node: std::sync::OnceLock<String>,
 }
 
 impl EndpointManager {
@@ -83,6 +86,7 @@ impl EndpointManager {
             records: std::sync::Mutex::default(),
             logs: Arc::default(),
             governance,
+            node: std::sync::OnceLock::new(),
         })
     }
 
@@ -119,7 +123,7 @@ impl EndpointManager {
         config: EndpointConfig,
         meta: EndpointMeta,
     ) -> Result<EndpointRecord, ServingError> {
-        let (record, config) = lifecycle::created(
+        let (mut record, config) = lifecycle::created(
             lifecycle::NewEndpoint {
                 tenant,
                 creator,
@@ -129,6 +133,7 @@ impl EndpointManager {
             meta,
         )?;
         shared::check_config(&self.images, tenant, &config)?;
+        record.update_node = self.node.get().cloned();
         let _records = self.lock_records();
         self.registry.create_endpoint(&record)?;
         self.spawn_prepare(tenant, name, config);
@@ -148,7 +153,9 @@ impl EndpointManager {
         // A compare-and-swap: of two updates accepted at once (on two nodes), one wins and
         // the other finds it running.
         let (record, config) = self.change_record(tenant, name, |record| {
-            lifecycle::begin_update(record, config.clone())
+            let config = lifecycle::begin_update(record, config.clone())?;
+            record.update_node = self.node.get().cloned();
+            Ok(config)
         })?;
         self.spawn_prepare(tenant, name, config);
         Ok(record)
