@@ -36,8 +36,17 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
                 request.extensions_mut().insert(SealedBy(node));
             }
             None => {
+                static DESCRIBED: std::sync::Once = std::sync::Once::new();
+                DESCRIBED.call_once(|| {
+                    metrics::describe_counter!(
+                        FORGED_METRIC,
+                        "Requests whose x-sandserve-forwarded-by was not a valid, fresh seal \
+                         of this cluster (dropped; the request was routed like any other)."
+                    );
+                });
                 metrics::counter!(FORGED_METRIC).increment(1);
-                tracing::warn!(
+                // Debug only: a client could otherwise fill the log (the counter shows it).
+                tracing::debug!(
                     path = request.uri().path(),
                     "a request came with a forwarding header that is not a valid seal of this \
                      cluster; routed as any other"
