@@ -250,6 +250,9 @@ fn bogus_bearers_cost_no_metadata_reads_and_an_outage_answers_503() {
     // Issued, never used on this node yet: not cached.
     let unused = a.server.admin().token("acme", "CAN_QUERY", &["*"], None);
 
+    // The token issues above reach this node's follower too (each drops cached entries, and
+    // a lookup racing with that is read again): let them land first.
+    std::thread::sleep(PROPAGATION_BOUND);
     // A flood of bogus bearers: one well-formed unknown token, and garbage.
     let bogus = format!("ssv_{}_{}", "0123456789abcdef", "f".repeat(64));
     let text = metrics_text(&a);
