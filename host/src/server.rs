@@ -10,7 +10,7 @@
 
 use crate::api::{router, AppState};
 use crate::blobs::{BlobError, BlobStore, S3Blobs};
-use crate::cluster::{Cluster, Membership};
+use crate::cluster::{Cluster, Membership, Seal};
 use crate::config::{BlobsConfig, ServeConfig};
 use crate::governance::{Governance, GovernanceSettings};
 use crate::images::{ComponentCache, ImageService, ImageSettings};
@@ -27,6 +27,7 @@ use thiserror::Error;
 mod follow;
 mod metadata;
 mod ownership;
+mod sweep;
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
@@ -196,9 +197,17 @@ impl App {
         membership: Arc<dyn Membership>,
         owners: usize,
     ) -> Result<Arc<Cluster>, ServeError> {
-        let cluster = Arc::new(
-            Cluster::new(membership, owners).map_err(|e| ServeError::Runtime(e.to_string()))?,
-        );
+        // The cluster's secret seals what this node forwards (a node without one, in
+        // tests, seals with a key of its own that no other node accepts).
+        let seal = self
+            .shared
+            .as_ref()
+            .and_then(|shared| Seal::new(membership.self_id(), &shared.secret));
+        let cluster = match seal {
+            Some(seal) => Cluster::with_seal(membership, owners, seal),
+            None => Cluster::new(membership, owners),
+        };
+        let cluster = Arc::new(cluster.map_err(|e| ServeError::Runtime(e.to_string()))?);
         self.state.cluster = Some(cluster.clone());
         self.endpoints
             .set_ownership(Arc::new(ownership::ClusterOwnership(cluster.clone())));
@@ -239,6 +248,9 @@ impl App {
                         self.state.governance.clone(),
                     );
                 }
+                // Updates of nodes that stopped (this one's before a restart included).
+                sweep::at_start(&shared.lease, &self.endpoints);
+                sweep::watch(shared.lease.clone(), self.endpoints.clone());
                 self.endpoints.restore_shared()
             }
         };

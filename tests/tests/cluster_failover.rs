@@ -253,7 +253,9 @@ fn owners_alone_load_and_traffic_survives_a_killed_and_a_frozen_owner() {
         ids
     };
     for node in &nodes {
-        wait_for(LEASE * 2, "both nodes live again", || live_ids(node) == both);
+        wait_for(LEASE * 2, "both nodes live again", || {
+            live_ids(node) == both
+        });
     }
     for node in &nodes {
         for _ in 0..5 {

@@ -75,6 +75,7 @@ fn endpoint(tenant: &str, name: &str) -> EndpointRecord {
             config_update: ConfigUpdate::InProgress,
         },
         update_error: None,
+        update_node: None,
         fallback_enabled: false,
     }
 }

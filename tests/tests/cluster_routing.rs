@@ -278,7 +278,16 @@ fn queries_go_to_their_owner_and_fall_back_here_when_it_is_gone() {
         assert_eq!(there.body["path"], path);
         assert_eq!(there.body["authorization"], format!("Bearer {token}"));
         assert_eq!(there.body["request_id"], "cluster-test-1");
-        assert_eq!(there.body["forwarded_by"], "node-a");
+        // Sealed with this node's key, for this method and path.
+        let seal = there.body["forwarded_by"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            cluster.seal().verify(&seal, &Method::POST, path).as_deref(),
+            Some("node-a")
+        );
         assert_eq!(there.body["body"], query);
         assert!(there.headers["x-sandserve-served-by"]
             .to_str()
@@ -326,11 +335,42 @@ fn queries_go_to_their_owner_and_fall_back_here_when_it_is_gone() {
         assert_eq!(cluster.forwarded(), 3);
         *nodes.live.lock().unwrap() = vec![me.clone(), other_node(&key, true, &owner_url)];
 
-        // Already forwarded once: served here (the real echo), never sent on.
-        let mut again = Request::post(path)
+        // A forwarding header without a valid seal (a client's): dropped, the query goes
+        // to its owner like any other.
+        let forged = Request::post(path)
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json")
             .header("x-sandserve-forwarded-by", "node-c")
+            .header("x-sandserve-served-by", "node-z")
+            .body(Body::from(query.to_string()))
+            .unwrap();
+        let forged = router.clone().oneshot(forged).await.unwrap();
+        assert_eq!(forged.status(), 200);
+        assert!(forged.headers()["x-sandserve-served-by"]
+            .to_str()
+            .unwrap()
+            .starts_with("node-b"));
+        let forged: Value =
+            serde_json::from_slice(&forged.into_body().collect().await.unwrap().to_bytes())
+                .unwrap();
+        assert_eq!(forged["node"], "node-b", "{forged}");
+        let seal = forged["forwarded_by"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            cluster.seal().verify(&seal, &Method::POST, path).as_deref(),
+            Some("node-a"),
+            "the client's header was replaced by this node's seal"
+        );
+        assert_eq!(cluster.forwarded(), 4);
+
+        // Already forwarded once by a node of the cluster (sealed): served here (the real
+        // echo), never sent on.
+        let mut again = Request::post(path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .header(
+                "x-sandserve-forwarded-by",
+                cluster.seal().stamp(&Method::POST, path),
+            )
             .body(Body::from(query.to_string()))
             .unwrap();
         again
@@ -342,7 +382,7 @@ fn queries_go_to_their_owner_and_fall_back_here_when_it_is_gone() {
         let here: Value =
             serde_json::from_slice(&here.into_body().collect().await.unwrap().to_bytes()).unwrap();
         assert_eq!(here["predictions"]["x"], json!([1.0, 2.0, 3.0]), "{here}");
-        assert_eq!(cluster.forwarded(), 3);
+        assert_eq!(cluster.forwarded(), 4);
 
         // Without valid credentials: answered here (401), not forwarded.
         let anonymous = send(&router, Method::POST, path, None, &query).await;
@@ -361,14 +401,14 @@ fn queries_go_to_their_owner_and_fall_back_here_when_it_is_gone() {
         )
         .await;
         assert_eq!(forged.status, 401, "{}", forged.body);
-        assert_eq!(cluster.forwarded(), 3);
+        assert_eq!(cluster.forwarded(), 4);
 
         // This node owns it: served here.
         *nodes.live.lock().unwrap() = vec![me.clone(), other_node(&key, false, &owner_url)];
         let mine = send(&router, Method::POST, path, Some(&token), &query).await;
         assert_eq!(mine.status, 200, "{}", mine.body);
         assert_eq!(mine.body["predictions"]["x"], json!([1.0, 2.0, 3.0]));
-        assert_eq!((cluster.forwarded(), cluster.fallbacks()), (3, 0));
+        assert_eq!((cluster.forwarded(), cluster.fallbacks()), (4, 0));
 
         // The owner is gone (its lease not yet expired): served here, counted.
         *nodes.live.lock().unwrap() = vec![me, other_node(&key, true, &dead_url().await)];
@@ -376,7 +416,7 @@ fn queries_go_to_their_owner_and_fall_back_here_when_it_is_gone() {
         assert_eq!(fallback.status, 200, "{}", fallback.body);
         assert_eq!(fallback.body["predictions"]["x"], json!([1.0, 2.0, 3.0]));
         assert!(!fallback.headers.contains_key("x-sandserve-served-by"));
-        assert_eq!((cluster.forwarded(), cluster.fallbacks()), (3, 1));
+        assert_eq!((cluster.forwarded(), cluster.fallbacks()), (4, 1));
 
         // Draining: not ready, at once.
         app.readiness().start_draining();

@@ -204,12 +204,23 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// `Retry-After` of a 503 answered while the metadata database is unreachable.
+pub const METADATA_RETRY_AFTER_SECS: u64 = 2;
+
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         match e {
             RegistryError::NotFound { .. } => Self::not_found(e.to_string()),
             RegistryError::AlreadyExists { .. } => Self::already_exists(e.to_string()),
             RegistryError::Conflict(m) => Self::conflict(m),
+            RegistryError::Unavailable(detail) => {
+                // The detail may name the database's host: for the log only.
+                tracing::warn!("metadata store unavailable: {detail}");
+                Self::unavailable(
+                    "the metadata store is unavailable; retry shortly",
+                    Some(METADATA_RETRY_AFTER_SECS),
+                )
+            }
             other => Self::internal(other),
         }
     }

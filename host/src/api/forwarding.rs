@@ -61,7 +61,8 @@ async fn placement_key(state: &AppState, parts: &mut axum::http::request::Parts)
     };
     let tenant = grant.tenant.clone();
     // From memory when this node knows the endpoint (it serves it, or placed a query for
-    // it since its last change); else one read of the metadata, off the async worker.
+    // it since its last change): no database read on the request path, and queries keep
+    // flowing while the metadata database is down. Else one read, off the async worker.
     if let Some(version) = state.endpoints.known_routing_version(&tenant, &name) {
         return Some(endpoint_key(&tenant, &name, version));
     }

@@ -31,6 +31,7 @@
 mod access;
 mod auth;
 mod cluster;
+mod cluster_headers;
 mod databricks;
 mod endpoints;
 mod error;
@@ -313,6 +314,10 @@ fn routes(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             governance::audit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cluster_headers::guard,
         ))
         .with_state(state)
 }

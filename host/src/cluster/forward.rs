@@ -2,9 +2,10 @@
 //! path and query, and every end-to-end header (the caller's `Authorization`, its
 //! `x-request-id`, content type and length) go as they came; the body is streamed, not
 //! buffered; the owner's status, headers and body come back as they are, with
-//! [`SERVED_BY`] naming the node that answered. The request carries [`FORWARDED_BY`], and a
-//! request that carries it is never forwarded again (see `Cluster::route`): one hop at most,
-//! so two nodes that disagree about ownership for a moment cannot bounce a request forever.
+//! [`SERVED_BY`] naming the node that answered. The request carries [`FORWARDED_BY`] with
+//! this node's seal ([`Seal`]), and a request with a valid seal is never forwarded again
+//! (see `Cluster::route`): one hop at most, so two nodes that disagree about ownership for a
+//! moment cannot bounce a request forever.
 //!
 //! A request whose body was never read by the connection to the owner (it could not
 //! connect, or failed before sending) is handed back intact, so the caller can try the
@@ -12,6 +13,7 @@
 //! (the body is gone): it is reported as [`ForwardError::Interrupted`].
 
 use super::membership::NodeInfo;
+use super::seal::{Relayed, Seal};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response};
 use bytes::Bytes;
@@ -23,7 +25,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use thiserror::Error;
 
-/// Set on a forwarded request, to the forwarding node's id: the receiver serves it itself.
+/// Set on a forwarded request, to the forwarding node's seal ([`Seal`]): the receiver
+/// serves it itself when the seal is valid.
 pub static FORWARDED_BY: HeaderName = HeaderName::from_static("x-sandserve-forwarded-by");
 /// Set on a forwarded request's answer, to the id of the node that answered.
 pub static SERVED_BY: HeaderName = HeaderName::from_static("x-sandserve-served-by");
@@ -74,7 +77,7 @@ pub enum Outcome {
 /// The HTTP client one node forwards with (keeps connections to the other nodes open).
 pub struct Forwarder {
     client: reqwest::Client,
-    self_id: HeaderValue,
+    seal: Seal,
 }
 
 /// Headers of one hop only (RFC 9110 section 7.6.1), never forwarded, plus `host` (the
@@ -113,10 +116,8 @@ fn end_to_end(headers: &HeaderMap) -> HeaderMap {
 }
 
 impl Forwarder {
-    /// A client for the node `self_id` (the value of [`FORWARDED_BY`] on what it sends).
-    pub fn new(self_id: &str) -> Result<Self, ForwardError> {
-        let self_id = HeaderValue::from_str(self_id)
-            .map_err(|_| ForwardError::Client("the node id is not a valid header value".into()))?;
+    /// A client for the node whose seal is `seal` (on [`FORWARDED_BY`] of what it sends).
+    pub fn new(seal: Seal) -> Result<Self, ForwardError> {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(ANSWER_TIMEOUT)
@@ -126,7 +127,12 @@ impl Forwarder {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| ForwardError::Client(e.to_string()))?;
-        Ok(Self { client, self_id })
+        Ok(Self { client, seal })
+    }
+
+    /// This node's seal (it also checks the others').
+    pub fn seal(&self) -> &Seal {
+        &self.seal
     }
 
     /// Sends `request` to `owner` and streams its answer back.
@@ -144,7 +150,11 @@ impl Forwarder {
             });
         };
         let mut headers = end_to_end(&parts.headers);
-        headers.insert(FORWARDED_BY.clone(), self.self_id.clone());
+        // Sealed over the path as it is sent (the URL parser may normalise it).
+        headers.insert(
+            FORWARDED_BY.clone(),
+            self.seal.stamp(&parts.method, url.path()),
+        );
         let handoff = Handoff::new(body);
         let slot = handoff.slot.clone();
         let started = handoff.started.clone();
@@ -160,9 +170,11 @@ impl Forwarder {
                 let answer: Response<reqwest::Body> = answer.into();
                 let (mut answer_parts, answer_body) = answer.into_parts();
                 answer_parts.headers = end_to_end(&answer_parts.headers);
+                answer_parts.headers.remove(&FORWARDED_BY);
                 if let Ok(id) = HeaderValue::from_str(&owner.id) {
                     answer_parts.headers.insert(SERVED_BY.clone(), id);
                 }
+                answer_parts.extensions.insert(Relayed);
                 Outcome::Answered(Response::from_parts(answer_parts, Body::new(answer_body)))
             }
             Err(e) => {

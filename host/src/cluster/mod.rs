@@ -2,19 +2,21 @@
 //! store, and each endpoint version is served by a few of them. [`Membership`] says which
 //! nodes are live (the PostgreSQL nodes table with heartbeat leases); [`Placement`] picks a
 //! key's owners by rendezvous hashing; [`Cluster::route`] sends a query this node does not
-//! own to an owner ([`Forwarder`]), or serves it here when it owns the key, when the
-//! request was already forwarded once, or when no owner can be reached (the fallback,
-//! counted). Single-node servers have no [`Cluster`] and never reach this module.
+//! own to an owner ([`Forwarder`]), or serves it here when it owns the key, when another
+//! node forwarded it already (its [`Seal`] checked by the API's header guard), or when no
+//! owner can be reached (the fallback, counted). Single-node servers have no [`Cluster`] and never reach this module.
 //! (`server/follow.rs` applies the metadata changes other nodes make to this node's
 //! caches and live endpoints.)
 
 pub mod forward;
 pub mod membership;
 pub mod placement;
+pub mod seal;
 
 pub use forward::{ForwardError, Forwarder, Outcome, FORWARDED_BY, SERVED_BY};
 pub use membership::{Membership, NodeInfo, SingleNode};
 pub use placement::{endpoint_key, model_key, Placement, DEFAULT_OWNERS};
+pub use seal::{Relayed, Seal, SealedBy};
 
 use axum::body::Body;
 use axum::http::{Request, Response};
@@ -107,9 +109,21 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Routing over `membership`, each key owned by `owners` nodes.
+    /// Routing over `membership`, each key owned by `owners` nodes, sealing with a key of
+    /// this node's own (no other node accepts its forwards as such: see [`Cluster::with_seal`]).
     pub fn new(membership: Arc<dyn Membership>, owners: usize) -> Result<Self, ForwardError> {
-        let forwarder = Forwarder::new(membership.self_id())?;
+        let seal = Seal::private(membership.self_id());
+        Self::with_seal(membership, owners, seal)
+    }
+
+    /// Routing over `membership`, each key owned by `owners` nodes, forwarding with `seal`
+    /// (made of the cluster's secret) and accepting the forwards of nodes that share it.
+    pub fn with_seal(
+        membership: Arc<dyn Membership>,
+        owners: usize,
+        seal: Seal,
+    ) -> Result<Self, ForwardError> {
+        let forwarder = Forwarder::new(seal)?;
         metrics::describe_counter!(
             FORWARDED_METRIC,
             "Queries forwarded to the node that owns their endpoint version."
@@ -184,6 +198,11 @@ impl Cluster {
         }
     }
 
+    /// This node's seal, which also checks the other nodes' (the API's header guard).
+    pub fn seal(&self) -> &Seal {
+        self.forwarder.seal()
+    }
+
     /// Queries forwarded to an owner so far.
     pub fn forwarded(&self) -> u64 {
         self.forwarded.load(Ordering::Relaxed)
@@ -195,10 +214,10 @@ impl Cluster {
     }
 
     /// Where the query `request` for `key` is served: here when this node owns `key` or
-    /// the request was forwarded already, else by the first owner that can be reached,
-    /// else here (the fallback).
+    /// another node forwarded it already (marked [`SealedBy`]), else by the first owner that
+    /// can be reached, else here (the fallback).
     pub async fn route(&self, key: &str, request: Request<Body>) -> Routed {
-        if request.headers().contains_key(&FORWARDED_BY) {
+        if request.extensions().get::<SealedBy>().is_some() {
             return Routed::Local(request);
         }
         let owners = self.owners(key);

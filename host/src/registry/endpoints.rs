@@ -177,6 +177,10 @@ pub struct EndpointRecord {
     pub state: EndpointState,
     /// Why the last update failed, if it did.
     pub update_error: Option<String>,
+    /// Cluster mode: the node preparing the pending config (its lease gone, any node fails
+    /// the update: `serving/orphans.rs`). Absent on a single node and when nothing is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_node: Option<String>,
     /// Retry a request that fails with a 5xx once on another served entity.
     pub fallback_enabled: bool,
 }
@@ -265,6 +269,7 @@ mod tests {
                 config_update: ConfigUpdate::InProgress,
             },
             update_error: None,
+            update_node: None,
             fallback_enabled: false,
         };
         assert!(record.serves("digits", 1));

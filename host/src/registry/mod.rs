@@ -55,6 +55,10 @@ pub enum RegistryError {
     /// The database failed.
     #[error("metadata store error: {0}")]
     Storage(String),
+    /// The database cannot be reached now (down, restarting, or every connection busy):
+    /// worth retrying. The detail is for the log, not for callers.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl RegistryError {
@@ -63,7 +67,7 @@ impl RegistryError {
     pub fn is_server_side(&self) -> bool {
         match self {
             Self::NotFound { .. } | Self::AlreadyExists { .. } | Self::Conflict(_) => false,
-            Self::Storage(_) => true,
+            Self::Storage(_) | Self::Unavailable(_) => true,
         }
     }
 }

@@ -3,8 +3,10 @@
 //! what this node keeps in memory: a token or tenant change drops the cached token records
 //! (the next request reads them again, so a revoked token is refused), an endpoint change
 //! brings the live table in step with the record, a deleted model version stops being
-//! served directly, a gateway or quota change is read again into governance's live gates.
-//! Applying a change twice is harmless, so this node's own writes need no special case.
+//! served directly, and an unshared one stops being served by other tenants' endpoints;
+//! a gateway or quota change is read again into governance's live gates; an admin change
+//! drops the cached admin credential. Applying a change twice is harmless, so this node's
+//! own writes need no special case.
 
 use crate::governance::Governance;
 use crate::registry::Change;
@@ -49,7 +51,11 @@ fn apply(change: &Change, directory: &Directory, endpoints: &Arc<EndpointManager
             tenant,
             name,
             version,
-        } => endpoints.release_direct(tenant, name, *version),
+        } => {
+            endpoints.release_direct(tenant, name, *version);
+            // Its sharing may have changed: other tenants' endpoints stop if unshared.
+            endpoints.recheck_shared(tenant, name, *version);
+        }
         Change::Endpoint { tenant, name } => {
             if let Err(e) = endpoints.apply_remote_change(tenant, name) {
                 tracing::warn!(
@@ -59,9 +65,9 @@ fn apply(change: &Change, directory: &Directory, endpoints: &Arc<EndpointManager
                 );
             }
         }
-        // The admin credential is read from the store on each use; governance's changes
-        // are applied by `apply_governance`.
-        Change::Admin | Change::Gateway { .. } | Change::Quotas { .. } => {}
+        Change::Admin => directory.forget_cached_admin(),
+        // Governance's changes are applied by `apply_governance`.
+        Change::Gateway { .. } | Change::Quotas { .. } => {}
         Change::Everything => {
             directory.forget_all_cached();
             if let Err(e) = endpoints.refresh_all() {

@@ -28,6 +28,8 @@ pub(super) struct SharedMetadata {
     pub changes: Mutex<Option<mpsc::Receiver<Vec<Change>>>>,
     /// This node's lease, given up at shutdown.
     pub lease: Arc<PgMembership>,
+    /// The cluster's secret (the key of the seal on forwarded requests; never logged).
+    pub secret: Vec<u8>,
 }
 
 /// Opens the store `config.cluster.metadata` names.
@@ -46,6 +48,7 @@ pub(super) fn open(config: &ServeConfig) -> Result<OpenedMetadata, RegistryError
         }
         Metadata::Postgres(url) => {
             let registry = PostgresRegistry::connect(url)?;
+            let secret = registry.cluster_secret()?;
             // Before anything reads the records: no change falls between.
             let changes = registry.follow()?;
             let lease = registry.join(&cluster.node_id, &advertised)?;
@@ -61,6 +64,7 @@ pub(super) fn open(config: &ServeConfig) -> Result<OpenedMetadata, RegistryError
                 shared: Some(SharedMetadata {
                     changes: Mutex::new(Some(changes)),
                     lease,
+                    secret,
                 }),
             })
         }

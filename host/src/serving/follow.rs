@@ -185,6 +185,16 @@ impl EndpointManager {
         if record.config.as_ref() != Some(config) {
             return;
         }
+        // Another tenant's model version it serves may have been unshared meanwhile.
+        if let Err(reason) = super::shared::still_servable(&self.images, tenant, &entities) {
+            tracing::warn!(
+                tenant,
+                endpoint = name,
+                config_version = config.config_version,
+                "not serving the endpoint config another node activated: {reason}"
+            );
+            return;
+        }
         let active = active_config(config, entities, record.fallback_enabled);
         self.live.swap_in(tenant, name, Arc::new(active));
         tracing::info!(

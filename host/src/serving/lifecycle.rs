@@ -11,6 +11,7 @@
 //! | activated | `READY` | `NOT_UPDATING` | active = pending, pending cleared |
 //! | failed | unchanged | `UPDATE_FAILED` | pending cleared, active serves on |
 //! | server restarted | `NOT_READY` until restored | running update -> `UPDATE_FAILED` | pending cleared |
+//! | its node gone (cluster mode) | unchanged | `UPDATE_FAILED` | pending cleared, active serves on |
 //! | restored | `READY` | unchanged | active as stored |
 
 use super::records::{self, EndpointMeta};
@@ -54,6 +55,7 @@ pub(super) fn created(
             config_update: ConfigUpdate::InProgress,
         },
         update_error: None,
+        update_node: None,
         fallback_enabled: meta.fallback_enabled,
     };
     Ok((record, config))
@@ -95,6 +97,7 @@ pub(super) fn restarted(record: &mut EndpointRecord) {
         record.update_error =
             Some("the server restarted while this update was running; send it again".into());
     }
+    record.update_node = None;
     record.state.ready = Readiness::NotReady;
 }
 
@@ -119,6 +122,7 @@ pub(super) fn activated(record: &mut EndpointRecord, config: &EndpointConfig, re
     record.config = Some(config.clone());
     if !restoring {
         record.pending_config = None;
+        record.update_node = None;
         record.state.config_update = ConfigUpdate::NotUpdating;
         record.update_error = None;
     }
@@ -136,10 +140,31 @@ pub(super) fn failed(record: &mut EndpointRecord, restoring: bool, reason: &Prep
         }
     } else {
         record.pending_config = None;
+        record.update_node = None;
         record.state.config_update = ConfigUpdate::UpdateFailed;
         record.update_error = Some(reason.to_string());
     }
     record.last_updated_timestamp = unix_millis();
+}
+
+/// Cluster mode: the update `node` was running is orphaned (the node's lease ran out, or it
+/// started again): it failed; the active config serves on. `false` when the record no
+/// longer shows that update running (it finished, or another node failed it first).
+pub(super) fn orphaned(record: &mut EndpointRecord, node: &str) -> bool {
+    if record.state.config_update != ConfigUpdate::InProgress
+        || record.update_node.as_deref() != Some(node)
+    {
+        return false;
+    }
+    record.pending_config = None;
+    record.update_node = None;
+    record.state.config_update = ConfigUpdate::UpdateFailed;
+    record.update_error = Some(format!(
+        "the node running this update (`{node}`) stopped before it finished; the previous \
+         config serves on; send the update again"
+    ));
+    record.last_updated_timestamp = unix_millis();
+    true
 }
 
 /// The active config serves a model version its owner has just unshared: it stops
@@ -159,6 +184,25 @@ mod tests {
             "served_entities": [{"entity_name": "digits", "entity_version": model_version}]
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn an_orphaned_update_fails_only_while_its_node_still_runs_it() {
+        let (mut record, first) = new_record();
+        record.update_node = Some("node-a".into());
+        assert!(
+            !orphaned(&mut record.clone(), "node-b"),
+            "another node's update"
+        );
+        let mut done = record.clone();
+        activated(&mut done, &first, false);
+        assert_eq!(done.update_node, None);
+        assert!(!orphaned(&mut done, "node-a"), "finished already");
+        assert!(orphaned(&mut record, "node-a"));
+        assert_eq!(record.state.config_update, ConfigUpdate::UpdateFailed);
+        assert!(record.pending_config.is_none() && record.update_node.is_none());
+        assert!(record.update_error.as_deref().unwrap().contains("`node-a`"));
+        assert!(!orphaned(&mut record, "node-a"), "failed once only");
     }
 
     fn new_record() -> (EndpointRecord, EndpointConfig) {

@@ -14,6 +14,7 @@ mod lifecycle;
 mod live;
 mod load;
 mod observe;
+mod orphans;
 mod owned;
 mod placement;
 pub mod query;
@@ -65,6 +66,8 @@ pub struct EndpointManager {
     loads: owned::Loads,
     /// The config versions queries are placed by, as last read (cluster mode).
     routing_versions: owned::RoutingVersions,
+    /// Cluster mode: this node's id, recorded on the updates it runs (`orphans`).
+    node: std::sync::OnceLock<String>,
 }
 
 impl EndpointManager {
@@ -94,6 +97,7 @@ impl EndpointManager {
             ownership: std::sync::OnceLock::new(),
             loads: owned::Loads::default(),
             routing_versions: owned::RoutingVersions::default(),
+            node: std::sync::OnceLock::new(),
         })
     }
 
@@ -130,7 +134,7 @@ impl EndpointManager {
         config: EndpointConfig,
         meta: EndpointMeta,
     ) -> Result<EndpointRecord, ServingError> {
-        let (record, config) = lifecycle::created(
+        let (mut record, config) = lifecycle::created(
             lifecycle::NewEndpoint {
                 tenant,
                 creator,
@@ -140,6 +144,7 @@ impl EndpointManager {
             meta,
         )?;
         shared::check_config(&self.images, tenant, &config)?;
+        record.update_node = self.node.get().cloned();
         let _records = self.lock_records();
         self.registry.create_endpoint(&record)?;
         self.spawn_prepare(tenant, name, config);
@@ -159,7 +164,9 @@ impl EndpointManager {
         // A compare-and-swap: of two updates accepted at once (on two nodes), one wins and
         // the other finds it running.
         let (record, config) = self.change_record(tenant, name, |record| {
-            lifecycle::begin_update(record, config.clone())
+            let config = lifecycle::begin_update(record, config.clone())?;
+            record.update_node = self.node.get().cloned();
+            Ok(config)
         })?;
         self.spawn_prepare(tenant, name, config);
         Ok(record)

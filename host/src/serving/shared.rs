@@ -12,8 +12,9 @@
 //! inference table are its own endpoint's (see `observe`); the owner sees none of them,
 //! and the serving tenant sees none of the owner's, nor the version's files or manifest.
 //!
-//! Unsharing takes effect at once: every other tenant's endpoint serving the version stops
-//! serving (`state.ready` `NOT_READY`, `update_error` saying why) and cannot be created or
+//! Unsharing takes effect at once, on every node of a cluster (each applies the change as
+//! it follows the metadata: `recheck_shared`, and a followed config is checked again before
+//! it is swapped in): every other tenant's endpoint serving the version stops serving (`state.ready` `NOT_READY`, `update_error` saying why) and cannot be created or
 //! updated to serve it again; the owner's endpoints are untouched. A shared version that
 //! another tenant's endpoint names cannot be deleted (409) until it is unshared.
 
@@ -131,15 +132,26 @@ impl EndpointManager {
         Ok(record)
     }
 
-    /// Stops every other tenant's endpoint serving `owner/model@version` (just unshared).
+    /// Stops every other tenant's endpoint serving `owner/model@version` (just unshared):
+    /// those live here, and (cluster mode) those whose active config names it but that
+    /// this node does not serve; their records say why. The other nodes stop theirs when
+    /// the change reaches them ([`EndpointManager::recheck_shared`]).
     fn revoke_shared(&self, owner: &str, model: &str, version: u64) -> Result<(), ServingError> {
         let reason = format!(
             "model `{owner}/{model}` version {version} is no longer shared by its owner; \
              update this endpoint's config to serve another model"
         );
+        let full = format!("{owner}/{model}");
         {
             let _records = self.lock_records();
-            for (tenant, name) in self.live.serving_image(owner, model, version) {
+            let mut serving = self.live.serving_image(owner, model, version);
+            for record in self.registry.endpoints(None)? {
+                let key = (record.tenant.clone(), record.name.clone());
+                if names_in_active(&record, &full, version) && !serving.contains(&key) {
+                    serving.push(key);
+                }
+            }
+            for (tenant, name) in serving {
                 if tenant == owner {
                     continue;
                 }
@@ -166,6 +178,40 @@ impl EndpointManager {
         Ok(())
     }
 
+    /// Cluster mode: the sharing of `owner/model@version` changed (on any node). Every
+    /// other tenant's endpoint live here that serves it and may no longer stops serving
+    /// here at once; the node that took the change writes the records' state.
+    pub fn recheck_shared(&self, owner: &str, model: &str, version: u64) {
+        let mut stopped = false;
+        {
+            let _records = self.lock_records();
+            for (tenant, name) in self.live.serving_image(owner, model, version) {
+                if tenant == owner {
+                    continue;
+                }
+                // Only a definite "not shared" stops it (a store failure keeps serving).
+                let entity = format!("{owner}/{model}");
+                if let Err(ServingError::NotShared { .. }) =
+                    record_for(&self.images, &tenant, &entity, version)
+                {
+                    self.live.remove(&tenant, &name);
+                    stopped = true;
+                    tracing::info!(
+                        tenant,
+                        endpoint = name,
+                        owner,
+                        model,
+                        version,
+                        "stopped serving a model version its owner unshared (followed)"
+                    );
+                }
+            }
+        }
+        if stopped {
+            self.release_unserved();
+        }
+    }
+
     /// Whether `owner/model@version` is shared and some other tenant's endpoint names it
     /// (active or pending config): the owner may not delete it then.
     pub fn shared_and_served_by_others(
@@ -184,6 +230,16 @@ impl EndpointManager {
             .iter()
             .any(|e| e.tenant != owner && e.serves(&full, version)))
     }
+}
+
+/// Whether `record`'s active config serves `full` (`owner/model`) version `version`.
+fn names_in_active(record: &crate::registry::EndpointRecord, full: &str, version: u64) -> bool {
+    record.config.iter().any(|config| {
+        config
+            .served_entities
+            .iter()
+            .any(|e| e.entity_name == full && e.version() == Some(version))
+    })
 }
 
 #[cfg(test)]

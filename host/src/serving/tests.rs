@@ -34,6 +34,7 @@ fn record(active: Option<EndpointConfig>, pending: Option<EndpointConfig>) -> En
         config: active,
         pending_config: pending,
         update_error: None,
+        update_node: None,
         fallback_enabled: false,
     }
 }

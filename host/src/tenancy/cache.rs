@@ -2,6 +2,11 @@
 //! lookup and one sha256 instead of a database read and a JSON decode. Revoking a token or
 //! deleting a tenant invalidates its entries in the same process at once.
 //!
+//! Token ids the registry does not know are cached too (at most [`MAX_MISSING`], the set
+//! started afresh when full), so that a flood of requests with a bogus token costs one
+//! registry read per distinct id, not one per request; issuing a token forgets its id (in
+//! cluster mode, every node learns of the issue from the change stream).
+//!
 //! The registry read of a missing entry happens outside the cache's lock, so a revocation
 //! can complete between that read and the insert of what it returned. Every invalidation
 //! therefore runs after the registry write and counts up an epoch; a read inserts its record
@@ -11,8 +16,11 @@
 //! running when a token is revoked).
 
 use crate::registry::{RegistryError, TokenRecord, TokenStore};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Most unknown token ids remembered (about 100 bytes each).
+pub const MAX_MISSING: usize = 100_000;
 
 /// Token records by id, read through to the registry.
 #[derive(Default)]
@@ -23,6 +31,8 @@ pub struct TokenCache {
 #[derive(Default)]
 struct CacheState {
     records: HashMap<String, Arc<TokenRecord>>,
+    /// Ids the registry had no token for.
+    missing: HashSet<String>,
     /// How many invalidations there have been.
     epoch: u64,
 }
@@ -56,9 +66,25 @@ impl TokenCache {
             if let Some(record) = state.records.get(token_id) {
                 return Ok(record.clone());
             }
+            if state.missing.contains(token_id) {
+                return Err(missing(token_id));
+            }
             state.epoch
         };
-        let record = Arc::new(fetch()?);
+        let record = match fetch() {
+            Ok(record) => Arc::new(record),
+            Err(e @ RegistryError::NotFound { .. }) => {
+                let mut state = self.write();
+                if state.epoch == epoch {
+                    if state.missing.len() >= MAX_MISSING {
+                        state.missing.clear();
+                    }
+                    state.missing.insert(token_id.to_string());
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let mut state = self.write();
         if state.epoch == epoch {
             state.records.insert(token_id.to_string(), record.clone());
@@ -71,6 +97,7 @@ impl TokenCache {
         let mut state = self.write();
         state.epoch += 1;
         state.records.remove(token_id);
+        state.missing.remove(token_id);
     }
 
     /// Forgets every token (another node changed what this one cannot tell).
@@ -78,6 +105,7 @@ impl TokenCache {
         let mut state = self.write();
         state.epoch += 1;
         state.records.clear();
+        state.missing.clear();
     }
 
     /// Forgets every token of `tenant`; call after the tenant's deletion is written to the
@@ -86,6 +114,13 @@ impl TokenCache {
         let mut state = self.write();
         state.epoch += 1;
         state.records.retain(|_, record| record.tenant != tenant);
+    }
+}
+
+fn missing(token_id: &str) -> RegistryError {
+    RegistryError::NotFound {
+        kind: "token",
+        name: token_id.to_string(),
     }
 }
 
@@ -149,6 +184,44 @@ mod tests {
             cache.get_with("t1", gone),
             Err(RegistryError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn an_unknown_token_is_read_once_until_a_token_of_that_id_is_issued() {
+        let cache = TokenCache::default();
+        let reads = std::cell::Cell::new(0);
+        let counted = || {
+            reads.set(reads.get() + 1);
+            gone()
+        };
+        for _ in 0..5 {
+            assert!(matches!(
+                cache.get_with("t1", counted),
+                Err(RegistryError::NotFound { .. })
+            ));
+        }
+        assert_eq!(reads.get(), 1, "one registry read for five lookups");
+        // Issued (here, or on another node: the change stream forgets it the same way).
+        cache.forget("t1");
+        assert_eq!(
+            cache.get_with("t1", || Ok(record("t1"))).unwrap().token_id,
+            "t1"
+        );
+        // An unknown id whose read raced with an invalidation is not remembered.
+        let raced = cache.get_with("t2", || {
+            cache.forget("t2");
+            gone()
+        });
+        assert!(raced.is_err());
+        assert_eq!(
+            cache.get_with("t2", || Ok(record("t2"))).unwrap().token_id,
+            "t2"
+        );
+        // Bounded: the set starts afresh when full.
+        for i in 0..=MAX_MISSING {
+            let _ = cache.get_with(&format!("x{i}"), gone);
+        }
+        assert!(cache.read().missing.len() <= MAX_MISSING);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! [`Principal`]) happens here; what a principal may do is decided by the callers with
 //! [`TenantGrant`]'s rules. `api/` reaches tenant and token records only through this.
 
+use super::admin_cache::AdminCache;
 use super::cache::TokenCache;
 use super::tokens::{hash_secret, new_salt, secret_matches, IssuedToken, TokenString};
 use super::{Principal, TenantGrant};
@@ -50,6 +51,7 @@ pub struct Directory {
     tenants: Arc<dyn TenantStore>,
     tokens: Arc<dyn TokenStore>,
     cache: TokenCache,
+    admin: AdminCache,
 }
 
 impl Directory {
@@ -59,6 +61,7 @@ impl Directory {
             tenants,
             tokens,
             cache: TokenCache::default(),
+            admin: AdminCache::default(),
         }
     }
 
@@ -84,8 +87,8 @@ impl Directory {
                 expires_at_ms: record.expires_at_ms,
             }));
         }
-        match self.tokens.admin_credential()? {
-            Some((salt, hash)) if secret_matches(presented, &salt, &hash) => Ok(Principal::Admin),
+        match self.admin.get(self.tokens.as_ref())?.as_ref() {
+            Some((salt, hash)) if secret_matches(presented, salt, hash) => Ok(Principal::Admin),
             _ => Err(AuthError::Invalid),
         }
     }
@@ -103,6 +106,7 @@ impl Directory {
                 let salt = new_salt();
                 self.tokens
                     .set_admin_credential(&salt, &hash_secret(&salt, token))?;
+                self.admin.forget();
                 AdminBootstrap::Set
             }
             (None, Some(_)) => AdminBootstrap::Kept,
@@ -150,6 +154,8 @@ impl Directory {
             created_by: new.created_by,
         };
         self.tokens.put_token(&record)?;
+        // Its id may have been looked up (and found unknown) before.
+        self.cache.forget(&record.token_id);
         Ok((issued.token, record))
     }
 
@@ -180,9 +186,16 @@ impl Directory {
         self.cache.forget_tenant(tenant);
     }
 
-    /// Drops every cached token (the node could not tell what changed).
+    /// Drops the cached admin credential (another node replaced it).
+    pub fn forget_cached_admin(&self) {
+        self.admin.forget();
+    }
+
+    /// Drops every cached token and the admin credential (the node could not tell what
+    /// changed).
     pub fn forget_all_cached(&self) {
         self.cache.forget_all();
+        self.admin.forget();
     }
 }
 

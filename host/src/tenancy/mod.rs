@@ -1,6 +1,7 @@
 //! Who is calling and what they may do: permissions, API tokens (only salted hashes are
 //! stored), the bootstrap admin credential, and resource-name rules.
 
+mod admin_cache;
 mod cache;
 mod directory;
 mod names;

@@ -61,6 +61,7 @@ fn registry_errors() -> Vec<RegistryError> {
         },
         RegistryError::Conflict("c".into()),
         RegistryError::Storage("disk".into()),
+        RegistryError::Unavailable("down".into()),
     ]
 }
 

@@ -3,7 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is the test failing
 
-use super::super::{Cluster, Membership, NodeInfo, Routed};
+use super::super::seal::Relayed;
+use super::super::{Cluster, Membership, NodeInfo, Routed, SealedBy};
 use super::*;
 use axum::http::{Method, StatusCode};
 use http_body_util::BodyExt;
@@ -52,6 +53,7 @@ async fn reporting_owner() -> String {
         Response::builder()
             .status(StatusCode::CREATED)
             .header("x-owner", "yes")
+            .header("x-sandserve-forwarded-by", "node-z")
             .header("content-type", "application/json")
             .body(Body::from(report.to_string()))
             .unwrap()
@@ -112,12 +114,13 @@ async fn json_of(response: Response<Body>) -> (StatusCode, HeaderMap, Value) {
 #[tokio::test]
 async fn forwards_method_path_headers_and_body_and_passes_the_answer_back() {
     let owner = node("node-b", &reporting_owner().await);
-    let forwarder = Forwarder::new("node-a").unwrap();
+    let forwarder = Forwarder::new(Seal::private("node-a")).unwrap();
     let body = body_of(3 << 20);
     let sha = hex::encode(Sha256::digest(&body));
     let Outcome::Answered(answer) = forwarder.send(&owner, query(body)).await else {
         panic!("the owner is up: it must answer");
     };
+    let answer_relayed = answer.extensions().get::<Relayed>().is_some();
     let (status, headers, report) = json_of(answer).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(headers["x-owner"], "yes");
@@ -131,7 +134,20 @@ async fn forwards_method_path_headers_and_body_and_passes_the_answer_back() {
     assert_eq!(report["request_id"], "req-42");
     assert_eq!(report["content_type"], "application/json");
     assert_eq!(report["content_length"], (3 << 20).to_string());
-    assert_eq!(report["forwarded_by"], "node-a");
+    let seal = HeaderValue::from_str(report["forwarded_by"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        forwarder
+            .seal()
+            .verify(&seal, &Method::POST, "/serving-endpoints/echo/invocations")
+            .as_deref(),
+        Some("node-a"),
+        "sealed over the method and the path"
+    );
+    assert!(
+        !headers.contains_key(&FORWARDED_BY),
+        "an owner's forwarding header is not passed on"
+    );
+    assert!(answer_relayed);
     assert_eq!(report["body_len"], 3 << 20);
     assert_eq!(report["body_sha256"], sha);
     // Hop-by-hop headers (and the ones `Connection` names) stay on the first hop.
@@ -142,7 +158,7 @@ async fn forwards_method_path_headers_and_body_and_passes_the_answer_back() {
 #[tokio::test]
 async fn an_unreachable_owner_hands_the_request_back_intact() {
     let owner = node("node-b", &dead_url().await);
-    let forwarder = Forwarder::new("node-a").unwrap();
+    let forwarder = Forwarder::new(Seal::private("node-a")).unwrap();
     let body = body_of(100_000);
     let Outcome::Unreachable(back, why) = forwarder.send(&owner, query(body.clone())).await else {
         panic!("nothing listens there: the request must come back");
@@ -171,7 +187,7 @@ async fn an_owner_that_hangs_up_mid_request_is_a_failure_not_a_retry() {
         let _ = stream.read(&mut buffer).await;
         drop(stream);
     });
-    let forwarder = Forwarder::new("node-a").unwrap();
+    let forwarder = Forwarder::new(Seal::private("node-a")).unwrap();
     let outcome = forwarder
         .send(&node("node-b", &url), query(body_of(4 << 20)))
         .await;
@@ -216,7 +232,21 @@ async fn cluster_routes_to_the_owner_falls_back_when_it_is_gone_and_never_forwar
         (status, &headers[&SERVED_BY]),
         (StatusCode::CREATED, &"node-b".parse().unwrap())
     );
-    assert_eq!(report["forwarded_by"], "node-a");
+    // Sealed by node-a for this method and path (as sent).
+    let seal = HeaderValue::from_str(report["forwarded_by"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        cluster
+            .seal()
+            .verify(&seal, &Method::POST, "/serving-endpoints/echo/invocations")
+            .as_deref(),
+        Some("node-a")
+    );
+    assert_eq!(
+        cluster
+            .seal()
+            .verify(&seal, &Method::GET, "/serving-endpoints/echo/invocations"),
+        None
+    );
     assert_eq!((cluster.forwarded(), cluster.fallbacks()), (1, 0));
 
     // Ours: served here.
@@ -224,16 +254,25 @@ async fn cluster_routes_to_the_owner_falls_back_when_it_is_gone_and_never_forwar
         cluster.route(&mine, query(body_of(10))).await,
         Routed::Local(_)
     ));
-    // Already forwarded once: served here whoever owns it.
+    // Forwarded by another node (its seal checked at the API's edge): served here
+    // whoever owns it.
     let mut again = query(body_of(10));
-    again
-        .headers_mut()
-        .insert(FORWARDED_BY.clone(), HeaderValue::from_static("node-c"));
+    again.extensions_mut().insert(SealedBy("node-c".into()));
     assert!(matches!(
         cluster.route(&theirs, again).await,
         Routed::Local(_)
     ));
     assert_eq!((cluster.forwarded(), cluster.fallbacks()), (1, 0));
+    // The bare header is nothing to the router: forwarded like any other.
+    let mut forged = query(body_of(10));
+    forged
+        .headers_mut()
+        .insert(FORWARDED_BY.clone(), HeaderValue::from_static("node-c"));
+    assert!(matches!(
+        cluster.route(&theirs, forged).await,
+        Routed::Answered(_)
+    ));
+    assert_eq!((cluster.forwarded(), cluster.fallbacks()), (2, 0));
 
     // The owner is gone (its lease not yet expired): served here, and counted.
     let gone = Cluster::new(

@@ -22,6 +22,7 @@ mod images;
 mod nodes;
 mod outbox;
 mod rate_limits;
+mod secret;
 mod tenants;
 
 pub use governance::PgGovernance;
@@ -33,23 +34,68 @@ use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Connections each node keeps at most.
 const MAX_CONNECTIONS: u32 = 8;
 /// How long a query waits for a connection (the database down: the request fails then).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long after finding the database unreachable store calls fail at once (503)
+/// instead of each waiting [`ACQUIRE_TIMEOUT`] for a connection; the heartbeat and the
+/// follower keep trying meanwhile, and the first call after it tries again.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(1);
+
+/// Counter of the store calls (each one query or one transaction) made for requests.
+pub const CALLS_METRIC: &str = "sandserve_metadata_calls_total";
+
 /// The PostgreSQL-backed registry.
 pub struct PostgresRegistry {
     pool: PgPool,
     bridge: Arc<bridge::Bridge>,
+    /// Until when calls fail at once (the database was found unreachable).
+    unreachable_until: Mutex<Option<Instant>>,
 }
 
-fn storage(e: impl std::fmt::Display) -> RegistryError {
-    RegistryError::Storage(e.to_string())
+fn storage(e: impl Cause) -> RegistryError {
+    if e.unreachable() {
+        RegistryError::Unavailable(e.to_string())
+    } else {
+        RegistryError::Storage(e.to_string())
+    }
 }
+
+/// An error a store call can fail with, and whether it means the database cannot be
+/// reached (worth a retry later: 503) rather than a failure of the call itself (500).
+trait Cause: std::fmt::Display {
+    fn unreachable(&self) -> bool {
+        false
+    }
+}
+
+impl Cause for sqlx::Error {
+    fn unreachable(&self) -> bool {
+        match self {
+            Self::PoolTimedOut
+            | Self::PoolClosed
+            | Self::Io(_)
+            | Self::Tls(_)
+            | Self::WorkerCrashed
+            | Self::Protocol(_) => true,
+            // Class 08: connection exception; 57P01-57P03: shut down, crashed, starting.
+            Self::Database(db) => db
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+            _ => false,
+        }
+    }
+}
+
+impl Cause for String {}
+impl Cause for &str {}
+impl Cause for std::io::Error {}
+impl Cause for serde_json::Error {}
 
 /// A database error of a write into `tenant`, with the violations the schema reports read
 /// as what they mean: a foreign key violation is the tenant missing, a unique violation
@@ -126,7 +172,15 @@ impl PostgresRegistry {
                 .map_err(|e| storage(format!("migrating the metadata schema: {e}")))?;
             Ok::<_, RegistryError>(pool)
         })?;
-        Ok(Self { pool, bridge })
+        metrics::describe_counter!(
+            CALLS_METRIC,
+            "Calls into the metadata database (each one query or transaction) made for requests."
+        );
+        Ok(Self {
+            pool,
+            bridge,
+            unreachable_until: Mutex::new(None),
+        })
     }
 
     /// Runs `query` with the pool on the store's runtime and waits for it.
@@ -135,7 +189,27 @@ impl PostgresRegistry {
         F: std::future::Future<Output = Result<T, RegistryError>> + Send,
         T: Send,
     {
-        self.bridge.run(query(self.pool.clone()))
+        let now = Instant::now();
+        let until = *self
+            .unreachable_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if until.is_some_and(|until| now < until) {
+            return Err(RegistryError::Unavailable(
+                "the database was unreachable a moment ago".into(),
+            ));
+        }
+        metrics::counter!(CALLS_METRIC).increment(1);
+        let result = self.bridge.run(query(self.pool.clone()));
+        let mut until = self
+            .unreachable_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *until = match &result {
+            Err(RegistryError::Unavailable(_)) => Some(Instant::now() + UNREACHABLE_FOR),
+            _ => None,
+        };
+        result
     }
 }
 

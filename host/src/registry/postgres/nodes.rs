@@ -117,6 +117,19 @@ impl PostgresRegistry {
 }
 
 impl PgMembership {
+    /// The ids of the nodes whose lease is current now, as the database says (not this
+    /// node's copy): what decides that a node is gone for good (`server/sweep.rs`).
+    pub fn live_ids(&self) -> Result<Vec<String>, RegistryError> {
+        let pool = self.pool.clone();
+        self.bridge
+            .run(async move {
+                sqlx::query_scalar("SELECT id FROM nodes WHERE lease_expires > now()")
+                    .fetch_all(&pool)
+                    .await
+            })
+            .map_err(storage)
+    }
+
     /// Stops the heartbeat and gives the lease up, so that the others stop counting on this
     /// node at once (graceful shutdown; a node that dies loses its lease when it ends).
     pub fn leave(&self) {

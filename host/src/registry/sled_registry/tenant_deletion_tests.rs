@@ -37,6 +37,7 @@ fn endpoint(tenant: &str, name: &str) -> EndpointRecord {
             config_update: crate::registry::ConfigUpdate::UpdateFailed,
         },
         update_error: None,
+        update_node: None,
         fallback_enabled: false,
     }
 }
