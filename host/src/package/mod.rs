@@ -79,9 +79,12 @@
 //! inputs have the same names, types and dimensions (apart from `batch_dimension`); then the
 //! host joins their inputs along that dimension, runs the graph once, and hands each request
 //! its own rows of every output. A batch is sent at once when it holds `max_batch_size` rows
-//! or reaches one of `preferred_batch_sizes`. The handler does not change: each sandbox still
+//! or reaches one of `preferred_batch_sizes`, and also as soon as every request of the image
+//! version that is running (admitted to an entity, and not yet answered by this graph) is in
+//! a batch: nobody else can join, so a lone request runs at once instead of waiting out the
+//! delay. The handler does not change: each sandbox still
 //! sees only its own tensors. Batching spans every request of the image version (every
-//! entity and endpoint that serves it); it never spans tenants.
+//! entity and endpoint that serves it); it spans tenants only for a version its owner shares (see `PATCH /api/2.0/models/{name}/versions/{v}` in api.md).
 //!
 //! Requests that are never held, but run alone at once as without batching: one whose inputs
 //! the graph refuses (it gets its own 400), one whose deadline would pass before the batch is

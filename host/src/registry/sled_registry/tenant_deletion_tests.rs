@@ -174,7 +174,7 @@ fn records_an_older_release_wrote_are_owned_after_reopening() {
         );
         reg.flush().unwrap();
     }
-    let reg = SledRegistry::open(dir.path()).unwrap();
+    let reg = super::tests::reopen(dir.path());
     assert!(matches!(
         reg.delete_tenant("acme"),
         Err(RegistryError::Conflict(_))

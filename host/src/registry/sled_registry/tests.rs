@@ -35,7 +35,7 @@ fn versions_count_up_per_model_and_survive_reopen() {
         assert_eq!(reg.publish_image(draft("acme", "b")).unwrap().version, 1);
         reg.delete_image("acme", "a", 2).unwrap();
     }
-    let reg = SledRegistry::open(dir.path()).unwrap();
+    let reg = reopen(dir.path());
     assert_eq!(reg.models("acme").unwrap(), vec!["a", "b"]);
     assert_eq!(
         reg.publish_image(draft("acme", "a")).unwrap().version,
@@ -75,7 +75,7 @@ fn sharing_is_recorded_with_who_and_when_and_survives_reopen() {
             Err(RegistryError::NotFound { .. })
         ));
     }
-    let reg = SledRegistry::open(dir.path()).unwrap();
+    let reg = reopen(dir.path());
     let record = reg.image("acme", "a", 1).unwrap();
     assert_eq!(record.sharing, Some(sharing(true, "t1")));
     let unshared = reg
@@ -85,4 +85,21 @@ fn sharing_is_recorded_with_who_and_when_and_survives_reopen() {
     assert_eq!(unshared.sharing.unwrap().changed_by, "admin");
     // Nothing else of the record changes.
     assert_eq!(reg.image("acme", "a", 1).unwrap().files, record.files);
+}
+
+/// Opens the registry at `path` again once the last handle's lock is gone: sled releases
+/// its file lock when its background flusher thread has seen the database dropped, which
+/// on a loaded machine can lag the drop.
+pub(super) fn reopen(path: &std::path::Path) -> SledRegistry {
+    let started = std::time::Instant::now();
+    loop {
+        match SledRegistry::open(path) {
+            Ok(reg) => return reg,
+            Err(e) if started.elapsed() < std::time::Duration::from_secs(10) => {
+                assert!(e.to_string().contains("lock"), "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("the registry stays locked: {e}"),
+        }
+    }
 }
