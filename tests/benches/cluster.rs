@@ -23,6 +23,7 @@
 //! (default 100). Results go in docs/benchmarks.md with the load average it prints.
 
 use sandserve_host::cluster::{endpoint_key, NodeInfo, Placement};
+use sandserve_tests::cluster::wait_for;
 use sandserve_tests::load::{env_number, load, load_together, Samples, Stats};
 use sandserve_tests::packages::{example_package, Tar};
 use sandserve_tests::postgres::Postgres;
@@ -53,14 +54,6 @@ fn cluster_args<'a>(pg: &'a str, blobs: &'a str, endpoint: &'a str, id: &'a str)
         "--blobs-endpoint",
         endpoint,
     ]
-}
-
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn ready(client: &Client, endpoint: &str) -> bool {

@@ -1,6 +1,7 @@
 //! Shared helpers for sandserve's tests and benchmarks: where the guest components built
 //! by `build.rs` live, and tensor shorthands.
 
+pub mod cluster;
 pub mod doc_script;
 pub mod hostile_onnx;
 pub mod load;

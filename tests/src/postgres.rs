@@ -87,6 +87,24 @@ impl Postgres {
         self.url(name)
     }
 
+    /// Runs `sql` in `database` with `psql`; its output, trimmed.
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        let out = std::process::Command::new(server_bin_dir().join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port().to_string(),
+                "-U",
+                ROLE,
+            ])
+            .args(["-d", database, "-tAc", sql])
+            .output()
+            .expect("psql runs");
+        assert!(out.status.success(), "psql: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// Stops the server (fast shutdown: connections are closed, nothing is lost).
     pub fn stop(&self) {
         self.server_command(

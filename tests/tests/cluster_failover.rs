@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 
 use sandserve_host::cluster::{endpoint_key, NodeInfo, Placement};
+use sandserve_tests::cluster::wait_for;
 use sandserve_tests::packages::example_package;
 use sandserve_tests::postgres::Postgres;
 use sandserve_tests::s3::S3Server;
@@ -57,16 +58,6 @@ fn signal(node: &Node, name: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "kill -{name}");
-}
-
-/// Polls `done` every 50 ms until it holds; panics after `limit`.
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
 }
 
 fn live_ids(node: &Node) -> Vec<String> {

@@ -18,43 +18,15 @@ use sandserve_host::governance::shared::Bucket;
 use sandserve_host::governance::usage::{Counters, UsageFilter, UsageKey};
 use sandserve_host::governance::{GatewayConfig, RateLimit};
 use sandserve_host::registry::{Change, PostgresRegistry};
+use sandserve_tests::cluster::{start_node, wait_for, Node};
 use sandserve_tests::packages::example_package;
-use sandserve_tests::postgres::{server_bin_dir, Postgres, ROLE};
-use sandserve_tests::server::{Client, RawReply, TestServer};
+use sandserve_tests::postgres::Postgres;
+use sandserve_tests::server::{Client, RawReply};
 use serde_json::{json, Value};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The bound the docs state for a change to reach every node (operations.md).
 const PROPAGATION_BOUND: Duration = Duration::from_secs(2);
-
-struct Node {
-    server: TestServer,
-    _data: tempfile::TempDir,
-}
-
-fn start_node(url: &str, shared_blobs: &Path, id: &str) -> Node {
-    let data = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(shared_blobs, data.path().join("blobs")).unwrap();
-    let args = ["--metadata", url, "--node-id", id, "--owners", "3"];
-    let server = TestServer::start(data.path(), &args);
-    Node {
-        server,
-        _data: data,
-    }
-}
-
-/// Polls `done` every 20 ms until it holds; how long that took. Panics after `limit`.
-fn time_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if done() {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn query(client: &Client) -> RawReply {
     let body = json!({"inputs": {"x": [1.0, 2.0, 3.0]}}).to_string();
@@ -127,9 +99,9 @@ fn governance_holds_across_three_nodes_on_one_database() {
     let url = pg.create_database("governance");
     let blobs = tempfile::tempdir().unwrap();
     let nodes = [
-        start_node(&url, blobs.path(), "node-a"),
-        start_node(&url, blobs.path(), "node-b"),
-        start_node(&url, blobs.path(), "node-c"),
+        start_node(&url, blobs.path(), "node-a", &["--owners", "3"], None),
+        start_node(&url, blobs.path(), "node-b", &["--owners", "3"], None),
+        start_node(&url, blobs.path(), "node-c", &["--owners", "3"], None),
     ];
     let [a, b, c] = &nodes;
     let token = a.server.admin().tenant_with_token("acme", "CAN_MANAGE");
@@ -140,7 +112,7 @@ fn governance_holds_across_three_nodes_on_one_database() {
     let (status, body) = on(a).post("/api/2.0/serving-endpoints", &create);
     assert_eq!(status, 200, "{body}");
     for node in &nodes {
-        time_until(Duration::from_secs(60), "endpoint served", || {
+        wait_for(Duration::from_secs(60), "endpoint served", || {
             query(&on(node)).status == 200
         });
     }
@@ -151,7 +123,7 @@ fn governance_holds_across_three_nodes_on_one_database() {
     set_gateway(&on(a), &closed);
     assert_eq!(query(&on(a)).status, 429, "refused at once where set");
     for node in [b, c] {
-        let took = time_until(PROPAGATION_BOUND, "gateway enforced", || {
+        let took = wait_for(PROPAGATION_BOUND, "gateway enforced", || {
             let reply = query(&on(node));
             assert!(
                 reply.status == 200 || reply.status == 429,
@@ -170,7 +142,7 @@ fn governance_holds_across_three_nodes_on_one_database() {
     });
     set_gateway(&on(b), &limited);
     for node in &nodes {
-        time_until(PROPAGATION_BOUND, "gateway seen", || {
+        wait_for(PROPAGATION_BOUND, "gateway seen", || {
             gateway_on(&on(node))["rate_limits"] == limited["rate_limits"]
         });
     }
@@ -215,7 +187,7 @@ fn governance_holds_across_three_nodes_on_one_database() {
     pg.restart();
     // (A call may pass again once 10 s have gone since the burst: counted in the usage.)
     let mut late = 0;
-    time_until(Duration::from_secs(10), "the limit checked again", || {
+    wait_for(Duration::from_secs(10), "the limit checked again", || {
         let status = query(&on(c)).status;
         late += u64::from(status == 200);
         status == 429
@@ -225,7 +197,7 @@ fn governance_holds_across_three_nodes_on_one_database() {
     let unlimited = json!({"rate_limits": [], "usage_tracking_config": {"enabled": true}});
     set_gateway(&on(c), &unlimited);
     for node in &nodes {
-        time_until(PROPAGATION_BOUND, "limit lifted", || {
+        wait_for(PROPAGATION_BOUND, "limit lifted", || {
             gateway_on(&on(node))["rate_limits"] == json!([])
         });
     }
@@ -236,7 +208,7 @@ fn governance_holds_across_three_nodes_on_one_database() {
     }
     let expected = 6 + late + 5 + 7;
     // Each node flushes what it counted every 2 s.
-    let took = time_until(Duration::from_secs(10), "usage summed on C", || {
+    let took = wait_for(Duration::from_secs(10), "usage summed on C", || {
         let total = usage_total(&on(c));
         assert!(total <= expected, "{total} > {expected}");
         total == expected
@@ -275,7 +247,7 @@ fn governance_holds_across_three_nodes_on_one_database() {
         "{body}"
     );
     for node in [b, c] {
-        time_until(PROPAGATION_BOUND, "quotas seen", || {
+        wait_for(PROPAGATION_BOUND, "quotas seen", || {
             node.server.admin().get("/api/2.0/tenants/acme/quotas").1["max_endpoints"] == 1
         });
         let second = json!({"name": "second", "config": {"served_entities": [
@@ -303,16 +275,6 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-fn psql(pg: &Postgres, database: &str, sql: &str) -> String {
-    let out = std::process::Command::new(server_bin_dir().join("psql"))
-        .args(["-h", "127.0.0.1", "-p", &pg.port().to_string(), "-U", ROLE])
-        .args(["-d", database, "-tAc", sql])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "psql: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn bucket(caller: &str, calls: u32) -> Bucket {
@@ -412,8 +374,7 @@ fn the_shared_stores_are_exact_under_concurrency_and_sum_two_nodes() {
     // A bucket full again is pruned (600 a minute: full 0.1 s after one call).
     runtime.block_on(a.limits.take(bucket("u3", 600))).unwrap();
     assert_eq!(
-        psql(
-            &pg,
+        pg.psql(
             "stores",
             "SELECT count(*) FROM rate_limits WHERE caller = 'u3'"
         ),
@@ -422,8 +383,7 @@ fn the_shared_stores_are_exact_under_concurrency_and_sum_two_nodes() {
     std::thread::sleep(Duration::from_millis(200));
     a.limits.prune().unwrap();
     assert_eq!(
-        psql(
-            &pg,
+        pg.psql(
             "stores",
             "SELECT count(*) FROM rate_limits WHERE caller = 'u3'"
         ),

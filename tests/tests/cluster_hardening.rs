@@ -16,60 +16,26 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 
+use sandserve_tests::cluster::{self, wait_for, Node};
 use sandserve_tests::packages::{echo_manifest, example_package, Tar};
-use sandserve_tests::postgres::{server_bin_dir, Postgres, ROLE};
-use sandserve_tests::server::{Client, TestServer};
+use sandserve_tests::postgres::Postgres;
+use sandserve_tests::server::Client;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-struct Node {
-    server: TestServer,
-    _data: tempfile::TempDir,
-}
-
 /// The bound the docs state for a change to reach every node (operations.md).
 const PROPAGATION_BOUND: Duration = Duration::from_secs(2);
 
-/// A node whose endpoint versions have one owner each.
+/// Node `id`, each endpoint version owned by `owners` nodes, its log kept at debug level.
+fn start_node_owning(url: &str, shared_blobs: &Path, id: &str, owners: &str) -> Node {
+    cluster::start_node(url, shared_blobs, id, &["--owners", owners], Some("debug"))
+}
+
+/// Node `id`, each endpoint version owned by one node.
 fn start_node(url: &str, shared_blobs: &Path, id: &str) -> Node {
     start_node_owning(url, shared_blobs, id, "1")
-}
-
-fn start_node_owning(url: &str, shared_blobs: &Path, id: &str, owners: &str) -> Node {
-    let data = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(shared_blobs, data.path().join("blobs")).unwrap();
-    let server = TestServer::start_logging(
-        data.path(),
-        &["--metadata", url, "--node-id", id, "--owners", owners],
-        "debug",
-    );
-    Node {
-        server,
-        _data: data,
-    }
-}
-
-fn psql(pg: &Postgres, database: &str, sql: &str) -> String {
-    let out = std::process::Command::new(server_bin_dir().join("psql"))
-        .args(["-h", "127.0.0.1", "-p", &pg.port().to_string(), "-U", ROLE])
-        .args(["-d", database, "-tAc", sql])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "psql: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if done() {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A counter's value in `/metrics` (0 when the node has not counted any yet).
@@ -221,8 +187,7 @@ fn a_forged_forwarding_header_is_routed_like_any_other_query() {
 
     // The secret: made once, 32 bytes, in the database only (never in a node's log or
     // answers).
-    let secret = psql(
-        &pg,
+    let secret = pg.psql(
         "cluster",
         "SELECT count(*) || ':' || encode(secret, 'hex') FROM cluster_secret GROUP BY secret",
     );

@@ -14,11 +14,11 @@ use sandserve_host::registry::{
     ModelRegistry, Permission, PostgresRegistry, Readiness, RegistryError, SledRegistry,
     TenantStore, TokenRecord, TokenStore,
 };
+use sandserve_tests::cluster::{start_node, wait_for, Node};
 use sandserve_tests::packages::example_package;
-use sandserve_tests::postgres::{server_bin_dir, Postgres, ROLE};
+use sandserve_tests::postgres::Postgres;
 use sandserve_tests::server::{Client, TestServer};
 use serde_json::{json, Value};
-use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -314,45 +314,6 @@ fn concurrent_writers_on_postgres_get_distinct_versions_and_one_swap_wins() {
 
 // ---- Three real nodes sharing one database ----
 
-/// A node: its server and its data folder (whose `blobs` is the cluster's shared folder).
-struct Node {
-    server: TestServer,
-    _data: tempfile::TempDir,
-}
-
-fn start_node(url: &str, shared_blobs: &Path, id: &str) -> Node {
-    let data = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(shared_blobs, data.path().join("blobs")).unwrap();
-    let server = TestServer::start(data.path(), &["--metadata", url, "--node-id", id]);
-    Node {
-        server,
-        _data: data,
-    }
-}
-
-/// Runs `sql` in `database` with `psql`; its output.
-fn psql(pg: &Postgres, database: &str, sql: &str) -> String {
-    let out = std::process::Command::new(server_bin_dir().join("psql"))
-        .args(["-h", "127.0.0.1", "-p", &pg.port().to_string(), "-U", ROLE])
-        .args(["-d", database, "-tAc", sql])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "psql: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Polls `done` every 20 ms until it holds; how long that took. Panics after `limit`.
-fn time_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if done() {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn entity(name: &str, model: &str, version: u64) -> Value {
     json!({"name": name, "entity_name": model, "entity_version": version.to_string()})
 }
@@ -380,7 +341,7 @@ fn query(client: &Client) -> (u16, String) {
 /// Waits until endpoint `echo` is READY with no update running on `client`'s node.
 fn wait_settled(client: &Client) -> Value {
     let mut last = Value::Null;
-    time_until(Duration::from_secs(60), "endpoint settles", || {
+    wait_for(Duration::from_secs(60), "endpoint settles", || {
         let (status, body) = client.get("/api/2.0/serving-endpoints/echo");
         assert_eq!(status, 200, "{body}");
         last = body;
@@ -412,7 +373,7 @@ fn revoke_and_measure(at: &Node, others: &[&Node], token: &str) -> Duration {
     others
         .iter()
         .map(|node| {
-            time_until(Duration::from_secs(10), "revoked token refused", || {
+            wait_for(Duration::from_secs(10), "revoked token refused", || {
                 let (status, body) = node.server.client(token).get("/api/2.0/serving-endpoints");
                 assert!(status == 200 || status == 401, "{status} {body}");
                 status == 401
@@ -427,9 +388,9 @@ fn three_nodes_share_metadata_and_follow_each_others_changes() {
     let pg = Postgres::start();
     let url = pg.create_database("cluster");
     let blobs = tempfile::tempdir().unwrap();
-    let a = start_node(&url, blobs.path(), "node-a");
-    let b = start_node(&url, blobs.path(), "node-b");
-    let mut c = start_node(&url, blobs.path(), "node-c");
+    let a = start_node(&url, blobs.path(), "node-a", &[], None);
+    let b = start_node(&url, blobs.path(), "node-b", &[], None);
+    let mut c = start_node(&url, blobs.path(), "node-c", &[], None);
 
     // Leases: every node lists the three, at the URLs they listen on.
     let expected: Vec<Value> = [("node-a", &a), ("node-b", &b), ("node-c", &c)]
@@ -437,7 +398,7 @@ fn three_nodes_share_metadata_and_follow_each_others_changes() {
         .map(|(id, node)| json!({"id": id, "url": node.server.url}))
         .collect();
     for node in [&a, &b, &c] {
-        time_until(Duration::from_secs(5), "three live nodes", || {
+        wait_for(Duration::from_secs(5), "three live nodes", || {
             let (status, body) = node.server.admin().get("/api/2.0/cluster/nodes");
             assert_eq!(status, 200, "{body}");
             body["nodes"] == json!(expected)
@@ -468,7 +429,7 @@ fn three_nodes_share_metadata_and_follow_each_others_changes() {
     assert_eq!(status, 200, "{body}");
     wait_settled(&on(&a));
     for node in [&a, &b, &c] {
-        time_until(Duration::from_secs(60), "endpoint served", || {
+        wait_for(Duration::from_secs(60), "endpoint served", || {
             query(&on(node)) == (200, "echo-1".into())
         });
     }
@@ -504,14 +465,11 @@ fn three_nodes_share_metadata_and_follow_each_others_changes() {
     // A node started again neither sweeps the shared blobs nor rewrites the records: it
     // loads the endpoint and serves it; the record is as A left it.
     let before = wait_settled(&on(&a));
-    let data = c._data;
+    let data = c.data;
     c.server.stop();
     let server = TestServer::start(data.path(), &["--metadata", &url, "--node-id", "node-c"]);
-    c = Node {
-        server,
-        _data: data,
-    };
-    time_until(Duration::from_secs(60), "restarted node serves", || {
+    c = Node { server, data };
+    wait_for(Duration::from_secs(60), "restarted node serves", || {
         query(&on(&c)) == (200, "echo-1".into())
     });
     assert_eq!(wait_settled(&on(&a)), before);
@@ -524,7 +482,7 @@ fn three_nodes_share_metadata_and_follow_each_others_changes() {
     let took = [&b, &c]
         .iter()
         .map(|node| {
-            time_until(Duration::from_secs(10), "config change seen", || {
+            wait_for(Duration::from_secs(10), "config change seen", || {
                 query(&on(node)).1 == "renamed"
             })
         })
@@ -615,8 +573,7 @@ fn three_nodes_share_metadata_and_follow_each_others_changes() {
     for node in [&b, &c] {
         assert_eq!(query(&node.server.client(&querier)).0, 200);
     }
-    let killed = psql(
-        &pg,
+    let killed = pg.psql(
         "cluster",
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
          WHERE application_name = 'sandserve' AND query LIKE 'LISTEN%'",
@@ -633,8 +590,7 @@ fn three_nodes_share_metadata_and_follow_each_others_changes() {
         assert_eq!(query(&node.server.client(&querier)).0, 200);
     }
     let id = token_id(&querier);
-    psql(
-        &pg,
+    pg.psql(
         "cluster",
         &format!(
             "BEGIN; DELETE FROM tokens WHERE token_id = '{id}'; \
@@ -646,7 +602,7 @@ fn three_nodes_share_metadata_and_follow_each_others_changes() {
     let took = [&a, &b, &c]
         .iter()
         .map(|node| {
-            time_until(Duration::from_secs(10), "silent change found", || {
+            wait_for(Duration::from_secs(10), "silent change found", || {
                 node.server
                     .client(&querier)
                     .get("/api/2.0/serving-endpoints")
@@ -672,7 +628,7 @@ fn three_nodes_share_metadata_and_follow_each_others_changes() {
     // Cached tokens keep working while the database is down.
     assert_eq!(query(&b.server.client(&querier)).0, 200);
     pg.restart();
-    let revoked_after = time_until(Duration::from_secs(15), "A writes again", || {
+    let revoked_after = wait_for(Duration::from_secs(15), "A writes again", || {
         let (status, _) = a
             .server
             .admin()
@@ -681,7 +637,7 @@ fn three_nodes_share_metadata_and_follow_each_others_changes() {
     });
     println!("A wrote again {revoked_after:?} after PostgreSQL came back");
     for node in [&b, &c] {
-        let took = time_until(
+        let took = wait_for(
             Duration::from_secs(10),
             "caught up after the restart",
             || {
@@ -700,7 +656,7 @@ fn three_nodes_share_metadata_and_follow_each_others_changes() {
         .iter()
         .map(|(id, node)| json!({"id": id, "url": node.server.url}))
         .collect();
-    time_until(Duration::from_secs(10), "three live nodes again", || {
+    wait_for(Duration::from_secs(10), "three live nodes again", || {
         a.server.admin().get("/api/2.0/cluster/nodes").1["nodes"] == json!(expected)
     });
     for node in [&a, &b, &c] {
@@ -709,7 +665,7 @@ fn three_nodes_share_metadata_and_follow_each_others_changes() {
 
     // A node that stops gives its lease up at once.
     c.server.stop();
-    time_until(Duration::from_secs(2), "a stopped node leaves", || {
+    wait_for(Duration::from_secs(2), "a stopped node leaves", || {
         let (_, body) = a.server.admin().get("/api/2.0/cluster/nodes");
         body["nodes"].as_array().map(Vec::len) == Some(2)
     });
