@@ -361,3 +361,63 @@ impl EndpointManager {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(version: u64) -> LoadKey {
+        ("acme".to_string(), "ep".to_string(), version)
+    }
+
+    #[test]
+    fn one_load_per_config_at_a_time_and_a_new_one_after_it_finished() {
+        let loads = Loads::default();
+        let first = loads.cell(&key(1));
+        assert!(
+            Arc::ptr_eq(&first, &loads.cell(&key(1))),
+            "waiters share a load"
+        );
+        assert!(
+            !Arc::ptr_eq(&first, &loads.cell(&key(2))),
+            "configs load apart"
+        );
+        loads.finished(&key(1), &first);
+        assert!(
+            !Arc::ptr_eq(&first, &loads.cell(&key(1))),
+            "a finished load is not handed out again"
+        );
+    }
+
+    #[test]
+    fn a_failed_load_is_remembered_for_its_config_only() {
+        let loads = Loads::default();
+        assert_eq!(loads.recently_failed(&key(1)), None);
+        loads.remember_failure(&key(1), "the blob store is unavailable");
+        assert_eq!(
+            loads.recently_failed(&key(1)).as_deref(),
+            Some("the blob store is unavailable")
+        );
+        assert_eq!(loads.recently_failed(&key(2)), None, "another config loads");
+    }
+
+    #[test]
+    fn a_routing_version_is_forgotten_on_a_change() {
+        let versions = RoutingVersions::default();
+        let insert = |tenant: &str, name: &str, v: u64| {
+            versions
+                .0
+                .write()
+                .unwrap()
+                .insert((tenant.to_string(), name.to_string()), v)
+        };
+        insert("acme", "a", 3);
+        insert("acme", "b", 4);
+        versions.forget("acme", "a");
+        let held = versions.0.read().unwrap().clone();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held.get(&("acme".to_string(), "b".to_string())), Some(&4));
+        versions.forget_all();
+        assert!(versions.0.read().unwrap().is_empty());
+    }
+}
