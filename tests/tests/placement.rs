@@ -213,7 +213,14 @@ fn a_model_queried_directly_gets_placement_admission_and_release() {
         assert_eq!(calls["data"], json!([1]), "a fresh sandbox: {reply}");
     }
     let seen = served(server, 3);
-    assert_eq!(seen, ["guest-thread", "inline", "inline"], "{seen:?}");
+    // The first run proves the entity fast; the next ones start inline. On a loaded machine
+    // an inline run of even this handler can pass the 10 ms inline budget and finish on a
+    // guest thread ("inline-then-guest-thread"): still the inline path, taken as designed.
+    assert_eq!(seen[0], "guest-thread", "{seen:?}");
+    assert!(
+        seen[1..].iter().all(|p| p.starts_with("inline")),
+        "{seen:?}"
+    );
 
     // max_concurrency 1 and a queue of 2: of 8 requests sent at once, those past the
     // three that fit are refused at once with 429 and Retry-After.
