@@ -23,7 +23,7 @@
 //! (default 100). Results go in docs/benchmarks.md with the load average it prints.
 
 use sandserve_host::cluster::{endpoint_key, NodeInfo, Placement};
-use sandserve_tests::cluster::wait_for;
+use sandserve_tests::cluster::{start_on_s3, wait_for};
 use sandserve_tests::load::{env_number, load, load_together, Samples, Stats};
 use sandserve_tests::packages::{example_package, Tar};
 use sandserve_tests::postgres::Postgres;
@@ -39,21 +39,6 @@ fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
-}
-
-fn cluster_args<'a>(pg: &'a str, blobs: &'a str, endpoint: &'a str, id: &'a str) -> Vec<&'a str> {
-    vec![
-        "--metadata",
-        pg,
-        "--node-id",
-        id,
-        "--owners",
-        "1",
-        "--blobs",
-        blobs,
-        "--blobs-endpoint",
-        endpoint,
-    ]
 }
 
 fn ready(client: &Client, endpoint: &str) -> bool {
@@ -122,8 +107,6 @@ fn main() {
     let pg = Postgres::start();
     let url = pg.create_database("bench");
     let s3 = S3Server::start("bench");
-    let blobs = format!("s3://{}/bench", s3.bucket());
-    let s3_endpoint = s3.endpoint();
     let single_data = tempfile::tempdir().expect("temp dir");
     let single = TestServer::start(single_data.path(), &[]);
     let datas: Vec<tempfile::TempDir> = IDS
@@ -133,10 +116,7 @@ fn main() {
     let mut nodes: Vec<TestServer> = IDS
         .iter()
         .zip(&datas)
-        .map(|(id, data)| {
-            let args = cluster_args(&url, &blobs, &s3_endpoint, id);
-            TestServer::start_with_env(data.path(), &args, &s3.env())
-        })
+        .map(|(id, data)| start_on_s3(data.path(), &url, &s3, id))
         .collect();
     for node in &nodes {
         wait_for(Duration::from_secs(10), "three live nodes", || {
@@ -243,9 +223,8 @@ fn main() {
         node.stop();
     }
     let fresh = tempfile::tempdir().expect("temp dir");
-    let args = cluster_args(&url, &blobs, &s3_endpoint, "node-new");
     let started = Instant::now();
-    let node = TestServer::start_with_env(fresh.path(), &args, &s3.env());
+    let node = start_on_s3(fresh.path(), &url, &s3, "node-new");
     let listening = started.elapsed();
     wait_for(Duration::from_secs(600), "the new node ready", || {
         node.admin().get("/readyz").0 == 200

@@ -44,3 +44,23 @@ pub fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> 
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Starts node `id` with its data in `data`, on the metadata at `url` and the blobs of
+/// `s3` (bucket prefix `cluster`), each endpoint version owned by one node.
+pub fn start_on_s3(data: &Path, url: &str, s3: &crate::s3::S3Server, id: &str) -> TestServer {
+    let blobs = format!("s3://{}/cluster", s3.bucket());
+    let endpoint = s3.endpoint();
+    let args = [
+        "--metadata",
+        url,
+        "--node-id",
+        id,
+        "--owners",
+        "1",
+        "--blobs",
+        &blobs,
+        "--blobs-endpoint",
+        &endpoint,
+    ];
+    TestServer::start_with_env(data, &args, &s3.env())
+}

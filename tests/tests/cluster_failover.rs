@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 
 use sandserve_host::cluster::{endpoint_key, NodeInfo, Placement};
-use sandserve_tests::cluster::wait_for;
+use sandserve_tests::cluster::{start_on_s3, wait_for};
 use sandserve_tests::packages::example_package;
 use sandserve_tests::postgres::Postgres;
 use sandserve_tests::s3::S3Server;
@@ -30,21 +30,7 @@ struct Node {
 
 fn start_node(pg: &str, s3: &S3Server, id: &'static str) -> Node {
     let data = tempfile::tempdir().unwrap();
-    let blobs = format!("s3://{}/cluster", s3.bucket());
-    let endpoint = s3.endpoint();
-    let args = [
-        "--metadata",
-        pg,
-        "--node-id",
-        id,
-        "--owners",
-        "1",
-        "--blobs",
-        &blobs,
-        "--blobs-endpoint",
-        &endpoint,
-    ];
-    let server = TestServer::start_with_env(data.path(), &args, &s3.env());
+    let server = start_on_s3(data.path(), pg, s3, id);
     Node {
         id,
         server,
