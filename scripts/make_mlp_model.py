@@ -2,7 +2,9 @@
 """Weight-bound benchmark model for dynamic batching: a plain MLP with a free batch dimension.
 
 Owns: models/bench_mlp.onnx (4 hidden layers of 2048, 64 MiB of float32 weights: the
-benchmark model) and models/test_mlp.onnx (4 layers of 256: the same graph, small enough
+benchmark model), models/bench_floor.onnx (no hidden layer: the same input and output with
+128 KiB of weights, so a request costs what the platform spends around the model: the
+benchmark's floor) and models/test_mlp.onnx (4 layers of 256: the same graph, small enough
 for end-to-end tests in a debug build). Generated, git-ignored. Run by
 scripts/setup-engines.sh with the .engines venv python.
 
@@ -23,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 SEED = 2048
 CLASSES = 16
-MODELS = {"bench_mlp.onnx": (2048, 4), "test_mlp.onnx": (256, 4)}
+MODELS = {"bench_mlp.onnx": (2048, 4), "bench_floor.onnx": (2048, 0), "test_mlp.onnx": (256, 4)}
 
 
 def build(width, layers, seed=SEED):

@@ -2,8 +2,8 @@
 # Native inference engines + generated test models for sandserve.
 #
 # Owns: .engines/ (venv, env.sh, install stamp; componentize-py/, the tool that builds Python
-# handlers), models/bench_cnn.onnx (+ bench_*.f32), models/bench_mlp.onnx and
-# models/test_mlp.onnx, examples/digits/model/ generated files. All outputs are git-ignored.
+# handlers), models/bench_cnn.onnx (+ bench_*.f32), models/bench_mlp.onnx, bench_floor.onnx
+# and test_mlp.onnx, examples/digits/model/ generated files. All outputs are git-ignored.
 #
 #   scripts/setup-engines.sh          # idempotent; a rerun with nothing changed takes ~1 s
 #   source .engines/env.sh            # ORT_DYLIB_PATH, SANDSERVE_OPENVINO_LIB, SANDSERVE_ENGINES_PYTHON
@@ -95,7 +95,7 @@ else
 fi
 
 MLP_SCRIPT="$ROOT/scripts/make_mlp_model.py"
-if fresh "$MLP_SCRIPT" "$MODELS"/{bench_mlp.onnx,test_mlp.onnx}; then
+if fresh "$MLP_SCRIPT" "$MODELS"/{bench_mlp.onnx,bench_floor.onnx,test_mlp.onnx}; then
     say "mlp models up to date"
 else
     say "generating mlp models"

@@ -38,6 +38,7 @@ use sandserve_tests::load::{compare, env_number, print_row};
 use sandserve_tests::native;
 use sandserve_tests::packages::{digits_model, example_package};
 use sandserve_tests::server::TestServer;
+use sandserve_tests::wrk::Target;
 use sandserve_tests::{read_f32, repo_root};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -321,32 +322,22 @@ fn external_client_rows(
             let body = serde_json::to_vec(body).expect("body");
             let base_url = format!("{bare}/{bare_route}/invocations");
             let real_url = format!("{}/serving-endpoints/{endpoint}/invocations", server.url);
-            let run = |url: &str, pid: u32| {
-                sandserve_tests::wrk::post(
-                    scratch.path(),
-                    url,
-                    token,
-                    &body,
-                    connections,
-                    seconds,
-                    pid,
-                )
-            };
-            let (mut base, mut real) = (None::<sandserve_tests::wrk::WrkRun>, None);
-            let secs = seconds.as_secs_f64();
-            let pool = |acc: Option<sandserve_tests::wrk::WrkRun>, next| {
-                Some(acc.map_or(next, |a: sandserve_tests::wrk::WrkRun| a.pooled(next, secs)))
-            };
-            for round in 0..rounds {
-                if round % 2 == 0 {
-                    base = pool(base, run(&base_url, std::process::id()));
-                    real = pool(real, run(&real_url, server.pid()));
-                } else {
-                    real = pool(real, run(&real_url, server.pid()));
-                    base = pool(base, run(&base_url, std::process::id()));
-                }
-            }
-            let (base, real) = (base.unwrap_or_default(), real.unwrap_or_default());
+            let (base, real) = sandserve_tests::wrk::alternate(
+                scratch.path(),
+                Target {
+                    url: &base_url,
+                    pid: std::process::id(),
+                },
+                Target {
+                    url: &real_url,
+                    pid: server.pid(),
+                },
+                token,
+                &body,
+                connections,
+                seconds,
+                rounds,
+            );
             assert_eq!(
                 base.errors + real.errors,
                 0,

@@ -13,7 +13,7 @@
 //! go in docs/benchmarks.md, with the load average it prints.
 
 use sandserve_tests::load::{env_number, load_together, print_row, Samples};
-use sandserve_tests::packages::bench_mlp_packages;
+use sandserve_tests::packages::{bench_mlp_packages, MlpBenchSettings};
 use sandserve_tests::server::{Client, TestServer};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ fn wait_ready(client: &Client, endpoint: &str) {
 }
 
 fn main() {
-    let delay = env_number("SANDSERVE_BENCH_BATCH_DELAY_US", 2000);
+    let settings = MlpBenchSettings::from_env();
     let concurrency = env_number("SANDSERVE_BENCH_PAIR_CONCURRENCY", 16) as usize;
     let threads = concurrency.to_string();
     let data = tempfile::tempdir().expect("temp dir");
@@ -50,8 +50,8 @@ fn main() {
     let owner_token = admin.tenant_with_token("owner", "CAN_MANAGE");
     let guest_token = admin.tenant_with_token("guest", "CAN_MANAGE");
     let (owner, guest) = (server.client(&owner_token), server.client(&guest_token));
-    for (name, package) in bench_mlp_packages(delay) {
-        let (status, reply) = owner.upload(name, &package);
+    for (name, package) in bench_mlp_packages(settings) {
+        let (status, reply) = owner.upload(&name, &package);
         assert_eq!(status, 201, "{reply}");
         let (status, reply) = owner.patch(
             &format!("/api/2.0/models/{name}/versions/1"),
@@ -68,7 +68,7 @@ fn main() {
                     {"entity_name": entity, "entity_version": "1", "max_concurrency": 64}]}}),
             );
             assert_eq!(status, 200, "{reply}");
-            wait_ready(client, name);
+            wait_ready(client, &name);
         }
     }
     let x: Vec<f32> = (0..WIDTH)
@@ -126,8 +126,8 @@ fn main() {
             )
     };
     println!(
-        "max_delay_us = {delay}, {concurrency} clients per tenant, tenant guest threads = \
-         {threads}; load average before {before}, after {}",
+        "{settings:?}, {concurrency} clients per tenant, tenant guest threads = {threads}; \
+         load average before {before}, after {}",
         load_average()
     );
     println!(

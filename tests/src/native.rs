@@ -29,3 +29,28 @@ pub fn digits(
         .expect("probabilities");
     (labels.to_vec(), probabilities.to_vec())
 }
+
+/// The mean time of one run of `session` (input `x`, float32 `[rows, width]`, output `y`)
+/// over `runs` runs after two warm-up runs.
+pub fn time_rows(
+    session: &mut ort::session::Session,
+    rows: usize,
+    width: usize,
+    runs: u32,
+) -> std::time::Duration {
+    let x: Vec<f32> = (0..rows * width)
+        .map(|i| ((i * 37 % 101) as f32) / 100.0 - 0.5)
+        .collect();
+    let mut run = || {
+        let input = ort::value::Tensor::from_array(([rows, width], x.clone())).expect("input");
+        let outputs = session.run(ort::inputs!["x" => input]).expect("native run");
+        assert!(outputs.contains_key("y"), "the model answers `y`");
+    };
+    run();
+    run();
+    let started = std::time::Instant::now();
+    for _ in 0..runs {
+        run();
+    }
+    started.elapsed() / runs.max(1)
+}

@@ -107,36 +107,76 @@ pub fn handler_package(name: &str, guest: &str, extra: &str, files: &[(&str, Vec
     tar.gzip()
 }
 
+/// How the benchmarks' two MLP packages are configured.
+#[derive(Debug, Clone, Copy)]
+pub struct MlpBenchSettings {
+    /// `max_delay_us` of the batched package.
+    pub delay_us: u64,
+    /// `max_batch_size` of the batched package.
+    pub max_batch_size: u64,
+    /// `intra_op_threads` of the batched package's graph (the plain one keeps 1: its
+    /// requests already run side by side).
+    pub batched_intra_op_threads: u64,
+}
+
+impl MlpBenchSettings {
+    /// From `SANDSERVE_BENCH_BATCH_DELAY_US` (default 2000), `SANDSERVE_BENCH_MAX_BATCH`
+    /// (default 32) and `SANDSERVE_BENCH_BATCH_THREADS` (default 1).
+    pub fn from_env() -> Self {
+        use crate::load::env_number;
+        Self {
+            delay_us: env_number("SANDSERVE_BENCH_BATCH_DELAY_US", 2000),
+            max_batch_size: env_number("SANDSERVE_BENCH_MAX_BATCH", 32),
+            batched_intra_op_threads: env_number("SANDSERVE_BENCH_BATCH_THREADS", 1),
+        }
+    }
+}
+
 /// The benchmarks' weight-bound model (`models/bench_mlp.onnx`, 4 layers of 2048, made by
-/// scripts/make_mlp_model.py, which scripts/setup-engines.sh runs) behind the `nn-proxy` fixture, as two packages: `mlp-plain`
-/// and `mlp-batched` (`[graphs.batching]`, up to 32 rows, `delay_us` of delay). Needs ONNX
-/// Runtime.
-pub fn bench_mlp_packages(delay_us: u64) -> [(&'static str, Vec<u8>); 2] {
+/// scripts/make_mlp_model.py, which scripts/setup-engines.sh runs) behind the `nn-proxy`
+/// fixture, as two packages: `mlp-plain` and `mlp-batched` (`[graphs.batching]` as
+/// `settings` say). Needs ONNX Runtime.
+pub fn bench_mlp_packages(settings: MlpBenchSettings) -> [(String, Vec<u8>); 2] {
+    bench_model_packages("bench_mlp.onnx", "mlp", settings)
+}
+
+/// `models/<file>` (one of scripts/make_mlp_model.py's models: graph input `x` [N, 2048],
+/// output `y` [N, 16]) behind the `nn-proxy` fixture as the graph `mlp`, in two packages:
+/// `<prefix>-plain` and `<prefix>-batched` (`[graphs.batching]` as `settings` say).
+pub fn bench_model_packages(
+    file: &str,
+    prefix: &str,
+    settings: MlpBenchSettings,
+) -> [(String, Vec<u8>); 2] {
     crate::engines()
         .require_onnx()
         .expect("ONNX Runtime (scripts/setup-engines.sh, then source .engines/env.sh)");
-    let model_path = crate::repo_root().join("models/bench_mlp.onnx");
+    let model_path = crate::repo_root().join("models").join(file);
     assert!(
         model_path.is_file(),
         "{} is missing: run scripts/setup-engines.sh",
         model_path.display()
     );
     let model = crate::read(&model_path);
-    let package = |name: &str, batching: &str| {
+    let package = |name: &str, graph: &str| {
         handler_package(
             name,
             "nn-proxy",
             &format!(
                 "[limits]\ntimeout_ms = 30000\nmax_concurrency = 64\n[[graphs]]\nname = \"mlp\"\n\
-                 encoding = \"onnx\"\nfiles = [\"model/mlp.onnx\"]\n{batching}"
+                 encoding = \"onnx\"\nfiles = [\"model/mlp.onnx\"]\n{graph}"
             ),
             &[("model/mlp.onnx", model.clone())],
         )
     };
-    let batching = format!("[graphs.batching]\nmax_batch_size = 32\nmax_delay_us = {delay_us}\n");
+    let batched = format!(
+        "intra_op_threads = {}\n[graphs.batching]\nmax_batch_size = {}\nmax_delay_us = {}\n",
+        settings.batched_intra_op_threads, settings.max_batch_size, settings.delay_us
+    );
+    let (plain, batched_name) = (format!("{prefix}-plain"), format!("{prefix}-batched"));
     [
-        ("mlp-plain", package("mlp-plain", "")),
-        ("mlp-batched", package("mlp-batched", &batching)),
+        (plain.clone(), package(&plain, "")),
+        (batched_name.clone(), package(&batched_name, &batched)),
     ]
 }
 

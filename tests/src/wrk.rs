@@ -21,6 +21,8 @@ pub struct WrkRun {
     pub p99_us: f64,
     /// The server process's CPU time (user + system) over the run, seconds.
     pub server_cpu_secs: f64,
+    /// How long the run (or the pooled runs together) lasted, seconds.
+    pub seconds: f64,
 }
 
 impl WrkRun {
@@ -29,18 +31,20 @@ impl WrkRun {
         self.server_cpu_secs * 1e6 / self.requests.max(1) as f64
     }
 
-    /// Pools two runs (counts and CPU add up; rates and latencies are weighted by requests).
-    pub fn pooled(self, other: WrkRun, seconds_each: f64) -> WrkRun {
+    /// Pools two runs (counts, CPU and time add up; latencies are weighted by requests).
+    pub fn pooled(self, other: WrkRun) -> WrkRun {
         let total = (self.requests + other.requests).max(1) as f64;
         let weight =
             |a: f64, b: f64| (a * self.requests as f64 + b * other.requests as f64) / total;
         WrkRun {
             requests: self.requests + other.requests,
             errors: self.errors + other.errors,
-            per_second: (self.requests + other.requests) as f64 / (2.0 * seconds_each),
+            per_second: (self.requests + other.requests) as f64
+                / (self.seconds + other.seconds).max(f64::MIN_POSITIVE),
             p50_us: weight(self.p50_us, other.p50_us),
             p99_us: weight(self.p99_us, other.p99_us),
             server_cpu_secs: self.server_cpu_secs + other.server_cpu_secs,
+            seconds: self.seconds + other.seconds,
         }
     }
 }
@@ -134,13 +138,62 @@ end
         .split_whitespace()
         .map(|v| v.parse().unwrap_or(0.0))
         .collect();
-    let (requests, errors, micros) = (f[0] as u64, f[1] as u64, f[2]);
+    let (requests, errors, seconds) = (f[0] as u64, f[1] as u64, f[2] / 1e6);
     WrkRun {
         requests,
         errors,
-        per_second: requests as f64 / (micros / 1e6).max(f64::MIN_POSITIVE),
+        per_second: requests as f64 / seconds.max(f64::MIN_POSITIVE),
         p50_us: f[3],
         p99_us: f[4],
         server_cpu_secs: cpu,
+        seconds,
     }
+}
+
+/// One side of an A/B run: where to send, and which process serves it (whose CPU is read).
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The URL POSTed to.
+    pub url: &'a str,
+    /// The serving process.
+    pub pid: u32,
+}
+
+/// Drives `a` and `b` with the same wrk load in `rounds` alternating pairs (`a` first in
+/// even rounds, `b` first in odd ones, so that a slow spell of a shared machine hits
+/// both), `seconds` each, and pools each side's runs.
+#[allow(clippy::too_many_arguments)]
+pub fn alternate(
+    scratch: &Path,
+    a: Target<'_>,
+    b: Target<'_>,
+    token: &str,
+    body: &[u8],
+    connections: usize,
+    seconds: Duration,
+    rounds: u64,
+) -> (WrkRun, WrkRun) {
+    let run = |side: Target<'_>| {
+        post(
+            scratch,
+            side.url,
+            token,
+            body,
+            connections,
+            seconds,
+            side.pid,
+        )
+    };
+    let pool = |acc: Option<WrkRun>, next: WrkRun| Some(acc.map_or(next, |a| a.pooled(next)));
+    let (mut first, mut second) = (None, None);
+    for round in 0..rounds.max(1) {
+        if round % 2 == 0 {
+            first = pool(first, run(a));
+            second = pool(second, run(b));
+        } else {
+            second = pool(second, run(b));
+            first = pool(first, run(a));
+        }
+    }
+    (first.unwrap_or_default(), second.unwrap_or_default())
 }
