@@ -58,9 +58,10 @@ pub(crate) fn encode(
         ElementType::I64 => {
             out.extend_from_slice(&(int(i64::MIN.into(), i64::MAX.into())? as i64).to_le_bytes())
         }
-        ElementType::F16 | ElementType::Bf16 | ElementType::F32 | ElementType::F64 => {
-            push_float(t, float()?, out);
-        }
+        ElementType::F16 => out.extend_from_slice(&f32_to_f16(float()? as f32).to_le_bytes()),
+        ElementType::Bf16 => out.extend_from_slice(&f32_to_bf16(float()? as f32).to_le_bytes()),
+        ElementType::F32 => out.extend_from_slice(&(float()? as f32).to_le_bytes()),
+        ElementType::F64 => out.extend_from_slice(&float()?.to_le_bytes()),
         ElementType::Bytes => {
             let s = value.as_str().ok_or_else(|| {
                 CodecError::field(field(), format!("expected a string, got {value}"))
@@ -72,19 +73,6 @@ pub(crate) fn encode(
         }
     }
     Ok(())
-}
-
-/// Appends `v` as one element of the floating-point type `t` (f16 and bf16 round from
-/// f32, as a client's float32 would); returns false, appending nothing, for other types.
-pub(crate) fn push_float(t: ElementType, v: f64, out: &mut Vec<u8>) -> bool {
-    match t {
-        ElementType::F16 => out.extend_from_slice(&f32_to_f16(v as f32).to_le_bytes()),
-        ElementType::Bf16 => out.extend_from_slice(&f32_to_bf16(v as f32).to_le_bytes()),
-        ElementType::F32 => out.extend_from_slice(&(v as f32).to_le_bytes()),
-        ElementType::F64 => out.extend_from_slice(&v.to_le_bytes()),
-        _ => return false,
-    }
-    true
 }
 
 /// Bytes per element of a fixed-size type; `None` for BYTES (length-prefixed).

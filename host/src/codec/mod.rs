@@ -6,7 +6,6 @@ pub mod binary;
 pub mod databricks;
 mod elements;
 mod error;
-mod numbers;
 mod query;
 pub mod signature;
 mod stream;

@@ -5,11 +5,9 @@
 //! a streaming visitor that encodes each element as it is read. No JSON tree exists at
 //! any point: parsing costs the body plus the tensor it becomes. The shape's element
 //! count is checked as elements arrive, so data longer than its shape stops at the first
-//! element too many, and nesting is bounded. Arrays of plain numbers for a float tensor,
-//! the bulk of what clients send, take the faster scanner of [`super::numbers`] first.
+//! element too many, and nesting is bounded.
 
 use super::elements::{encode, fixed_size};
-use super::numbers::read_floats;
 use super::CodecError;
 use crate::runtime::ElementType;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -33,25 +31,10 @@ pub(crate) fn parse_elements(
     // Every element takes at least two characters of JSON text (a digit and a comma or
     // bracket), so the text bounds the element count a lying shape could ask room for.
     let most = (raw.get().len() as u64 / 2 + 1).min(expected);
-    let room = fixed_size(t).map_or(0, |size| {
-        usize::try_from(most).unwrap_or(0).saturating_mul(size)
-    });
-    match read_floats(raw.get(), t, expected, room) {
-        Some(read) => Ok(read),
-        None => read_with_visitor(raw, t, shape, expected, field, room),
+    let mut out = Vec::new();
+    if let Some(size) = fixed_size(t) {
+        out.reserve_exact(usize::try_from(most).unwrap_or(0).saturating_mul(size));
     }
-}
-
-/// The general path: any JSON, every element type, errors that say what is wrong.
-fn read_with_visitor(
-    raw: &RawValue,
-    t: ElementType,
-    shape: &[u64],
-    expected: u64,
-    field: &str,
-    room: usize,
-) -> Result<Vec<u8>, CodecError> {
-    let out = Vec::with_capacity(room);
     let mut sink = Sink {
         t,
         shape,
@@ -187,45 +170,6 @@ mod tests {
         let raw: Box<RawValue> = serde_json::from_str(text).unwrap();
         let expected = shape.iter().product();
         parse_elements(&raw, t, shape, expected, "inputs[0].data").map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn the_fast_path_reads_floats_exactly_as_the_general_one() {
-        // What clients send: float32 values printed as float64 (numpy's tolist()), float64
-        // values with 17 digits, integers, exponents, negative zero.
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut values = vec![
-            0.0,
-            -0.0,
-            1.0,
-            -1.0,
-            1e-45,
-            3.4e38,
-            1e300,
-            123456789012345678.0,
-        ];
-        for _ in 0..5000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let x = f64::from_bits(state >> 2) % 1e6;
-            values.push(x);
-            values.push(f64::from(x as f32));
-            values.push(f64::from(f32::from_bits(state as u32 & 0x7f7f_ffff)));
-        }
-        let text = serde_json::to_string(&values).unwrap();
-        let raw: Box<RawValue> = serde_json::from_str(&text).unwrap();
-        let n = values.len() as u64;
-        for t in [
-            ElementType::F16,
-            ElementType::Bf16,
-            ElementType::F32,
-            ElementType::F64,
-        ] {
-            let fast = read_floats(raw.get(), t, n, 0).expect("the fast path takes it");
-            let general = read_with_visitor(&raw, t, &[n], n, "data", 0).unwrap();
-            assert_eq!(fast, general, "{t:?}");
-        }
     }
 
     #[test]
