@@ -7,7 +7,7 @@
 //! Run: `scripts/bench-http.sh` (or, after a release build, `cargo bench -p sandserve-tests
 //! --bench batching`). `SANDSERVE_BENCH_BATCH_DELAY_US` (default 2000) sets `max_delay_us`,
 //! `SANDSERVE_BENCH_MAX_BATCH` (default 32) `max_batch_size` and `SANDSERVE_BENCH_BATCH_THREADS`
-//! (default 1) the batched graph's `intra_op_threads`;
+//! (default: the machine's CPUs) the batched graph's `intra_op_threads`;
 //! `SANDSERVE_BENCH_TENANT_THREADS` (default 32) the tenant's guest-thread share, which
 //! bounds how many requests can wait in one batch; `SANDSERVE_BENCH_ROUNDS` and
 //! `SANDSERVE_BENCH_SECS` as in the HTTP benchmark. Results go in docs/benchmarks.md.

@@ -115,19 +115,21 @@ pub struct MlpBenchSettings {
     /// `max_batch_size` of the batched package.
     pub max_batch_size: u64,
     /// `intra_op_threads` of the batched package's graph (the plain one keeps 1: its
-    /// requests already run side by side).
+    /// requests already run side by side, one per core).
     pub batched_intra_op_threads: u64,
 }
 
 impl MlpBenchSettings {
     /// From `SANDSERVE_BENCH_BATCH_DELAY_US` (default 2000), `SANDSERVE_BENCH_MAX_BATCH`
-    /// (default 32) and `SANDSERVE_BENCH_BATCH_THREADS` (default 1).
+    /// (default 32) and `SANDSERVE_BENCH_BATCH_THREADS` (default: this machine's CPUs; one
+    /// batch runs at a time, so it may use every core while the next one fills).
     pub fn from_env() -> Self {
         use crate::load::env_number;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
         Self {
             delay_us: env_number("SANDSERVE_BENCH_BATCH_DELAY_US", 2000),
             max_batch_size: env_number("SANDSERVE_BENCH_MAX_BATCH", 32),
-            batched_intra_op_threads: env_number("SANDSERVE_BENCH_BATCH_THREADS", 1),
+            batched_intra_op_threads: env_number("SANDSERVE_BENCH_BATCH_THREADS", cpus),
         }
     }
 }

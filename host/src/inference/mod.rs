@@ -18,8 +18,8 @@ mod stats;
 mod types;
 
 pub use batching::{
-    BatchPolicy, BatchStatsSnapshot, InFlightScope, RequestInFlight, DEFAULT_MAX_BATCH_MIB,
-    DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_DELAY_US,
+    default_running_batches, BatchPolicy, BatchStatsSnapshot, InFlightScope, RequestInFlight,
+    DEFAULT_MAX_BATCH_MIB, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_DELAY_US,
 };
 pub use engines::{EngineSettings, EngineStatus, Engines};
 pub use error::InferenceError;

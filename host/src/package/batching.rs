@@ -4,7 +4,8 @@
 
 use super::PackageError;
 use crate::inference::{
-    BatchPolicy, DEFAULT_MAX_BATCH_MIB, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_DELAY_US,
+    default_running_batches, BatchPolicy, DEFAULT_MAX_BATCH_MIB, DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_DELAY_US,
 };
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -20,6 +21,8 @@ const MAX_DELAY_US: u64 = 100_000;
 const MAX_PREFERRED: usize = 16;
 /// Largest `max_batch_mib`.
 const MAX_BATCH_MIB: u64 = 1024;
+/// Largest `max_running_batches`.
+const MAX_RUNNING_BATCHES: usize = 64;
 
 /// A graph's batching settings; `batching = "auto"` is this with every field left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +45,10 @@ pub struct Batching {
     /// 1..=1024).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_batch_mib: Option<u64>,
+    /// Most batches of the graph running at once (default half the host's CPUs, at least
+    /// one; 1..=64). A ready batch waits for a running one to end, and keeps filling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running_batches: Option<usize>,
 }
 
 /// Reads `"auto"` or a table.
@@ -108,6 +115,14 @@ impl Batching {
                 );
             }
         }
+        if let Some(n) = self.max_running_batches {
+            if !(1..=MAX_RUNNING_BATCHES).contains(&n) {
+                return bad(
+                    "max_running_batches",
+                    format!("must be between 1 and {MAX_RUNNING_BATCHES}, got {n}"),
+                );
+            }
+        }
         let sizes = &policy.preferred_batch_sizes;
         if sizes.len() > MAX_PREFERRED {
             return bad(
@@ -142,6 +157,9 @@ impl Batching {
             max_delay_us: self.max_delay_us.unwrap_or(DEFAULT_MAX_DELAY_US),
             preferred_batch_sizes: self.preferred_batch_sizes.clone().unwrap_or_default(),
             max_batch_bytes: usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+            max_running_batches: self
+                .max_running_batches
+                .unwrap_or_else(default_running_batches),
         }
     }
 }
@@ -174,7 +192,7 @@ mod tests {
 
         let table = manifest(
             "[graphs.batching]\nbatch_dimension = 1\nmax_batch_size = 16\nmax_delay_us = 500\n\
-             preferred_batch_sizes = [4, 8]\nmax_batch_mib = 2",
+             preferred_batch_sizes = [4, 8]\nmax_batch_mib = 2\nmax_running_batches = 3",
         )
         .unwrap();
         let policy = table.graphs[0].options().batching.unwrap();
@@ -183,6 +201,7 @@ mod tests {
         assert_eq!(policy.max_delay_us, 500);
         assert_eq!(policy.preferred_batch_sizes, [4, 8]);
         assert_eq!(policy.max_batch_bytes, 2 << 20);
+        assert_eq!(policy.max_running_batches, 3);
         assert!(policy.sends_at(8) && policy.sends_at(16) && !policy.sends_at(5));
 
         let none = manifest("").unwrap();
@@ -215,6 +234,11 @@ mod tests {
             ),
             ("batch_dimension = 9", "batch_dimension", "at most 7"),
             ("max_batch_mib = 0", "max_batch_mib", "between 1 and 1024"),
+            (
+                "max_running_batches = 0",
+                "max_running_batches",
+                "between 1 and 64",
+            ),
             (
                 "preferred_batch_sizes = [8, 4]",
                 "preferred_batch_sizes",

@@ -16,7 +16,8 @@ mod tests;
 
 pub use in_flight::{InFlight, InFlightScope, RequestInFlight};
 pub use policy::{
-    BatchPolicy, DEFAULT_MAX_BATCH_MIB, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_DELAY_US,
+    default_running_batches, BatchPolicy, DEFAULT_MAX_BATCH_MIB, DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_DELAY_US,
 };
 pub use queue::{BatchStatsSnapshot, Batcher};
 

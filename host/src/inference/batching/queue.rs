@@ -5,6 +5,12 @@
 //! its slice of the outputs. No thread of its own: a batch runs on its leader's guest
 //! thread while the followers' threads wait.
 //!
+//! At most `max_running_batches` batches of the graph run at once: a ready batch waits
+//! for a running one to end, and takes more requests meanwhile (up to `max_batch_size`),
+//! so the model's own run time paces the batches and they fill, instead of small batches
+//! competing for the same cores. A leader whose deadline would pass waiting for its turn
+//! runs at once anyway.
+//!
 //! What is never held: a request whose inputs the graph refuses (it gets its own error at
 //! once), one whose deadline would pass before the batch is sent and run (the last batch's
 //! run time is the estimate), one larger than a batch, one that would take the open
@@ -42,6 +48,9 @@ use wasmtime_wasi_nn::backend::{BackendError, NamedTensor};
 use wasmtime_wasi_nn::Tensor;
 
 type Outputs = Vec<NamedTensor>;
+
+/// How often a ready leader waiting for its turn looks again, should a wake-up be missed.
+const TURN_RECHECK: Duration = Duration::from_millis(10);
 
 /// What requests must share to be batched: each input's name, type, and dimensions with
 /// the batch dimension left out (zeroed), sorted by name.
@@ -86,6 +95,9 @@ struct State {
     held_bytes: usize,
     /// Requests in open, sealed and running batches (see [`Batcher::everyone_joined`]).
     held_members: usize,
+    /// Batches running now (at most `max_running_batches`, but for leaders that could not
+    /// wait for their turn).
+    running: usize,
     next_id: u64,
 }
 
@@ -183,7 +195,15 @@ impl Batcher {
         let names: Vec<String> = sorted.iter().map(|(n, _)| n.clone()).collect();
         let bytes: usize = inputs.iter().map(|(_, t)| t.data.len()).sum();
         let expected = Duration::from_nanos(self.last_run_nanos.load(Ordering::Relaxed));
-        let in_time = |flush_at: Instant| deadline.is_none_or(|d| flush_at + expected < d);
+        // Sent at `flush_at`, after one more run when every running slot is taken, and run.
+        let in_time = |flush_at: Instant, state: &State| {
+            let turn = if self.slots_taken(state) {
+                expected
+            } else {
+                Duration::ZERO
+            };
+            deadline.is_none_or(|d| flush_at + turn + expected < d)
+        };
 
         // The member's copy of its inputs is made before the lock, which every request of
         // the graph (of every tenant, for a shared version) takes.
@@ -199,8 +219,12 @@ impl Batcher {
         if state.held_bytes.saturating_add(bytes) > self.policy.max_batch_bytes {
             return self.alone_unlocked(state, inputs);
         }
+        let joinable = state
+            .open
+            .get(&key)
+            .map(|open| in_time(open.flush_at, &state));
         if let Some(open) = state.open.get_mut(&key) {
-            if !in_time(open.flush_at) {
+            if joinable == Some(false) {
                 return self.alone_unlocked(state, inputs);
             }
             if open.rows + rows <= self.policy.max_batch_size {
@@ -211,8 +235,11 @@ impl Batcher {
                 let full = self.policy.sends_at(open.rows);
                 state.held_bytes += bytes;
                 state.held_members += 1;
-                if full || self.everyone_joined(&state) {
+                if full {
                     Self::seal(&mut state, &key);
+                } else if self.everyone_joined(&state) {
+                    // Its leader sends it when its turn comes; until then it stays open.
+                    Self::wake_leaders(&state);
                 }
                 drop(state);
                 return self.follow(&rx, deadline, inputs);
@@ -221,7 +248,7 @@ impl Batcher {
             Self::seal(&mut state, &key);
         }
         let flush_at = Instant::now() + self.policy.max_delay();
-        if !in_time(flush_at) {
+        if !in_time(flush_at, &state) {
             return self.alone_unlocked(state, inputs);
         }
         let id = state.next_id;
@@ -241,34 +268,64 @@ impl Batcher {
         state.held_bytes += bytes;
         state.held_members += 1;
         let batch = loop {
-            if let Some(batch) = state.sealed.remove(&id) {
-                break batch;
-            }
             let now = Instant::now();
             // Nobody else can come (every request that may is already in a batch): send
             // now rather than wait out the delay; a lone request runs at once.
-            if now >= flush_at || self.everyone_joined(&state) {
-                match state.open.remove(&key) {
-                    Some(batch) if batch.id == id => break batch,
-                    // Ours is neither sealed nor open (cannot happen): run alone rather
-                    // than wait for nothing.
-                    other => {
-                        if let Some(other) = other {
-                            state.open.insert(key.clone(), other);
+            let ready =
+                state.sealed.contains_key(&id) || now >= flush_at || self.everyone_joined(&state);
+            let cannot_wait = deadline.is_some_and(|d| now + expected >= d);
+            if ready && (!self.slots_taken(&state) || cannot_wait) {
+                let batch = match state.sealed.remove(&id) {
+                    Some(batch) => batch,
+                    None => match state.open.remove(&key) {
+                        Some(batch) if batch.id == id => batch,
+                        // Ours is neither sealed nor open (cannot happen): run alone
+                        // rather than wait for nothing.
+                        other => {
+                            if let Some(other) = other {
+                                state.open.insert(key.clone(), other);
+                            }
+                            state.held_bytes = state.held_bytes.saturating_sub(bytes);
+                            state.held_members = state.held_members.saturating_sub(1);
+                            return self.alone_unlocked(state, inputs);
                         }
-                        state.held_bytes = state.held_bytes.saturating_sub(bytes);
-                        state.held_members = state.held_members.saturating_sub(1);
-                        return self.alone_unlocked(state, inputs);
-                    }
-                }
+                    },
+                };
+                state.running += 1;
+                break batch;
             }
+            // Ready, but its turn has not come: a running batch that ends wakes it.
+            let wait = if ready {
+                TURN_RECHECK
+            } else {
+                flush_at.saturating_duration_since(now)
+            };
             state = wake
-                .wait_timeout(state, flush_at.saturating_duration_since(now))
+                .wait_timeout(state, wait)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         };
         drop(state);
+        let _turn = Turn(self);
         self.lead(batch, &names)
+    }
+
+    /// Keeps how long the run started at `started` took: the estimate of the next.
+    fn remember_run_time(&self, started: Instant) {
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_run_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    /// Whether `max_running_batches` batches are running.
+    fn slots_taken(&self, state: &State) -> bool {
+        state.running >= self.policy.max_running_batches
+    }
+
+    /// A running batch ended: wake the leaders that wait for their turn.
+    fn batch_ended(&self) {
+        let mut state = self.lock();
+        state.running = state.running.saturating_sub(1);
+        Self::wake_leaders(&state);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -283,16 +340,19 @@ impl Batcher {
     }
 
     /// A request in flight had its `compute` answered or ended: if every one left is in a
-    /// batch now, the open batches go at once.
+    /// batch now, the open batches go as soon as they have their turn.
     pub(super) fn one_less_in_flight(&self) {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        let mut state = self.lock();
-        if state.open.is_empty() || !self.everyone_joined(&state) {
-            return;
+        let state = self.lock();
+        if !state.open.is_empty() && self.everyone_joined(&state) {
+            Self::wake_leaders(&state);
         }
-        let keys: Vec<Key> = state.open.keys().cloned().collect();
-        for key in keys {
-            Self::seal(&mut state, &key);
+    }
+
+    /// Wakes the leader of every open and sealed batch to look at its batch again.
+    fn wake_leaders(state: &State) {
+        for batch in state.open.values().chain(state.sealed.values()) {
+            batch.wake.notify_one();
         }
     }
 
@@ -387,7 +447,10 @@ impl Batcher {
                 let own = own_inputs(&members);
                 let refs: Vec<(String, &Tensor)> =
                     own.iter().map(|(n, t)| (n.clone(), t)).collect();
-                self.graph.run(&refs)
+                let started = Instant::now();
+                let outputs = self.graph.run(&refs);
+                self.remember_run_time(started);
+                outputs
             }
             Some(Ok((mut slices, shares))) => {
                 self.counters.batches.fetch_add(1, Ordering::Relaxed);
@@ -456,8 +519,7 @@ impl Batcher {
         let cpu_before = priority::this_threads_cpu_time();
         let outputs = self.graph.run(&refs);
         let cpu = priority::this_threads_cpu_time().saturating_sub(cpu_before);
-        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.last_run_nanos.store(nanos, Ordering::Relaxed);
+        self.remember_run_time(started);
         let rows: Vec<usize> = members.iter().map(|m| m.rows).collect();
         // The leader's own rows are its work; the rest it did for the followers.
         let total: usize = rows.iter().sum();
@@ -480,6 +542,15 @@ impl Batcher {
             }
         }
         Ok((slices, shares))
+    }
+}
+
+/// A running batch's turn, given back when its leader is done (or unwinds).
+struct Turn<'a>(&'a Batcher);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.batch_ended();
     }
 }
 

@@ -4,6 +4,7 @@
 use super::super::context::{Declared, RunGraph};
 use super::super::invalid;
 use super::{tensors, BatchPolicy, Batcher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -22,6 +23,9 @@ struct Doubler {
     runs: Mutex<Vec<Vec<u32>>>,
     /// How long each run takes.
     delay: Duration,
+    /// Runs going on now, and the most there were at once.
+    active: AtomicUsize,
+    most_at_once: AtomicUsize,
 }
 
 fn values(t: &Tensor) -> Vec<f32> {
@@ -57,7 +61,10 @@ impl RunGraph for Doubler {
         self.check(inputs)?;
         let x = inputs[0].1;
         self.runs.lock().unwrap().push(x.dimensions.clone());
+        let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_at_once.fetch_max(now, Ordering::SeqCst);
         thread::sleep(self.delay);
+        self.active.fetch_sub(1, Ordering::SeqCst);
         let v = values(x);
         if v.contains(&POISON) {
             return Err(invalid("poison".into()));
@@ -454,4 +461,81 @@ fn a_batch_of_every_request_in_flight_goes_without_waiting_out_its_delay() {
     assert_eq!(runs, [vec![1, 2], vec![2, 2]], "the two ran as one batch");
     // A request nobody counts (the batcher used on its own) still waits for company: not
     // tested here, its delay being an hour; the other tests use the batcher uncounted.
+}
+
+/// A lone request runs for 400 ms; meanwhile three more arrive 20 ms apart, each ready
+/// after a 1 ms delay. Returns the runs the graph saw.
+fn requests_behind_a_running_batch(max_running_batches: usize) -> Vec<Vec<u32>> {
+    let graph = Arc::new(Doubler {
+        delay: Duration::from_millis(400),
+        ..Doubler::default()
+    });
+    let b = batcher(
+        &graph,
+        BatchPolicy {
+            max_running_batches,
+            ..policy(1_000)
+        },
+    );
+    let spawn = |value: f32| {
+        let b = b.clone();
+        thread::spawn(move || call(&b, &tensor(&[1, 1], &[value]), None))
+    };
+    let first = spawn(1.0);
+    thread::sleep(Duration::from_millis(100));
+    let mut later = Vec::new();
+    for value in [2.0, 3.0, 4.0] {
+        later.push(spawn(value));
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(first.join().unwrap(), Ok(vec![2.0]));
+    for (t, value) in later.into_iter().zip([2.0, 3.0, 4.0]) {
+        assert_eq!(t.join().unwrap(), Ok(vec![2.0 * value]));
+    }
+    let runs = graph.runs.lock().unwrap().clone();
+    runs
+}
+
+#[test]
+fn a_ready_batch_waits_for_its_turn_and_keeps_filling() {
+    // One batch at a time: the three that came while the first ran go together after it.
+    assert_eq!(requests_behind_a_running_batch(1), [vec![1, 1], vec![3, 1]]);
+    // With room for more running batches, each went alone once its delay was out.
+    assert_eq!(
+        requests_behind_a_running_batch(4),
+        [vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1]]
+    );
+}
+
+#[test]
+fn a_request_whose_deadline_cannot_wait_for_its_turn_runs_at_once() {
+    let run = |deadline_ms: u64| {
+        let graph = Arc::new(Doubler {
+            delay: Duration::from_millis(400),
+            ..Doubler::default()
+        });
+        let b = batcher(
+            &graph,
+            BatchPolicy {
+                max_running_batches: 1,
+                ..policy(1_000)
+            },
+        );
+        let call_at = |value: f32, deadline: Option<Instant>| {
+            let b = b.clone();
+            thread::spawn(move || call(&b, &tensor(&[1, 1], &[value]), deadline))
+        };
+        // The first run teaches the batcher that a run takes 400 ms.
+        assert_eq!(call_at(1.0, None).join().unwrap(), Ok(vec![2.0]));
+        let running = call_at(2.0, None);
+        thread::sleep(Duration::from_millis(50));
+        let deadline = Instant::now() + Duration::from_millis(deadline_ms);
+        assert_eq!(call_at(3.0, Some(deadline)).join().unwrap(), Ok(vec![6.0]));
+        assert_eq!(running.join().unwrap(), Ok(vec![4.0]));
+        graph.most_at_once.load(Ordering::SeqCst)
+    };
+    // Time for the running batch and its own run (~800 ms): it waits for its turn.
+    assert_eq!(run(1_500), 1);
+    // Not enough: it runs at once, next to the running batch.
+    assert_eq!(run(700), 2);
 }
