@@ -55,6 +55,7 @@
 //! max_delay_us = 2000        # 1..=100000: longest the first request of a batch waits for others
 //! preferred_batch_sizes = [] # sizes sent at once, without waiting out the delay (increasing, 2..=max_batch_size)
 //! max_batch_mib = 64         # 1..=1024: input bytes the graph's open batches may hold together
+//! max_running_batches = 1    # 1..=64: batches running at once (default: half the host's CPUs, at least 1)
 //!
 //! [guest_load]               # optional: the guest may load ONNX bytes itself
 //! max_mib = 16               # 1..=1024
@@ -82,13 +83,18 @@
 //! or reaches one of `preferred_batch_sizes`, and also as soon as every request of the image
 //! version that is running (admitted to an entity, and not yet answered by this graph) is in
 //! a batch: nobody else can join, so a lone request runs at once instead of waiting out the
-//! delay. The handler does not change: each sandbox still
+//! delay. At most `max_running_batches` batches of the graph run at once: a batch that is
+//! ready while that many run waits for one to end and takes more requests meanwhile (up to
+//! `max_batch_size`), as Triton's dynamic batcher does while its model instances are busy,
+//! so the model's own run time paces the batches and they fill. With one running batch, a
+//! graph may give the batch every core (`intra_op_threads`) while the next one fills
+//! (docs/benchmarks.md, "One batch at a time"). The handler does not change: each sandbox still
 //! sees only its own tensors. Batching spans every request of the image version (every
 //! entity and endpoint that serves it); it spans tenants only for a version its owner shares (see `PATCH /api/2.0/models/{name}/versions/{v}` in api.md).
 //!
 //! Requests that are never held, but run alone at once as without batching: one whose inputs
 //! the graph refuses (it gets its own 400), one whose deadline would pass before the batch is
-//! sent and run, one with more rows than `max_batch_size`, one that would take the graph's
+//! sent and run (counting one more run when every running slot is taken), one with more rows than `max_batch_size`, one that would take the graph's
 //! open batches beyond `max_batch_mib` of inputs, and one running inline on a server worker
 //! (docs/runtime.md). When a batched run fails, every request in it runs again alone and gets
 //! its own answer. Every input and output of the graph must have a free (`-1`) dimension
