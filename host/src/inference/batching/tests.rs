@@ -90,6 +90,26 @@ fn batcher(graph: &Arc<Doubler>, policy: BatchPolicy) -> Arc<Batcher> {
     Arc::new(Batcher::new("test", "acme/test@1", graph, policy))
 }
 
+/// A batcher with `policy` over a graph whose every run takes `run_ms`.
+fn slow_batcher(run_ms: u64, policy: BatchPolicy) -> (Arc<Doubler>, Arc<Batcher>) {
+    let graph = Arc::new(Doubler {
+        delay: Duration::from_millis(run_ms),
+        ..Doubler::default()
+    });
+    let b = batcher(&graph, policy);
+    (graph, b)
+}
+
+/// Calls `b` with one row holding `value` on a thread of its own.
+fn spawn_call(
+    b: &Arc<Batcher>,
+    value: f32,
+    deadline: Option<Instant>,
+) -> thread::JoinHandle<Result<Vec<f32>, String>> {
+    let b = b.clone();
+    thread::spawn(move || call(&b, &tensor(&[1, 1], &[value]), deadline))
+}
+
 /// Runs `x` through `b` and returns `y`'s values.
 fn call(b: &Batcher, x: &Tensor, deadline: Option<Instant>) -> Result<Vec<f32>, String> {
     let out = b
@@ -315,27 +335,20 @@ fn requests_of_different_shapes_are_not_mixed() {
 
 #[test]
 fn a_follower_that_leaves_at_its_deadline_does_not_break_the_batch() {
-    let graph = Arc::new(Doubler {
-        delay: Duration::from_millis(1500),
-        ..Doubler::default()
-    });
     // A patient request leads the batch (it waits up to 500 ms for members); 100 ms later
     // the impatient one (deadline 1 s after the start) and another patient one join it
     // (no run time is known yet), which fills it (max_batch_size 3): it is sent and runs
     // for 1.5 s, and the impatient member leaves at its deadline, during the run. (The
     // leader runs the batch itself, so the impatient one must not be the leader.)
-    let b = batcher(
-        &graph,
+    let (graph, b) = slow_batcher(
+        1500,
         BatchPolicy {
             max_batch_size: 3,
             ..policy(500_000)
         },
     );
     let deadline = Some(Instant::now() + Duration::from_millis(1000));
-    let spawn = |value: f32, deadline: Option<Instant>| {
-        let b = b.clone();
-        thread::spawn(move || call(&b, &tensor(&[1, 1], &[value]), deadline))
-    };
+    let spawn = |value: f32, deadline: Option<Instant>| spawn_call(&b, value, deadline);
     let leader = spawn(1.0, None);
     thread::sleep(Duration::from_millis(100));
     let impatient = spawn(2.0, deadline);
@@ -466,21 +479,14 @@ fn a_batch_of_every_request_in_flight_goes_without_waiting_out_its_delay() {
 /// A lone request runs for 400 ms; meanwhile three more arrive 20 ms apart, each ready
 /// after a 1 ms delay. Returns the runs the graph saw.
 fn requests_behind_a_running_batch(max_running_batches: usize) -> Vec<Vec<u32>> {
-    let graph = Arc::new(Doubler {
-        delay: Duration::from_millis(400),
-        ..Doubler::default()
-    });
-    let b = batcher(
-        &graph,
+    let (graph, b) = slow_batcher(
+        400,
         BatchPolicy {
             max_running_batches,
             ..policy(1_000)
         },
     );
-    let spawn = |value: f32| {
-        let b = b.clone();
-        thread::spawn(move || call(&b, &tensor(&[1, 1], &[value]), None))
-    };
+    let spawn = |value: f32| spawn_call(&b, value, None);
     let first = spawn(1.0);
     thread::sleep(Duration::from_millis(100));
     let mut later = Vec::new();
@@ -510,21 +516,14 @@ fn a_ready_batch_waits_for_its_turn_and_keeps_filling() {
 #[test]
 fn a_request_whose_deadline_cannot_wait_for_its_turn_runs_at_once() {
     let run = |deadline_ms: u64| {
-        let graph = Arc::new(Doubler {
-            delay: Duration::from_millis(400),
-            ..Doubler::default()
-        });
-        let b = batcher(
-            &graph,
+        let (graph, b) = slow_batcher(
+            400,
             BatchPolicy {
                 max_running_batches: 1,
                 ..policy(1_000)
             },
         );
-        let call_at = |value: f32, deadline: Option<Instant>| {
-            let b = b.clone();
-            thread::spawn(move || call(&b, &tensor(&[1, 1], &[value]), deadline))
-        };
+        let call_at = |value: f32, deadline: Option<Instant>| spawn_call(&b, value, deadline);
         // The first run teaches the batcher that a run takes 400 ms.
         assert_eq!(call_at(1.0, None).join().unwrap(), Ok(vec![2.0]));
         let running = call_at(2.0, None);
