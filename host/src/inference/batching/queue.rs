@@ -196,8 +196,8 @@ impl Batcher {
         let bytes: usize = inputs.iter().map(|(_, t)| t.data.len()).sum();
         let expected = Duration::from_nanos(self.last_run_nanos.load(Ordering::Relaxed));
         // Sent at `flush_at`, after one more run when every running slot is taken, and run.
-        let in_time = |flush_at: Instant, state: &State| {
-            let turn = if self.slots_taken(state) {
+        let in_time = |flush_at: Instant, slots_taken: bool| {
+            let turn = if slots_taken {
                 expected
             } else {
                 Duration::ZERO
@@ -219,12 +219,9 @@ impl Batcher {
         if state.held_bytes.saturating_add(bytes) > self.policy.max_batch_bytes {
             return self.alone_unlocked(state, inputs);
         }
-        let joinable = state
-            .open
-            .get(&key)
-            .map(|open| in_time(open.flush_at, &state));
+        let slots_taken = self.slots_taken(&state);
         if let Some(open) = state.open.get_mut(&key) {
-            if joinable == Some(false) {
+            if !in_time(open.flush_at, slots_taken) {
                 return self.alone_unlocked(state, inputs);
             }
             if open.rows + rows <= self.policy.max_batch_size {
@@ -248,7 +245,7 @@ impl Batcher {
             Self::seal(&mut state, &key);
         }
         let flush_at = Instant::now() + self.policy.max_delay();
-        if !in_time(flush_at, &state) {
+        if !in_time(flush_at, slots_taken) {
             return self.alone_unlocked(state, inputs);
         }
         let id = state.next_id;
