@@ -13,14 +13,12 @@
 //! `SANDSERVE_BENCH_SECS` as in the HTTP benchmark. Results go in docs/benchmarks.md.
 
 use sandserve_tests::load::{compare, env_number, print_row};
-use sandserve_tests::packages::{bench_mlp_packages, bench_model_packages, MlpBenchSettings};
+use sandserve_tests::packages::{
+    bench_mlp_packages, bench_model_packages, mlp_query, MlpBenchSettings, MLP_WIDTH,
+};
 use sandserve_tests::server::TestServer;
 use sandserve_tests::wrk::{self, Target, WrkRun};
 use sandserve_tests::{native, repo_root};
-use serde_json::json;
-use std::time::Duration;
-
-const WIDTH: usize = 2048;
 
 fn main() {
     let settings = MlpBenchSettings::from_env();
@@ -35,13 +33,7 @@ fn main() {
         let (status, reply) = client.upload(&name, &package);
         assert_eq!(status, 201, "{reply}");
     }
-    let x: Vec<f32> = (0..WIDTH)
-        .map(|i| ((i * 37 % 101) as f32) / 100.0 - 0.5)
-        .collect();
-    let body = json!({"inputs": [
-        {"name": "graph", "shape": [1], "datatype": "BYTES", "data": ["mlp"]},
-        {"name": "x", "shape": [1, WIDTH], "datatype": "FP32", "data": x},
-    ]});
+    let body = mlp_query();
     let url = |name: &str| format!("{}/v2/models/{name}/versions/1/infer", server.url);
     // Both answer, and the same (the end-to-end test checks this on many inputs).
     let (status, plain) = client.post("/v2/models/mlp-plain/versions/1/infer", &body);
@@ -62,8 +54,7 @@ fn main() {
         );
         print_row("mlp 4x2048", concurrency, &plain, &batched);
     }
-    let Some(wrk_body) = wrk_enabled().then(|| serde_json::to_vec(&body).expect("body")) else {
-        eprintln!("wrk not found or SANDSERVE_BENCH_WRK=0: skipping the external-client rows");
+    let Some(wrk_body) = wrk::enabled().then(|| serde_json::to_vec(&body).expect("body")) else {
         return;
     };
     let pair = |prefix: &str| wrk_pair(&server, &token, &wrk_body, prefix);
@@ -76,18 +67,11 @@ fn main() {
     print_ceiling(mlp, floor);
 }
 
-/// Whether the external-client rows run (`wrk` installed, `SANDSERVE_BENCH_WRK` not 0).
-fn wrk_enabled() -> bool {
-    std::env::var("SANDSERVE_BENCH_WRK").as_deref() != Ok("0") && wrk::available()
-}
-
 /// `<prefix>-plain` against `<prefix>-batched` at 32 connections, driven by `wrk` (a C
 /// client much lighter than the Rust one, so more of the 2 cores go to the server), with
 /// the server's CPU time per request.
 fn wrk_pair(server: &TestServer, token: &str, body: &[u8], prefix: &str) -> (WrkRun, WrkRun) {
     let scratch = tempfile::tempdir().expect("temp dir");
-    let seconds = Duration::from_secs(env_number("SANDSERVE_BENCH_WRK_SECS", 3));
-    let rounds = env_number("SANDSERVE_BENCH_ROUNDS", 6).div_ceil(2);
     let url = |side: &str| format!("{}/v2/models/{prefix}-{side}/versions/1/infer", server.url);
     let (plain, batched, pid) = (url("plain"), url("batched"), server.pid());
     let runs = wrk::alternate(
@@ -97,8 +81,8 @@ fn wrk_pair(server: &TestServer, token: &str, body: &[u8], prefix: &str) -> (Wrk
         token,
         body,
         32,
-        seconds,
-        rounds,
+        wrk::seconds(),
+        wrk::rounds(),
     );
     assert_eq!(
         runs.0.errors + runs.1.errors,
@@ -130,8 +114,8 @@ fn print_wrk_row(row: &str, (plain, batched): (WrkRun, WrkRun)) {
 /// request, whose graph costs next to nothing); the unbatched request's CPU is measured.
 fn print_ceiling(mlp: (WrkRun, WrkRun), floor: (WrkRun, WrkRun)) {
     let mut session = native::session(&repo_root().join("models/bench_mlp.onnx"));
-    let one = native::time_rows(&mut session, 1, WIDTH, 40);
-    let full = native::time_rows(&mut session, 32, WIDTH, 10) / 32;
+    let one = native::time_rows(&mut session, 1, MLP_WIDTH, 40);
+    let full = native::time_rows(&mut session, 32, MLP_WIDTH, 10) / 32;
     let unbatched = mlp.0.cpu_us_per_request();
     let platform = floor.1.cpu_us_per_request();
     let least = full.as_secs_f64() * 1e6 + platform;

@@ -34,7 +34,7 @@ use sandserve_host::codec::databricks;
 use sandserve_host::codec::signature::check_request;
 use sandserve_host::package::Manifest;
 use sandserve_host::runtime::{ElementType, Response, Tensor};
-use sandserve_tests::load::{compare, env_number, print_row};
+use sandserve_tests::load::{compare, print_row};
 use sandserve_tests::native;
 use sandserve_tests::packages::{digits_model, example_package};
 use sandserve_tests::server::TestServer;
@@ -301,16 +301,14 @@ fn external_client_rows(
     token: &str,
     selected: impl Fn(&str, usize) -> bool,
 ) {
-    if std::env::var("SANDSERVE_BENCH_WRK").as_deref() == Ok("0") {
-        return;
-    }
-    if !sandserve_tests::wrk::available() {
-        eprintln!("wrk not found (apt-get install wrk): skipping the external-client table");
+    if !sandserve_tests::wrk::enabled() {
         return;
     }
     let scratch = tempfile::tempdir().expect("temp dir");
-    let seconds = Duration::from_secs(env_number("SANDSERVE_BENCH_WRK_SECS", 3));
-    let rounds = env_number("SANDSERVE_BENCH_ROUNDS", 6).div_ceil(2).max(1);
+    let (seconds, rounds) = (
+        sandserve_tests::wrk::seconds(),
+        sandserve_tests::wrk::rounds(),
+    );
     println!();
     println!("| wrk | connections | bare axum req/s | sandserve req/s | throughput ratio | bare p50 / p99 (us) | sandserve p50 / p99 (us) | bare CPU us/req | sandserve CPU us/req | CPU above bare (us/req) |");
     println!("|---|---|---|---|---|---|---|---|---|---|");

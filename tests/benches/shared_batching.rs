@@ -13,12 +13,10 @@
 //! go in docs/benchmarks.md, with the load average it prints.
 
 use sandserve_tests::load::{env_number, load_together, print_row, Samples};
-use sandserve_tests::packages::{bench_mlp_packages, MlpBenchSettings};
+use sandserve_tests::packages::{bench_mlp_packages, mlp_query, MlpBenchSettings};
 use sandserve_tests::server::{Client, TestServer};
 use serde_json::json;
 use std::time::{Duration, Instant};
-
-const WIDTH: usize = 2048;
 
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -71,13 +69,7 @@ fn main() {
             wait_ready(client, &name);
         }
     }
-    let x: Vec<f32> = (0..WIDTH)
-        .map(|i| ((i * 37 % 101) as f32) / 100.0 - 0.5)
-        .collect();
-    let body = json!({"inputs": [
-        {"name": "graph", "shape": [1], "datatype": "BYTES", "data": ["mlp"]},
-        {"name": "x", "shape": [1, WIDTH], "datatype": "FP32", "data": x},
-    ]});
+    let body = mlp_query();
     let pair = |endpoint: &str| -> Vec<(String, String)> {
         let url = format!("{}/v2/models/{endpoint}/infer", server.url);
         vec![

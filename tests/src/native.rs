@@ -38,9 +38,7 @@ pub fn time_rows(
     width: usize,
     runs: u32,
 ) -> std::time::Duration {
-    let x: Vec<f32> = (0..rows * width)
-        .map(|i| ((i * 37 % 101) as f32) / 100.0 - 0.5)
-        .collect();
+    let x = crate::packages::mlp_input(rows * width);
     let mut run = || {
         let input = ort::value::Tensor::from_array(([rows, width], x.clone())).expect("input");
         let outputs = session.run(ort::inputs!["x" => input]).expect("native run");

@@ -107,6 +107,25 @@ pub fn handler_package(name: &str, guest: &str, extra: &str, files: &[(&str, Vec
     tar.gzip()
 }
 
+/// Width of the benchmarks' MLP models (`x` is `[N, MLP_WIDTH]`).
+pub const MLP_WIDTH: usize = 2048;
+
+/// `len` deterministic inputs for the MLP benchmarks, in [-0.5, 0.5].
+pub fn mlp_input(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 37 % 101) as f32) / 100.0 - 0.5)
+        .collect()
+}
+
+/// The MLP benchmarks' V2 query: one row of [`mlp_input`] for the `nn-proxy` handler's
+/// graph `mlp`.
+pub fn mlp_query() -> serde_json::Value {
+    serde_json::json!({"inputs": [
+        {"name": "graph", "shape": [1], "datatype": "BYTES", "data": ["mlp"]},
+        {"name": "x", "shape": [1, MLP_WIDTH], "datatype": "FP32", "data": mlp_input(MLP_WIDTH)},
+    ]})
+}
+
 /// How the benchmarks' two MLP packages are configured.
 #[derive(Debug, Clone, Copy)]
 pub struct MlpBenchSettings {

@@ -49,6 +49,32 @@ impl WrkRun {
     }
 }
 
+/// Whether the benchmarks' wrk rows run: `wrk` is installed and `SANDSERVE_BENCH_WRK` is
+/// not `0`. Says why on stderr when not.
+pub fn enabled() -> bool {
+    if std::env::var("SANDSERVE_BENCH_WRK").as_deref() == Ok("0") {
+        return false;
+    }
+    let found = available();
+    if !found {
+        eprintln!("wrk not found (apt-get install wrk): skipping the external-client rows");
+    }
+    found
+}
+
+/// How long each wrk run lasts (`SANDSERVE_BENCH_WRK_SECS`, default 3).
+pub fn seconds() -> Duration {
+    Duration::from_secs(crate::load::env_number("SANDSERVE_BENCH_WRK_SECS", 3))
+}
+
+/// How many alternating pairs of wrk runs a row takes: half of `SANDSERVE_BENCH_ROUNDS`
+/// (default 6), at least one.
+pub fn rounds() -> u64 {
+    crate::load::env_number("SANDSERVE_BENCH_ROUNDS", 6)
+        .div_ceil(2)
+        .max(1)
+}
+
 /// Whether `wrk` can be run here.
 pub fn available() -> bool {
     Command::new("wrk")
