@@ -121,32 +121,127 @@ async fn a_tenants_jobs_past_its_foreground_share_run_in_the_background() {
     }
 }
 
-#[test]
-fn a_job_that_becomes_the_other_classs_wakes_an_idle_thread_of_it() {
-    // A background thread went idle; then a tenant's jobs were queued (say, before the
-    // foreground threads were up). When a foreground thread takes the first, the next
-    // is a background job: the idle background thread must get it, or it waits for ever.
-    let shared = Shared {
+/// A pool's shared state with no threads, for testing its rules directly.
+fn bare_shared(per_tenant: usize, foreground_per_tenant: usize) -> Shared {
+    Shared {
         state: Mutex::new(State {
             idle: [Vec::new(), Vec::new()],
             tenants: HashMap::new(),
             turn: VecDeque::new(),
             queued: 0,
         }),
-        per_tenant: 2,
-        foreground_per_tenant: 1,
+        per_tenant,
+        foreground_per_tenant,
         max_queued: 16,
         max_queued_per_tenant: 16,
         replace: crossbeam_channel::unbounded().0,
+    }
+}
+
+#[test]
+fn a_short_job_past_the_foreground_share_holds_out_for_it_then_takes_the_background() {
+    // Tenant a runs one job on its one foreground thread; a short job of a's waits. A free
+    // background thread may not take it until it has waited `SHORT_WAIT`; a foreground
+    // thread that frees up takes it at once. An unmarked job goes to the background at once
+    // (`a_tenants_jobs_past_its_foreground_share_run_in_the_background`).
+    let shared = bare_shared(4, 1);
+    let key: FairKey = "a".into();
+    let mut state = shared.lock();
+    let queue = state.tenants.entry(key.clone()).or_default();
+    queue.running = 1;
+    queue.foreground = 1;
+    queue.waiting.push_back(Waiting {
+        job: Box::new(|| {}),
+        short_since: Some(Instant::now()),
+    });
+    state.turn.push_back(key.clone());
+    state.queued = 1;
+    assert!(
+        shared.next_job(&mut state, Class::Background).is_none(),
+        "a fresh short job does not start in the background"
+    );
+    // Its foreground job ends: that thread takes the short job next.
+    let ran = Ran {
+        tenant: key.clone(),
+        long: false,
     };
+    let (foreground, _jobs) = bounded::<Assigned>(1);
+    let next = shared.between_jobs(&mut state, Class::Foreground, Some(ran), &foreground);
+    assert!(next.is_some(), "the freed foreground thread takes it");
+    // Once it has waited `SHORT_WAIT`, a short job may start in the background.
+    let queue = state.tenants.get_mut(&key).expect("a still runs");
+    queue.waiting.push_back(Waiting {
+        job: Box::new(|| {}),
+        short_since: Some(Instant::now() - SHORT_WAIT),
+    });
+    state.turn.push_back(key.clone());
+    state.queued = 1;
+    assert!(
+        shared.next_job(&mut state, Class::Background).is_some(),
+        "a short job that has held out long enough takes the background"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_jobs_behind_a_slow_one_wait_at_most_short_wait() {
+    // The tenant's foreground thread is held (a job that turned out slow): its short jobs
+    // still run, in the background, while it holds.
+    let threads = Arc::new(
+        GuestThreads::new(GuestThreadSettings {
+            threads: 4,
+            per_tenant: 4,
+            foreground_per_tenant: 1,
+        })
+        .expect("threads start"),
+    );
+    let running = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holder = hold(&threads, "a", 1, &running, &release);
+    while running.load(Ordering::SeqCst) < 1 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let a: FairKey = "a".into();
+    for _ in 0..2 {
+        let name = threads
+            .run_short(&a, || {
+                let name = std::thread::current().name().map(str::to_owned);
+                (name.unwrap_or_default(), || {})
+            })
+            .await
+            .expect("runs");
+        assert!(name.starts_with("sandserve-guest-bg-"), "{name}");
+    }
+    assert_eq!(
+        running.load(Ordering::SeqCst),
+        1,
+        "the slow job still holds"
+    );
+    release.store(true, Ordering::SeqCst);
+    for job in holder {
+        assert_eq!(job.await.expect("joined"), Ok(()));
+    }
+}
+
+#[test]
+fn a_job_that_becomes_the_other_classs_wakes_an_idle_thread_of_it() {
+    // A background thread went idle; then a tenant's jobs were queued (say, before the
+    // foreground threads were up). When a foreground thread takes the first, the next
+    // is a background job: the idle background thread must get it, or it waits for ever.
+    let shared = bare_shared(2, 1);
     let (background, background_jobs) = bounded::<Assigned>(1);
     let (foreground, _foreground_jobs) = bounded::<Assigned>(1);
     let mut state = shared.lock();
     state.idle[Class::Background as usize].push(background);
     let key: FairKey = "a".into();
     let queue = state.tenants.entry(key.clone()).or_default();
-    queue.waiting.push_back(Box::new(|| {}));
-    queue.waiting.push_back(Box::new(|| {}));
+    queue.waiting.push_back(Waiting {
+        job: Box::new(|| {}),
+        short_since: None,
+    });
+    queue.waiting.push_back(Waiting {
+        job: Box::new(|| {}),
+        short_since: None,
+    });
     state.turn.push_back(key.clone());
     state.queued = 2;
     let first = shared.between_jobs(&mut state, Class::Foreground, None, &foreground);
@@ -225,6 +320,13 @@ async fn a_tenant_whose_job_ran_long_starts_its_next_jobs_in_the_background() {
     assert!(
         next.expect("runs").contains("-bg-"),
         "a heavy tenant runs in the background"
+    );
+    let marked_short = threads
+        .run_short(&heavy, move || (thread_name(), || {}))
+        .await;
+    assert!(
+        marked_short.expect("runs").contains("-bg-"),
+        "even the jobs it marks short"
     );
     // Other tenants are not affected.
     let other = threads.run(&light, move || (thread_name(), || {})).await;
