@@ -392,6 +392,9 @@ impl EntityRuntime {
     /// Instantiates a spare sandbox for the next request (its instantiation runs under
     /// `limits.timeout`; the call that uses it gets a deadline of its own).
     fn refill_spare(&self, limits: &RequestLimits) {
+        if cfg!(feature = "bench-without-sandbox") {
+            return;
+        }
         self.spare.refill(now_millis(), || {
             self.image
                 .handler
