@@ -3,7 +3,7 @@
 //! request is refused at once instead of piling up in memory), where each request's sandbox
 //! runs (`placement`) and the spare sandbox its next request will use (`spare`).
 
-use super::executor::{FairKey, GuestThreadError, GuestThreads};
+use super::executor::{FairKey, GuestThreadError, GuestThreads, JobLength};
 use super::observe::Observed;
 use super::placement::{
     now_millis, InlinePolicy, Placement, RunHistory, INLINE_BUDGET, MAX_INLINE_INPUT_BYTES,
@@ -333,13 +333,12 @@ impl EntityRuntime {
             };
             ((outcome, log), clean_up)
         };
-        let job = async {
-            if short {
-                self.threads.run_short(&self.tenant, work).await
-            } else {
-                self.threads.run(&self.tenant, work).await
-            }
+        let length = if short {
+            JobLength::Short
+        } else {
+            JobLength::Unknown
         };
+        let job = self.threads.run_as(&self.tenant, length, work);
         // The guest traps at its deadline, but only when it runs: one in the idle scheduling
         // class on a machine saturated by other work, or inside a long engine call, may get
         // there late. The caller answers on time regardless (the job still ends by itself

@@ -48,6 +48,15 @@ use std::time::{Duration, Instant};
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// What a caller knows of how long its job will run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobLength {
+    /// A request of an entity whose runs have proven fast, with a small input.
+    Short,
+    /// Anything else.
+    Unknown,
+}
+
 /// A queued job, and since when it waits when its caller marked it short.
 struct Waiting {
     job: Job,
@@ -337,28 +346,16 @@ impl GuestThreads {
         T: Send + 'static,
         C: FnOnce(),
     {
-        self.run_marked(tenant, false, work).await
+        self.run_as(tenant, JobLength::Unknown, work).await
     }
 
-    /// [`GuestThreads::run`] for a job its caller knows to be short: unless its tenant is
-    /// heavy, it waits for a thread at normal priority rather than run in the idle class
-    /// (see the module doc).
-    pub async fn run_short<T, C>(
+    /// [`GuestThreads::run`] for a job whose length its caller knows: a short one, unless
+    /// its tenant is heavy, holds out for a thread at normal priority rather than start in
+    /// the idle class (see the module doc).
+    pub async fn run_as<T, C>(
         &self,
         tenant: &FairKey,
-        work: impl FnOnce() -> (T, C) + Send + 'static,
-    ) -> Result<T, GuestThreadError>
-    where
-        T: Send + 'static,
-        C: FnOnce(),
-    {
-        self.run_marked(tenant, true, work).await
-    }
-
-    async fn run_marked<T, C>(
-        &self,
-        tenant: &FairKey,
-        short: bool,
+        length: JobLength,
         work: impl FnOnce() -> (T, C) + Send + 'static,
     ) -> Result<T, GuestThreadError>
     where
@@ -384,6 +381,7 @@ impl GuestThreads {
         });
         // Decided under the lock (never held across an await): a thread now, or a place in
         // the tenant's queue (queued under the lock, so a thread going idle cannot miss it).
+        let short = length == JobLength::Short;
         let short_since = short.then(Instant::now);
         let thread = self.place(tenant, Waiting { job, short_since })?;
         let Some((thread, assigned)) = thread else {

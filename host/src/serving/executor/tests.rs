@@ -36,22 +36,38 @@ fn hold(
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_busy_tenant_holds_at_most_its_share_and_others_run_past_its_queue() {
+/// A pool of four threads (one foreground per tenant) in which tenant `a` runs `n` jobs
+/// that hold their threads until `release` is set; returns once `started` of them run.
+async fn pool_held_by_a(
+    per_tenant: usize,
+    n: usize,
+    started: usize,
+) -> (
+    Arc<GuestThreads>,
+    Arc<AtomicUsize>,
+    Arc<std::sync::atomic::AtomicBool>,
+    Vec<tokio::task::JoinHandle<Result<(), GuestThreadError>>>,
+) {
     let threads = Arc::new(
         GuestThreads::new(GuestThreadSettings {
             threads: 4,
-            per_tenant: 2,
+            per_tenant,
             foreground_per_tenant: 1,
         })
         .expect("threads start"),
     );
     let running = Arc::new(AtomicUsize::new(0));
     let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hogs = hold(&threads, "a", 10, &running, &release);
-    while running.load(Ordering::SeqCst) < 2 {
+    let held = hold(&threads, "a", n, &running, &release);
+    while running.load(Ordering::SeqCst) < started {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    (threads, running, release, held)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_tenant_holds_at_most_its_share_and_others_run_past_its_queue() {
+    let (threads, running, release, hogs) = pool_held_by_a(2, 10, 2).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(
         running.load(Ordering::SeqCst),
@@ -186,24 +202,11 @@ fn a_short_job_past_the_foreground_share_holds_out_for_it_then_takes_the_backgro
 async fn short_jobs_behind_a_slow_one_wait_at_most_short_wait() {
     // The tenant's foreground thread is held (a job that turned out slow): its short jobs
     // still run, in the background, while it holds.
-    let threads = Arc::new(
-        GuestThreads::new(GuestThreadSettings {
-            threads: 4,
-            per_tenant: 4,
-            foreground_per_tenant: 1,
-        })
-        .expect("threads start"),
-    );
-    let running = Arc::new(AtomicUsize::new(0));
-    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let holder = hold(&threads, "a", 1, &running, &release);
-    while running.load(Ordering::SeqCst) < 1 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let (threads, running, release, holder) = pool_held_by_a(4, 1, 1).await;
     let a: FairKey = "a".into();
     for _ in 0..2 {
         let name = threads
-            .run_short(&a, || {
+            .run_as(&a, JobLength::Short, || {
                 let name = std::thread::current().name().map(str::to_owned);
                 (name.unwrap_or_default(), || {})
             })
@@ -322,7 +325,7 @@ async fn a_tenant_whose_job_ran_long_starts_its_next_jobs_in_the_background() {
         "a heavy tenant runs in the background"
     );
     let marked_short = threads
-        .run_short(&heavy, move || (thread_name(), || {}))
+        .run_as(&heavy, JobLength::Short, move || (thread_name(), || {}))
         .await;
     assert!(
         marked_short.expect("runs").contains("-bg-"),
