@@ -54,7 +54,28 @@ pub(crate) fn parse_elements(
     if sink.count != expected {
         return Err(sink.count_error(sink.count.to_string()));
     }
+    if t == ElementType::F64 {
+        reparse_f64_exactly(raw.get(), &mut sink.out);
+    }
     Ok(sink.out)
+}
+
+/// Parses again, exactly, the numbers of FP64 data that the first pass has checked.
+/// serde_json's default float parser is fast but not exactly rounded: a float64 with a
+/// long mantissa (`0.17004902735071079`) can come out one ulp off, which would change a
+/// client's float64 data on the way in. FP32 and narrower lose nothing to it (their
+/// rounding is far coarser), so only FP64 pays for this second pass, with the standard
+/// library's exactly rounded parser. The first pass accepted only arrays and numbers, so
+/// every token between brackets, commas and whitespace is one element, in order.
+fn reparse_f64_exactly(text: &str, out: &mut [u8]) {
+    let tokens = text
+        .split(|c: char| matches!(c, '[' | ']' | ',') || c.is_ascii_whitespace())
+        .filter(|token| !token.is_empty());
+    for (token, slot) in tokens.zip(out.chunks_exact_mut(8)) {
+        if let Ok(exact) = token.parse::<f64>() {
+            slot.copy_from_slice(&exact.to_le_bytes());
+        }
+    }
 }
 
 struct Sink<'f> {

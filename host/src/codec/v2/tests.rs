@@ -24,6 +24,38 @@ fn parses_nested_data_and_names_bad_fields() {
 }
 
 #[test]
+fn fp64_data_arrives_exactly_as_sent() {
+    // serde_json's default float parser reads each of these one ulp off (checked against
+    // the standard library's exactly rounded parser); FP64 data must arrive unchanged.
+    let sent = [
+        "0.17004902735071079",
+        "3816.7244344497485",
+        "103795.96131000601",
+        "-230.76437453339406",
+        "7",
+        "1e-7",
+    ];
+    let body = format!(
+        r#"{{"inputs":[{{"name":"x","shape":[2,3],"datatype":"FP64","data":[[{}],[ {} ]]}}]}}"#,
+        sent[..3].join(","),
+        sent[3..].join(" , "),
+    );
+    let (_, request) = parse_request(body.as_bytes(), None).unwrap();
+    let got: Vec<f64> = request.inputs[0]
+        .data
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let want: Vec<f64> = sent.iter().map(|t| t.parse().unwrap()).collect();
+    assert_eq!(got, want);
+    assert_ne!(
+        serde_json::from_str::<f64>(sent[0]).unwrap(),
+        want[0],
+        "the example no longer shows the default parser's rounding"
+    );
+}
+
+#[test]
 fn bytes_round_trip_as_strings() {
     let text = r#"{"name":"s","shape":[2],"datatype":"BYTES","data":["héllo",""]}"#;
     let t: InferInput<'_> = serde_json::from_str(text).unwrap();
