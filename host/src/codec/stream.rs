@@ -7,7 +7,7 @@
 //! count is checked as elements arrive, so data longer than its shape stops at the first
 //! element too many, and nesting is bounded.
 
-use super::elements::{encode, fixed_size};
+use super::elements::{encode, f32_to_bf16, f32_to_f16, fixed_size};
 use super::CodecError;
 use crate::runtime::ElementType;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -109,14 +109,36 @@ impl Sink<'_> {
     }
 
     fn leaf<E: de::Error>(&mut self, value: &Value) -> Result<(), E> {
+        let i = self.take_slot()?;
+        let field = self.field;
+        encode(self.t, value, &|| format!("{field}[{i}]"), &mut self.out).map_err(|e| self.fail(e))
+    }
+
+    /// A number as an element: straight into the buffer when the tensor holds floats (any
+    /// number is one, converted as [`encode`] converts it), else through [`Sink::leaf`].
+    /// Most tensor data is float data, and this skips a JSON value per element.
+    fn number<E: de::Error>(&mut self, v: f64, value: impl FnOnce() -> Value) -> Result<(), E> {
+        let bytes: &[u8] = match self.t {
+            ElementType::F32 => &(v as f32).to_le_bytes(),
+            ElementType::F64 => &v.to_le_bytes(),
+            ElementType::F16 => &f32_to_f16(v as f32).to_le_bytes(),
+            ElementType::Bf16 => &f32_to_bf16(v as f32).to_le_bytes(),
+            _ => return self.leaf(&value()),
+        };
+        self.take_slot()?;
+        self.out.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// The index of the next element, counted; an error past the shape's count.
+    fn take_slot<E: de::Error>(&mut self) -> Result<u64, E> {
         let i = self.count;
         if i >= self.expected {
             let error = self.count_error(format!("more than {}", self.expected));
             return Err(self.fail(error));
         }
         self.count += 1;
-        let field = self.field;
-        encode(self.t, value, &|| format!("{field}[{i}]"), &mut self.out).map_err(|e| self.fail(e))
+        Ok(i)
     }
 }
 
@@ -143,15 +165,15 @@ impl<'de> Visitor<'de> for Data<'_, '_> {
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.0.leaf(&Value::from(v))
+        self.0.number(v as f64, || Value::from(v))
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.0.leaf(&Value::from(v))
+        self.0.number(v as f64, || Value::from(v))
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.0.leaf(&Value::from(v))
+        self.0.number(v, || Value::from(v))
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
@@ -200,6 +222,28 @@ mod tests {
         assert_eq!(nested, flat);
         assert_eq!(nested, [1, 0, 2, 0, 3, 0, 4, 0]);
         assert_eq!(parse("7", ElementType::U8, &[]).unwrap(), [7]);
+    }
+
+    #[test]
+    fn numbers_in_float_tensors_encode_as_json_values_do() {
+        let text = "[1, -2, 3.5, 18446744073709551615, -9223372036854775808, 1e-40, 65519.9]";
+        let values: Vec<Value> = serde_json::from_str(text).unwrap();
+        for t in [
+            ElementType::F32,
+            ElementType::F64,
+            ElementType::F16,
+            ElementType::Bf16,
+        ] {
+            let mut want = Vec::new();
+            for v in &values {
+                encode(t, v, &String::new, &mut want).unwrap();
+            }
+            assert_eq!(parse(text, t, &[7]).unwrap(), want, "{t:?}");
+        }
+        assert_eq!(
+            parse("[1, 2, 3]", ElementType::F32, &[2]).unwrap_err(),
+            "`inputs[0].data`: shape [2] needs 2 elements, data has more than 2"
+        );
     }
 
     #[test]
