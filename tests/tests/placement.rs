@@ -279,7 +279,7 @@ fn a_handler_that_prints_is_answered_and_stays_on_guest_threads() {
     let path = "/serving-endpoints/slow/invocations";
     let plain = json!({"inputs": {"x": [[1.0, 2.0]]}});
     let printing = json!({"inputs": {"x": [[1.0, 2.0]]}, "params": {"print": true}});
-    for body in [&plain, &plain, &printing, &plain] {
+    let answered = |body: &serde_json::Value| {
         let (status, reply) = client.post(path, body);
         assert_eq!(status, 200, "{reply}");
         assert_eq!(
@@ -287,16 +287,26 @@ fn a_handler_that_prints_is_answered_and_stays_on_guest_threads() {
             json!([{"x": [1.0, 2.0], "calls": 1}]),
             "{reply}"
         );
+    };
+    // The first run proves the entity fast; on a loaded machine a debug build's first runs
+    // can take longer than the proof allows (CI saw it once), so plain requests go until
+    // one runs inline.
+    let mut sent = 0;
+    loop {
+        answered(&plain);
+        sent += 1;
+        let seen = served(&server, sent);
+        if seen.last().map(String::as_str) == Some("inline") {
+            break;
+        }
+        assert!(sent < 6, "no plain request ran inline: {seen:?}");
     }
-    let seen = served(&server, 4);
+    answered(&printing);
+    answered(&plain);
+    let seen = served(&server, sent + 2);
     assert_eq!(
-        seen,
-        [
-            "guest-thread",
-            "inline",
-            "inline-then-guest-thread",
-            "guest-thread"
-        ],
+        seen[sent..],
+        ["inline-then-guest-thread", "guest-thread"],
         "{seen:?}"
     );
 }
