@@ -152,9 +152,11 @@ impl EntityRuntime {
         // request counted goes without waiting out its delay.
         let in_flight = self.image.graphs.requests_started();
         let in_sandbox = self.threads.occupancy().enter();
-        let inline = in_sandbox.alone()
-            && self.history.inline_allowed(now_millis())
+        // Proven fast and small: it runs inline when alone; on a guest thread it holds out
+        // for one at normal priority rather than start in the idle class (`executor`).
+        let short = self.history.inline_allowed(now_millis())
             && input_bytes(&request) <= MAX_INLINE_INPUT_BYTES;
+        let inline = short && in_sandbox.alone();
         let (outcome, placement) = if inline {
             let ran = self
                 .run_inline_first(request, request_id, arrived, permit, &in_flight)
@@ -164,8 +166,13 @@ impl EntityRuntime {
         } else {
             // Counted again only while its guest runs at normal priority (below).
             drop(in_sandbox);
+            let length = if short {
+                JobLength::Short
+            } else {
+                JobLength::Unknown
+            };
             let outcome = self
-                .run_on_guest_thread(request, request_id, arrived, permit, &in_flight)
+                .run_on_guest_thread(request, request_id, arrived, permit, &in_flight, length)
                 .await;
             (outcome, Placement::GuestThread)
         };
@@ -271,14 +278,23 @@ impl EntityRuntime {
         permit: OwnedSemaphorePermit,
         in_flight: &RequestInFlight,
     ) -> (Result<Invocation, ServingError>, Placement) {
+        // Its entity was just demoted or sent off the async workers for good: no longer short.
         let outcome = self
-            .run_on_guest_thread(request, request_id, started, permit, in_flight)
+            .run_on_guest_thread(
+                request,
+                request_id,
+                started,
+                permit,
+                in_flight,
+                JobLength::Unknown,
+            )
             .await;
         (outcome, Placement::InlineThenGuestThread)
     }
 
     /// Runs the request on a guest thread with what is left, when the thread takes it, of
-    /// the entity's timeout counted from `started`.
+    /// the entity's timeout counted from `started`; `length` is what the caller knows of
+    /// its run.
     async fn run_on_guest_thread(
         self: &Arc<Self>,
         request: Request,
@@ -286,14 +302,11 @@ impl EntityRuntime {
         started: Instant,
         permit: OwnedSemaphorePermit,
         in_flight: &RequestInFlight,
+        length: JobLength,
     ) -> Result<Invocation, ServingError> {
         let entity = self.clone();
         let in_flight = in_flight.clone();
         let deadline = started + self.limits.timeout;
-        // Proven fast and small (the test for running inline, less being alone): it waits
-        // for a thread at normal priority rather than run in the idle class (`executor`).
-        let short = self.history.inline_allowed(now_millis())
-            && input_bytes(&request) <= MAX_INLINE_INPUT_BYTES;
         let work = move || {
             let _slot = permit;
             // A guest in the idle scheduling class does not compete with a short
@@ -332,11 +345,6 @@ impl EntityRuntime {
                 }
             };
             ((outcome, log), clean_up)
-        };
-        let length = if short {
-            JobLength::Short
-        } else {
-            JobLength::Unknown
         };
         let job = self.threads.run_as(&self.tenant, length, work);
         // The guest traps at its deadline, but only when it runs: one in the idle scheduling
