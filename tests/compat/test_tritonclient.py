@@ -178,6 +178,22 @@ def test_infer_echo_several_inputs_of_every_kind(triton):
     np.testing.assert_array_equal(counts, [a.size for a in values.values()])
 
 
+def test_fp64_json_data_arrives_exactly(triton):
+    # Doubles whose shortest text (what tritonclient's JSON encoding writes) a fast,
+    # not exactly rounded float parser reads one ulp off; the echo handler must get, and
+    # give back, the very same doubles.
+    values = np.array(
+        [0.17004902735071079, 3816.7244344497485, 103795.96131000601, -230.76437453339406],
+        dtype=np.float64,
+    )
+    tensor = httpclient.InferInput("x", list(values.shape), "FP64")
+    tensor.set_data_from_numpy(values, binary_data=False)
+    result = triton.infer("echo", [tensor])
+    got = result.as_numpy("x")
+    assert got.dtype == np.float64
+    assert got.tobytes() == values.tobytes(), (got.tolist(), values.tolist())
+
+
 def test_async_infer(triton):
     images, labels, _ = digits_test_set(12)
     pending = [
