@@ -60,8 +60,8 @@ fn main() {
     let pair = |prefix: &str| wrk_pair(&server, &token, &wrk_body, prefix);
     let (mlp, floor) = (pair("mlp"), pair("floor"));
     println!();
-    println!("| wrk | connections | unbatched req/s | batched req/s | throughput ratio | unbatched p50 / p99 (us) | batched p50 / p99 (us) | unbatched CPU us/req | batched CPU us/req |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| wrk | connections | unbatched req/s | batched req/s | throughput ratio | unbatched p50 / p99 (us) | batched p50 / p99 (us) | unbatched CPU us/req | batched CPU us/req | machine idle unbatched / batched |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     print_wrk_row("mlp 4x2048", mlp);
     print_wrk_row("floor (no hidden layer)", floor);
     print_ceiling(mlp, floor);
@@ -74,6 +74,7 @@ fn wrk_pair(server: &TestServer, token: &str, body: &[u8], prefix: &str) -> (Wrk
     let scratch = tempfile::tempdir().expect("temp dir");
     let url = |side: &str| format!("{}/v2/models/{prefix}-{side}/versions/1/infer", server.url);
     let (plain, batched, pid) = (url("plain"), url("batched"), server.pid());
+    let batches_before = batches_run(server, &format!("{prefix}-batched"));
     let runs = wrk::alternate(
         scratch.path(),
         Target { url: &plain, pid },
@@ -89,12 +90,30 @@ fn wrk_pair(server: &TestServer, token: &str, body: &[u8], prefix: &str) -> (Wrk
         0,
         "wrk {prefix}: requests failed"
     );
+    let batches = batches_run(server, &format!("{prefix}-batched")) - batches_before;
+    println!(
+        "wrk {prefix}: {batches} batches for {} batched requests, {:.1} requests a batch",
+        runs.1.requests,
+        runs.1.requests as f64 / batches.max(1) as f64
+    );
     runs
+}
+
+/// Batched runs of model `model` so far (`sandserve_batches_total` on `/metrics`; a
+/// request that ran alone is in none).
+fn batches_run(server: &TestServer, model: &str) -> u64 {
+    let admin = server.admin();
+    let text = String::from_utf8(admin.get_raw("/metrics", &[]).body).unwrap_or_default();
+    let image = format!("image=\"bench/{model}@1\"");
+    text.lines()
+        .filter(|l| l.starts_with("sandserve_batches_total{") && l.contains(&image))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 fn print_wrk_row(row: &str, (plain, batched): (WrkRun, WrkRun)) {
     println!(
-        "| {row} | 32 | {:.0} | {:.0} | {:.2}x | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} | {:.0} |",
+        "| {row} | 32 | {:.0} | {:.0} | {:.2}x | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} | {:.0} | {:.0}% / {:.0}% |",
         plain.per_second,
         batched.per_second,
         batched.per_second / plain.per_second,
@@ -104,6 +123,8 @@ fn print_wrk_row(row: &str, (plain, batched): (WrkRun, WrkRun)) {
         batched.p99_us,
         plain.cpu_us_per_request(),
         batched.cpu_us_per_request(),
+        plain.machine_idle_share() * 100.0,
+        batched.machine_idle_share() * 100.0,
     );
 }
 

@@ -136,12 +136,15 @@ pub struct MlpBenchSettings {
     /// `intra_op_threads` of the batched package's graph (the plain one keeps 1: its
     /// requests already run side by side, one per core).
     pub batched_intra_op_threads: u64,
+    /// `max_running_batches` of the batched package; 0 leaves the server's default.
+    pub running_batches: u64,
 }
 
 impl MlpBenchSettings {
     /// From `SANDSERVE_BENCH_BATCH_DELAY_US` (default 2000), `SANDSERVE_BENCH_MAX_BATCH`
-    /// (default 32) and `SANDSERVE_BENCH_BATCH_THREADS` (default: this machine's CPUs; one
-    /// batch runs at a time, so it may use every core while the next one fills).
+    /// (default 32), `SANDSERVE_BENCH_BATCH_THREADS` (default: this machine's CPUs; one
+    /// batch runs at a time, so it may use every core while the next one fills) and
+    /// `SANDSERVE_BENCH_RUNNING_BATCHES` (default 0: the server's default).
     pub fn from_env() -> Self {
         use crate::load::env_number;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
@@ -149,6 +152,7 @@ impl MlpBenchSettings {
             delay_us: env_number("SANDSERVE_BENCH_BATCH_DELAY_US", 2000),
             max_batch_size: env_number("SANDSERVE_BENCH_MAX_BATCH", 32),
             batched_intra_op_threads: env_number("SANDSERVE_BENCH_BATCH_THREADS", cpus),
+            running_batches: env_number("SANDSERVE_BENCH_RUNNING_BATCHES", 0),
         }
     }
 }
@@ -190,10 +194,13 @@ pub fn bench_model_packages(
             &[("model/mlp.onnx", model.clone())],
         )
     };
-    let batched = format!(
+    let mut batched = format!(
         "intra_op_threads = {}\n[graphs.batching]\nmax_batch_size = {}\nmax_delay_us = {}\n",
         settings.batched_intra_op_threads, settings.max_batch_size, settings.delay_us
     );
+    if settings.running_batches > 0 {
+        batched += &format!("max_running_batches = {}\n", settings.running_batches);
+    }
     let (plain, batched_name) = (format!("{prefix}-plain"), format!("{prefix}-batched"));
     [
         (plain.clone(), package(&plain, "")),

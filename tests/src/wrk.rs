@@ -23,12 +23,23 @@ pub struct WrkRun {
     pub server_cpu_secs: f64,
     /// How long the run (or the pooled runs together) lasted, seconds.
     pub seconds: f64,
+    /// CPU time the whole machine left idle over the run (every core, from `/proc/stat`),
+    /// seconds: what neither the server nor the client could use.
+    pub machine_idle_secs: f64,
 }
 
 impl WrkRun {
     /// The server's CPU time per completed request, microseconds.
     pub fn cpu_us_per_request(&self) -> f64 {
         self.server_cpu_secs * 1e6 / self.requests.max(1) as f64
+    }
+
+    /// The share of the machine's CPU time left idle over the run (0 to 1): with every
+    /// core busy the throughput follows the CPU per request; idle time means the server
+    /// waited (for a batch to fill, a thread, the client).
+    pub fn machine_idle_share(&self) -> f64 {
+        let available = self.seconds * machine_cpus() as f64;
+        (self.machine_idle_secs / available.max(f64::MIN_POSITIVE)).clamp(0.0, 1.0)
     }
 
     /// Pools two runs (counts, CPU and time add up; latencies are weighted by requests).
@@ -45,6 +56,7 @@ impl WrkRun {
             p99_us: weight(self.p99_us, other.p99_us),
             server_cpu_secs: self.server_cpu_secs + other.server_cpu_secs,
             seconds: self.seconds + other.seconds,
+            machine_idle_secs: self.machine_idle_secs + other.machine_idle_secs,
         }
     }
 }
@@ -99,6 +111,27 @@ pub fn process_cpu_secs(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / clock_ticks_per_second()
 }
 
+/// CPU time the whole machine has spent idle so far (idle + iowait of every core, from
+/// the first line of `/proc/stat`), seconds.
+pub fn machine_idle_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait ...: idle is the 4th, iowait the 5th.
+    (fields.get(3).unwrap_or(&0.0) + fields.get(4).unwrap_or(&0.0)) / clock_ticks_per_second()
+}
+
+/// The CPUs this process may run on.
+fn machine_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 fn clock_ticks_per_second() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
@@ -146,6 +179,7 @@ end
     .expect("write the wrk script");
     let threads = connections.clamp(1, 2);
     let cpu_before = process_cpu_secs(server_pid);
+    let idle_before = machine_idle_secs();
     let output = Command::new("wrk")
         .args(["-t", &threads.to_string(), "-c", &connections.to_string()])
         .args(["-d", &format!("{}s", duration.as_secs().max(1))])
@@ -155,6 +189,7 @@ end
         .output()
         .expect("run wrk (apt-get install wrk)");
     let cpu = process_cpu_secs(server_pid) - cpu_before;
+    let idle = machine_idle_secs() - idle_before;
     let text = String::from_utf8_lossy(&output.stdout);
     let line = text
         .lines()
@@ -173,6 +208,9 @@ end
         p99_us: f[4],
         server_cpu_secs: cpu,
         seconds,
+        // Read around the whole wrk process, whose start and exit fall outside its timed
+        // part: a few milliseconds of idle too many, at most.
+        machine_idle_secs: idle.max(0.0),
     }
 }
 
