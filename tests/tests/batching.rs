@@ -176,7 +176,52 @@ fn batched_and_unbatched_answers_agree_under_concurrent_requests() {
         );
         // At most 16 rows a batch, each request holding at least one.
         assert!(sizes.iter().all(|&n| n <= 16), "{sizes:?}");
+        executions_add_up(
+            &s.client,
+            name,
+            &sizes,
+            2 * bodies.len(),
+            2 * (0..24).map(rows).sum::<usize>(),
+        );
     }
+    // The unbatched version: one execution a request, no batch statistics.
+    let (status, plain) = s.client.get("/v2/models/plain/versions/1/stats");
+    assert_eq!(status, 200, "{plain}");
+    let plain = &plain["model_stats"][0];
+    assert_eq!(plain["inference_count"], 24, "{plain}");
+    assert_eq!(plain["execution_count"], 24, "{plain}");
+    assert_eq!(plain["batch_stats"], json!([]), "{plain}");
+}
+
+/// Triton's statistics of `model` after `requests` requests (of `rows` rows in all) ran in
+/// batches of `sizes` requests (the server's log) and alone: one execution for each batch
+/// and each request that ran alone, and `batch_stats` counting those executions by rows.
+fn executions_add_up(client: &Client, model: &str, sizes: &[usize], requests: usize, rows: usize) {
+    let (status, body) = client.get(&format!("/v2/models/{model}/versions/1/stats"));
+    assert_eq!(status, 200, "{body}");
+    let stats = &body["model_stats"][0];
+    assert_eq!(stats["inference_count"], requests, "{stats}");
+    let shared: usize = sizes.iter().map(|n| n - 1).sum();
+    assert_eq!(stats["execution_count"], requests - shared, "{stats}");
+    let by_size = stats["batch_stats"].as_array().unwrap();
+    let count = |b: &Value, stage: &str| b[stage]["count"].as_u64().unwrap() as usize;
+    let executions: usize = by_size.iter().map(|b| count(b, "compute_infer")).sum();
+    assert_eq!(executions, requests - shared, "{stats}");
+    let counted_rows: usize = by_size
+        .iter()
+        .map(|b| b["batch_size"].as_u64().unwrap() as usize * count(b, "compute_infer"))
+        .sum();
+    assert_eq!(counted_rows, rows, "{stats}");
+    for b in by_size {
+        assert_eq!(count(b, "compute_input"), count(b, "compute_infer"), "{b}");
+        assert!(b["compute_infer"]["ns"].as_u64().unwrap() > 0, "{b}");
+    }
+    assert!(
+        by_size
+            .iter()
+            .any(|b| b["batch_size"].as_u64().unwrap() >= 2),
+        "{stats}"
+    );
 }
 
 #[test]

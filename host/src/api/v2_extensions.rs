@@ -11,6 +11,7 @@
 
 use super::v2_models::describe_path;
 use super::{ApiError, AppState, Caller, RawBody};
+use crate::inference::batch_executions::{self, BatchSizeSnapshot};
 use crate::registry::{EndpointRecord, Readiness};
 use crate::telemetry::StatsSnapshot;
 use axum::extract::{Path, State};
@@ -83,15 +84,40 @@ pub async fn repository_index(
     Ok(Json(Value::Array(entries)))
 }
 
-/// One model version's statistics in Triton's shape. sandserve does no batching and has
-/// no response cache: each request is one execution, and the cache counters stay zero.
-fn model_stats(name: &str, version: u64, s: &StatsSnapshot) -> Value {
+/// One model version's statistics in Triton's shape. Each request runs its handler once;
+/// the graphs it batches (`[graphs.batching]`) run once for several requests, so
+/// `execution_count` is the handler runs less the requests that shared a batched run, and
+/// `batch_stats` has each batch size's runs of those graphs (joining the inputs, the
+/// graph's run, cutting the outputs). sandserve has no response cache: those counters stay
+/// zero.
+fn model_stats(
+    name: &str,
+    version: u64,
+    s: &StatsSnapshot,
+    batches: &[BatchSizeSnapshot],
+) -> Value {
+    let shared_runs: u64 = batches
+        .iter()
+        .map(|b| b.requests.saturating_sub(b.executions))
+        .sum();
+    let stage = |count: u64, ns: u64| json!({"count": count, "ns": ns});
+    let batch_stats: Vec<Value> = batches
+        .iter()
+        .map(|b| {
+            json!({
+                "batch_size": b.batch_size,
+                "compute_input": stage(b.executions, b.input_ns),
+                "compute_infer": stage(b.executions, b.infer_ns),
+                "compute_output": stage(b.executions, b.output_ns),
+            })
+        })
+        .collect();
     json!({
         "name": name,
         "version": version.to_string(),
         "last_inference": s.last_inference_ms,
         "inference_count": s.success.count,
-        "execution_count": s.compute_infer.count,
+        "execution_count": s.compute_infer.count.saturating_sub(shared_runs),
         "inference_stats": {
             "success": s.success,
             "fail": s.fail,
@@ -103,7 +129,7 @@ fn model_stats(name: &str, version: u64, s: &StatsSnapshot) -> Value {
             "cache_miss": {"count": 0, "ns": 0},
         },
         "response_stats": {},
-        "batch_stats": [],
+        "batch_stats": batch_stats,
         "memory_usage": [],
     })
 }
@@ -122,7 +148,8 @@ pub async fn all_stats(
         }
         for image in state.images.versions(&grant.tenant, &model)? {
             let snapshot = table.snapshot(&grant.tenant, &model, image.version);
-            stats.push(model_stats(&model, image.version, &snapshot));
+            let batches = batch_executions::snapshot(&grant.tenant, &model, image.version);
+            stats.push(model_stats(&model, image.version, &snapshot, &batches));
         }
     }
     Ok(Json(json!({ "model_stats": stats })))
@@ -139,7 +166,15 @@ pub async fn stats(
     let table = state.images.stats();
     let stats: Vec<Value> = served
         .iter()
-        .map(|(model, v)| model_stats(model, *v, &table.snapshot(&grant.tenant, model, *v)))
+        .map(|(model, v)| {
+            let batches = batch_executions::snapshot(&grant.tenant, model, *v);
+            model_stats(
+                model,
+                *v,
+                &table.snapshot(&grant.tenant, model, *v),
+                &batches,
+            )
+        })
         .collect();
     Ok(Json(json!({ "model_stats": stats })))
 }

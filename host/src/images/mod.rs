@@ -478,6 +478,7 @@ impl ImageService {
         let record = self.registry.delete_image(tenant, name, version)?;
         self.unload(tenant, name, version);
         self.stats.remove(tenant, name, version);
+        crate::inference::batch_executions::forget(tenant, name, version);
         let blobs: Vec<Digest> = record.blobs().cloned().collect();
         self.collect_garbage(&blobs);
         Ok(record)

@@ -17,6 +17,7 @@ mod self_contained;
 mod stats;
 mod types;
 
+pub use batching::executions as batch_executions;
 pub use batching::{
     default_running_batches, BatchPolicy, BatchStatsSnapshot, InFlightScope, RequestInFlight,
     DEFAULT_MAX_BATCH_MIB, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_DELAY_US,

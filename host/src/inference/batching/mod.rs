@@ -4,8 +4,10 @@
 //! too, and for a version shared by its owner every tenant serving it) are gathered for up to the graph's delay and run as one batched inference; each
 //! guest gets its own slice of the outputs and its code does not change. The batcher is
 //! in `queue`, joining and cutting tensors in `tensors`, the settings in `policy`, and how
-//! the request's deadline reaches a host call in `deadline`.
+//! the request's deadline reaches a host call in `deadline`; `executions` counts the runs
+//! by batch size (Triton's `batch_stats`).
 
+pub mod executions;
 mod in_flight;
 mod policy;
 mod queue;

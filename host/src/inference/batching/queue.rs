@@ -34,6 +34,7 @@
 use super::super::context::RunGraph;
 use super::super::failed;
 use super::super::types::wasi_nn_name;
+use super::executions::{self, Execution};
 use super::policy::BatchPolicy;
 use super::tensors;
 use crate::runtime::call_scope as deadline;
@@ -307,6 +308,13 @@ impl Batcher {
         self.lead(batch, &names)
     }
 
+    /// Counts one execution of `tenant`'s requests (`None`: a run off the guest-thread
+    /// pool, counted for the version's owner).
+    fn record(&self, tenant: Option<&str>, execution: Execution) {
+        let owner = self.image.split('/').next().unwrap_or_default();
+        executions::record(tenant.unwrap_or(owner), &self.image, execution);
+    }
+
     /// Keeps how long the run started at `started` took: the estimate of the next.
     fn remember_run_time(&self, started: Instant) {
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -382,7 +390,31 @@ impl Batcher {
 
     fn alone(&self, inputs: &[(String, &Tensor)]) -> Result<Outputs, BackendError> {
         self.counters.alone_requests.fetch_add(1, Ordering::Relaxed);
-        self.graph.run(inputs)
+        self.run_one(inputs)
+    }
+
+    /// Runs one request's `inputs` on the graph by themselves, counted as an execution of
+    /// their rows when it succeeds.
+    fn run_one(&self, inputs: &[(String, &Tensor)]) -> Result<Outputs, BackendError> {
+        let started = Instant::now();
+        let outputs = self.graph.run(inputs)?;
+        let rows = inputs.first().map_or(1, |(_, t)| {
+            t.dimensions
+                .get(self.policy.batch_dimension)
+                .map_or(1, |&r| r as usize)
+        });
+        let tenant = deadline::current_tenant();
+        self.record(
+            tenant.as_deref(),
+            Execution {
+                rows,
+                requests: 1,
+                input: Duration::ZERO,
+                infer: started.elapsed(),
+                output: Duration::ZERO,
+            },
+        );
+        Ok(outputs)
     }
 
     fn alone_unlocked(
@@ -410,7 +442,7 @@ impl Batcher {
                 deadline::charge_cpu_from_others(cpu);
                 result
             }
-            Ok(Reply::RunAlone) | Err(RecvTimeoutError::Disconnected) => self.graph.run(inputs),
+            Ok(Reply::RunAlone) | Err(RecvTimeoutError::Disconnected) => self.run_one(inputs),
             Err(RecvTimeoutError::Timeout) => Err(failed(format!(
                 "graph `{}`: the request's deadline passed while it waited for its batch",
                 self.name
@@ -445,7 +477,7 @@ impl Batcher {
                 let refs: Vec<(String, &Tensor)> =
                     own.iter().map(|(n, t)| (n.clone(), t)).collect();
                 let started = Instant::now();
-                let outputs = self.graph.run(&refs);
+                let outputs = self.run_one(&refs);
                 self.remember_run_time(started);
                 outputs
             }
@@ -492,7 +524,7 @@ impl Batcher {
                 let own = own_inputs(&members);
                 let refs: Vec<(String, &Tensor)> =
                     own.iter().map(|(n, t)| (n.clone(), t)).collect();
-                self.graph.run(&refs)
+                self.run_one(&refs)
             }
         }
     }
@@ -505,6 +537,7 @@ impl Batcher {
         names: &[String],
     ) -> Result<(Vec<Outputs>, Vec<Duration>), String> {
         let d = self.policy.batch_dimension;
+        let joining = Instant::now();
         let mut joined = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
             let parts: Vec<&Tensor> = members.iter().map(|m| &m.inputs[i]).collect();
@@ -513,9 +546,11 @@ impl Batcher {
         }
         let refs: Vec<(String, &Tensor)> = joined.iter().map(|(n, t)| (n.clone(), t)).collect();
         let started = Instant::now();
+        let input = started - joining;
         let cpu_before = priority::this_threads_cpu_time();
         let outputs = self.graph.run(&refs);
         let cpu = priority::this_threads_cpu_time().saturating_sub(cpu_before);
+        let infer = started.elapsed();
         self.remember_run_time(started);
         let rows: Vec<usize> = members.iter().map(|m| m.rows).collect();
         // The leader's own rows are its work; the rest it did for the followers.
@@ -527,6 +562,7 @@ impl Batcher {
         let shares: Vec<Duration> = rows.iter().map(|&r| share(r)).collect();
         deadline::credit_cpu_for_others(share(total - rows[0]));
         let outputs = outputs.map_err(|e| e.to_string())?;
+        let cutting = Instant::now();
         let mut slices: Vec<Outputs> = members.iter().map(|_| Vec::new()).collect();
         for output in outputs {
             let parts = tensors::split(&output.tensor, d, &rows)
@@ -537,6 +573,29 @@ impl Batcher {
                     tensor,
                 });
             }
+        }
+        let output = cutting.elapsed();
+        // Each tenant's own rows and requests: a tenant never learns who else was there.
+        let mut tenants: Vec<(Option<&str>, usize, usize)> = Vec::with_capacity(2);
+        for member in members {
+            let tenant = member.tenant.as_deref();
+            match tenants.iter_mut().find(|(t, _, _)| *t == tenant) {
+                Some((_, rows, requests)) => {
+                    *rows += member.rows;
+                    *requests += 1;
+                }
+                None => tenants.push((tenant, member.rows, 1)),
+            }
+        }
+        for (tenant, rows, requests) in tenants {
+            let execution = Execution {
+                rows,
+                requests,
+                input,
+                infer,
+                output,
+            };
+            self.record(tenant, execution);
         }
         Ok((slices, shares))
     }

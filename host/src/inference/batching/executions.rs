@@ -1,0 +1,188 @@
+//! How many executions of each batch size a batched graph's image version ran, and where
+//! their time went: what Triton reports as a model's `batch_stats` and what its
+//! `execution_count` is made of (one execution can answer several requests).
+//!
+//! Counted per tenant and image version (`tenant/model@version`, the label batches carry)
+//! in a table that lives as long as the server, like the version's other counters
+//! (`telemetry::stats`): a version released after idling and loaded again counts on. A
+//! batch of a shared version that holds several tenants' requests counts, for each
+//! tenant, as one execution of its own rows: a tenant's statistics never show that
+//! another tenant's requests were there.
+
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// Counters of one batch size.
+#[derive(Debug, Default, Clone, Copy)]
+struct SizeCounters {
+    executions: u64,
+    requests: u64,
+    input_ns: u64,
+    infer_ns: u64,
+    output_ns: u64,
+}
+
+/// One tenant's executions of one image version, by batch size (rows).
+#[derive(Debug, Default)]
+struct Executions {
+    sizes: Mutex<BTreeMap<usize, SizeCounters>>,
+}
+
+/// What one execution did: its rows, the requests it answered, and how long joining the
+/// inputs, running the graph and cutting the outputs took.
+#[derive(Debug, Clone, Copy)]
+pub struct Execution {
+    /// Rows along the batch dimension (Triton's batch size).
+    pub rows: usize,
+    /// Requests it answered.
+    pub requests: usize,
+    /// Joining the requests' inputs into one tensor each.
+    pub input: Duration,
+    /// The graph's run.
+    pub infer: Duration,
+    /// Cutting the outputs into each request's slice.
+    pub output: Duration,
+}
+
+/// The executions of one batch size, as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BatchSizeSnapshot {
+    /// Rows along the batch dimension.
+    pub batch_size: usize,
+    /// Executions of that size.
+    pub executions: u64,
+    /// Requests they answered.
+    pub requests: u64,
+    /// Nanoseconds spent joining inputs, all together.
+    pub input_ns: u64,
+    /// Nanoseconds spent running the graph.
+    pub infer_ns: u64,
+    /// Nanoseconds spent cutting outputs.
+    pub output_ns: u64,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Executions {
+    /// Counts one execution.
+    fn record(&self, run: Execution) {
+        let mut sizes = self.sizes.lock().unwrap_or_else(|p| p.into_inner());
+        let c = sizes.entry(run.rows).or_default();
+        c.executions += 1;
+        c.requests += run.requests as u64;
+        c.input_ns = c.input_ns.saturating_add(nanos(run.input));
+        c.infer_ns = c.infer_ns.saturating_add(nanos(run.infer));
+        c.output_ns = c.output_ns.saturating_add(nanos(run.output));
+    }
+
+    /// Every batch size seen, smallest first.
+    fn snapshot(&self) -> Vec<BatchSizeSnapshot> {
+        let sizes = self.sizes.lock().unwrap_or_else(|p| p.into_inner());
+        sizes
+            .iter()
+            .map(|(&batch_size, c)| BatchSizeSnapshot {
+                batch_size,
+                executions: c.executions,
+                requests: c.requests,
+                input_ns: c.input_ns,
+                infer_ns: c.infer_ns,
+                output_ns: c.output_ns,
+            })
+            .collect()
+    }
+}
+
+/// (tenant whose requests ran, image version label).
+type Key = (String, String);
+
+fn table() -> &'static Mutex<HashMap<Key, Arc<Executions>>> {
+    static TABLE: OnceLock<Mutex<HashMap<Key, Arc<Executions>>>> = OnceLock::new();
+    TABLE.get_or_init(Mutex::default)
+}
+
+/// Counts one execution of `tenant`'s requests on image version `image`
+/// (`owner/model@version`).
+pub fn record(tenant: &str, image: &str, run: Execution) {
+    let executions = table()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry((tenant.to_string(), image.to_string()))
+        .or_default()
+        .clone();
+    executions.record(run);
+}
+
+/// The executions of `tenant`'s own version `model@version` as read now (empty when none
+/// of its graphs batches, or none ran).
+pub fn snapshot(tenant: &str, model: &str, version: u64) -> Vec<BatchSizeSnapshot> {
+    let key = (tenant.to_string(), format!("{tenant}/{model}@{version}"));
+    let executions = table()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .cloned();
+    executions.map(|e| e.snapshot()).unwrap_or_default()
+}
+
+/// Drops a deleted version's counters (every tenant's).
+pub fn forget(tenant: &str, model: &str, version: u64) {
+    let image = format!("{tenant}/{model}@{version}");
+    table()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|(_, label), _| *label != image);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executions_add_up_per_batch_size_and_version() {
+        let run = |rows, requests, ns| Execution {
+            rows,
+            requests,
+            input: Duration::from_nanos(ns),
+            infer: Duration::from_nanos(10 * ns),
+            output: Duration::from_nanos(2 * ns),
+        };
+        let image = "acme/executions-test@1";
+        record("acme", image, run(4, 3, 5));
+        record("acme", image, run(4, 2, 7));
+        record("acme", image, run(1, 1, 1));
+        record("acme", "acme/executions-test@2", run(8, 8, 1));
+        // Another tenant's requests on acme's shared version are its own.
+        record("globex", image, run(2, 2, 1));
+        let read = snapshot("acme", "executions-test", 1);
+        assert_eq!(
+            read,
+            vec![
+                BatchSizeSnapshot {
+                    batch_size: 1,
+                    executions: 1,
+                    requests: 1,
+                    input_ns: 1,
+                    infer_ns: 10,
+                    output_ns: 2
+                },
+                BatchSizeSnapshot {
+                    batch_size: 4,
+                    executions: 2,
+                    requests: 5,
+                    input_ns: 12,
+                    infer_ns: 120,
+                    output_ns: 24
+                },
+            ]
+        );
+        forget("acme", "executions-test", 1);
+        assert!(snapshot("acme", "executions-test", 1).is_empty());
+        let globex = ("globex".to_string(), "acme/executions-test@1".to_string());
+        assert!(!table().lock().unwrap().contains_key(&globex));
+        assert_eq!(snapshot("acme", "executions-test", 2).len(), 1);
+    }
+}
