@@ -336,6 +336,17 @@ fn two_tenants_batch_together_on_a_shared_version_and_see_only_their_own() {
         assert_eq!(status, 200, "{stats}");
         let success = &stats["model_stats"][0]["inference_stats"]["success"]["count"];
         assert_eq!(success.as_u64(), Some(sent), "{endpoint}: {stats}");
+        // Its batch statistics count its own rows only, though batches mixed both tenants.
+        let own_rows = rounds as u64 * (0..12).map(|i| rows_of(i) as u64).sum::<u64>();
+        let counted: u64 = stats["model_stats"][0]["batch_stats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                b["batch_size"].as_u64().unwrap() * b["compute_infer"]["count"].as_u64().unwrap()
+            })
+            .sum();
+        assert_eq!(counted, own_rows, "{endpoint}: {stats}");
     }
     // Inference tables hold only the tenant's own requests (inputs and outputs).
     for (client, endpoint, mine, theirs) in [

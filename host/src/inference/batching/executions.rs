@@ -116,10 +116,15 @@ pub fn record(tenant: &str, image: &str, run: Execution) {
     executions.record(run);
 }
 
-/// The executions of `tenant`'s own version `model@version` as read now (empty when none
-/// of its graphs batches, or none ran).
+/// The executions of `tenant`'s requests on `model@version` as read now: its own model, or
+/// `owner/model` shared with it (empty when none of its graphs batches, or none ran).
 pub fn snapshot(tenant: &str, model: &str, version: u64) -> Vec<BatchSizeSnapshot> {
-    let key = (tenant.to_string(), format!("{tenant}/{model}@{version}"));
+    let image = if model.contains('/') {
+        format!("{model}@{version}")
+    } else {
+        format!("{tenant}/{model}@{version}")
+    };
+    let key = (tenant.to_string(), image);
     let executions = table()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -157,6 +162,7 @@ mod tests {
         record("acme", "acme/executions-test@2", run(8, 8, 1));
         // Another tenant's requests on acme's shared version are its own.
         record("globex", image, run(2, 2, 1));
+        assert_eq!(snapshot("globex", "acme/executions-test", 1).len(), 1);
         let read = snapshot("acme", "executions-test", 1);
         assert_eq!(
             read,
