@@ -30,20 +30,25 @@ struct Executions {
     sizes: Mutex<BTreeMap<usize, SizeCounters>>,
 }
 
-/// What one execution did: its rows, the requests it answered, and how long joining the
-/// inputs, running the graph and cutting the outputs took.
-#[derive(Debug, Clone, Copy)]
-pub struct Execution {
-    /// Rows along the batch dimension (Triton's batch size).
-    pub rows: usize,
-    /// Requests it answered.
-    pub requests: usize,
-    /// Joining the requests' inputs into one tensor each.
+/// How long one run's stages took: joining the requests' inputs into one tensor each,
+/// the graph's run, and cutting the outputs into each request's slice.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunTimes {
+    /// Joining the inputs (zero for a request run alone).
     pub input: Duration,
     /// The graph's run.
     pub infer: Duration,
-    /// Cutting the outputs into each request's slice.
+    /// Cutting the outputs (zero for a request run alone).
     pub output: Duration,
+}
+
+/// One tenant's part of one run: its rows along the batch dimension (Triton's batch
+/// size) and its requests.
+#[derive(Debug, Clone, Copy)]
+struct Execution {
+    rows: usize,
+    requests: usize,
+    times: RunTimes,
 }
 
 /// The executions of one batch size, as read.
@@ -74,9 +79,9 @@ impl Executions {
         let c = sizes.entry(run.rows).or_default();
         c.executions += 1;
         c.requests += run.requests as u64;
-        c.input_ns = c.input_ns.saturating_add(nanos(run.input));
-        c.infer_ns = c.infer_ns.saturating_add(nanos(run.infer));
-        c.output_ns = c.output_ns.saturating_add(nanos(run.output));
+        c.input_ns = c.input_ns.saturating_add(nanos(run.times.input));
+        c.infer_ns = c.infer_ns.saturating_add(nanos(run.times.infer));
+        c.output_ns = c.output_ns.saturating_add(nanos(run.times.output));
     }
 
     /// Every batch size seen, smallest first.
@@ -104,16 +109,40 @@ fn table() -> &'static Mutex<HashMap<Key, Arc<Executions>>> {
     TABLE.get_or_init(Mutex::default)
 }
 
-/// Counts one execution of `tenant`'s requests on image version `image`
-/// (`owner/model@version`).
-pub fn record(tenant: &str, image: &str, run: Execution) {
-    let executions = table()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry((tenant.to_string(), image.to_string()))
-        .or_default()
-        .clone();
-    executions.record(run);
+/// Counts one run on image version `image` (`owner/model@version`) that held requests of
+/// `held` (each request's tenant, `None` for one off the guest-thread pool, which counts
+/// for the owner, and its rows): for each tenant, one execution of its own rows.
+pub fn record_run<'t>(
+    image: &str,
+    held: impl IntoIterator<Item = (Option<&'t str>, usize)>,
+    times: RunTimes,
+) {
+    let owner = image.split('/').next().unwrap_or_default();
+    let mut parts: Vec<(&str, Execution)> = Vec::with_capacity(2);
+    for (tenant, rows) in held {
+        let tenant = tenant.unwrap_or(owner);
+        match parts.iter_mut().find(|(t, _)| *t == tenant) {
+            Some((_, part)) => {
+                part.rows += rows;
+                part.requests += 1;
+            }
+            None => parts.push((
+                tenant,
+                Execution {
+                    rows,
+                    requests: 1,
+                    times,
+                },
+            )),
+        }
+    }
+    let mut table = table().lock().unwrap_or_else(|p| p.into_inner());
+    for (tenant, part) in parts {
+        table
+            .entry((tenant.to_string(), image.to_string()))
+            .or_default()
+            .record(part);
+    }
 }
 
 /// The executions of `tenant`'s requests on `model@version` as read now: its own model, or
@@ -148,21 +177,29 @@ mod tests {
 
     #[test]
     fn executions_add_up_per_batch_size_and_version() {
-        let run = |rows, requests, ns| Execution {
-            rows,
-            requests,
+        let times = |ns| RunTimes {
             input: Duration::from_nanos(ns),
             infer: Duration::from_nanos(10 * ns),
             output: Duration::from_nanos(2 * ns),
         };
         let image = "acme/executions-test@1";
-        record("acme", image, run(4, 3, 5));
-        record("acme", image, run(4, 2, 7));
-        record("acme", image, run(1, 1, 1));
-        record("acme", "acme/executions-test@2", run(8, 8, 1));
-        // Another tenant's requests on acme's shared version are its own.
-        record("globex", image, run(2, 2, 1));
-        assert_eq!(snapshot("globex", "acme/executions-test", 1).len(), 1);
+        let (acme, globex) = (Some("acme"), Some("globex"));
+        // A batch of acme's three requests (4 rows), one that also held two of globex's
+        // (a shared version), one off the guest threads (the owner's), and one request alone.
+        record_run(image, [(acme, 2), (acme, 1), (acme, 1)], times(5));
+        record_run(
+            image,
+            [(acme, 2), (globex, 1), (None, 2), (globex, 1)],
+            times(7),
+        );
+        record_run(image, [(acme, 1)], times(1));
+        record_run("acme/executions-test@2", [(acme, 8)], times(1));
+        // globex sees its own part only: one execution of its two rows.
+        let theirs = snapshot("globex", "acme/executions-test", 1);
+        assert_eq!(
+            (theirs.len(), theirs[0].batch_size, theirs[0].requests),
+            (1, 2, 2)
+        );
         let read = snapshot("acme", "executions-test", 1);
         assert_eq!(
             read,

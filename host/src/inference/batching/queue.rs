@@ -34,7 +34,7 @@
 use super::super::context::RunGraph;
 use super::super::failed;
 use super::super::types::wasi_nn_name;
-use super::executions::{self, Execution};
+use super::executions::{self, RunTimes};
 use super::policy::BatchPolicy;
 use super::tensors;
 use crate::runtime::call_scope as deadline;
@@ -308,13 +308,6 @@ impl Batcher {
         self.lead(batch, &names)
     }
 
-    /// Counts one execution of `tenant`'s requests (`None`: a run off the guest-thread
-    /// pool, counted for the version's owner).
-    fn record(&self, tenant: Option<&str>, execution: Execution) {
-        let owner = self.image.split('/').next().unwrap_or_default();
-        executions::record(tenant.unwrap_or(owner), &self.image, execution);
-    }
-
     /// Keeps how long the run started at `started` took: the estimate of the next.
     fn remember_run_time(&self, started: Instant) {
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -404,16 +397,11 @@ impl Batcher {
                 .map_or(1, |&r| r as usize)
         });
         let tenant = deadline::current_tenant();
-        self.record(
-            tenant.as_deref(),
-            Execution {
-                rows,
-                requests: 1,
-                input: Duration::ZERO,
-                infer: started.elapsed(),
-                output: Duration::ZERO,
-            },
-        );
+        let times = RunTimes {
+            infer: started.elapsed(),
+            ..RunTimes::default()
+        };
+        executions::record_run(&self.image, [(tenant.as_deref(), rows)], times);
         Ok(outputs)
     }
 
@@ -574,29 +562,13 @@ impl Batcher {
                 });
             }
         }
-        let output = cutting.elapsed();
-        // Each tenant's own rows and requests: a tenant never learns who else was there.
-        let mut tenants: Vec<(Option<&str>, usize, usize)> = Vec::with_capacity(2);
-        for member in members {
-            let tenant = member.tenant.as_deref();
-            match tenants.iter_mut().find(|(t, _, _)| *t == tenant) {
-                Some((_, rows, requests)) => {
-                    *rows += member.rows;
-                    *requests += 1;
-                }
-                None => tenants.push((tenant, member.rows, 1)),
-            }
-        }
-        for (tenant, rows, requests) in tenants {
-            let execution = Execution {
-                rows,
-                requests,
-                input,
-                infer,
-                output,
-            };
-            self.record(tenant, execution);
-        }
+        let times = RunTimes {
+            input,
+            infer,
+            output: cutting.elapsed(),
+        };
+        let held = members.iter().map(|m| (m.tenant.as_deref(), m.rows));
+        executions::record_run(&self.image, held, times);
         Ok((slices, shares))
     }
 }
