@@ -65,17 +65,44 @@ pub(crate) fn parse_elements(
 /// long mantissa (`0.17004902735071079`) can come out one ulp off, which would change a
 /// client's float64 data on the way in. FP32 and narrower lose nothing to it (their
 /// rounding is far coarser), so only FP64 pays for this second pass, with the standard
-/// library's exactly rounded parser. The first pass accepted only arrays and numbers, so
-/// every token between brackets, commas and whitespace is one element, in order.
-fn reparse_f64_exactly(text: &str, out: &mut [u8]) {
-    let tokens = text
-        .split(|c: char| matches!(c, '[' | ']' | ',') || c.is_ascii_whitespace())
-        .filter(|token| !token.is_empty());
-    for (token, slot) in tokens.zip(out.chunks_exact_mut(8)) {
+/// library's exactly rounded parser. The first pass accepted only arrays and numbers (an
+/// FP64 element must be a number), so every token between brackets, commas and whitespace
+/// is one element, in order.
+pub(crate) fn reparse_f64_exactly(text: &str, out: &mut [u8]) {
+    for (token, slot) in number_tokens(text).zip(out.chunks_exact_mut(8)) {
         if let Ok(exact) = token.parse::<f64>() {
             slot.copy_from_slice(&exact.to_le_bytes());
         }
     }
+}
+
+/// The tokens of JSON text made of arrays and numbers: what lies between brackets, commas
+/// and whitespace.
+fn number_tokens(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| matches!(c, '[' | ']' | ',') || c.is_ascii_whitespace())
+        .filter(|token| !token.is_empty())
+}
+
+/// The cells of a JSON table (a list of rows, each a list of single values) parsed exactly
+/// as float64, in row-major order; `None` unless every cell is a number (a string, a
+/// literal, an object or a nested array in any cell: the table has other cells than
+/// numbers, and a caller keeps its first parse). Already checked by a first pass.
+pub(crate) fn exact_number_table(text: &str) -> Option<Vec<f64>> {
+    let mut depth = 0usize;
+    for c in text.bytes() {
+        match c {
+            b'[' => {
+                depth += 1;
+                if depth > 2 {
+                    return None;
+                }
+            }
+            b']' => depth = depth.saturating_sub(1),
+            b'{' | b'"' => return None,
+            _ => {}
+        }
+    }
+    number_tokens(text).map(|t| t.parse::<f64>().ok()).collect()
 }
 
 struct Sink<'f> {

@@ -7,12 +7,17 @@
 //! its own tensor, `[rows, ...cell dims]`; without a signature, columns of single values
 //! that all infer to one type are then joined into one `[rows, columns]` tensor named
 //! `input` (the only case that holds the table twice, briefly).
+//!
+//! Columns declared FP64 are read again with an exactly rounded parser when every cell of
+//! the table is a number (serde_json's fast one can be one ulp off for float64); see
+//! [`exact_f64_columns`].
 
 use super::columns::column_tensors;
 use super::json::{describe_raw, describe_value, first_element_start, tree, Json, RawObject};
 use super::names::{declared, indexed};
 use super::stream::Walk;
 use super::{CodecError, DEFAULT_INPUT};
+use crate::codec::stream::{exact_number_table, reparse_f64_exactly};
 use crate::package::{Signature, TensorSignature};
 use crate::runtime::{ElementType, Tensor};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -116,18 +121,22 @@ fn column_names(names: &Json) -> Result<Vec<&str>, CodecError> {
 
 /// The whole table as one `[rows, columns]` tensor; every cell must be a single value.
 fn whole(
-    data: &RawValue,
+    data_text: &RawValue,
     width: usize,
     name: &str,
     element_type: Option<ElementType>,
 ) -> Result<Tensor, CodecError> {
     let path = |at: &[usize]| indexed("dataframe_split.data", at);
     let mut cells = Cells::Whole(Box::new(Walk::with_rank(path, element_type, 2)));
-    let rows = read_rows(data, width, &mut cells)?;
+    let rows = read_rows(data_text, width, &mut cells)?;
     let Cells::Whole(walk) = cells else {
         return Err(CodecError::field("dataframe_split.data", "unreadable"));
     };
-    let (_, element_type, data) = walk.finish()?;
+    let (_, element_type, mut data) = walk.finish()?;
+    if element_type == ElementType::F64 {
+        // Declared FP64: every cell was a number; read them again exactly.
+        reparse_f64_exactly(data_text.get(), &mut data);
+    }
     Ok(Tensor {
         name: name.to_owned(),
         shape: vec![rows, width as u64],
@@ -156,11 +165,43 @@ fn per_column(
         .collect();
     let mut cells = Cells::Columns(walks);
     let rows = read_rows(data, columns.len(), &mut cells)?;
-    let Cells::Columns(walks) = cells else {
+    let Cells::Columns(mut walks) = cells else {
         return Err(CodecError::field("dataframe_split.data", "unreadable"));
     };
+    exact_f64_columns(data, &mut walks, rows);
     let join = signature.is_none().then_some(DEFAULT_INPUT);
     column_tensors(columns, walks, rows, signature, join)
+}
+
+/// Reads the cells of the columns declared FP64 again, exactly (see
+/// `crate::codec::stream::reparse_f64_exactly`), when every cell of the table is a single
+/// number: then the table's numbers, row by row, are its cells in order. A table with
+/// other cells (strings, lists) keeps the first parse, which can be one ulp off.
+fn exact_f64_columns(data: &RawValue, walks: &mut [Walk<'_>], rows: u64) {
+    let rows = usize::try_from(rows).unwrap_or(usize::MAX);
+    if !walks
+        .iter_mut()
+        .any(|w| w.declared_f64_elements(rows).is_some())
+    {
+        return;
+    }
+    let width = walks.len();
+    let Some(cells) = exact_number_table(data.get()) else {
+        return;
+    };
+    if cells.len() != rows.saturating_mul(width) {
+        return;
+    }
+    for (c, walk) in walks.iter_mut().enumerate() {
+        if let Some(out) = walk.declared_f64_elements(rows) {
+            for (slot, exact) in out
+                .chunks_exact_mut(8)
+                .zip(cells.iter().skip(c).step_by(width))
+            {
+                slot.copy_from_slice(&exact.to_le_bytes());
+            }
+        }
+    }
 }
 
 /// Where each cell goes.

@@ -12,7 +12,7 @@ use super::json::describe_value;
 use super::names::indexed;
 use super::CodecError;
 use crate::codec::elements::encode;
-use crate::codec::stream::MAX_DATA_DEPTH;
+use crate::codec::stream::{reparse_f64_exactly, MAX_DATA_DEPTH};
 use crate::runtime::{ElementType, Tensor};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -34,7 +34,11 @@ pub(super) fn nested_tensor(
         return Err(error);
     }
     parsed.map_err(|e| CodecError::field(base, e.to_string()))?;
-    let (shape, element_type, data) = walk.finish()?;
+    let (shape, element_type, mut data) = walk.finish()?;
+    if element_type == ElementType::F64 {
+        // Declared FP64: every element was a number; read them again exactly.
+        reparse_f64_exactly(raw.get(), &mut data);
+    }
     Ok(Tensor {
         name: name.to_owned(),
         shape,
@@ -112,6 +116,17 @@ impl<'b> Walk<'b> {
     }
 
     /// Shape, element type and bytes.
+    /// The elements of a walk declared FP64 that holds exactly `count` of them, to be
+    /// overwritten by an exact parse (`crate::codec::stream::reparse_f64_exactly`).
+    pub(super) fn declared_f64_elements(&mut self, count: usize) -> Option<&mut [u8]> {
+        match &mut self.elements {
+            Elements::Declared(ElementType::F64, out) if out.len() == count.saturating_mul(8) => {
+                Some(out)
+            }
+            _ => None,
+        }
+    }
+
     pub(super) fn finish(self) -> Result<(Vec<u64>, ElementType, Vec<u8>), CodecError> {
         let shape = self.dims_from(0);
         let (element_type, data) = self.elements.finish()?;

@@ -683,3 +683,56 @@ fn bytes_round_trip() {
         );
     }
 }
+
+#[test]
+fn declared_fp64_arrives_exactly_as_sent() {
+    // serde_json's default float parser reads each of these one ulp off; a column or tensor
+    // declared FP64 must arrive unchanged (the same numbers as the V2 codec's test).
+    let sent = [
+        "0.17004902735071079",
+        "3816.7244344497485",
+        "103795.96131000601",
+        "-230.76437453339406",
+    ];
+    let want: Vec<f64> = sent.iter().map(|t| t.parse().unwrap()).collect();
+    assert_ne!(serde_json::from_str::<f64>(sent[0]).unwrap(), want[0]);
+    let f64s = |t: &Tensor| -> Vec<f64> {
+        t.data
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    };
+    let parse_text = |text: String, signature: &Signature| {
+        let (_, request) = parse_query(text.as_bytes(), Some(signature)).unwrap();
+        request
+    };
+    let (a, b, c, d) = (sent[0], sent[1], sent[2], sent[3]);
+
+    // A column declared FP64 next to an INT32 one, every cell a number.
+    let columns = sig(vec![
+        tensor_sig("x", "FP64", &[-1]),
+        tensor_sig("n", "INT32", &[-1]),
+    ]);
+    let split = format!(
+        r#"{{"dataframe_split":{{"columns":["n","x"],"data":[[1,{a}],[2, {b}],[3,{c}],[4,{d}]]}}}}"#
+    );
+    let request = parse_text(split, &columns);
+    let x = request.inputs.iter().find(|t| t.name == "x").unwrap();
+    assert_eq!(f64s(x), want, "dataframe_split, per column");
+
+    // The whole table as one FP64 tensor.
+    let table = sig(vec![tensor_sig("t", "FP64", &[-1, 2])]);
+    let split =
+        format!(r#"{{"dataframe_split":{{"columns":["p","q"],"data":[[{a},{b}],[{c},{d}]]}}}}"#);
+    assert_eq!(
+        f64s(&parse_text(split, &table).inputs[0]),
+        want,
+        "dataframe_split, whole"
+    );
+
+    // `inputs` and `instances` of a declared FP64 tensor.
+    for key in ["inputs", "instances"] {
+        let body = format!(r#"{{"{key}":[[{a},{b}],[{c},{d}]]}}"#);
+        assert_eq!(f64s(&parse_text(body, &table).inputs[0]), want, "{key}");
+    }
+}
