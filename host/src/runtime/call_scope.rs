@@ -19,7 +19,8 @@
 //!
 //! The tenant of the call ([`TenantScope`], [`current_tenant`]) is what a batch counts to
 //! tell a batch of one tenant's requests from one that mixes tenants (a shared model
-//! version); it is set by the guest-thread pool for each job it runs.
+//! version) and whose statistics a graph's run goes to; it is set by the guest-thread pool
+//! for each job it runs, and around a request run inline on an async worker.
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;

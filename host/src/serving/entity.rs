@@ -223,6 +223,9 @@ impl EntityRuntime {
         limits.timeout = left.min(INLINE_BUDGET).max(MIN_RUN);
         let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let _counted = InFlightScope::enter(in_flight);
+            // Whose run it is, as on a guest thread: a graph's statistics count each
+            // tenant's runs apart (a shared version's owner must not see its guests').
+            let _tenant = crate::runtime::call_scope::TenantScope::enter(self.tenant.clone());
             self.image
                 .handler
                 .run(self.spare.take(), &request, &limits, || {
