@@ -3,8 +3,11 @@ against the real server, configured by DATABRICKS_HOST/DATABRICKS_TOKEN as MLflo
 show. MLflow calls `/api/2.0/serving-endpoints/` with a trailing slash. Each answer is
 checked."""
 
+import io
+import tarfile
+
 import pytest
-from conftest import digit_rows, wait_until
+from conftest import digit_rows, upload, wait_until
 
 
 def ready(client, name):
@@ -99,3 +102,54 @@ def test_refused_fields_surface_as_mlflow_errors(mlflow_client):
         )
     assert info.value.response.json()["error_code"] == "INVALID_PARAMETER_VALUE"
     assert mlflow_client.list_endpoints() == []
+
+
+def renamed_with_lines(package: bytes, old: str, new: str, lines: str) -> bytes:
+    """The package of model `old` as model `new`, with `lines` appended to its
+    sandserve.toml (which stays first, as packed)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(package), mode="r:gz") as src, tarfile.open(
+        fileobj=out, mode="w:gz"
+    ) as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read() if member.isfile() else None
+            if member.name == "sandserve.toml":
+                text = data.decode().replace(f'name = "{old}"', f'name = "{new}"', 1)
+                data = (text + lines).encode()
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    return out.getvalue()
+
+
+def test_fp64_columns_arrive_exactly(mlflow_client, models, packages):
+    """A column the signature declares FP64 reaches the handler exactly as sent, and comes
+    back so: these doubles need 17 digits, and a fast float parser reads them one ulp off
+    (it fails against a server without the exact second pass)."""
+    signature = (
+        "\n[signature]\n"
+        'inputs = [{ name = "x", datatype = "FP64", shape = [-1] }]\n'
+    )
+    upload(models.api(), "echo64", renamed_with_lines(packages["echo"], "echo", "echo64", signature))
+    client = mlflow_client
+    client.create_endpoint(
+        config={
+            "name": "echo64",
+            "config": {
+                "served_entities": [
+                    {"entity_name": "echo64", "entity_version": "1",
+                     "workload_size": "Small", "scale_to_zero_enabled": False}
+                ],
+            },
+        }
+    )
+    ready(client, "echo64")
+    values = [0.17004902735071079, 3816.7244344497485, 103795.96131000601, -230.76437453339406]
+    assert all(len(repr(v).lstrip("-").replace(".", "")) >= 17 for v in values)
+    for inputs in (
+        {"dataframe_split": {"columns": ["x"], "data": [[v] for v in values]}},
+        {"inputs": {"x": values}},
+        {"instances": values},
+    ):
+        answer = client.predict(endpoint="echo64", inputs=inputs)
+        # The echo handler answers its input `x` and the element counts it saw.
+        assert answer["predictions"]["x"] == values, (inputs, answer)
