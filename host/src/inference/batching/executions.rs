@@ -11,7 +11,7 @@
 
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// Counters of one batch size.
@@ -27,7 +27,7 @@ struct SizeCounters {
 /// One tenant's executions of one image version, by batch size (rows).
 #[derive(Debug, Default)]
 struct Executions {
-    sizes: Mutex<BTreeMap<usize, SizeCounters>>,
+    sizes: BTreeMap<usize, SizeCounters>,
 }
 
 /// How long one run's stages took: joining the requests' inputs into one tensor each,
@@ -74,9 +74,8 @@ fn nanos(d: Duration) -> u64 {
 
 impl Executions {
     /// Counts one execution.
-    fn record(&self, run: Execution) {
-        let mut sizes = self.sizes.lock().unwrap_or_else(|p| p.into_inner());
-        let c = sizes.entry(run.rows).or_default();
+    fn record(&mut self, run: Execution) {
+        let c = self.sizes.entry(run.rows).or_default();
         c.executions += 1;
         c.requests += run.requests as u64;
         c.input_ns = c.input_ns.saturating_add(nanos(run.times.input));
@@ -86,8 +85,7 @@ impl Executions {
 
     /// Every batch size seen, smallest first.
     fn snapshot(&self) -> Vec<BatchSizeSnapshot> {
-        let sizes = self.sizes.lock().unwrap_or_else(|p| p.into_inner());
-        sizes
+        self.sizes
             .iter()
             .map(|(&batch_size, c)| BatchSizeSnapshot {
                 batch_size,
@@ -101,12 +99,25 @@ impl Executions {
     }
 }
 
-/// (tenant whose requests ran, image version label).
-type Key = (String, String);
+/// By image version label, then by the tenant whose requests ran. Looked up by borrowed
+/// names, so that counting a run allocates nothing once both are known.
+type Table = HashMap<String, HashMap<String, Executions>>;
 
-fn table() -> &'static Mutex<HashMap<Key, Arc<Executions>>> {
-    static TABLE: OnceLock<Mutex<HashMap<Key, Arc<Executions>>>> = OnceLock::new();
+fn table() -> &'static Mutex<Table> {
+    static TABLE: OnceLock<Mutex<Table>> = OnceLock::new();
     TABLE.get_or_init(Mutex::default)
+}
+
+/// The executions of `tenant` on `image` in `table`, made on first use (always `Some`).
+fn executions<'t>(table: &'t mut Table, image: &str, tenant: &str) -> Option<&'t mut Executions> {
+    if !table.contains_key(image) {
+        table.insert(image.to_string(), HashMap::new());
+    }
+    let by_tenant = table.get_mut(image)?;
+    if !by_tenant.contains_key(tenant) {
+        by_tenant.insert(tenant.to_string(), Executions::default());
+    }
+    by_tenant.get_mut(tenant)
 }
 
 /// Counts one run on image version `image` (`owner/model@version`) that held requests of
@@ -138,10 +149,9 @@ pub fn record_run<'t>(
     }
     let mut table = table().lock().unwrap_or_else(|p| p.into_inner());
     for (tenant, part) in parts {
-        table
-            .entry((tenant.to_string(), image.to_string()))
-            .or_default()
-            .record(part);
+        if let Some(executions) = executions(&mut table, image, tenant) {
+            executions.record(part);
+        }
     }
 }
 
@@ -153,13 +163,12 @@ pub fn snapshot(tenant: &str, model: &str, version: u64) -> Vec<BatchSizeSnapsho
     } else {
         format!("{tenant}/{model}@{version}")
     };
-    let key = (tenant.to_string(), image);
-    let executions = table()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&key)
-        .cloned();
-    executions.map(|e| e.snapshot()).unwrap_or_default()
+    let table = table().lock().unwrap_or_else(|p| p.into_inner());
+    table
+        .get(&image)
+        .and_then(|by_tenant| by_tenant.get(tenant))
+        .map(Executions::snapshot)
+        .unwrap_or_default()
 }
 
 /// Drops a deleted version's counters (every tenant's).
@@ -168,7 +177,7 @@ pub fn forget(tenant: &str, model: &str, version: u64) {
     table()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .retain(|(_, label), _| *label != image);
+        .remove(&image);
 }
 
 #[cfg(test)]
@@ -224,8 +233,7 @@ mod tests {
         );
         forget("acme", "executions-test", 1);
         assert!(snapshot("acme", "executions-test", 1).is_empty());
-        let globex = ("globex".to_string(), "acme/executions-test@1".to_string());
-        assert!(!table().lock().unwrap().contains_key(&globex));
+        assert!(snapshot("globex", "acme/executions-test", 1).is_empty());
         assert_eq!(snapshot("acme", "executions-test", 2).len(), 1);
     }
 }
