@@ -54,13 +54,12 @@ pub(crate) fn parse_elements(
     if sink.count != expected {
         return Err(sink.count_error(sink.count.to_string()));
     }
-    if t == ElementType::F64 {
-        reparse_f64_exactly(raw.get(), &mut sink.out);
-    }
+    reparse_f64_exactly(t, raw.get(), &mut sink.out);
     Ok(sink.out)
 }
 
-/// Parses again, exactly, the numbers of FP64 data that the first pass has checked.
+/// Parses again, exactly, the numbers of FP64 data that the first pass has checked (does
+/// nothing for data of any other type `t`).
 /// serde_json's default float parser is fast but not exactly rounded: a float64 with a
 /// long mantissa (`0.17004902735071079`) can come out one ulp off, which would change a
 /// client's float64 data on the way in. FP32 and narrower lose nothing to it (their
@@ -68,7 +67,10 @@ pub(crate) fn parse_elements(
 /// library's exactly rounded parser. The first pass accepted only arrays and numbers (an
 /// FP64 element must be a number), so every token between brackets, commas and whitespace
 /// is one element, in order.
-pub(crate) fn reparse_f64_exactly(text: &str, out: &mut [u8]) {
+pub(crate) fn reparse_f64_exactly(t: ElementType, text: &str, out: &mut [u8]) {
+    if t != ElementType::F64 {
+        return;
+    }
     for (token, slot) in number_tokens(text).zip(out.chunks_exact_mut(8)) {
         if let Ok(exact) = token.parse::<f64>() {
             slot.copy_from_slice(&exact.to_le_bytes());

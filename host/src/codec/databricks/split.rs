@@ -133,10 +133,7 @@ fn whole(
         return Err(CodecError::field("dataframe_split.data", "unreadable"));
     };
     let (_, element_type, mut data) = walk.finish()?;
-    if element_type == ElementType::F64 {
-        // Declared FP64: every cell was a number; read them again exactly.
-        reparse_f64_exactly(data_text.get(), &mut data);
-    }
+    reparse_f64_exactly(element_type, data_text.get(), &mut data);
     Ok(Tensor {
         name: name.to_owned(),
         shape: vec![rows, width as u64],

@@ -35,10 +35,7 @@ pub(super) fn nested_tensor(
     }
     parsed.map_err(|e| CodecError::field(base, e.to_string()))?;
     let (shape, element_type, mut data) = walk.finish()?;
-    if element_type == ElementType::F64 {
-        // Declared FP64: every element was a number; read them again exactly.
-        reparse_f64_exactly(raw.get(), &mut data);
-    }
+    reparse_f64_exactly(element_type, raw.get(), &mut data);
     Ok(Tensor {
         name: name.to_owned(),
         shape,
@@ -115,7 +112,6 @@ impl<'b> Walk<'b> {
         self.elements.element_type()
     }
 
-    /// Shape, element type and bytes.
     /// The elements of a walk declared FP64 that holds exactly `count` of them, to be
     /// overwritten by an exact parse (`crate::codec::stream::reparse_f64_exactly`).
     pub(super) fn declared_f64_elements(&mut self, count: usize) -> Option<&mut [u8]> {
@@ -127,6 +123,7 @@ impl<'b> Walk<'b> {
         }
     }
 
+    /// Shape, element type and bytes.
     pub(super) fn finish(self) -> Result<(Vec<u64>, ElementType, Vec<u8>), CodecError> {
         let shape = self.dims_from(0);
         let (element_type, data) = self.elements.finish()?;
