@@ -99,16 +99,11 @@ fn wrk_pair(server: &TestServer, token: &str, body: &[u8], prefix: &str) -> (Wrk
     runs
 }
 
-/// Batched runs of model `model` so far (`sandserve_batches_total` on `/metrics`; a
-/// request that ran alone is in none).
+/// Batched runs of model `model` so far (a request that ran alone is in none).
 fn batches_run(server: &TestServer, model: &str) -> u64 {
-    let admin = server.admin();
-    let text = String::from_utf8(admin.get_raw("/metrics", &[]).body).unwrap_or_default();
-    let image = format!("image=\"bench/{model}@1\"");
-    text.lines()
-        .filter(|l| l.starts_with("sandserve_batches_total{") && l.contains(&image))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    server
+        .admin()
+        .batches_total(&format!("bench/{model}@1"), None)
 }
 
 fn print_wrk_row(row: &str, (plain, batched): (WrkRun, WrkRun)) {

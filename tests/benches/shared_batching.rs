@@ -97,26 +97,11 @@ fn main() {
     }
     let (plain, batched) = (plain.stats(), batched.stats());
     assert_eq!(plain.errors + batched.errors, 0, "requests failed");
-    let cross = {
-        let text = String::from_utf8(admin.get_raw("/metrics", &[]).body).unwrap_or_default();
-        text.lines()
-            .filter(|l| l.starts_with("sandserve_batches_total{"))
-            .filter(|l| l.contains("image=\"owner/mlp-batched@1\""))
-            .map(|l| {
-                let n = l.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok());
-                (l.contains("cross_tenant=\"true\""), n.unwrap_or(0.0) as u64)
-            })
-            .fold(
-                (0, 0),
-                |(c, o), (is_cross, n)| {
-                    if is_cross {
-                        (c + n, o)
-                    } else {
-                        (c, o + n)
-                    }
-                },
-            )
-    };
+    let image = "owner/mlp-batched@1";
+    let cross = (
+        admin.batches_total(image, Some(true)),
+        admin.batches_total(image, Some(false)),
+    );
     println!(
         "{settings:?}, {concurrency} clients per tenant, tenant guest threads = {threads}; \
          load average before {before}, after {}",

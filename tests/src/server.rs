@@ -494,6 +494,25 @@ impl Client {
         Self::raw(request.call().expect("HTTP exchange"))
     }
 
+    /// The server's `sandserve_batches_total` for image version `image`
+    /// (`tenant/model@version`), all of it or only batches whose `cross_tenant` label is
+    /// `cross_tenant` (an admin client reads `/metrics`).
+    pub fn batches_total(&self, image: &str, cross_tenant: Option<bool>) -> u64 {
+        let reply = self.get_raw("/metrics", &[]);
+        assert_eq!(reply.status, 200, "GET /metrics");
+        let text = String::from_utf8(reply.body).expect("metrics are text");
+        let image = format!("image=\"{image}\"");
+        let cross = cross_tenant.map(|c| format!("cross_tenant=\"{c}\""));
+        text.lines()
+            .filter(|l| l.starts_with("sandserve_batches_total{") && l.contains(&image))
+            .filter(|l| cross.as_ref().is_none_or(|c| l.contains(c.as_str())))
+            .map(|l| {
+                let value = l.rsplit(' ').next().unwrap_or_default();
+                value.parse::<f64>().expect("a counter's value") as u64
+            })
+            .sum()
+    }
+
     /// POST raw bytes with extra headers; the status, the response headers (names in
     /// lower case) and the raw body.
     pub fn post_raw(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> RawReply {

@@ -151,17 +151,7 @@ fn burst(sides: &[&Side]) -> Vec<Vec<(u16, Value)>> {
 
 /// The admin's `sandserve_batches_total` of image `image` with `cross_tenant` = `cross`.
 fn batches(admin: &Client, image: &str, cross: bool) -> u64 {
-    let (status, _) = admin.get("/metrics");
-    assert_eq!(status, 200);
-    let text = admin.get_raw("/metrics", &[]).body;
-    let text = String::from_utf8(text).unwrap();
-    let image = format!("image=\"{image}\"");
-    let cross = format!("cross_tenant=\"{cross}\"");
-    text.lines()
-        .filter(|l| l.starts_with("sandserve_batches_total{"))
-        .filter(|l| l.contains(&image) && l.contains(&cross))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
-        .sum()
+    admin.batches_total(image, Some(cross))
 }
 
 /// The rows of an endpoint's inference table, once it holds at least `at_least`.
