@@ -30,32 +30,89 @@ pub(crate) fn parse_elements(
 ) -> Result<Vec<u8>, CodecError> {
     // Every element takes at least two characters of JSON text (a digit and a comma or
     // bracket), so the text bounds the element count a lying shape could ask room for.
-    let most = (raw.get().len() as u64 / 2 + 1).min(expected);
-    let mut out = Vec::new();
-    if let Some(size) = fixed_size(t) {
-        out.reserve_exact(usize::try_from(most).unwrap_or(0).saturating_mul(size));
-    }
-    let mut sink = Sink {
-        t,
-        shape,
-        expected,
-        count: 0,
-        depth: 0,
-        out,
-        field,
-        error: None,
-    };
+    let mut reader = ElementReader::new(t, shape, expected, raw.get().len(), field);
     let mut de = serde_json::Deserializer::from_str(raw.get());
-    let parsed = Data(&mut sink).deserialize(&mut de).and_then(|()| de.end());
-    if let Some(error) = sink.error.take() {
-        return Err(error);
+    let parsed = reader.seed().deserialize(&mut de).and_then(|()| de.end());
+    let mut out = reader.finish(parsed.map_err(|e| CodecError::field(field, e.to_string())))?;
+    reparse_f64_exactly(t, raw.get(), &mut out);
+    Ok(out)
+}
+
+/// Reads one tensor's data from wherever a deserializer stands: from its own raw text
+/// ([`parse_elements`]) or in the middle of a request body, during the one pass over it
+/// (`codec::v2::request`). Give [`ElementReader::seed`] to the deserializer, then hand
+/// its result to [`ElementReader::finish`].
+pub(crate) struct ElementReader<'f> {
+    sink: Sink<'f>,
+}
+
+impl<'f> ElementReader<'f> {
+    /// A reader of exactly `expected` elements of type `t` (shape `shape`, for messages)
+    /// from JSON text of at most `text_len` bytes, which bounds the room reserved ahead
+    /// (every element takes at least two characters), whatever the shape claims.
+    pub(crate) fn new(
+        t: ElementType,
+        shape: &'f [u64],
+        expected: u64,
+        text_len: usize,
+        field: &'f str,
+    ) -> Self {
+        let most = (text_len as u64 / 2 + 1).min(expected);
+        let mut out = Vec::new();
+        if let Some(size) = fixed_size(t) {
+            out.reserve_exact(usize::try_from(most).unwrap_or(0).saturating_mul(size));
+        }
+        Self {
+            sink: Sink {
+                t,
+                shape,
+                expected,
+                count: 0,
+                depth: 0,
+                out,
+                field,
+                error: None,
+            },
+        }
     }
-    parsed.map_err(|e| CodecError::field(field, e.to_string()))?;
-    if sink.count != expected {
-        return Err(sink.count_error(sink.count.to_string()));
+
+    /// The seed that reads the data's value into this reader.
+    pub(crate) fn seed(&mut self) -> Data<'_, 'f> {
+        Data(&mut self.sink)
     }
-    reparse_f64_exactly(t, raw.get(), &mut sink.out);
-    Ok(sink.out)
+
+    /// The data's bytes, given how the read went: our own error first (a bad element, too
+    /// many elements, too deep), then the deserializer's (`parsed`), then too few.
+    pub(crate) fn finish<E>(mut self, parsed: Result<(), E>) -> Result<Vec<u8>, ElementsError<E>> {
+        if let Some(error) = self.sink.error.take() {
+            return Err(ElementsError::Data(error));
+        }
+        parsed.map_err(ElementsError::Json)?;
+        if self.sink.count != self.sink.expected {
+            return Err(ElementsError::Data(
+                self.sink.count_error(self.sink.count.to_string()),
+            ));
+        }
+        Ok(self.sink.out)
+    }
+}
+
+/// Why [`ElementReader::finish`] has no data: the data itself is wrong, or the text
+/// around it is not JSON (the deserializer's own error).
+#[derive(Debug)]
+pub(crate) enum ElementsError<E> {
+    /// A wrong element, count or nesting, named by its field.
+    Data(CodecError),
+    /// The deserializer's error.
+    Json(E),
+}
+
+impl From<ElementsError<CodecError>> for CodecError {
+    fn from(error: ElementsError<CodecError>) -> Self {
+        match error {
+            ElementsError::Data(e) | ElementsError::Json(e) => e,
+        }
+    }
 }
 
 /// Parses again, exactly, the numbers of FP64 data that the first pass has checked (does
@@ -172,7 +229,7 @@ impl Sink<'_> {
 }
 
 /// The visitor over one value of the data.
-struct Data<'s, 'f>(&'s mut Sink<'f>);
+pub(crate) struct Data<'s, 'f>(&'s mut Sink<'f>);
 
 impl<'de> DeserializeSeed<'de> for Data<'_, '_> {
     type Value = ();

@@ -14,60 +14,16 @@ use super::view::Flat;
 use super::{element_type_from_v2, v2_datatype, CodecError};
 use crate::runtime::{Request, Response, Tensor};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde::Serialize;
 use serde_json::{Map, Value};
+
+mod request;
+pub use request::{
+    parse_infer_request, InferInput, InferRequest, InputData, ParseError, RequestedOutput,
+};
 
 /// The request parameter that asks for every output in binary form.
 const BINARY_DATA_OUTPUT: &str = "binary_data_output";
-
-/// A V2 inference request body, borrowing its tensors' data from the body text.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InferRequest<'a> {
-    /// Optional request id, echoed in the response.
-    #[serde(default)]
-    pub id: Option<String>,
-    /// Input tensors.
-    #[serde(borrow)]
-    pub inputs: Vec<InferInput<'a>>,
-    /// Request parameters.
-    #[serde(default)]
-    pub parameters: Option<Map<String, Value>>,
-    /// Requested outputs (names); all outputs when absent.
-    #[serde(default)]
-    pub outputs: Option<Vec<RequestedOutput>>,
-}
-
-/// One requested output.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequestedOutput {
-    /// Output name.
-    pub name: String,
-    /// Output parameters (`binary_data` only).
-    #[serde(default)]
-    pub parameters: Option<Map<String, Value>>,
-}
-
-/// A V2 input tensor; `data` is the unparsed JSON text of its elements, absent when the
-/// data travels in binary form (`parameters.binary_data_size`).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InferInput<'a> {
-    /// Tensor name.
-    pub name: String,
-    /// Dimensions.
-    pub shape: Vec<u64>,
-    /// V2 datatype name (`FP32`, `INT64`, `BYTES`, ...).
-    pub datatype: String,
-    /// Row-major elements, flat or nested, as sent.
-    #[serde(borrow, default)]
-    pub data: Option<&'a RawValue>,
-    /// Per-tensor parameters (`binary_data_size` only).
-    #[serde(default)]
-    pub parameters: Option<Map<String, Value>>,
-}
 
 /// One output the client asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,18 +128,22 @@ pub fn parse_request(
     header_length: Option<&str>,
 ) -> Result<(RequestMeta, Request), CodecError> {
     let (json, data) = binary::split_body(body, header_length)?;
-    let parsed: InferRequest<'_> = serde_json::from_slice(json).map_err(|e| {
-        let hint = if e.to_string().starts_with("trailing characters") && header_length.is_none() {
-            " (binary tensor data needs the Inference-Header-Content-Length header)"
-        } else {
-            ""
-        };
-        CodecError::Json(format!("{e}{hint}"))
+    let parsed = parse_infer_request(json).map_err(|e| match e {
+        ParseError::Data(error) => error,
+        ParseError::Json(e) => {
+            let hint =
+                if e.to_string().starts_with("trailing characters") && header_length.is_none() {
+                    " (binary tensor data needs the Inference-Header-Content-Length header)"
+                } else {
+                    ""
+                };
+            CodecError::Json(format!("{e}{hint}"))
+        }
     })?;
     let mut section = BinarySection::new(data);
     let inputs = parsed
         .inputs
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, t)| tensor_from_v2(t, &format!("inputs[{i}]"), &mut section))
         .collect::<Result<Vec<_>, _>>()?;
@@ -264,7 +224,7 @@ fn unsupported_parameter(field: &str, key: &str, supported: &str) -> CodecError 
 /// Converts one V2 tensor; `field` is its path for error messages. Binary data (when
 /// the tensor has `parameters.binary_data_size`) is taken from `section`.
 pub fn tensor_from_v2(
-    t: &InferInput<'_>,
+    t: InferInput<'_>,
     field: &str,
     section: &mut BinarySection<'_>,
 ) -> Result<Tensor, CodecError> {
@@ -294,7 +254,8 @@ pub fn tensor_from_v2(
                 "has both `data` and `parameters.binary_data_size`; send one",
             ))
         }
-        (Some(raw), None) => parse_elements(
+        (Some(InputData::Parsed(bytes)), None) => bytes,
+        (Some(InputData::Raw(raw)), None) => parse_elements(
             raw,
             element_type,
             &t.shape,
@@ -313,8 +274,8 @@ pub fn tensor_from_v2(
         }
     };
     Ok(Tensor {
-        name: t.name.clone(),
-        shape: t.shape.clone(),
+        name: t.name,
+        shape: t.shape,
         element_type,
         data,
     })

@@ -59,7 +59,7 @@ fn fp64_data_arrives_exactly_as_sent() {
 fn bytes_round_trip_as_strings() {
     let text = r#"{"name":"s","shape":[2],"datatype":"BYTES","data":["héllo",""]}"#;
     let t: InferInput<'_> = serde_json::from_str(text).unwrap();
-    let tensor = tensor_from_v2(&t, "inputs[0]", &mut BinarySection::new(&[])).unwrap();
+    let tensor = tensor_from_v2(t, "inputs[0]", &mut BinarySection::new(&[])).unwrap();
     let back = serde_json::to_string(&tensor_to_v2(&tensor, false).unwrap()).unwrap();
     assert_eq!(back, text);
 }
