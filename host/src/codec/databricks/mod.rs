@@ -90,8 +90,11 @@ pub fn parse_query(
     signature: Option<&Signature>,
 ) -> Result<(QueryFormat, Request), CodecError> {
     let json_error = |e: serde_json::Error| CodecError::Json(e.to_string());
-    let root: &RawValue = serde_json::from_slice(body).map_err(json_error)?;
-    let RawObject(Some(fields)) = serde_json::from_str(root.get()).map_err(json_error)? else {
+    // One pass over the body, leaving each field's value raw for its format's own pass.
+    let RawObject(Some(fields)) = serde_json::from_slice(body).map_err(json_error)? else {
+        // Not an object (and valid JSON, the pass above has checked): read it again, only
+        // to say what it is.
+        let root: &RawValue = serde_json::from_slice(body).map_err(json_error)?;
         return Err(CodecError::Json(format!(
             "expected a JSON object with one of {}, got {}",
             format_keys(&QueryFormat::ALL),
