@@ -1,13 +1,19 @@
 """tritonclient (HTTP, the pinned PyPI release) with its defaults against the real server:
 binary tensors both ways, health, model readiness, metadata, configuration, repository
-index, statistics, infer (the digits classifier and the echo handler), JSON tensors when
-asked, async_infer, and errors as the client raises them.
+index, statistics (batch statistics of a graph that batches included), infer (the digits
+classifier and the echo handler), JSON tensors when asked, async_infer, and errors as the
+client raises them.
 
 The bearer token travels through a client plugin, the hook tritonclient documents for
 authentication headers; nothing else of the client is changed.
 """
 
 from __future__ import annotations
+
+import io
+import tarfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -16,7 +22,7 @@ import tritonclient.http as httpclient
 from tritonclient._plugin import InferenceServerClientPlugin
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from conftest import ROOT, wait_until
+from conftest import ROOT, upload, wait_until
 
 MODEL_DIR = ROOT / "examples/digits/model"
 
@@ -284,3 +290,74 @@ def test_repository_index_lists_models_and_endpoints(triton, models):
     stats = triton.get_inference_statistics("classifier")["model_stats"]
     assert [(s["name"], s["version"]) for s in stats] == [("digits", "1")]
     assert stats[0]["inference_stats"]["success"]["count"] >= 1
+
+
+def with_batching(package: bytes, name: str) -> bytes:
+    """The digits package as model `name`, its graph batching requests together (up to 8
+    rows, waiting up to 100 ms for them: long enough that concurrent requests meet even on
+    a loaded machine)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(package), mode="r:gz") as src, tarfile.open(
+        fileobj=out, mode="w:gz"
+    ) as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read() if member.isfile() else None
+            if member.name == "sandserve.toml":
+                text = data.decode().replace('name = "digits"', f'name = "{name}"', 1)
+                batching = "\n[graphs.batching]\nmax_batch_size = 8\nmax_delay_us = 100000\n"
+                assert "intra_op_threads = 1\n" in text
+                text = text.replace("intra_op_threads = 1\n", "intra_op_threads = 1\n" + batching, 1)
+                data = text.encode()
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    return out.getvalue()
+
+
+def test_statistics_show_the_batches_a_batched_graph_ran(triton, models, packages):
+    """tritonclient's concurrent requests to a model whose graph batches: the answers are
+    the unbatched model's, and `get_inference_statistics` shows the batches as Triton's
+    dynamic batcher reports them (`batch_stats` by batch size, `execution_count` one per
+    batch)."""
+    upload(models.api(), "digits-batched", with_batching(packages["digits"], "digits-batched"))
+    images, labels, probabilities = digits_test_set(16)
+    # Requests batch when they are in flight together: 8 clients, each in a thread of its
+    # own (tritonclient's HTTP client belongs to the thread that made it), sending one row
+    # at once after a barrier, twice.
+    start = threading.Barrier(8)
+
+    def send(i: int):
+        client = client_for(models.url, models.tokens["CAN_QUERY"])
+        try:
+            start.wait()
+            return client.infer("digits-batched", [images_input(images[i : i + 1])])
+        finally:
+            client.close()
+
+    results = []
+    for burst in (range(0, 8), range(8, 16)):
+        with ThreadPoolExecutor(8) as pool:
+            results += list(pool.map(send, burst))
+    np.testing.assert_array_equal(np.concatenate([r.as_numpy("label") for r in results]), labels)
+    got = np.concatenate([r.as_numpy("probabilities") for r in results])
+    np.testing.assert_allclose(got, probabilities, rtol=1e-4, atol=1e-6)
+
+    (s,) = triton.get_inference_statistics("digits-batched", "1")["model_stats"]
+    assert s["inference_count"] == 16, s
+    batches = s["batch_stats"]
+    assert batches, s
+    runs = sum(b["compute_infer"]["count"] for b in batches)
+    rows = sum(b["batch_size"] * b["compute_infer"]["count"] for b in batches)
+    assert rows == 16, batches
+    assert s["execution_count"] == runs < 16, s
+    assert max(b["batch_size"] for b in batches) >= 2, batches
+    for b in batches:
+        assert b["compute_infer"]["count"] >= 1 and b["compute_infer"]["ns"] > 0, b
+        # Joining and cutting take time only where there was more than one request.
+        if b["batch_size"] >= 2:
+            assert b["compute_input"]["ns"] > 0 and b["compute_output"]["ns"] > 0, b
+
+    # The unbatched model has no batch statistics, and one execution per request.
+    for _ in range(2):
+        triton.infer("digits", [images_input(images[:1])])
+    (plain,) = triton.get_inference_statistics("digits", "1")["model_stats"]
+    assert plain["batch_stats"] == [] and plain["execution_count"] == 2, plain
