@@ -75,6 +75,28 @@ pub(crate) fn encode(
     Ok(())
 }
 
+/// Whether `t` is a float type (FP16, BF16, FP32, FP64).
+pub(crate) fn is_float(t: ElementType) -> bool {
+    matches!(
+        t,
+        ElementType::F16 | ElementType::Bf16 | ElementType::F32 | ElementType::F64
+    )
+}
+
+/// Writes the number `v` as an element of the float type `t`, converted as [`encode`]
+/// converts a JSON number, and says so; writes nothing for any other type (the caller
+/// then goes through [`encode`]). The codecs' fast path for float data.
+pub(crate) fn push_float(t: ElementType, v: f64, out: &mut Vec<u8>) -> bool {
+    match t {
+        ElementType::F32 => out.extend_from_slice(&(v as f32).to_le_bytes()),
+        ElementType::F64 => out.extend_from_slice(&v.to_le_bytes()),
+        ElementType::F16 => out.extend_from_slice(&f32_to_f16(v as f32).to_le_bytes()),
+        ElementType::Bf16 => out.extend_from_slice(&f32_to_bf16(v as f32).to_le_bytes()),
+        _ => return false,
+    }
+    true
+}
+
 /// Bytes per element of a fixed-size type; `None` for BYTES (length-prefixed).
 pub(crate) fn fixed_size(t: ElementType) -> Option<usize> {
     Some(match t {

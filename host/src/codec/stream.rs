@@ -7,7 +7,7 @@
 //! count is checked as elements arrive, so data longer than its shape stops at the first
 //! element too many, and nesting is bounded.
 
-use super::elements::{encode, f32_to_bf16, f32_to_f16, fixed_size};
+use super::elements::{encode, fixed_size, is_float, push_float};
 use super::CodecError;
 use crate::runtime::ElementType;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -204,15 +204,11 @@ impl Sink<'_> {
     /// number is one, converted as [`encode`] converts it), else through [`Sink::leaf`].
     /// Most tensor data is float data, and this skips a JSON value per element.
     fn number<E: de::Error>(&mut self, v: f64, value: impl FnOnce() -> Value) -> Result<(), E> {
-        let bytes: &[u8] = match self.t {
-            ElementType::F32 => &(v as f32).to_le_bytes(),
-            ElementType::F64 => &v.to_le_bytes(),
-            ElementType::F16 => &f32_to_f16(v as f32).to_le_bytes(),
-            ElementType::Bf16 => &f32_to_bf16(v as f32).to_le_bytes(),
-            _ => return self.leaf(&value()),
-        };
+        if !is_float(self.t) {
+            return self.leaf(&value());
+        }
         self.take_slot()?;
-        self.out.extend_from_slice(bytes);
+        push_float(self.t, v, &mut self.out);
         Ok(())
     }
 

@@ -11,8 +11,8 @@
 use super::json::describe_value;
 use super::names::indexed;
 use super::CodecError;
-use crate::codec::elements::encode;
-use crate::codec::stream::{reparse_f64_exactly, MAX_DATA_DEPTH};
+use crate::codec::elements::{encode, push_float};
+use crate::codec::stream::{reparse_f64_exactly, ElementsError, MAX_DATA_DEPTH};
 use crate::runtime::{ElementType, Tensor};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -27,15 +27,33 @@ pub(super) fn nested_tensor(
     base: &str,
     element_type: Option<ElementType>,
 ) -> Result<Tensor, CodecError> {
-    let mut walk = Walk::new(move |at: &[usize]| indexed(base, at), element_type);
     let mut de = serde_json::Deserializer::from_str(raw.get());
-    let parsed = walk.node(0).deserialize(&mut de).and_then(|()| de.end());
+    let mut tensor =
+        read_nested_tensor(&mut de, name, base, element_type).map_err(|e| match e {
+            ElementsError::Data(error) => error,
+            ElementsError::Json(e) => CodecError::field(base, e.to_string()),
+        })?;
+    reparse_f64_exactly(tensor.element_type, raw.get(), &mut tensor.data);
+    Ok(tensor)
+}
+
+/// One tensor named `name` from the nested array (or single value) the deserializer `d`
+/// stands at, found at `base` in the body; `element_type` when the signature declares it,
+/// else inferred. Reads the value only: FP64's exact second pass needs its text
+/// ([`nested_tensor`]).
+pub(super) fn read_nested_tensor<'de, D: Deserializer<'de>>(
+    d: D,
+    name: &str,
+    base: &str,
+    element_type: Option<ElementType>,
+) -> Result<Tensor, ElementsError<D::Error>> {
+    let mut walk = Walk::new(move |at: &[usize]| indexed(base, at), element_type);
+    let parsed = walk.node(0).deserialize(d);
     if let Some(error) = walk.error.take() {
-        return Err(error);
+        return Err(ElementsError::Data(error));
     }
-    parsed.map_err(|e| CodecError::field(base, e.to_string()))?;
-    let (shape, element_type, mut data) = walk.finish()?;
-    reparse_f64_exactly(element_type, raw.get(), &mut data);
+    parsed.map_err(ElementsError::Json)?;
+    let (shape, element_type, data) = walk.finish().map_err(ElementsError::Data)?;
     Ok(Tensor {
         name: name.to_owned(),
         shape,
@@ -145,6 +163,16 @@ impl<'b> Walk<'b> {
         self.fail(error)
     }
 
+    /// A number with a fraction or an exponent, at `depth`: straight into the bytes where
+    /// floats belong (most tensor data; no JSON value is made for it), else as any other
+    /// single value.
+    fn float<E: de::Error>(&mut self, depth: usize, v: f64) -> Result<(), E> {
+        if self.rank == Some(depth) && self.elements.push_float(v) {
+            return Ok(());
+        }
+        self.single(depth, Leaf::Value(Value::from(v)))
+    }
+
     /// A value that is not an array, at `depth`.
     fn single<E: de::Error>(&mut self, depth: usize, value: Leaf) -> Result<(), E> {
         match self.rank {
@@ -214,7 +242,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.walk.single(self.depth, Leaf::Value(Value::from(v)))
+        self.walk.float(self.depth, v)
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
@@ -322,6 +350,16 @@ impl Elements {
             Self::Inferred(Inferred::Float(_)) => Some(ElementType::F32),
             Self::Inferred(Inferred::Bytes(_)) => Some(ElementType::Bytes),
             Self::Inferred(Inferred::Empty) => None,
+        }
+    }
+
+    /// Writes a float where the elements are floats (declared, or inferred FP32 so far),
+    /// and says so; else writes nothing.
+    fn push_float(&mut self, v: f64) -> bool {
+        match self {
+            Self::Declared(t, out) => push_float(*t, v, out),
+            Self::Inferred(Inferred::Float(out)) => push_float(ElementType::F32, v, out),
+            Self::Inferred(_) => false,
         }
     }
 

@@ -736,3 +736,42 @@ fn declared_fp64_arrives_exactly_as_sent() {
         assert_eq!(f64s(&parse_text(body, &table).inputs[0]), want, "{key}");
     }
 }
+
+#[test]
+fn named_inputs_are_read_in_one_pass_with_errors_naming_the_input() {
+    let body = br#"{"inputs": {"a": [[1.5, 2]], "b": [0.25, 1e-3], "c": ["x"]}}"#;
+    let (_, request) = parse_query(body, None).unwrap();
+    assert_eq!(
+        kinds(&request),
+        [
+            ("a", ElementType::F32, &[1u64, 2][..]),
+            ("b", ElementType::F32, &[2][..]),
+            ("c", ElementType::Bytes, &[1][..])
+        ]
+    );
+    assert_eq!(f32s(&request.inputs[0]), [1.5, 2.0]);
+    assert_eq!(f32s(&request.inputs[1]), [0.25, 0.001]);
+
+    let error = |body: &[u8], signature: Option<&Signature>| {
+        parse_query(body, signature).unwrap_err().to_string()
+    };
+    let e = error(br#"{"inputs": {"a": [1.0], "b": [2.0], "a": [3.0]}}"#, None);
+    assert!(e.contains("duplicate key `a`"), "{e}");
+    let e = error(br#"{"inputs": {"a": [1.0], "b": [1.0, "two"]}}"#, None);
+    assert!(e.starts_with("`inputs.b[1]`: expected a number"), "{e}");
+    let e = error(br#"{"inputs": {"a": [[1.0, 2.0], [3.0]]}}"#, None);
+    assert!(e.starts_with("`inputs.a[1]`: ragged array"), "{e}");
+    let e = error(br#"{"inputs": {}}"#, None);
+    assert!(e.contains("got an empty object"), "{e}");
+    // Declared types: FP16 written as it is read, FP64 exactly, next to each other.
+    let declared = sig(vec![
+        tensor_sig("h", "FP16", &[-1]),
+        tensor_sig("d", "FP64", &[-1]),
+    ]);
+    let body = br#"{"inputs": {"h": [0.5, 2.0], "d": [0.17004902735071079]}}"#;
+    let (_, request) = parse_query(body, Some(&declared)).unwrap();
+    assert_eq!(request.inputs[0].data, [0, 0x38, 0, 0x40]);
+    assert_eq!(request.inputs[1].data, 0.17004902735071079f64.to_le_bytes());
+    let e = error(br#"{"inputs": {"h": [0.5, true]}}"#, Some(&declared));
+    assert!(e.starts_with("`inputs.h[1]`"), "{e}");
+}
