@@ -9,11 +9,13 @@ tests never see each other's models or endpoints.
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
@@ -206,6 +208,23 @@ def packages(tmp_path_factory) -> dict[str, bytes]:
         )
         built[name] = archive.read_bytes()
     return built
+
+
+def renamed_package(package: bytes, old: str, new: str, edit=lambda text: text) -> bytes:
+    """The package of model `old` as model `new`, its sandserve.toml (which stays first, as
+    packed) changed by `edit` as well (text in, text out)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(package), mode="r:gz") as src, tarfile.open(
+        fileobj=out, mode="w:gz"
+    ) as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read() if member.isfile() else None
+            if member.name == "sandserve.toml":
+                text = data.decode().replace(f'name = "{old}"', f'name = "{new}"', 1)
+                data = edit(text).encode()
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    return out.getvalue()
 
 
 def upload(api: Api, model: str, package: bytes) -> dict:

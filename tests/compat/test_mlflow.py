@@ -3,11 +3,8 @@ against the real server, configured by DATABRICKS_HOST/DATABRICKS_TOKEN as MLflo
 show. MLflow calls `/api/2.0/serving-endpoints/` with a trailing slash. Each answer is
 checked."""
 
-import io
-import tarfile
-
 import pytest
-from conftest import digit_rows, upload, wait_until
+from conftest import digit_rows, renamed_package, upload, wait_until
 
 
 def ready(client, name):
@@ -104,23 +101,6 @@ def test_refused_fields_surface_as_mlflow_errors(mlflow_client):
     assert mlflow_client.list_endpoints() == []
 
 
-def renamed_with_lines(package: bytes, old: str, new: str, lines: str) -> bytes:
-    """The package of model `old` as model `new`, with `lines` appended to its
-    sandserve.toml (which stays first, as packed)."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(package), mode="r:gz") as src, tarfile.open(
-        fileobj=out, mode="w:gz"
-    ) as dst:
-        for member in src.getmembers():
-            data = src.extractfile(member).read() if member.isfile() else None
-            if member.name == "sandserve.toml":
-                text = data.decode().replace(f'name = "{old}"', f'name = "{new}"', 1)
-                data = (text + lines).encode()
-                member.size = len(data)
-            dst.addfile(member, io.BytesIO(data) if data is not None else None)
-    return out.getvalue()
-
-
 def test_fp64_columns_arrive_exactly(mlflow_client, models, packages):
     """A column the signature declares FP64 reaches the handler exactly as sent, and comes
     back so: these doubles need 17 digits, and a fast float parser reads them one ulp off
@@ -129,7 +109,11 @@ def test_fp64_columns_arrive_exactly(mlflow_client, models, packages):
         "\n[signature]\n"
         'inputs = [{ name = "x", datatype = "FP64", shape = [-1] }]\n'
     )
-    upload(models.api(), "echo64", renamed_with_lines(packages["echo"], "echo", "echo64", signature))
+    upload(
+        models.api(),
+        "echo64",
+        renamed_package(packages["echo"], "echo", "echo64", lambda text: text + signature),
+    )
     client = mlflow_client
     client.create_endpoint(
         config={

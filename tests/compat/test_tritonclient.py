@@ -10,8 +10,6 @@ authentication headers; nothing else of the client is changed.
 
 from __future__ import annotations
 
-import io
-import tarfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,7 +20,7 @@ import tritonclient.http as httpclient
 from tritonclient._plugin import InferenceServerClientPlugin
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from conftest import ROOT, upload, wait_until
+from conftest import ROOT, renamed_package, upload, wait_until
 
 MODEL_DIR = ROOT / "examples/digits/model"
 
@@ -296,21 +294,13 @@ def with_batching(package: bytes, name: str) -> bytes:
     """The digits package as model `name`, its graph batching requests together (up to 8
     rows, waiting up to 100 ms for them: long enough that concurrent requests meet even on
     a loaded machine)."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(package), mode="r:gz") as src, tarfile.open(
-        fileobj=out, mode="w:gz"
-    ) as dst:
-        for member in src.getmembers():
-            data = src.extractfile(member).read() if member.isfile() else None
-            if member.name == "sandserve.toml":
-                text = data.decode().replace('name = "digits"', f'name = "{name}"', 1)
-                batching = "\n[graphs.batching]\nmax_batch_size = 8\nmax_delay_us = 100000\n"
-                assert "intra_op_threads = 1\n" in text
-                text = text.replace("intra_op_threads = 1\n", "intra_op_threads = 1\n" + batching, 1)
-                data = text.encode()
-                member.size = len(data)
-            dst.addfile(member, io.BytesIO(data) if data is not None else None)
-    return out.getvalue()
+    batching = "\n[graphs.batching]\nmax_batch_size = 8\nmax_delay_us = 100000\n"
+
+    def edit(text: str) -> str:
+        assert "intra_op_threads = 1\n" in text
+        return text.replace("intra_op_threads = 1\n", "intra_op_threads = 1\n" + batching, 1)
+
+    return renamed_package(package, "digits", name, edit)
 
 
 def test_statistics_show_the_batches_a_batched_graph_ran(triton, models, packages):
