@@ -25,6 +25,7 @@ const NOT_SERVE: &[&str] = &[
     "--locked",
     "--check",
     "--bench",
+    "--no-run",
     "--help",
     "--data-binary",
     "--cacert",
