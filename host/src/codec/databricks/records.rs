@@ -7,7 +7,7 @@
 //! their column's bytes. The columns then become tensors as for `dataframe_split`.
 
 use super::columns::column_tensors;
-use super::json::{describe_raw, describe_value, RawObject};
+use super::json::{describe_raw, describe_value, Key, RawObject};
 use super::names::{declared, indexed};
 use super::stream::Walk;
 use super::{CodecError, DEFAULT_INPUT};
@@ -278,8 +278,17 @@ impl<'de> Visitor<'de> for Object<'_, '_> {
         let reader = self.0;
         let base = reader.source.base();
         let mut seen = vec![false; reader.columns.len()];
-        while let Some(key) = map.next_key::<String>()? {
-            let Some(&c) = reader.index.get(&key) else {
+        let mut next = 0;
+        while let Some(Key(key)) = map.next_key()? {
+            // Records mostly list their keys in the first one's order: try that column
+            // before the index.
+            let in_order = reader.columns.get(next).is_some_and(|c| *c == key);
+            let column = if in_order {
+                Some(next)
+            } else {
+                reader.index.get(key.as_ref()).copied()
+            };
+            let Some(c) = column else {
                 return Err(reader.fail(format!(
                     "unexpected key `{key}`: {base}[0] has no such column"
                 )));
@@ -287,6 +296,7 @@ impl<'de> Visitor<'de> for Object<'_, '_> {
             if seen.get_mut(c).is_some_and(|s| std::mem::replace(s, true)) {
                 return Err(reader.fail(format!("duplicate key `{key}`")));
             }
+            next = c + 1;
             map.next_value_seed(Cell { reader, c })?;
         }
         if let Some(c) = seen.iter().position(|s| !s) {

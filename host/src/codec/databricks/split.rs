@@ -13,27 +13,29 @@
 //! [`exact_f64_columns`].
 
 use super::columns::column_tensors;
-use super::json::{describe_raw, describe_value, first_element_start, tree, Json, RawObject};
+use super::json::{describe_raw, describe_value, Json, Key};
 use super::names::{declared, indexed};
 use super::stream::Walk;
 use super::{CodecError, DEFAULT_INPUT};
-use crate::codec::stream::{exact_number_table, reparse_f64_exactly};
+use crate::codec::stream::{exact_number_table, reparse_f64_exactly, ElementsError};
 use crate::package::{Signature, TensorSignature};
 use crate::runtime::{ElementType, Tensor};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
 
-/// `dataframe_split` to tensors.
+/// `dataframe_split` to tensors, in the one pass over the object when `columns` comes
+/// before `data` (as pandas writes it), else with `data` kept as text until the columns
+/// are known. Data whose cells the signature declares FP64 is kept as text either way, for
+/// the exact second pass.
 pub(super) fn from_split(
     raw: &RawValue,
     signature: Option<&Signature>,
 ) -> Result<Vec<Tensor>, CodecError> {
-    let object: RawObject<'_> =
-        serde_json::from_str(raw.get()).map_err(|e| CodecError::Json(e.to_string()))?;
-    let Some(entries) = object.0 else {
+    if !raw.get().trim_start().starts_with('{') {
         return Err(CodecError::field(
             "dataframe_split",
             format!(
@@ -41,43 +43,151 @@ pub(super) fn from_split(
                 describe_raw(raw)
             ),
         ));
+    }
+    let data_error = RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let seed = Split {
+        signature,
+        data_error: &data_error,
     };
-    let mut columns = None;
-    let mut data = None;
-    for (key, v) in &entries {
-        match key.as_str() {
-            "columns" => columns = Some(*v),
-            "data" => data = Some(*v),
-            "index" => {}
-            other => {
-                return Err(CodecError::field(
-                    format!("dataframe_split.{other}"),
-                    "unknown field; expected `columns`, `data` and optionally `index`",
-                ))
-            }
+    let parsed = seed.deserialize(&mut de).and_then(|t| de.end().map(|()| t));
+    let (names, data) = match (parsed, data_error.into_inner()) {
+        (Ok(read), _) => read,
+        (Err(_), Some(error)) => return Err(error),
+        (Err(e), None) => return Err(CodecError::Json(e.to_string())),
+    };
+    let missing = |f: &str| CodecError::field(format!("dataframe_split.{f}"), "missing");
+    let names = names.ok_or_else(|| missing("columns"))?;
+    match data.ok_or_else(|| missing("data"))? {
+        SplitData::Read(tensors) => Ok(tensors),
+        SplitData::Text(text) => {
+            let columns = column_names(&names)?;
+            let mut de = serde_json::Deserializer::from_str(text.get());
+            let table = read_table(&mut de, &columns, signature);
+            let table = table.and_then(|t| de.end().map(|()| t).map_err(ElementsError::Json));
+            let table = table.map_err(|e| match e {
+                ElementsError::Data(error) => error,
+                ElementsError::Json(e) => CodecError::field("dataframe_split.data", e.to_string()),
+            })?;
+            table.tensors(&columns, signature, Some(text))
         }
     }
-    let missing = |f: &str| CodecError::field(format!("dataframe_split.{f}"), "missing");
-    let names = tree(columns.ok_or_else(|| missing("columns"))?)?;
-    let columns = column_names(&names)?;
-    let data = data.ok_or_else(|| missing("data"))?;
-    if !data.get().trim_start().starts_with('[') {
-        return Err(CodecError::field(
-            "dataframe_split.data",
-            format!("expected a list of rows, got {}", describe_raw(data)),
-        ));
+}
+
+/// `data` as the pass over the object left it.
+enum SplitData<'de> {
+    /// Read already, the columns having come first.
+    Read(Vec<Tensor>),
+    /// Its text, for after the pass.
+    Text(&'de RawValue),
+}
+
+/// The `dataframe_split` object: `columns` (a small tree), `data` read as it is met when
+/// the columns are known by then, `index` skipped; another field, or one twice, is an
+/// error.
+struct Split<'s, 'c> {
+    signature: Option<&'s Signature>,
+    /// The error in the data (or the columns) that stopped the pass, if one did.
+    data_error: &'c RefCell<Option<CodecError>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Split<'_, '_> {
+    type Value = (Option<Json>, Option<SplitData<'de>>);
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
     }
-    if first_element_start(data).is_none() {
-        return Err(CodecError::field(
-            "dataframe_split.data",
-            "expected at least one row",
-        ));
+}
+
+impl<'de> Visitor<'de> for Split<'_, '_> {
+    type Value = (Option<Json>, Option<SplitData<'de>>);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object with `columns` and `data`")
     }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let fail = |error: CodecError| {
+            let message = error.to_string();
+            *self.data_error.borrow_mut() = Some(error);
+            de::Error::custom(message)
+        };
+        let (mut names, mut data, mut index) = (None::<Json>, None, false);
+        while let Some(Key(key)) = map.next_key()? {
+            let repeated = match key.as_ref() {
+                "columns" => names.replace(map.next_value()?).is_some(),
+                "data" => {
+                    let columns = names.as_ref().map(column_names).transpose().map_err(fail)?;
+                    let read = match columns {
+                        Some(columns) if !holds_f64(&columns, self.signature) => {
+                            let seed = TableSeed {
+                                columns: &columns,
+                                signature: self.signature,
+                            };
+                            SplitData::Read(map.next_value_seed(seed)?.map_err(fail)?)
+                        }
+                        _ => SplitData::Text(map.next_value()?),
+                    };
+                    data.replace(read).is_some()
+                }
+                "index" => {
+                    map.next_value::<IgnoredAny>()?;
+                    std::mem::replace(&mut index, true)
+                }
+                other => {
+                    return Err(fail(CodecError::field(
+                        format!("dataframe_split.{other}"),
+                        "unknown field; expected `columns`, `data` and optionally `index`",
+                    )))
+                }
+            };
+            if repeated {
+                return Err(de::Error::custom(format!("duplicate key `{key}`")));
+            }
+        }
+        Ok((names, data))
+    }
+}
+
+/// `data` read where the pass stands, into the tensors of `columns`: our error in it as
+/// the value, the deserializer's own as its error.
+struct TableSeed<'s> {
+    columns: &'s [&'s str],
+    signature: Option<&'s Signature>,
+}
+
+impl<'de> DeserializeSeed<'de> for TableSeed<'_> {
+    type Value = Result<Vec<Tensor>, CodecError>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        match read_table(d, self.columns, self.signature) {
+            Ok(table) => Ok(table.tensors(self.columns, self.signature, None)),
+            Err(ElementsError::Data(error)) => Ok(Err(error)),
+            Err(ElementsError::Json(e)) => Err(e),
+        }
+    }
+}
+
+/// Whether any cell of the table is declared FP64 (then `data` is read from its text,
+/// which the exact second pass needs).
+fn holds_f64(columns: &[&str], signature: Option<&Signature>) -> bool {
+    match whole_input(columns, signature) {
+        Some(only) => only.element_type() == Some(ElementType::F64),
+        None => columns.iter().any(|c| {
+            declared(signature, c).and_then(TensorSignature::element_type) == Some(ElementType::F64)
+        }),
+    }
+}
+
+/// The input the whole table fills as one `[rows, columns]` tensor: with a signature of
+/// exactly one rank-2 input, and columns other than that input's name.
+fn whole_input<'s>(
+    columns: &[&str],
+    signature: Option<&'s Signature>,
+) -> Option<&'s TensorSignature> {
     match signature.map(|s| s.inputs.as_slice()) {
-        Some([only]) if only.shape.len() == 2 && columns.as_slice() != [only.name.as_str()] => Ok(
-            vec![whole(data, columns.len(), &only.name, only.element_type())?],
-        ),
-        _ => per_column(data, &columns, signature),
+        Some([only]) if only.shape.len() == 2 && columns != [only.name.as_str()] => Some(only),
+        _ => None,
     }
 }
 
@@ -119,55 +229,103 @@ fn column_names(names: &Json) -> Result<Vec<&str>, CodecError> {
     Ok(columns)
 }
 
-/// The whole table as one `[rows, columns]` tensor; every cell must be a single value.
-fn whole(
-    data_text: &RawValue,
-    width: usize,
-    name: &str,
-    element_type: Option<ElementType>,
-) -> Result<Tensor, CodecError> {
-    let path = |at: &[usize]| indexed("dataframe_split.data", at);
-    let mut cells = Cells::Whole(Box::new(Walk::with_rank(path, element_type, 2)));
-    let rows = read_rows(data_text, width, &mut cells)?;
-    let Cells::Whole(walk) = cells else {
-        return Err(CodecError::field("dataframe_split.data", "unreadable"));
-    };
-    let (_, element_type, mut data) = walk.finish()?;
-    reparse_f64_exactly(element_type, data_text.get(), &mut data);
-    Ok(Tensor {
-        name: name.to_owned(),
-        shape: vec![rows, width as u64],
-        element_type,
-        data,
-    })
+/// A table as read: where its cells went, and how many rows it had.
+struct ReadTable<'b> {
+    cells: Cells<'b>,
+    rows: u64,
 }
 
-/// One tensor per column (or, without a signature, one joined tensor; see the module).
-fn per_column(
-    data: &RawValue,
+/// Reads `data`, a list of rows of one cell per column, from where `d` stands: into one
+/// tensor for the whole table (see [`whole_input`]), else one per column.
+fn read_table<'de, 'b, D: Deserializer<'de>>(
+    d: D,
     columns: &[&str],
     signature: Option<&Signature>,
-) -> Result<Vec<Tensor>, CodecError> {
-    let walks = columns
-        .iter()
-        .enumerate()
-        .map(|(c, column)| {
-            let path = move |at: &[usize]| match at.split_first() {
-                Some((r, rest)) => indexed(&format!("dataframe_split.data[{r}][{c}]"), rest),
-                None => "dataframe_split.data".to_owned(),
-            };
-            let element_type = declared(signature, column).and_then(TensorSignature::element_type);
-            Walk::new(path, element_type)
-        })
-        .collect();
-    let mut cells = Cells::Columns(walks);
-    let rows = read_rows(data, columns.len(), &mut cells)?;
-    let Cells::Columns(mut walks) = cells else {
-        return Err(CodecError::field("dataframe_split.data", "unreadable"));
+) -> Result<ReadTable<'b>, ElementsError<D::Error>> {
+    let mut cells = match whole_input(columns, signature) {
+        Some(only) => {
+            let path = |at: &[usize]| indexed("dataframe_split.data", at);
+            Cells::Whole(Box::new(Walk::with_rank(path, only.element_type(), 2)))
+        }
+        None => Cells::Columns(
+            columns
+                .iter()
+                .enumerate()
+                .map(|(c, column)| {
+                    let path = move |at: &[usize]| match at.split_first() {
+                        Some((r, rest)) => {
+                            indexed(&format!("dataframe_split.data[{r}][{c}]"), rest)
+                        }
+                        None => "dataframe_split.data".to_owned(),
+                    };
+                    let element_type =
+                        declared(signature, column).and_then(TensorSignature::element_type);
+                    Walk::new(path, element_type)
+                })
+                .collect(),
+        ),
     };
-    exact_f64_columns(data, &mut walks, rows);
-    let join = signature.is_none().then_some(DEFAULT_INPUT);
-    column_tensors(columns, walks, rows, signature, join)
+    let mut table = Table {
+        cells: &mut cells,
+        width: columns.len(),
+        rows: 0,
+        error: None,
+    };
+    let parsed = Rows(&mut table).deserialize(d);
+    let rows = table.rows;
+    let table_error = table.error.take();
+    let walk_error = match &mut cells {
+        Cells::Whole(walk) => walk.error.take(),
+        Cells::Columns(walks) => walks.iter_mut().find_map(|w| w.error.take()),
+    };
+    if let Some(error) = table_error.or(walk_error) {
+        return Err(ElementsError::Data(error));
+    }
+    parsed.map_err(ElementsError::Json)?;
+    if rows == 0 {
+        return Err(ElementsError::Data(CodecError::field(
+            "dataframe_split.data",
+            "expected at least one row",
+        )));
+    }
+    Ok(ReadTable { cells, rows })
+}
+
+impl ReadTable<'_> {
+    /// The tensors of the table: one `[rows, columns]` tensor named after the signature's
+    /// only input, or one per column (without a signature joined into one when they
+    /// agree; see the module). `text`: the data's text, when FP64 cells are to be read
+    /// again exactly.
+    fn tensors(
+        self,
+        columns: &[&str],
+        signature: Option<&Signature>,
+        text: Option<&RawValue>,
+    ) -> Result<Vec<Tensor>, CodecError> {
+        let rows = self.rows;
+        match self.cells {
+            Cells::Whole(walk) => {
+                let name = whole_input(columns, signature).map_or(DEFAULT_INPUT, |o| &o.name);
+                let (_, element_type, mut data) = walk.finish()?;
+                if let Some(text) = text {
+                    reparse_f64_exactly(element_type, text.get(), &mut data);
+                }
+                Ok(vec![Tensor {
+                    name: name.to_owned(),
+                    shape: vec![rows, columns.len() as u64],
+                    element_type,
+                    data,
+                }])
+            }
+            Cells::Columns(mut walks) => {
+                if let Some(text) = text {
+                    exact_f64_columns(text, &mut walks, rows);
+                }
+                let join = signature.is_none().then_some(DEFAULT_INPUT);
+                column_tensors(columns, walks, rows, signature, join)
+            }
+        }
+    }
 }
 
 /// Reads the cells of the columns declared FP64 again, exactly (see
@@ -209,29 +367,6 @@ enum Cells<'b> {
     Columns(Vec<Walk<'b>>),
 }
 
-/// Reads the rows of `data`, each of `width` cells; returns how many there were.
-fn read_rows(data: &RawValue, width: usize, cells: &mut Cells<'_>) -> Result<u64, CodecError> {
-    let mut table = Table {
-        cells,
-        width,
-        rows: 0,
-        error: None,
-    };
-    let mut de = serde_json::Deserializer::from_str(data.get());
-    let parsed = Rows(&mut table)
-        .deserialize(&mut de)
-        .and_then(|()| de.end());
-    let walk_error = match &mut *table.cells {
-        Cells::Whole(walk) => walk.error.take(),
-        Cells::Columns(walks) => walks.iter_mut().find_map(|w| w.error.take()),
-    };
-    if let Some(error) = table.error.take().or(walk_error) {
-        return Err(error);
-    }
-    parsed.map_err(|e| CodecError::field("dataframe_split.data", e.to_string()))?;
-    Ok(table.rows)
-}
-
 struct Table<'c, 'b> {
     cells: &'c mut Cells<'b>,
     width: usize,
@@ -240,12 +375,52 @@ struct Table<'c, 'b> {
 }
 
 impl Table<'_, '_> {
-    fn fail<E: de::Error>(&mut self, row: u64, problem: String) -> E {
-        let error = CodecError::field(format!("dataframe_split.data[{row}]"), problem);
+    /// Stops the read with `problem` at `field`.
+    fn fail_at<E: de::Error>(&mut self, field: String, problem: String) -> E {
+        let error = CodecError::field(field, problem);
         let text = error.to_string();
         self.error = Some(error);
         E::custom(text)
     }
+
+    fn fail<E: de::Error>(&mut self, row: u64, problem: String) -> E {
+        self.fail_at(format!("dataframe_split.data[{row}]"), problem)
+    }
+}
+
+/// The `visit_*` methods of a visitor that wants a list, for every other kind of value:
+/// each calls `self.not_a_list(what it got)`.
+macro_rules! refuse_all_but_lists {
+    () => {
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+            Err(self.not_a_list(describe_value(&Value::Bool(v))))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+            Err(self.not_a_list(describe_value(&Value::from(v))))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+            Err(self.not_a_list(describe_value(&Value::from(v))))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+            Err(self.not_a_list(describe_value(&Value::from(v))))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+            Err(self.not_a_list(describe_value(&Value::from(v))))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            Err(self.not_a_list("null".to_owned()))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Err(self.not_a_list("an object".to_owned()))
+        }
+    };
 }
 
 /// The visitor over `data`, a list of rows.
@@ -255,7 +430,14 @@ impl<'de> DeserializeSeed<'de> for Rows<'_, '_, '_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_seq(self)
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl Rows<'_, '_, '_> {
+    fn not_a_list<E: de::Error>(self, got: String) -> E {
+        let problem = format!("expected a list of rows, got {got}");
+        self.0.fail_at("dataframe_split.data".to_owned(), problem)
     }
 }
 
@@ -265,6 +447,8 @@ impl<'de> Visitor<'de> for Rows<'_, '_, '_> {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a list of rows")
     }
+
+    refuse_all_but_lists!();
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let table = self.0;
@@ -287,7 +471,7 @@ impl<'de> DeserializeSeed<'de> for Row<'_, '_, '_> {
 }
 
 impl Row<'_, '_, '_> {
-    fn not_a_row<E: de::Error>(self, got: String) -> E {
+    fn not_a_list<E: de::Error>(self, got: String) -> E {
         let row = self.0.rows;
         self.0
             .fail(row, format!("expected a row (a list), got {got}"))
@@ -301,34 +485,7 @@ impl<'de> Visitor<'de> for Row<'_, '_, '_> {
         f.write_str("a row")
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        Err(self.not_a_row(describe_value(&Value::Bool(v))))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        Err(self.not_a_row(describe_value(&Value::from(v))))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        Err(self.not_a_row(describe_value(&Value::from(v))))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        Err(self.not_a_row(describe_value(&Value::from(v))))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        Err(self.not_a_row(describe_value(&Value::from(v))))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Err(self.not_a_row("null".to_owned()))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Err(self.not_a_row("an object".to_owned()))
-    }
+    refuse_all_but_lists!();
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let table = self.0;
@@ -431,5 +588,62 @@ mod tests {
             e(r#"{"columns": ["a"], "data": [ ]}"#),
             "`dataframe_split.data`: expected at least one row"
         );
+    }
+
+    #[test]
+    fn columns_first_reads_data_in_the_pass_and_reads_as_data_first_does() {
+        let inline = r#"{"index": [0, 1], "columns": ["x", "y"], "data": [[1.5, 2], [3, 4.25]]}"#;
+        let text = r#"{"data": [[1.5, 2], [3, 4.25]], "columns": ["x", "y"], "index": [0, 1]}"#;
+        assert_eq!(parse(inline, None).unwrap(), parse(text, None).unwrap());
+        let declared = Signature {
+            inputs: vec![
+                TensorSignature {
+                    name: "x".into(),
+                    datatype: "FP16".into(),
+                    shape: vec![-1],
+                },
+                TensorSignature {
+                    name: "y".into(),
+                    datatype: "FP64".into(),
+                    shape: vec![-1],
+                },
+            ],
+            outputs: Vec::new(),
+        };
+        let inline = r#"{"columns": ["x", "y"], "data": [[0.5, 0.17004902735071079]]}"#;
+        let t = parse(inline, Some(&declared)).unwrap();
+        assert_eq!(t[0].data, [0, 0x38]);
+        // FP64 cells are read again from the text, exactly, columns first or not.
+        assert_eq!(t[1].data, 0.17004902735071079f64.to_le_bytes());
+    }
+
+    #[test]
+    fn fields_are_checked_whatever_their_order() {
+        let e = |text: &str| parse(text, None).unwrap_err();
+        assert_eq!(
+            e(r#"{"columns": ["a"], "data": [[1]], "rows": 1}"#),
+            "`dataframe_split.rows`: unknown field; expected `columns`, `data` and optionally `index`"
+        );
+        assert!(e(r#"{"columns": ["a"], "data": [[1]], "data": [[2]]}"#)
+            .contains("duplicate key `data`"));
+        assert!(e(r#"{"columns": ["a"], "columns": ["b"], "data": [[1]]}"#)
+            .contains("duplicate key `columns`"));
+        assert_eq!(
+            e(r#"{"columns": ["a", "a"], "data": [[1, 2]]}"#),
+            "`dataframe_split.columns[1]`: column `a` appears twice"
+        );
+        assert_eq!(
+            e(r#"{"columns": ["a"]}"#),
+            "`dataframe_split.data`: missing"
+        );
+        assert_eq!(
+            e(r#"{"data": [[1]]}"#),
+            "`dataframe_split.columns`: missing"
+        );
+        assert_eq!(
+            e(r#"{"columns": ["a"], "data": 7}"#),
+            "`dataframe_split.data`: expected a list of rows, got 7"
+        );
+        assert!(e(r#"[1]"#).contains("expected an object with `columns` and `data`"));
     }
 }
