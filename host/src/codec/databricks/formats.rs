@@ -2,7 +2,7 @@
 //! bare nested array, or (`instances`) rows of objects; every payload is parsed straight
 //! from the body text ([`super::stream`], [`super::records`]).
 
-use super::json::{describe_raw, first_element_start};
+use super::json::{describe_raw, first_element_start, read_in_one_pass};
 use super::names::{declared_type, single_input};
 use super::records::{from_objects, Source};
 use super::stream::{nested_tensor, read_nested_tensor};
@@ -28,21 +28,18 @@ pub(super) fn from_inputs(
         return Ok(vec![nested_tensor(&name, raw, "inputs", element_type)?]);
     }
     let data_error = RefCell::new(None);
-    let mut de = serde_json::Deserializer::from_str(raw.get());
     let seed = NamedInputs {
         signature,
         data_error: &data_error,
     };
-    let parsed = seed.deserialize(&mut de).and_then(|t| de.end().map(|()| t));
-    match (parsed, data_error.into_inner()) {
-        (Ok(tensors), _) if tensors.is_empty() => Err(CodecError::field(
+    let tensors = read_in_one_pass(raw.get(), seed, &data_error)?;
+    if tensors.is_empty() {
+        return Err(CodecError::field(
             "inputs",
             "expected at least one input, got an empty object",
-        )),
-        (Ok(tensors), _) => Ok(tensors),
-        (Err(_), Some(error)) => Err(error),
-        (Err(e), None) => Err(CodecError::Json(e.to_string())),
+        ));
     }
+    Ok(tensors)
 }
 
 /// The object of named tensors of `inputs`, each read as the pass reaches it (FP64 ones

@@ -4,12 +4,13 @@
 //! streaming parse; small structure (tables, `params`) as a [`Json`] tree.
 
 use super::CodecError;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 
 /// A short description of a value for messages: the value itself (cut at 40 characters)
@@ -28,6 +29,55 @@ pub(super) fn describe_value(v: &Value) -> String {
         }
     }
 }
+
+/// Reads all of `text` with `seed`, a pass that keeps the first error it meets in the
+/// data in `data_error` (a wrong element, a ragged array, a field of the wrong kind) and
+/// stops: that error when there is one, else the deserializer's, as malformed JSON.
+pub(super) fn read_in_one_pass<'de, S: DeserializeSeed<'de>>(
+    text: &'de str,
+    seed: S,
+    data_error: &RefCell<Option<CodecError>>,
+) -> Result<S::Value, CodecError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
+    match (parsed, data_error.take()) {
+        (Ok(value), _) => Ok(value),
+        (Err(_), Some(error)) => Err(error),
+        (Err(e), None) => Err(CodecError::Json(e.to_string())),
+    }
+}
+
+/// The `visit_*` methods of a visitor that wants an array or an object, for every single
+/// value (true or false, a number, a string, null): each calls `self.$refuse(what it
+/// got, in a few words)`, which makes the error.
+macro_rules! refuse_single_values {
+    ($refuse:ident) => {
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+            Err(self.$refuse(describe_value(&Value::Bool(v))))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+            Err(self.$refuse(describe_value(&Value::from(v))))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+            Err(self.$refuse(describe_value(&Value::from(v))))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+            Err(self.$refuse(describe_value(&Value::from(v))))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+            Err(self.$refuse(describe_value(&Value::from(v))))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            Err(self.$refuse("null".to_owned()))
+        }
+    };
+}
+pub(super) use refuse_single_values;
 
 /// An object key as sent: borrowed from the body unless it has escapes.
 pub(super) struct Key<'de>(pub Cow<'de, str>);

@@ -7,7 +7,7 @@
 //! their column's bytes. The columns then become tensors as for `dataframe_split`.
 
 use super::columns::column_tensors;
-use super::json::{describe_raw, describe_value, Key, RawObject};
+use super::json::{describe_raw, describe_value, refuse_single_values, Key, RawObject};
 use super::names::{declared, indexed};
 use super::stream::Walk;
 use super::{CodecError, DEFAULT_INPUT};
@@ -245,29 +245,7 @@ impl<'de> Visitor<'de> for Object<'_, '_> {
         f.write_str("an object")
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        Err(self.not_an_object(describe_value(&Value::Bool(v))))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        Err(self.not_an_object(describe_value(&Value::from(v))))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        Err(self.not_an_object(describe_value(&Value::from(v))))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        Err(self.not_an_object(describe_value(&Value::from(v))))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        Err(self.not_an_object(describe_value(&Value::from(v))))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Err(self.not_an_object("null".to_owned()))
-    }
+    refuse_single_values!(not_an_object);
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}

@@ -13,7 +13,9 @@
 //! [`exact_f64_columns`].
 
 use super::columns::column_tensors;
-use super::json::{describe_raw, describe_value, Json, Key};
+use super::json::{
+    describe_raw, describe_value, read_in_one_pass, refuse_single_values, Json, Key,
+};
 use super::names::{declared, indexed};
 use super::stream::Walk;
 use super::{CodecError, DEFAULT_INPUT};
@@ -45,17 +47,11 @@ pub(super) fn from_split(
         ));
     }
     let data_error = RefCell::new(None);
-    let mut de = serde_json::Deserializer::from_str(raw.get());
     let seed = Split {
         signature,
         data_error: &data_error,
     };
-    let parsed = seed.deserialize(&mut de).and_then(|t| de.end().map(|()| t));
-    let (names, data) = match (parsed, data_error.into_inner()) {
-        (Ok(read), _) => read,
-        (Err(_), Some(error)) => return Err(error),
-        (Err(e), None) => return Err(CodecError::Json(e.to_string())),
-    };
+    let (names, data) = read_in_one_pass(raw.get(), seed, &data_error)?;
     let missing = |f: &str| CodecError::field(format!("dataframe_split.{f}"), "missing");
     let names = names.ok_or_else(|| missing("columns"))?;
     match data.ok_or_else(|| missing("data"))? {
@@ -388,41 +384,6 @@ impl Table<'_, '_> {
     }
 }
 
-/// The `visit_*` methods of a visitor that wants a list, for every other kind of value:
-/// each calls `self.not_a_list(what it got)`.
-macro_rules! refuse_all_but_lists {
-    () => {
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-            Err(self.not_a_list(describe_value(&Value::Bool(v))))
-        }
-
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-            Err(self.not_a_list(describe_value(&Value::from(v))))
-        }
-
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-            Err(self.not_a_list(describe_value(&Value::from(v))))
-        }
-
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-            Err(self.not_a_list(describe_value(&Value::from(v))))
-        }
-
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-            Err(self.not_a_list(describe_value(&Value::from(v))))
-        }
-
-        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-            Err(self.not_a_list("null".to_owned()))
-        }
-
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-            Err(self.not_a_list("an object".to_owned()))
-        }
-    };
-}
-
 /// The visitor over `data`, a list of rows.
 struct Rows<'t, 'c, 'b>(&'t mut Table<'c, 'b>);
 
@@ -448,7 +409,12 @@ impl<'de> Visitor<'de> for Rows<'_, '_, '_> {
         f.write_str("a list of rows")
     }
 
-    refuse_all_but_lists!();
+    refuse_single_values!(not_a_list);
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Err(self.not_a_list("an object".to_owned()))
+    }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let table = self.0;
@@ -485,7 +451,12 @@ impl<'de> Visitor<'de> for Row<'_, '_, '_> {
         f.write_str("a row")
     }
 
-    refuse_all_but_lists!();
+    refuse_single_values!(not_a_list);
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Err(self.not_a_list("an object".to_owned()))
+    }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let table = self.0;
