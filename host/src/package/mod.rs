@@ -91,6 +91,12 @@
 //! (docs/benchmarks.md, "One batch at a time"). The handler does not change: each sandbox still
 //! sees only its own tensors. Batching spans every request of the image version (every
 //! entity and endpoint that serves it); it spans tenants only for a version its owner shares (see `PATCH /api/2.0/models/{name}/versions/{v}` in api.md).
+//! A batch holds requests that are running at the same time, so one tenant's requests in a
+//! batch are at most the guest threads it may hold at once (`--tenant-guest-threads`, default
+//! two per CPU and at least 4; see docs/runtime.md): with the default, a 2-CPU server batches at
+//! most 4 requests of one tenant whatever `max_batch_size` says. Raise it on the server for
+//! bigger batches (the batching benchmark runs with 32). `GET /v2/models/{name}/stats` shows
+//! the batch sizes reached (`batch_stats`).
 //!
 //! Requests that are never held, but run alone at once as without batching: one whose inputs
 //! the graph refuses (it gets its own 400), one whose deadline would pass before the batch is
