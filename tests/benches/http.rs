@@ -23,7 +23,10 @@
 //! A third table drives the echo and digits rows with `wrk` (an external C client; skipped
 //! when it is not installed, or with `SANDSERVE_BENCH_WRK=0`; `SANDSERVE_BENCH_WRK_SECS`
 //! per side and round, default 3) and reports each server's CPU time per request from
-//! `/proc`, so the platform's own cost shows apart from the client's.
+//! `/proc`, so the platform's own cost shows apart from the client's. A fourth, the sandbox
+//! floor, rotates the echo row over three servers with wrk: the bare route, the bare route
+//! plus a fresh sandbox per request (sandserve's runtime, inline, nothing else of the
+//! platform) and sandserve (`SANDSERVE_BENCH_ONLY=wrk-sandbox-floor:32`).
 //! `SANDSERVE_BENCH_ROUNDS` (default 6) and `SANDSERVE_BENCH_SECS` (per side and round,
 //! default 1) change that; `SANDSERVE_BENCH_ONLY=digits:1` (or `floor:32`) runs one row (for profiling: the
 //! server's pid is printed).
@@ -33,18 +36,22 @@ use axum::routing::post;
 use sandserve_host::codec::databricks;
 use sandserve_host::codec::signature::check_request;
 use sandserve_host::package::Manifest;
-use sandserve_host::runtime::{ElementType, Response, Tensor};
+use sandserve_host::runtime::{
+    empty_nn, ElementType, LoadedHandler, RequestLimits, Response, Runtime, RuntimeConfig, Tensor,
+};
 use sandserve_tests::load::{compare, print_row};
 use sandserve_tests::native;
 use sandserve_tests::packages::{digits_model, example_package};
 use sandserve_tests::server::TestServer;
 use sandserve_tests::wrk::Target;
-use sandserve_tests::{read_f32, repo_root};
+use sandserve_tests::{guest_wasm, read_f32, repo_root};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// The bare baseline: the same Databricks parse and predictions encoding, nothing else.
+/// Its `/bare-sandbox/echo` route adds only the fresh sandbox per request (see
+/// [`sandboxed_echo`]).
 fn bare_server(signatures: Vec<(String, Option<sandserve_host::package::Signature>)>) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -52,10 +59,26 @@ fn bare_server(signatures: Vec<(String, Option<sandserve_host::package::Signatur
             .enable_all()
             .build()
             .expect("tokio");
+        let sandbox = Runtime::new(RuntimeConfig::default()).expect("wasmtime runtime starts");
+        let echo = Arc::new(
+            sandbox
+                .load("bench/echo@1", &guest_wasm("echo"))
+                .expect("the echo handler loads"),
+        );
         runtime.block_on(async move {
             let mut app = axum::Router::new();
             for (name, signature) in signatures {
                 let signature = Arc::new(signature);
+                if name == "echo" {
+                    let (signature, echo) = (signature.clone(), echo.clone());
+                    app = app.route(
+                        "/bare-sandbox/echo/invocations",
+                        post(move |body: Bytes| {
+                            let (signature, echo) = (signature.clone(), echo.clone());
+                            async move { sandboxed_echo(&echo, &body, signature.as_ref().as_ref()) }
+                        }),
+                    );
+                }
                 if name == "digits" {
                     let signature = signature.clone();
                     app = app.route(
@@ -132,7 +155,32 @@ fn native_digits(pixels: &[f32], n: usize) -> Vec<Tensor> {
     })
 }
 
-/// The `digits+model` bare route: parse, the model natively, encode.
+/// The `bare-sandbox/echo` route: the bare echo route plus a fresh sandbox per request,
+/// run inline on the async worker with sandserve's runtime (pooling allocator, the echo
+/// example's component and limits): store, instantiate, call, drop, and nothing else of
+/// the platform. It is the floor of what any server that gives every request a fresh
+/// wasmtime sandbox pays.
+fn sandboxed_echo(
+    echo: &LoadedHandler,
+    body: &[u8],
+    signature: Option<&sandserve_host::package::Signature>,
+) -> ([(axum::http::HeaderName, &'static str); 1], Vec<u8>) {
+    let request = parse_checked(body, signature);
+    let limits = RequestLimits {
+        timeout: Duration::from_secs(5),
+        max_memory_bytes: 64 << 20,
+        ..RequestLimits::default()
+    };
+    let invocation = echo
+        .invoke(&request, &limits, empty_nn())
+        .expect("the echo handler answers");
+    let predictions = databricks::predictions(&invocation.response).expect("encodes");
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&predictions).expect("encodes"),
+    )
+}
+
 /// What the server does to a Databricks body before a handler runs: parse it, then check
 /// it against the signature.
 fn parse_checked(
@@ -146,6 +194,7 @@ fn parse_checked(
     request
 }
 
+/// The `digits+model` bare route: parse, the model natively, encode.
 fn bare_digits_with_model(
     body: &[u8],
     signature: Option<&sandserve_host::package::Signature>,
@@ -347,6 +396,77 @@ fn external_client_rows(
                 real.cpu_us_per_request() - base.cpu_us_per_request(),
             );
         }
+    }
+    let echo_body = serde_json::to_vec(&rows[0].3).expect("body");
+    sandbox_floor_rows(bare, server, token, &echo_body, &selected, scratch.path());
+}
+
+/// The echo row three ways with wrk, rotated in the same rounds: the bare route, the bare
+/// route plus a fresh sandbox per request (`bare-sandbox/echo`), and sandserve. What the
+/// sandbox alone costs above the bare route is the floor under sandserve's own cost;
+/// what sandserve costs above the sandboxed route is the rest of the platform.
+fn sandbox_floor_rows(
+    bare: &str,
+    server: &TestServer,
+    token: &str,
+    body: &[u8],
+    selected: impl Fn(&str, usize) -> bool,
+    scratch: &std::path::Path,
+) {
+    let urls = [
+        format!("{bare}/bare/echo/invocations"),
+        format!("{bare}/bare-sandbox/echo/invocations"),
+        format!("{}/serving-endpoints/echo/invocations", server.url),
+    ];
+    let pids = [std::process::id(), std::process::id(), server.pid()];
+    let mut header = false;
+    for connections in [1, 32] {
+        if !selected("wrk-sandbox-floor", connections) {
+            continue;
+        }
+        if !header {
+            header = true;
+            println!();
+            println!("| wrk, echo | connections | bare req/s | bare + sandbox req/s | sandserve req/s | sandserve / bare | sandserve / bare + sandbox | p99 bare / bare + sandbox / sandserve (us) | CPU us/req bare / bare + sandbox / sandserve | the sandbox above bare (us/req) | sandserve above bare + sandbox (us/req) |");
+            println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        }
+        let targets: Vec<Target<'_>> = urls
+            .iter()
+            .zip(pids)
+            .map(|(url, pid)| Target { url, pid })
+            .collect();
+        let runs = sandserve_tests::wrk::rotate(
+            scratch,
+            &targets,
+            token,
+            body,
+            connections,
+            sandserve_tests::wrk::seconds(),
+            sandserve_tests::wrk::rounds(),
+        );
+        let failed: u64 = runs.iter().map(|r| r.errors).sum();
+        assert_eq!(
+            failed, 0,
+            "wrk sandbox floor at {connections}: requests failed"
+        );
+        let [bare_run, sandboxed, real] = [runs[0], runs[1], runs[2]];
+        let cpu = |r: &sandserve_tests::wrk::WrkRun| r.cpu_us_per_request();
+        println!(
+            "| echo | {connections} | {:.0} | {:.0} | {:.0} | {:.2}x | {:.2}x | {:.0} / {:.0} / {:.0} | {:.1} / {:.1} / {:.1} | {:.1} | {:.1} |",
+            bare_run.per_second,
+            sandboxed.per_second,
+            real.per_second,
+            real.per_second / bare_run.per_second,
+            real.per_second / sandboxed.per_second,
+            bare_run.p99_us,
+            sandboxed.p99_us,
+            real.p99_us,
+            cpu(&bare_run),
+            cpu(&sandboxed),
+            cpu(&real),
+            cpu(&sandboxed) - cpu(&bare_run),
+            cpu(&real) - cpu(&sandboxed),
+        );
     }
 }
 

@@ -237,27 +237,40 @@ pub fn alternate(
     seconds: Duration,
     rounds: u64,
 ) -> (WrkRun, WrkRun) {
-    let run = |side: Target<'_>| {
-        post(
-            scratch,
-            side.url,
-            token,
-            body,
-            connections,
-            seconds,
-            side.pid,
-        )
-    };
-    let pool = |acc: Option<WrkRun>, next: WrkRun| Some(acc.map_or(next, |a| a.pooled(next)));
-    let (mut first, mut second) = (None, None);
-    for round in 0..rounds.max(1) {
-        if round % 2 == 0 {
-            first = pool(first, run(a));
-            second = pool(second, run(b));
-        } else {
-            second = pool(second, run(b));
-            first = pool(first, run(a));
+    let runs = rotate(scratch, &[a, b], token, body, connections, seconds, rounds);
+    (runs[0], runs[1])
+}
+
+/// Drives every target with the same wrk load, `seconds` each, in `rounds` rounds; each
+/// round starts one target later than the one before (round 0: 0, 1, 2; round 1: 1, 2,
+/// 0; ...), so that a slow spell of a shared machine hits all of them. Pools each
+/// target's runs, in the order of `targets`.
+#[allow(clippy::too_many_arguments)]
+pub fn rotate(
+    scratch: &Path,
+    targets: &[Target<'_>],
+    token: &str,
+    body: &[u8],
+    connections: usize,
+    seconds: Duration,
+    rounds: u64,
+) -> Vec<WrkRun> {
+    let mut pooled: Vec<Option<WrkRun>> = vec![None; targets.len()];
+    for round in 0..rounds.max(1) as usize {
+        for step in 0..targets.len() {
+            let at = (round + step) % targets.len();
+            let side = targets[at];
+            let run = post(
+                scratch,
+                side.url,
+                token,
+                body,
+                connections,
+                seconds,
+                side.pid,
+            );
+            pooled[at] = Some(pooled[at].map_or(run, |acc| acc.pooled(run)));
         }
     }
-    (first.unwrap_or_default(), second.unwrap_or_default())
+    pooled.into_iter().map(Option::unwrap_or_default).collect()
 }
