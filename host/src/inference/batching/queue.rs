@@ -3,7 +3,8 @@
 //! leader waits until the batch is full, reaches a preferred size, or its delay is out,
 //! then joins the inputs, runs the graph once on its own thread, and hands every follower
 //! its slice of the outputs. No thread of its own: a batch runs on its leader's guest
-//! thread while the followers' threads wait.
+//! thread while the followers' threads wait, or on a follower's when the leader's thread
+//! is in the idle scheduling class and the follower's is not (`handoff`).
 //!
 //! At most `max_running_batches` batches of the graph run at once: a ready batch waits
 //! for a running one to end, and takes more requests meanwhile (up to `max_batch_size`),
@@ -31,6 +32,11 @@
 //! are counted apart ([`BatchStatsSnapshot::cross_tenant_batches`] and the
 //! `sandserve_batches_total` metric's `cross_tenant` label).
 
+mod counters;
+mod handoff;
+
+pub use counters::BatchStatsSnapshot;
+
 use super::super::context::RunGraph;
 use super::super::failed;
 use super::super::types::wasi_nn_name;
@@ -39,8 +45,8 @@ use super::policy::BatchPolicy;
 use super::tensors;
 use crate::runtime::call_scope as deadline;
 use crate::runtime::priority;
+use counters::Counters;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
-use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -64,6 +70,9 @@ enum Reply {
     Done(Result<Outputs, BackendError>, Duration),
     /// The batch failed as a whole: run alone.
     RunAlone,
+    /// Run the batch (its leader's thread is in the idle class and this one's is not),
+    /// then answer the others as a leader does.
+    Lead(handoff::Running),
 }
 
 /// One request in a batch: its inputs (in key order) and where its answer goes.
@@ -72,6 +81,8 @@ struct Member {
     rows: usize,
     /// The tenant it runs for (`None` off the guest-thread pool).
     tenant: Option<Arc<str>>,
+    /// Whether its thread runs in the idle scheduling class.
+    idle: bool,
     /// `None` for the leader, which answers itself.
     reply: Option<Sender<Reply>>,
 }
@@ -102,30 +113,6 @@ struct State {
     next_id: u64,
 }
 
-/// How much batching happened on a graph.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct BatchStatsSnapshot {
-    /// Batched runs of two or more requests.
-    pub batches: u64,
-    /// Requests answered from such runs.
-    pub batched_requests: u64,
-    /// Requests that ran alone (nobody joined, or they could not be held).
-    pub alone_requests: u64,
-    /// Batched runs that failed as a whole (their members ran again alone).
-    pub failed_batches: u64,
-    /// Batched runs whose requests came from more than one tenant (a shared version).
-    pub cross_tenant_batches: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    batches: AtomicU64,
-    batched_requests: AtomicU64,
-    alone_requests: AtomicU64,
-    failed_batches: AtomicU64,
-    cross_tenant_batches: AtomicU64,
-}
-
 /// The batcher of one graph.
 pub struct Batcher {
     name: String,
@@ -133,7 +120,8 @@ pub struct Batcher {
     image: String,
     graph: Arc<dyn RunGraph>,
     policy: BatchPolicy,
-    state: Mutex<State>,
+    /// Shared with the turns of running batches, which may travel to another thread.
+    state: Arc<Mutex<State>>,
     /// How long the last batched run took, in nanoseconds: the estimate of the next.
     last_run_nanos: AtomicU64,
     counters: Counters,
@@ -151,7 +139,7 @@ impl Batcher {
             image: image.to_string(),
             graph,
             policy,
-            state: Mutex::default(),
+            state: Arc::default(),
             last_run_nanos: AtomicU64::new(0),
             counters: Counters::default(),
             in_flight: AtomicUsize::new(0),
@@ -165,14 +153,7 @@ impl Batcher {
 
     /// Its counters.
     pub fn stats(&self) -> BatchStatsSnapshot {
-        let c = &self.counters;
-        BatchStatsSnapshot {
-            batches: c.batches.load(Ordering::Relaxed),
-            batched_requests: c.batched_requests.load(Ordering::Relaxed),
-            alone_requests: c.alone_requests.load(Ordering::Relaxed),
-            failed_batches: c.failed_batches.load(Ordering::Relaxed),
-            cross_tenant_batches: c.cross_tenant_batches.load(Ordering::Relaxed),
-        }
+        self.counters.snapshot()
     }
 
     /// Runs one request's `inputs`, in a batch when it can be held until `deadline`
@@ -210,10 +191,12 @@ impl Batcher {
         // the graph (of every tenant, for a shared version) takes.
         let owned: Vec<Tensor> = sorted.iter().map(|(_, t)| (*t).clone()).collect();
         let tenant = deadline::current_tenant();
+        let idle = handoff::this_thread_is_idle();
         let member = move |reply| Member {
             inputs: owned,
             rows,
             tenant,
+            idle,
             reply,
         };
         let mut state = self.lock();
@@ -240,7 +223,7 @@ impl Batcher {
                     Self::wake_leaders(&state);
                 }
                 drop(state);
-                return self.follow(&rx, deadline, inputs);
+                return self.follow(&rx, deadline, inputs, &names);
             }
             // No room: send the open batch now and lead a new one.
             Self::seal(&mut state, &key);
@@ -265,7 +248,7 @@ impl Batcher {
         );
         state.held_bytes += bytes;
         state.held_members += 1;
-        let batch = loop {
+        let running = loop {
             let now = Instant::now();
             // Nobody else can come (every request that may is already in a batch): send
             // now rather than wait out the delay; a lone request runs at once.
@@ -290,7 +273,8 @@ impl Batcher {
                     },
                 };
                 state.running += 1;
-                break batch;
+                let turn = handoff::Turn::new(&self.state, &batch);
+                break handoff::Running { batch, turn };
             }
             // Ready, but its turn has not come: a running batch that ends wakes it.
             let wait = if ready {
@@ -304,8 +288,10 @@ impl Batcher {
                 .0;
         };
         drop(state);
-        let _turn = Turn(self);
-        self.lead(batch, &names)
+        match handoff::hand_over(running) {
+            Ok(own) => self.follow(&own, deadline, inputs, &names),
+            Err(running) => self.lead(running, &names),
+        }
     }
 
     /// Keeps how long the run started at `started` took: the estimate of the next.
@@ -314,16 +300,15 @@ impl Batcher {
         self.last_run_nanos.store(nanos, Ordering::Relaxed);
     }
 
+    /// Requests held in batches now.
+    #[cfg(test)]
+    pub(super) fn held_members(&self) -> usize {
+        self.lock().held_members
+    }
+
     /// Whether `max_running_batches` batches are running.
     fn slots_taken(&self, state: &State) -> bool {
         state.running >= self.policy.max_running_batches
-    }
-
-    /// A running batch ended: wake the leaders that wait for their turn.
-    fn batch_ended(&self) {
-        let mut state = self.lock();
-        state.running = state.running.saturating_sub(1);
-        Self::wake_leaders(&state);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -414,12 +399,14 @@ impl Batcher {
         self.alone(inputs)
     }
 
-    /// Waits for the leader's answer, at most until `deadline`.
+    /// Waits for the leader's answer, at most until `deadline`; runs the batch when the
+    /// leader hands it over.
     fn follow(
         &self,
         rx: &Receiver<Reply>,
         deadline: Option<Instant>,
         inputs: &[(String, &Tensor)],
+        names: &[String],
     ) -> Result<Outputs, BackendError> {
         let reply = match deadline {
             Some(d) => rx.recv_deadline(d),
@@ -430,27 +417,32 @@ impl Batcher {
                 deadline::charge_cpu_from_others(cpu);
                 result
             }
+            Ok(Reply::Lead(running)) => self.lead(running, names),
             Ok(Reply::RunAlone) | Err(RecvTimeoutError::Disconnected) => self.run_one(inputs),
-            Err(RecvTimeoutError::Timeout) => Err(failed(format!(
-                "graph `{}`: the request's deadline passed while it waited for its batch",
-                self.name
-            ))),
+            Err(RecvTimeoutError::Timeout) => {
+                // The batch may have been handed over just now: run it for the others.
+                if let Ok(Reply::Lead(running)) = rx.try_recv() {
+                    drop(self.lead(running, names));
+                }
+                Err(failed(format!(
+                    "graph `{}`: the request's deadline passed while it waited for its batch",
+                    self.name
+                )))
+            }
         }
     }
 
-    /// Runs a batch and answers its members; returns the leader's own answer.
-    fn lead(&self, batch: Open, names: &[String]) -> Result<Outputs, BackendError> {
-        let Open { members, bytes, .. } = batch;
+    /// Runs a batch and answers its members; returns the answer of the first member (the
+    /// one running it). Its turn ends when this returns.
+    fn lead(&self, running: handoff::Running, names: &[String]) -> Result<Outputs, BackendError> {
+        let handoff::Running { batch, mut turn } = running;
+        let members = batch.members;
         let outcome = if members.len() == 1 {
             None
         } else {
             Some(self.run_joined(&members, names))
         };
-        {
-            let mut state = self.lock();
-            state.held_bytes = state.held_bytes.saturating_sub(bytes);
-            state.held_members = state.held_members.saturating_sub(members.len());
-        }
+        turn.release_held();
         let own_inputs = |members: &[Member]| -> Vec<(String, Tensor)> {
             names
                 .iter()
@@ -570,15 +562,6 @@ impl Batcher {
         let held = members.iter().map(|m| (m.tenant.as_deref(), m.rows));
         executions::record_run(&self.image, held, times);
         Ok((slices, shares))
-    }
-}
-
-/// A running batch's turn, given back when its leader is done (or unwinds).
-struct Turn<'a>(&'a Batcher);
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        self.0.batch_ended();
     }
 }
 

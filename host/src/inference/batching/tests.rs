@@ -26,6 +26,8 @@ struct Doubler {
     /// Runs going on now, and the most there were at once.
     active: AtomicUsize,
     most_at_once: AtomicUsize,
+    /// The thread of every run.
+    threads: Mutex<Vec<thread::ThreadId>>,
 }
 
 fn values(t: &Tensor) -> Vec<f32> {
@@ -61,6 +63,7 @@ impl RunGraph for Doubler {
         self.check(inputs)?;
         let x = inputs[0].1;
         self.runs.lock().unwrap().push(x.dimensions.clone());
+        self.threads.lock().unwrap().push(thread::current().id());
         let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_at_once.fetch_max(now, Ordering::SeqCst);
         thread::sleep(self.delay);
@@ -537,4 +540,82 @@ fn a_request_whose_deadline_cannot_wait_for_its_turn_runs_at_once() {
     assert_eq!(run(1_500), 1);
     // Not enough: it runs at once, next to the running batch.
     assert_eq!(run(700), 2);
+}
+
+/// Calls `b` with one row holding `value` on a thread of its own, in the idle scheduling
+/// class when `idle`; gives back the thread's id with the answer.
+fn spawn_call_at(
+    b: &Arc<Batcher>,
+    value: f32,
+    idle: bool,
+) -> thread::JoinHandle<(thread::ThreadId, Result<Vec<f32>, String>)> {
+    let b = b.clone();
+    thread::spawn(move || {
+        if idle {
+            crate::runtime::priority::lower_this_thread_to_idle();
+        }
+        let answer = call(&b, &tensor(&[1, 1], &[value]), None);
+        (thread::current().id(), answer)
+    })
+}
+
+/// Two requests in one batch of two: the first (the leader) joins alone, then the second;
+/// each on a thread of its own in the idle class or not. Returns both threads' ids and
+/// the thread the batch ran on.
+fn batch_of_two(
+    leader_idle: bool,
+    follower_idle: bool,
+) -> (thread::ThreadId, thread::ThreadId, thread::ThreadId) {
+    let graph = Arc::new(Doubler::default());
+    // Full at two; a delay long enough that nothing is sent before the follower joins.
+    let b = batcher(
+        &graph,
+        BatchPolicy {
+            max_batch_size: 2,
+            max_delay_us: 30_000_000,
+            ..BatchPolicy::default()
+        },
+    );
+    let leader = spawn_call_at(&b, 1.0, leader_idle);
+    let waiting_since = Instant::now();
+    while b.held_members() < 1 {
+        assert!(
+            waiting_since.elapsed() < Duration::from_secs(30),
+            "the leader never joined"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    let follower = spawn_call_at(&b, 2.0, follower_idle);
+    let (leader_id, leader_answer) = leader.join().unwrap();
+    let (follower_id, follower_answer) = follower.join().unwrap();
+    assert_eq!(leader_answer, Ok(vec![2.0]));
+    assert_eq!(follower_answer, Ok(vec![4.0]));
+    assert_eq!(
+        *graph.runs.lock().unwrap(),
+        vec![vec![2, 1]],
+        "one batched run"
+    );
+    assert_eq!(b.stats().batches, 1);
+    assert_eq!(b.held_members(), 0, "the batch gave its members back");
+    let ran_on = graph.threads.lock().unwrap()[0];
+    (leader_id, follower_id, ran_on)
+}
+
+#[test]
+fn a_leader_in_the_idle_class_hands_its_batch_to_a_member_that_is_not() {
+    let (_, follower, ran_on) = batch_of_two(true, false);
+    assert_eq!(ran_on, follower);
+}
+
+#[test]
+fn a_leader_runs_its_batch_itself_unless_it_is_idle_and_a_member_is_not() {
+    let (leader, _, ran_on) = batch_of_two(false, false);
+    assert_eq!(
+        ran_on, leader,
+        "a leader at normal priority keeps its batch"
+    );
+    let (leader, _, ran_on) = batch_of_two(false, true);
+    assert_eq!(ran_on, leader, "never handed to an idle member");
+    let (leader, _, ran_on) = batch_of_two(true, true);
+    assert_eq!(ran_on, leader, "nobody better to hand it to");
 }
