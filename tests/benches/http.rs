@@ -427,8 +427,8 @@ fn sandbox_floor_rows(
         if !header {
             header = true;
             println!();
-            println!("| wrk, echo | connections | bare req/s | bare + sandbox req/s | sandserve req/s | sandserve / bare | sandserve / bare + sandbox | p99 bare / bare + sandbox / sandserve (us) | CPU us/req bare / bare + sandbox / sandserve | the sandbox above bare (us/req) | sandserve above bare + sandbox (us/req) |");
-            println!("|---|---|---|---|---|---|---|---|---|---|---|");
+            println!("| wrk, echo | connections | bare req/s | bare + sandbox req/s | sandserve req/s | sandserve / bare | sandserve / bare + sandbox | p99 bare / bare + sandbox / sandserve (us) | CPU us/req bare / bare + sandbox / sandserve | the sandbox above bare (us/req) | sandserve above bare + sandbox (us/req) | per request, bare; bare + sandbox; sandserve: kernel CPU us / minor faults / context switches / IPIs (TLB, rescheduling, function call) |");
+            println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         }
         let targets: Vec<Target<'_>> = urls
             .iter()
@@ -451,8 +451,17 @@ fn sandbox_floor_rows(
         );
         let [bare_run, sandboxed, real] = [runs[0], runs[1], runs[2]];
         let cpu = |r: &sandserve_tests::wrk::WrkRun| r.cpu_us_per_request();
+        let kernel = |r: &sandserve_tests::wrk::WrkRun| {
+            let [tlb, reschedule, call] = r.ipis_per_request();
+            format!(
+                "{:.1} / {:.2} / {:.2} / {tlb:.2}, {reschedule:.2}, {call:.2}",
+                r.system_us_per_request(),
+                r.minor_faults_per_request(),
+                r.context_switches_per_request()
+            )
+        };
         println!(
-            "| echo | {connections} | {:.0} | {:.0} | {:.0} | {:.2}x | {:.2}x | {:.0} / {:.0} / {:.0} | {:.1} / {:.1} / {:.1} | {:.1} | {:.1} |",
+            "| echo | {connections} | {:.0} | {:.0} | {:.0} | {:.2}x | {:.2}x | {:.0} / {:.0} / {:.0} | {:.1} / {:.1} / {:.1} | {:.1} | {:.1} | {}; {}; {} |",
             bare_run.per_second,
             sandboxed.per_second,
             real.per_second,
@@ -466,6 +475,9 @@ fn sandbox_floor_rows(
             cpu(&real),
             cpu(&sandboxed) - cpu(&bare_run),
             cpu(&real) - cpu(&sandboxed),
+            kernel(&bare_run),
+            kernel(&sandboxed),
+            kernel(&real),
         );
     }
 }

@@ -26,12 +26,44 @@ pub struct WrkRun {
     /// CPU time the whole machine left idle over the run (every core, from `/proc/stat`),
     /// seconds: what neither the server nor the client could use.
     pub machine_idle_secs: f64,
+    /// Minor page faults the server process took over the run (`/proc/PID/stat`).
+    pub server_minor_faults: u64,
+    /// Context switches of the server's threads over the run, voluntary and not (summed
+    /// over `/proc/PID/task/*/status`; a thread that exits mid-run takes its count along).
+    pub server_context_switches: u64,
+    /// The server's CPU time in the kernel over the run, seconds (part of `server_cpu_secs`).
+    pub server_system_secs: f64,
+    /// Inter-processor interrupts over the run, whole machine (`/proc/interrupts`): TLB
+    /// shootdowns, rescheduling and function-call interrupts, in that order. On a VM each
+    /// is an exit to the hypervisor.
+    pub machine_ipis: [u64; 3],
 }
 
 impl WrkRun {
     /// The server's CPU time per completed request, microseconds.
     pub fn cpu_us_per_request(&self) -> f64 {
         self.server_cpu_secs * 1e6 / self.requests.max(1) as f64
+    }
+
+    /// The server's minor page faults per completed request.
+    pub fn minor_faults_per_request(&self) -> f64 {
+        self.server_minor_faults as f64 / self.requests.max(1) as f64
+    }
+
+    /// The server's kernel CPU time per completed request, microseconds.
+    pub fn system_us_per_request(&self) -> f64 {
+        self.server_system_secs * 1e6 / self.requests.max(1) as f64
+    }
+
+    /// Inter-processor interrupts per completed request (see [`WrkRun::machine_ipis`]).
+    pub fn ipis_per_request(&self) -> [f64; 3] {
+        self.machine_ipis
+            .map(|count| count as f64 / self.requests.max(1) as f64)
+    }
+
+    /// The server threads' context switches per completed request.
+    pub fn context_switches_per_request(&self) -> f64 {
+        self.server_context_switches as f64 / self.requests.max(1) as f64
     }
 
     /// The share of the machine's CPU time left idle over the run (0 to 1): with every
@@ -57,6 +89,10 @@ impl WrkRun {
             server_cpu_secs: self.server_cpu_secs + other.server_cpu_secs,
             seconds: self.seconds + other.seconds,
             machine_idle_secs: self.machine_idle_secs + other.machine_idle_secs,
+            server_minor_faults: self.server_minor_faults + other.server_minor_faults,
+            server_context_switches: self.server_context_switches + other.server_context_switches,
+            server_system_secs: self.server_system_secs + other.server_system_secs,
+            machine_ipis: [0, 1, 2].map(|i| self.machine_ipis[i] + other.machine_ipis[i]),
         }
     }
 }
@@ -97,18 +133,71 @@ pub fn available() -> bool {
 
 /// A process's CPU time so far (user + system), seconds.
 pub fn process_cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) end at the last ')'.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
+    let fields = process_stat_fields(pid);
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
+    (stat_field(&fields, 11) + stat_field(&fields, 12)) / clock_ticks_per_second()
+}
+
+/// A process's CPU time in the kernel so far, seconds.
+pub fn process_system_secs(pid: u32) -> f64 {
+    stat_field(&process_stat_fields(pid), 12) / clock_ticks_per_second()
+}
+
+/// Inter-processor interrupts so far, every CPU: TLB shootdowns, rescheduling and
+/// function-call interrupts (the `TLB`, `RES` and `CAL` lines of `/proc/interrupts`).
+pub fn machine_ipis() -> [u64; 3] {
+    let text = std::fs::read_to_string("/proc/interrupts").unwrap_or_default();
+    let count = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .map(|l| {
+                l.split_whitespace()
+                    .skip(1)
+                    .map_while(|f| f.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0)
     };
-    (ticks(11) + ticks(12)) / clock_ticks_per_second()
+    [count("TLB:"), count("RES:"), count("CAL:")]
+}
+
+/// A process's minor page faults so far (every thread's; field 10 of `/proc/PID/stat`).
+pub fn process_minor_faults(pid: u32) -> u64 {
+    stat_field(&process_stat_fields(pid), 7) as u64
+}
+
+/// Context switches of a process's live threads so far, voluntary and not.
+pub fn process_context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// The fields of `/proc/PID/stat` after the command name (which may hold spaces and ends
+/// at the last ')').
+fn process_stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    after.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Field `i` (counted after the command name) of `/proc/PID/stat` as a number, 0 if absent.
+fn stat_field(fields: &[String], i: usize) -> f64 {
+    fields
+        .get(i)
+        .and_then(|f| f.parse::<f64>().ok())
+        .unwrap_or(0.0)
 }
 
 /// CPU time the whole machine has spent idle so far (idle + iowait of every core, from
@@ -179,6 +268,10 @@ end
     .expect("write the wrk script");
     let threads = connections.clamp(1, 2);
     let cpu_before = process_cpu_secs(server_pid);
+    let faults_before = process_minor_faults(server_pid);
+    let switches_before = process_context_switches(server_pid);
+    let system_before = process_system_secs(server_pid);
+    let ipis_before = machine_ipis();
     let idle_before = machine_idle_secs();
     let output = Command::new("wrk")
         .args(["-t", &threads.to_string(), "-c", &connections.to_string()])
@@ -189,6 +282,11 @@ end
         .output()
         .expect("run wrk (apt-get install wrk)");
     let cpu = process_cpu_secs(server_pid) - cpu_before;
+    let faults = process_minor_faults(server_pid).saturating_sub(faults_before);
+    let switches = process_context_switches(server_pid).saturating_sub(switches_before);
+    let system = process_system_secs(server_pid) - system_before;
+    let ipis_after = machine_ipis();
+    let ipis = [0, 1, 2].map(|i| ipis_after[i].saturating_sub(ipis_before[i]));
     let idle = machine_idle_secs() - idle_before;
     let text = String::from_utf8_lossy(&output.stdout);
     let line = text
@@ -211,6 +309,10 @@ end
         // Read around the whole wrk process, whose start and exit fall outside its timed
         // part: a few milliseconds of idle too many, at most.
         machine_idle_secs: idle.max(0.0),
+        server_minor_faults: faults,
+        server_context_switches: switches,
+        server_system_secs: system,
+        machine_ipis: ipis,
     }
 }
 
