@@ -13,8 +13,10 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Request, Response};
 use axum::Router;
+use std::convert::Infallible;
 use std::time::Duration;
 use tower::util::MapRequestLayer;
+use tower::{Service, ServiceBuilder};
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -74,10 +76,20 @@ fn on_response(response: &Response<Body>, latency: Duration, _span: &Span) {
     );
 }
 
-/// Wraps `router` in the request-id and access-log layers.
-pub fn layers(router: Router) -> Router {
-    router
-        .layer(PropagateRequestIdLayer::x_request_id())
+/// Wraps `app` in the request-id and access-log layers (one stack of plain services; see
+/// [`super::router`] for why not `Router::layer`), in a router of its own.
+pub fn layers<S>(app: S) -> Router
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let stack = ServiceBuilder::new()
+        .layer(MapRequestLayer::new(drop_insane_request_id))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(span)
@@ -87,8 +99,9 @@ pub fn layers(router: Router) -> Router {
                 .on_eos(())
                 .on_failure(()),
         )
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(MapRequestLayer::new(drop_insane_request_id))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .service(app);
+    Router::new().fallback_service(stack)
 }
 
 /// Puts the authenticated tenant (or `admin`) on the request's access line.
