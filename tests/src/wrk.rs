@@ -131,21 +131,67 @@ pub fn available() -> bool {
         .is_ok_and(|o| !o.stdout.is_empty() || !o.stderr.is_empty())
 }
 
-/// A process's CPU time so far (user + system), seconds.
-pub fn process_cpu_secs(pid: u32) -> f64 {
-    let fields = process_stat_fields(pid);
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-    (stat_field(&fields, 11) + stat_field(&fields, 12)) / clock_ticks_per_second()
+/// A server process's counters at one moment: `/proc/PID/stat` read once, and the
+/// context switches of its live threads.
+#[derive(Debug, Clone, Copy, Default)]
+struct ServerCounters {
+    /// CPU time, user + system, seconds.
+    cpu_secs: f64,
+    /// CPU time in the kernel, seconds.
+    system_secs: f64,
+    /// Minor page faults of every thread.
+    minor_faults: u64,
+    /// Context switches of the live threads, voluntary and not.
+    context_switches: u64,
 }
 
-/// A process's CPU time in the kernel so far, seconds.
-pub fn process_system_secs(pid: u32) -> f64 {
-    stat_field(&process_stat_fields(pid), 12) / clock_ticks_per_second()
+impl ServerCounters {
+    /// Reads `pid`'s counters (zeros for what cannot be read).
+    fn read(pid: u32) -> Self {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) end at the last ')'.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // Counted after the name: minflt is field 10 of the whole line (7 here), utime and
+        // stime fields 14 and 15 (11 and 12).
+        let ticks = clock_ticks_per_second();
+        Self {
+            cpu_secs: (field(11) + field(12)) / ticks,
+            system_secs: field(12) / ticks,
+            minor_faults: field(7) as u64,
+            context_switches: thread_context_switches(pid),
+        }
+    }
+}
+
+/// Context switches of a process's live threads so far, voluntary and not (from
+/// `/proc/PID/task/*/status`).
+fn thread_context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
 }
 
 /// Inter-processor interrupts so far, every CPU: TLB shootdowns, rescheduling and
 /// function-call interrupts (the `TLB`, `RES` and `CAL` lines of `/proc/interrupts`).
-pub fn machine_ipis() -> [u64; 3] {
+fn machine_ipis() -> [u64; 3] {
     let text = std::fs::read_to_string("/proc/interrupts").unwrap_or_default();
     let count = |name: &str| -> u64 {
         text.lines()
@@ -159,45 +205,6 @@ pub fn machine_ipis() -> [u64; 3] {
             .unwrap_or(0)
     };
     [count("TLB:"), count("RES:"), count("CAL:")]
-}
-
-/// A process's minor page faults so far (every thread's; field 10 of `/proc/PID/stat`).
-pub fn process_minor_faults(pid: u32) -> u64 {
-    stat_field(&process_stat_fields(pid), 7) as u64
-}
-
-/// Context switches of a process's live threads so far, voluntary and not.
-pub fn process_context_switches(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-        .flat_map(|status| {
-            status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches:"))
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .sum()
-}
-
-/// The fields of `/proc/PID/stat` after the command name (which may hold spaces and ends
-/// at the last ')').
-fn process_stat_fields(pid: u32) -> Vec<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    after.split_whitespace().map(str::to_owned).collect()
-}
-
-/// Field `i` (counted after the command name) of `/proc/PID/stat` as a number, 0 if absent.
-fn stat_field(fields: &[String], i: usize) -> f64 {
-    fields
-        .get(i)
-        .and_then(|f| f.parse::<f64>().ok())
-        .unwrap_or(0.0)
 }
 
 /// CPU time the whole machine has spent idle so far (idle + iowait of every core, from
@@ -267,10 +274,7 @@ end
     )
     .expect("write the wrk script");
     let threads = connections.clamp(1, 2);
-    let cpu_before = process_cpu_secs(server_pid);
-    let faults_before = process_minor_faults(server_pid);
-    let switches_before = process_context_switches(server_pid);
-    let system_before = process_system_secs(server_pid);
+    let server_before = ServerCounters::read(server_pid);
     let ipis_before = machine_ipis();
     let idle_before = machine_idle_secs();
     let output = Command::new("wrk")
@@ -281,10 +285,7 @@ end
         .arg(url)
         .output()
         .expect("run wrk (apt-get install wrk)");
-    let cpu = process_cpu_secs(server_pid) - cpu_before;
-    let faults = process_minor_faults(server_pid).saturating_sub(faults_before);
-    let switches = process_context_switches(server_pid).saturating_sub(switches_before);
-    let system = process_system_secs(server_pid) - system_before;
+    let server_after = ServerCounters::read(server_pid);
     let ipis_after = machine_ipis();
     let ipis = [0, 1, 2].map(|i| ipis_after[i].saturating_sub(ipis_before[i]));
     let idle = machine_idle_secs() - idle_before;
@@ -304,14 +305,18 @@ end
         per_second: requests as f64 / seconds.max(f64::MIN_POSITIVE),
         p50_us: f[3],
         p99_us: f[4],
-        server_cpu_secs: cpu,
+        server_cpu_secs: server_after.cpu_secs - server_before.cpu_secs,
         seconds,
         // Read around the whole wrk process, whose start and exit fall outside its timed
         // part: a few milliseconds of idle too many, at most.
         machine_idle_secs: idle.max(0.0),
-        server_minor_faults: faults,
-        server_context_switches: switches,
-        server_system_secs: system,
+        server_minor_faults: server_after
+            .minor_faults
+            .saturating_sub(server_before.minor_faults),
+        server_context_switches: server_after
+            .context_switches
+            .saturating_sub(server_before.context_switches),
+        server_system_secs: server_after.system_secs - server_before.system_secs,
         machine_ipis: ipis,
     }
 }
