@@ -678,6 +678,19 @@ fn databricks_queries_need_can_query_and_a_well_formed_body() {
         api.get("/serving-endpoints/ep/invocations", Some(&querier))
             .await
             .error(405, "METHOD_NOT_ALLOWED", &hidden);
+        // Past the 1 MiB default of other routes, a query body still reaches the codec
+        // (the query route's own limit wins over the router-wide default).
+        let mut past_default = vec![b' '; 2 << 20];
+        past_default.extend_from_slice(b"{\"inputs\": ");
+        api.send(
+            Method::POST,
+            "/serving-endpoints/ep/invocations",
+            Some(&querier),
+            "application/json",
+            past_default,
+        )
+        .await
+        .error(400, "INVALID_PARAMETER_VALUE", &hidden);
         // One byte over the 64 MiB a query may have.
         let huge = vec![b' '; (64 << 20) + 1];
         api.send(
@@ -686,6 +699,30 @@ fn databricks_queries_need_can_query_and_a_well_formed_body() {
             Some(&querier),
             "application/json",
             huge,
+        )
+        .await
+        .error(413, "PAYLOAD_TOO_LARGE", &hidden);
+    });
+}
+
+#[test]
+fn a_body_past_the_router_wide_limit_is_refused_on_routes_without_their_own() {
+    run(|| async {
+        let api = Api::start();
+        let hidden = paths(&api);
+        let name = "a".repeat((1 << 20) + 1);
+        api.post(
+            "/api/2.0/tenants",
+            Some(ADMIN_TOKEN),
+            &json!({ "name": name }),
+        )
+        .await
+        .error(413, "PAYLOAD_TOO_LARGE", &hidden);
+        // With a trailing slash (trimmed by an outer layer), the same limit.
+        api.post(
+            "/api/2.0/tenants/",
+            Some(ADMIN_TOKEN),
+            &json!({ "name": name }),
         )
         .await
         .error(413, "PAYLOAD_TOO_LARGE", &hidden);
