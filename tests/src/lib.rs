@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod doc_script;
 pub mod hostile_onnx;
+pub mod in_process;
 pub mod load;
 pub mod native;
 pub mod packages;

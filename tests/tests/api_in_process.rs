@@ -12,8 +12,6 @@ use axum::body::Body;
 use axum::http::{Method, Request};
 use axum::Router;
 use http_body_util::BodyExt;
-use sandserve_host::config::{ServeConfig, Settings};
-use sandserve_host::serving::GuestThreadSettings;
 use sandserve_tests::packages::example_package;
 use sandserve_tests::repo_root;
 use sandserve_tests::server::ADMIN_TOKEN;
@@ -70,20 +68,7 @@ impl Api {
     /// run in one test process).
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let settings = Settings {
-            data_dir: Some(dir.path().join("data")),
-            admin_token: Some(ADMIN_TOKEN.into()),
-            engines_dir: Some(repo_root().join(".engines")),
-            max_instances: Some(16),
-            memory_budget_mib: Some(1024),
-            ..Settings::default()
-        };
-        let mut config = ServeConfig::resolve(settings).unwrap();
-        config.guest_threads = GuestThreadSettings {
-            threads: 4,
-            per_tenant: 2,
-            foreground_per_tenant: 1,
-        };
+        let config = sandserve_tests::in_process::config(dir.path());
         let router = sandserve_host::server::app(&config).unwrap();
         Self { router, dir }
     }

@@ -14,11 +14,8 @@ use axum::http::{Method, Request, Response};
 use axum::Router;
 use http_body_util::BodyExt;
 use sandserve_host::cluster::{endpoint_key, model_key, Cluster, Membership, NodeInfo, Placement};
-use sandserve_host::config::{ServeConfig, Settings};
 use sandserve_host::server::App;
-use sandserve_host::serving::GuestThreadSettings;
 use sandserve_tests::packages::example_package;
-use sandserve_tests::repo_root;
 use sandserve_tests::server::ADMIN_TOKEN;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
@@ -119,24 +116,6 @@ async fn dead_url() -> String {
     url
 }
 
-fn config(dir: &std::path::Path) -> ServeConfig {
-    let settings = Settings {
-        data_dir: Some(dir.join("data")),
-        admin_token: Some(ADMIN_TOKEN.into()),
-        engines_dir: Some(repo_root().join(".engines")),
-        max_instances: Some(16),
-        memory_budget_mib: Some(1024),
-        ..Settings::default()
-    };
-    let mut config = ServeConfig::resolve(settings).unwrap();
-    config.guest_threads = GuestThreadSettings {
-        threads: 4,
-        per_tenant: 2,
-        foreground_per_tenant: 1,
-    };
-    config
-}
-
 fn run<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -169,7 +148,7 @@ fn other_node(key: &str, owns: bool, url: &str) -> NodeInfo {
 fn queries_go_to_their_owner_and_fall_back_here_when_it_is_gone() {
     run(|| async {
         let dir = tempfile::tempdir().unwrap();
-        let mut app = App::open(&config(dir.path())).unwrap();
+        let mut app = App::open(&sandserve_tests::in_process::config(dir.path())).unwrap();
         let nodes = Arc::new(Nodes {
             live: Mutex::new(Vec::new()),
         });

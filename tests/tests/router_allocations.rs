@@ -12,10 +12,6 @@
 use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt;
-use sandserve_host::config::{ServeConfig, Settings};
-use sandserve_host::serving::GuestThreadSettings;
-use sandserve_tests::repo_root;
-use sandserve_tests::server::ADMIN_TOKEN;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use tower::ServiceExt;
@@ -84,20 +80,7 @@ async fn allocations_of_one_request(router: &axum::Router) -> u64 {
 #[test]
 fn a_request_through_the_router_does_not_clone_its_layers_per_route_level() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        data_dir: Some(dir.path().join("data")),
-        admin_token: Some(ADMIN_TOKEN.into()),
-        engines_dir: Some(repo_root().join(".engines")),
-        max_instances: Some(4),
-        memory_budget_mib: Some(256),
-        ..Settings::default()
-    };
-    let mut config = ServeConfig::resolve(settings).unwrap();
-    config.guest_threads = GuestThreadSettings {
-        threads: 2,
-        per_tenant: 1,
-        foreground_per_tenant: 1,
-    };
+    let config = sandserve_tests::in_process::config(dir.path());
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
